@@ -1,0 +1,393 @@
+#!/usr/bin/env python3
+"""Throw-away Debian 12 hosts running real systemd, for the molecule scenarios.
+
+Each host is a copy of a cached debootstrap root booted with systemd-nspawn inside its
+own network namespace (veth pair, NAT to reach the package mirrors), in its own cgroup,
+under a small supervisor that boots it again when the guest reboots (nspawn exit 133).
+
+    nspawn_hosts.py create  --scenario NAME --subnet 10.213 --instance-config FILE HOST...
+    nspawn_hosts.py destroy --scenario NAME
+    nspawn_hosts.py status  --scenario NAME
+
+HOST is NAME[:INDEX]; host INDEX gets 10.213.INDEX.2 (the controller side is .1).
+State lives in /var/lib/chatd-molecule/<scenario>/, the pristine root and the shared
+apt/pip download caches in /var/cache/chatd-molecule/.  Must run as root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CACHE = Path(os.environ.get("CHATD_MOLECULE_CACHE", "/var/cache/chatd-molecule"))
+STATE = Path(os.environ.get("CHATD_MOLECULE_STATE", "/var/lib/chatd-molecule"))
+BASE_ROOT = CACHE / "bookworm"
+INCLUDE = "systemd,systemd-sysv,dbus,openssh-server,python3,sudo,iproute2,ca-certificates"
+TAG = "chatd-molecule"
+CGROUP_ROOTS = [Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified")]
+MTU = "1400"
+
+
+def log(msg: str) -> None:
+    print(f"[nspawn-hosts] {msg}", file=sys.stderr, flush=True)
+
+
+def run(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=check, text=True, **kw)
+
+
+def mirror() -> str:
+    """The machine's own Debian mirror, from its apt sources."""
+    for src in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
+        for line in src.read_text().splitlines():
+            if line.startswith("URIs:") and "security" not in line:
+                return line.split()[1]
+    sources = Path("/etc/apt/sources.list")
+    if sources.exists():
+        for line in sources.read_text().splitlines():
+            parts = line.split()
+            if parts[:1] == ["deb"] and "security" not in line:
+                return next(p for p in parts[1:] if "://" in p)
+    raise SystemExit("no Debian mirror found in /etc/apt/sources*")
+
+
+def ensure_base_root() -> None:
+    """Debootstrap the pristine root once; later runs and scenarios reuse it."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (BASE_ROOT / ".complete").exists():
+            return
+        tmp = CACHE / "bookworm.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        log(f"debootstrapping {BASE_ROOT} (once; about a minute)")
+        start = time.monotonic()
+        run("debootstrap", "--variant=minbase", f"--include={INCLUDE}", "bookworm",
+            str(tmp), mirror(), stdout=subprocess.DEVNULL)
+        chroot = ["chroot", str(tmp)]
+        run(*chroot, "systemctl", "enable", "ssh")
+        # Nothing in the pristine root may identify a host.
+        run(*chroot, "apt-get", "clean")
+        for key in (tmp / "etc/ssh").glob("ssh_host_*"):
+            key.unlink()
+        (tmp / "etc/machine-id").write_text("")
+        with contextlib.suppress(FileNotFoundError):
+            (tmp / "var/lib/dbus/machine-id").unlink()
+        (tmp / "etc/apt/sources.list").unlink(missing_ok=True)
+        shutil.rmtree(BASE_ROOT, ignore_errors=True)
+        tmp.rename(BASE_ROOT)
+        (BASE_ROOT / ".complete").touch()
+        log(f"base root ready in {time.monotonic() - start:.0f}s")
+
+
+def host_paths(scenario: str, name: str) -> dict[str, Path]:
+    sdir = STATE / scenario
+    return {"root": sdir / "roots" / name, "pid": sdir / f"{name}.pid",
+            "log": sdir / f"{name}.console.log", "dir": sdir}
+
+
+def prepare_root(scenario: str, name: str, hosts: dict[str, int], subnet: str,
+                 pubkey: str) -> Path:
+    root = host_paths(scenario, name)["root"]
+    shutil.rmtree(root, ignore_errors=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    run("cp", "-a", str(BASE_ROOT), str(root))
+    (root / ".complete").unlink(missing_ok=True)
+    (root / "etc/hostname").write_text(f"{name}\n")
+    lines = ["127.0.0.1 localhost", f"127.0.1.1 {name}", "::1 localhost ip6-localhost"]
+    lines += [f"{subnet}.{idx}.2 {other}" for other, idx in hosts.items()]
+    (root / "etc/hosts").write_text("\n".join(lines) + "\n")
+    (root / "etc/machine-id").write_text(secrets.token_hex(16) + "\n")
+    run("ssh-keygen", "-q", "-A", "-f", str(root), stdout=subprocess.DEVNULL)
+    ssh_dir = root / "root/.ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    (ssh_dir / "authorized_keys").write_text(pubkey)
+    os.chmod(ssh_dir / "authorized_keys", 0o600)
+    (root / "etc/resolv.conf").unlink(missing_ok=True)
+    shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
+    for src in Path("/etc/apt/sources.list.d").glob("*.sources"):
+        shutil.copy(src, root / "etc/apt/sources.list.d" / src.name)
+    if Path("/etc/apt/sources.list").exists():
+        shutil.copy("/etc/apt/sources.list", root / "etc/apt/sources.list")
+    return root
+
+
+def ipt(*rule: str, table: str = "filter", check_first: bool = True) -> None:
+    """Add a tagged iptables rule unless it is already there."""
+    spec = [*rule, "-m", "comment", "--comment", TAG]
+    chain = spec[1]
+    probe = run("iptables", "-t", table, "-C", chain, *spec[2:], check=False,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if probe.returncode != 0 or not check_first:
+        run("iptables", "-t", table, *spec)
+
+
+def setup_network(scenario: str, name: str, idx: int, subnet: str) -> None:
+    ns = f"cm-{name}"
+    veth = netns_veth(scenario, idx)
+    run("ip", "netns", "add", ns)
+    run("ip", "link", "add", veth, "mtu", MTU, "type", "veth", "peer", "name", "eth0",
+        "mtu", MTU, "netns", ns)
+    run("ip", "addr", "add", f"{subnet}.{idx}.1/24", "dev", veth)
+    run("ip", "link", "set", veth, "up")
+    nsx = ["ip", "-n", ns]
+    run(*nsx, "link", "set", "lo", "up")
+    run(*nsx, "addr", "add", f"{subnet}.{idx}.2/24", "dev", "eth0")
+    run(*nsx, "link", "set", "eth0", "up")
+    run(*nsx, "route", "add", "default", "via", f"{subnet}.{idx}.1")
+    Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+    net = f"{subnet}.0.0/16"
+    ipt("-I", "FORWARD", "-i", veth, "-j", "ACCEPT")
+    ipt("-I", "FORWARD", "-o", veth, "-j", "ACCEPT")
+    # Between test hosts: no NAT, so they see each other's real addresses.
+    ipt("-A", "POSTROUTING", "-s", net, "-d", net, "-j", "RETURN", table="nat")
+    ipt("-A", "POSTROUTING", "-s", net, "-j", "MASQUERADE", table="nat")
+
+
+def netns_veth(scenario: str, idx: int) -> str:
+    # Stable, short (<= 15 chars), distinct per scenario: cmv-<scenario>-<idx>.
+    return f"cmv{scenario[:8]}{idx}"[:15]
+
+
+def make_cgroups(name: str) -> None:
+    for base in CGROUP_ROOTS:
+        if base.is_dir():
+            (base / TAG / name).mkdir(parents=True, exist_ok=True)
+
+
+def remove_cgroup_tree(path: Path) -> None:
+    if not path.is_dir():
+        return
+    for child in sorted((p for p in path.rglob("*") if p.is_dir()),
+                        key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            child.rmdir()
+    with contextlib.suppress(OSError):
+        path.rmdir()
+
+
+def supervise(args: argparse.Namespace) -> None:
+    """Run nspawn; boot again on exit 133 (guest reboot), stop on anything else."""
+    for base in CGROUP_ROOTS:
+        procs = base / TAG / args.name / "cgroup.procs"
+        if procs.exists():
+            procs.write_text(f"{os.getpid()}\n")
+    paths = host_paths(args.scenario, args.name)
+    cmd = ["systemd-nspawn", "--quiet", "--boot", "--register=no", "--keep-unit",
+           "-D", str(paths["root"]), f"--machine={args.name}",
+           f"--network-namespace-path=/run/netns/cm-{args.name}",
+           "--resolv-conf=off", "--timezone=off", "--link-journal=no",
+           "--console=read-only", "--capability=CAP_NET_ADMIN",
+           f"--bind={CACHE}/apt-archives:/var/cache/apt/archives",
+           f"--bind={CACHE}/pip:/root/.cache/pip"]
+    child: subprocess.Popen | None = None
+
+    def forward(signum, _frame):
+        if child and child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    while True:
+        child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        rc = child.wait()
+        print(f"[supervisor] nspawn exited {rc}", flush=True)
+        if rc != 133:
+            break
+        time.sleep(0.5)
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")  # defunct counts as gone
+
+
+def wait_ssh(address: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((address, 22), 1) as s:
+            if s.recv(4).startswith(b"SSH"):
+                return
+        time.sleep(0.3)
+    raise SystemExit(f"ssh on {address} did not answer in {timeout}s")
+
+
+def create(args: argparse.Namespace) -> None:
+    hosts: dict[str, int] = {}
+    for i, spec in enumerate(args.hosts, start=1):
+        name, _, idx = spec.partition(":")
+        hosts[name] = int(idx or i)
+    ensure_base_root()
+    for sub in ("apt-archives/partial", "pip"):
+        (CACHE / sub).mkdir(parents=True, exist_ok=True)
+    sdir = STATE / args.scenario
+    sdir.mkdir(parents=True, exist_ok=True)
+    key = sdir / "id_ed25519"
+    if not key.exists():
+        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", TAG, "-f", str(key))
+    pubkey = key.with_suffix(".pub").read_text()
+    meta = {"subnet": args.subnet, "hosts": hosts}
+    (sdir / "hosts.json").write_text(json.dumps(meta))
+    config = []
+    for name, idx in hosts.items():
+        paths = host_paths(args.scenario, name)
+        if paths["pid"].exists() and alive(int(paths["pid"].read_text())):
+            log(f"{name} already running")
+        else:
+            prepare_root(args.scenario, name, hosts, args.subnet, pubkey)
+            if not Path(f"/run/netns/cm-{name}").exists():
+                setup_network(args.scenario, name, idx, args.subnet)
+            make_cgroups(name)
+            with open(paths["log"], "ab") as out:
+                proc = subprocess.Popen(
+                    [sys.executable, os.path.abspath(__file__), "supervise",
+                     "--scenario", args.scenario, name],
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    start_new_session=True)
+            paths["pid"].write_text(f"{proc.pid}\n")
+        config.append({"instance": name, "address": f"{args.subnet}.{idx}.2", "user": "root",
+                       "port": 22, "identity_file": str(key)})
+    for entry in config:
+        wait_ssh(entry["address"], 60)
+        log(f"{entry['instance']} up at {entry['address']}")
+    if args.instance_config:
+        Path(args.instance_config).write_text(json.dumps(config, indent=2) + "\n")
+
+
+def ssh(scenario: str, address: str, *cmd: str, timeout: float = 15) -> int:
+    key = STATE / scenario / "id_ed25519"
+    try:
+        return run("ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no", "-o",
+                   "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o",
+                   "ConnectTimeout=5", "-o", "BatchMode=yes", f"root@{address}", *cmd,
+                   check=False, timeout=timeout, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL).returncode
+    except subprocess.TimeoutExpired:
+        return -1
+
+
+def destroy(args: argparse.Namespace) -> None:
+    sdir = STATE / args.scenario
+    meta_file = sdir / "hosts.json"
+    if not meta_file.exists():
+        log(f"nothing to destroy for {args.scenario}")
+        return
+    meta = json.loads(meta_file.read_text())
+    subnet, hosts = meta["subnet"], meta["hosts"]
+    pids = {}
+    for name, idx in hosts.items():
+        pid_file = host_paths(args.scenario, name)["pid"]
+        if pid_file.exists() and alive(pid := int(pid_file.read_text())):
+            pids[name] = pid
+            ssh(args.scenario, f"{subnet}.{idx}.2", "systemctl", "poweroff", "--no-block")
+    deadline = time.monotonic() + 30
+    while any(alive(p) for p in pids.values()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for name, idx in hosts.items():
+        ns = f"cm-{name}"
+        if (pid := pids.get(name)) and alive(pid):
+            log(f"{name} did not power off; killing it")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        if Path(f"/run/netns/{ns}").exists():
+            out = run("ip", "netns", "pids", ns, check=False, capture_output=True).stdout
+            for p in out.split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(p), signal.SIGKILL)
+        for base in CGROUP_ROOTS:
+            procs = base / TAG / name
+            for f in procs.rglob("cgroup.procs") if procs.is_dir() else []:
+                for p in f.read_text().split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(p), signal.SIGKILL)
+        time.sleep(0.2)
+        veth = netns_veth(args.scenario, idx)
+        run("ip", "link", "del", veth, check=False, stderr=subprocess.DEVNULL)
+        run("ip", "netns", "del", ns, check=False, stderr=subprocess.DEVNULL)
+        for base in CGROUP_ROOTS:
+            remove_cgroup_tree(base / TAG / name)
+        root = host_paths(args.scenario, name)["root"]
+        (root.parent / f".#{name}.lck").unlink(missing_ok=True)
+        Path(f"/run/systemd/nspawn/propagate/{name}").exists() and shutil.rmtree(
+            f"/run/systemd/nspawn/propagate/{name}", ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+        host_paths(args.scenario, name)["pid"].unlink(missing_ok=True)
+    for lock in Path("/run/systemd/nspawn/locks").glob("inode-*"):
+        holder = lock.read_text().strip() if lock.is_file() else ""
+        if not holder.isdigit() or not alive(int(holder)):
+            lock.unlink(missing_ok=True)
+    meta_file.unlink()
+    remove_rules_if_unused()
+    for base in CGROUP_ROOTS:
+        with contextlib.suppress(OSError):
+            (base / TAG).rmdir()
+    log(f"destroyed {args.scenario}")
+
+
+def remove_rules_if_unused() -> None:
+    """Remove this tool's iptables rules once no scenario has hosts left."""
+    others = list(STATE.glob("*/hosts.json"))
+    for table in ("filter", "nat"):
+        rules = run("iptables", "-t", table, "-S", capture_output=True).stdout.splitlines()
+        for rule in rules:
+            if f'--comment {TAG}' not in rule and f'--comment "{TAG}"' not in rule:
+                continue
+            parts = rule.split()
+            if others and "-i" not in parts and "-o" not in parts:
+                continue  # shared NAT rules still used by another scenario
+            if ("-i" in parts or "-o" in parts):
+                veth = parts[parts.index("-i" if "-i" in parts else "-o") + 1]
+                if Path(f"/sys/class/net/{veth}").exists():
+                    continue
+            run("iptables", "-t", table, "-D", *parts[1:], check=False)
+
+
+def status(args: argparse.Namespace) -> None:
+    meta_file = STATE / args.scenario / "hosts.json"
+    if not meta_file.exists():
+        print(f"{args.scenario}: no hosts")
+        return
+    for name in json.loads(meta_file.read_text())["hosts"]:
+        pid_file = host_paths(args.scenario, name)["pid"]
+        up = pid_file.exists() and alive(int(pid_file.read_text()))
+        print(f"{args.scenario}/{name}: {'running' if up else 'stopped'}")
+
+
+def main() -> None:
+    if os.geteuid() != 0:
+        raise SystemExit("must run as root")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("create")
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--subnet", required=True, help="first two octets, e.g. 10.213")
+    p.add_argument("--instance-config")
+    p.add_argument("hosts", nargs="+")
+    p.set_defaults(func=create)
+    for name, func in (("destroy", destroy), ("status", status)):
+        p = sub.add_parser(name)
+        p.add_argument("--scenario", required=True)
+        p.set_defaults(func=func)
+    p = sub.add_parser("supervise")
+    p.add_argument("--scenario", required=True)
+    p.add_argument("name")
+    p.set_defaults(func=supervise)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
