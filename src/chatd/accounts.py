@@ -1,0 +1,69 @@
+"""Registration, login, logout and token authentication."""
+
+from __future__ import annotations
+
+import re
+
+from chatd.errors import ChatdError, Code
+from chatd.fanout import Hub
+from chatd.ratelimit import RateLimiter
+from chatd.security import Passwords, hash_token, new_token
+from chatd.storage import Stores
+
+USERNAME = re.compile(r"^[a-z0-9_.-]{3,32}$")
+MIN_PASSWORD, MAX_PASSWORD = 8, 1024
+
+
+def normalise_username(raw: str) -> str:
+    name = raw.strip().lower()
+    if not USERNAME.match(name):
+        raise ChatdError(
+            Code.BAD_REQUEST, "username: 3-32 characters of a-z, 0-9, '_', '.', '-'", field="username"
+        )
+    return name
+
+
+class Accounts:
+    def __init__(self, stores: Stores, passwords: Passwords, login_limiter: RateLimiter, hub: Hub) -> None:
+        self._stores = stores
+        self._passwords = passwords
+        self._login_limiter = login_limiter
+        self._hub = hub
+
+    async def register(self, username: str, password: str) -> dict[str, object]:
+        name = normalise_username(username)
+        if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+            raise ChatdError(
+                Code.BAD_REQUEST,
+                f"password: {MIN_PASSWORD} to {MAX_PASSWORD} characters",
+                field="password",
+            )
+        user_id = await self._stores.accounts.create_user(name, await self._passwords.hash(password))
+        if user_id is None:
+            raise ChatdError(Code.USERNAME_TAKEN, "that username is taken")
+        return {"user_id": user_id, "username": name}
+
+    async def login(self, username: str, password: str) -> dict[str, object]:
+        name = username.strip().lower()
+        await self._login_limiter.hit(name)
+        found = await self._stores.accounts.credentials(name)
+        ok = await self._passwords.verify(found[1] if found else None, password)
+        if not ok or found is None:
+            raise ChatdError(Code.INVALID_CREDENTIALS, "wrong username or password")
+        token = new_token()
+        await self._stores.accounts.add_token(hash_token(token), found[0])
+        return {"token": token, "user_id": found[0], "username": name}
+
+    async def authenticate(self, token: str) -> tuple[int, str, bytes]:
+        """(user_id, username, token_hash) for a live token; `unauthorized` otherwise."""
+        token_hash = hash_token(token)
+        found = await self._stores.accounts.user_for_token(token_hash)
+        if found is None:
+            raise ChatdError(Code.UNAUTHORIZED, "invalid or revoked token")
+        return found[0], found[1], token_hash
+
+    async def logout(self, token_hash: bytes) -> None:
+        """Revoke the token and close every live WebSocket that authenticated with it."""
+        user_id = await self._stores.accounts.delete_token(token_hash)
+        if user_id is not None:
+            await self._hub.publish_to_users([user_id], {"op": "revoke", "token": token_hash.hex()})

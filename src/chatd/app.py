@@ -1,0 +1,196 @@
+"""The Starlette application: wiring, lifespan, access log, drain on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import WebSocketRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chatd import http_api, migrations, ws
+from chatd.accounts import Accounts
+from chatd.config import Settings
+from chatd.connection import CLOSE_SERVICE_RESTART, Connection
+from chatd.errors import ChatdError, Code
+from chatd.fanout import Hub
+from chatd.messaging import Messaging
+from chatd.ratelimit import RateLimiter
+from chatd.security import Passwords
+from chatd.storage import Stores, create_pool
+
+log = logging.getLogger("chatd")
+access_log = logging.getLogger("chatd.http")
+
+
+class SchemaOutdated(RuntimeError):
+    pass
+
+
+class Runtime:
+    """Everything one worker process holds: pools, the hub, the services."""
+
+    def __init__(self, settings: Settings, stores: Stores, redis: aioredis.Redis) -> None:
+        self.settings = settings
+        self.stores = stores
+        self.redis = redis
+        self.hub = Hub(redis, stores, settings.gap_fill_delay_s)
+        self.hub.on_user_message = self._on_user_message  # type: ignore[method-assign]
+        limiter = RateLimiter(redis, "send", settings.rate_limit_messages, settings.rate_limit_window_s)
+        login_limiter = RateLimiter(redis, "login", settings.login_rate_limit, 60)
+        passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib)
+        self.accounts = Accounts(stores, passwords, login_limiter, self.hub)
+        self.messaging = Messaging(stores, self.hub, limiter, settings)
+        self.draining = False
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Marks a send the drain on shutdown must wait for."""
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._inflight -= 1
+            if not self._inflight:
+                self._idle.set()
+
+    def _on_user_message(self, conn: Connection, payload: dict[str, Any]) -> None:
+        ws.on_user_message(self, conn, payload)
+
+    async def readiness(self) -> list[str]:
+        problems = []
+        try:
+            async with self.stores.pool.acquire() as conn:
+                missing = await migrations.missing(conn)
+            if missing:
+                problems.append(f"schema: missing migrations {', '.join(missing)}")
+        except Exception as exc:
+            problems.append(f"postgres: {type(exc).__name__}")
+        try:
+            await self.redis.ping()
+        except Exception as exc:
+            problems.append(f"redis: {type(exc).__name__}")
+        if self.draining:
+            problems.append("draining")
+        return problems
+
+    async def drain(self) -> None:
+        """Finish in-flight sends, then ask every client to reconnect elsewhere (1012)."""
+        self.draining = True
+        deadline = time.monotonic() + self.settings.drain_timeout_s
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), self.settings.drain_timeout_s)
+        conns = list(self.hub.connections)
+        for conn in conns:
+            conn.close(CLOSE_SERVICE_RESTART, "service restart")
+        if conns:
+            await asyncio.wait(
+                [asyncio.create_task(c.closed.wait()) for c in conns],
+                timeout=max(0.5, deadline - time.monotonic()),
+            )
+        log.info("drained", extra={"connections": len(conns)})
+
+
+async def open_runtime(settings: Settings) -> Runtime:
+    pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
+    try:
+        async with pool.acquire() as conn:
+            missing = await migrations.missing(conn)
+        if missing:
+            raise SchemaOutdated(
+                f"database schema is behind: missing {', '.join(missing)}; run `chatd migrate`"
+            )
+        redis = aioredis.Redis.from_url(settings.redis_url, health_check_interval=30, socket_keepalive=True)
+        runtime = Runtime(settings, Stores(pool), redis)
+        await runtime.hub.start()
+    except BaseException:
+        await pool.close()
+        raise
+    return runtime
+
+
+async def close_runtime(runtime: Runtime) -> None:
+    await runtime.hub.stop()
+    await runtime.redis.aclose()
+    await runtime.stores.pool.close()
+
+
+class AccessLog:
+    """One line per HTTP request (WebSocket sessions are logged by the ws module)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            access_log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "ms": round((time.perf_counter() - started) * 1000, 2),
+                    "user_id": scope.get("chatd.user_id"),
+                },
+            )
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: Code.NOT_FOUND, 405: Code.METHOD_NOT_ALLOWED}.get(exc.status_code, Code.BAD_REQUEST)
+    response = http_api.error_response(ChatdError(code, str(exc.detail)))
+    response.status_code = exc.status_code
+    return response
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error", exc_info=exc)
+    return http_api.error_response(ChatdError(Code.INTERNAL, "internal error"))
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
+    """The app; `runtime` may be opened by the caller (the server does, to fail fast)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        rt = runtime or await open_runtime(settings)
+        app.state.runtime = rt
+        try:
+            yield
+        finally:
+            await close_runtime(rt)
+
+    app = Starlette(
+        routes=[*http_api.routes, WebSocketRoute("/v1/ws", ws.endpoint)],
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+    )
+    app.add_middleware(AccessLog)
+    return app

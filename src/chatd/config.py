@@ -1,0 +1,113 @@
+"""Settings from ``CHATD_*`` environment variables; see docs/configuration in the README."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class ConfigError(Exception):
+    """A bad or missing setting; the message is one line naming the variable."""
+
+
+def _int(name: str, raw: str, low: int, high: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}: must be between {low} and {high}, got {value}")
+    return value
+
+
+def _float(name: str, raw: str, low: float, high: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}: must be between {low} and {high}, got {value}")
+    return value
+
+
+def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in schemes or not (parts.hostname or parts.path):
+        raise ConfigError(f"{name}: expected a {' or '.join(schemes)} URL, got {raw!r}")
+    return raw
+
+
+def _log_level(name: str, raw: str) -> str:
+    level = raw.lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"{name}: expected debug, info, warning or error, got {raw!r}")
+    return level
+
+
+# variable suffix -> (default, parser); a default of None means required.
+_Parser = Callable[[str, str], Any]
+_SPEC: dict[str, tuple[str | None, _Parser]] = {
+    "database_url": (None, lambda n, v: _url(n, v, ("postgresql", "postgres"))),
+    "redis_url": ("redis://127.0.0.1:6379/0", lambda n, v: _url(n, v, ("redis", "rediss", "unix"))),
+    "log_level": ("info", _log_level),
+    "db_pool_min": ("2", lambda n, v: _int(n, v, 1, 200)),
+    "db_pool_max": ("20", lambda n, v: _int(n, v, 1, 500)),
+    "max_frame_bytes": ("65536", lambda n, v: _int(n, v, 1024, 16 * 1024 * 1024)),
+    "max_http_body_bytes": ("65536", lambda n, v: _int(n, v, 1024, 16 * 1024 * 1024)),
+    "max_message_chars": ("4000", lambda n, v: _int(n, v, 1, 1_000_000)),
+    "max_group_members": ("10000", lambda n, v: _int(n, v, 2, 1_000_000)),
+    "rate_limit_messages": ("50", lambda n, v: _int(n, v, 1, 1_000_000)),
+    "rate_limit_window_s": ("10", lambda n, v: _int(n, v, 1, 3600)),
+    "login_rate_limit": ("10", lambda n, v: _int(n, v, 1, 1_000_000)),
+    "auth_timeout_s": ("10", lambda n, v: _float(n, v, 0.1, 300)),
+    "send_queue_frames": ("2000", lambda n, v: _int(n, v, 10, 1_000_000)),
+    "gap_fill_delay_s": ("0.2", lambda n, v: _float(n, v, 0.001, 10)),
+    "drain_timeout_s": ("10", lambda n, v: _float(n, v, 0, 300)),
+    "argon2_time_cost": ("3", lambda n, v: _int(n, v, 1, 20)),
+    "argon2_memory_kib": ("65536", lambda n, v: _int(n, v, 8, 4 * 1024 * 1024)),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str
+    redis_url: str
+    log_level: str
+    db_pool_min: int
+    db_pool_max: int
+    max_frame_bytes: int
+    max_http_body_bytes: int
+    max_message_chars: int
+    max_group_members: int
+    rate_limit_messages: int
+    rate_limit_window_s: int
+    login_rate_limit: int
+    auth_timeout_s: float
+    send_queue_frames: int
+    gap_fill_delay_s: float
+    drain_timeout_s: float
+    argon2_time_cost: int
+    argon2_memory_kib: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            name = f"CHATD_{field.name.upper()}"
+            default, parse = _SPEC[field.name]
+            raw = env.get(name, "").strip() or default
+            if raw is None:
+                raise ConfigError(f"{name}: required but not set")
+            values[field.name] = parse(name, raw)
+        if values["db_pool_min"] > values["db_pool_max"]:
+            raise ConfigError("CHATD_DB_POOL_MIN: must not exceed CHATD_DB_POOL_MAX")
+        return cls(**values)
+
+
+def documented_defaults() -> dict[str, str | None]:
+    """Every variable with its default (None: required), for ``chatd check-config``."""
+    return {f"CHATD_{key.upper()}": default for key, (default, _) in _SPEC.items()}

@@ -1,0 +1,150 @@
+"""One client WebSocket: an ordered outbound queue and a delivery cursor per conversation.
+
+Every event reaches a connection through ``deliver`` (live, from the hub) or ``push`` (catch-up,
+from Postgres). ``delivered[cid]`` is the highest seq handed to the client, so an event is
+sent at most once and, because both sources are gapless and ordered, never out of order.
+While a conversation is catching up, live events for it wait in ``pending``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from starlette.websockets import WebSocket, WebSocketState
+
+log = logging.getLogger("chatd.ws")
+
+CLOSE_UNAUTHORIZED = 4001
+CLOSE_AUTH_TIMEOUT = 4002
+CLOSE_SLOW_CONSUMER = 4008
+CLOSE_SERVICE_RESTART = 1012
+CLOSE_UNAVAILABLE = 1011
+
+Event = dict[str, Any]
+
+
+def dumps(frame: dict[str, Any]) -> str:
+    return orjson.dumps(frame).decode()
+
+
+class Connection:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        user_id: int,
+        token_hash: bytes,
+        queue_limit: int,
+        on_leave: Callable[[Connection, int], None],
+    ) -> None:
+        self.websocket = websocket
+        self._on_leave = on_leave
+        self.user_id = user_id
+        self.token_hash = token_hash
+        self.delivered: dict[int, int] = {}
+        self.pending: dict[int, list[tuple[int, str, Event]]] = {}
+        self.closed = asyncio.Event()
+        self.close_code: int | None = None
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._queue_limit = queue_limit
+        self._close_reason = ""
+        self._writable = asyncio.Event()
+        self._writer = asyncio.create_task(self._write_loop())
+
+    def __repr__(self) -> str:
+        return f"<Connection user={self.user_id}>"
+
+    @property
+    def conversations(self) -> set[int]:
+        return set(self.delivered)
+
+    # -- outbound ------------------------------------------------------------------------
+    def send(self, frame: dict[str, Any]) -> None:
+        self.send_text(dumps(frame))
+
+    def send_text(self, text: str) -> None:
+        if self.close_code is not None:
+            return
+        if self._queue.qsize() >= self._queue_limit:
+            log.warning("slow consumer", extra={"user_id": self.user_id})
+            self.close(CLOSE_SLOW_CONSUMER, "slow consumer: reconnect and catch up")
+            return
+        self._queue.put_nowait(text)
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Close after everything already queued has been written."""
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        self._close_reason = reason
+        self._queue.put_nowait(None)
+
+    async def _write_loop(self) -> None:
+        ws = self.websocket
+        try:
+            while (text := await self._queue.get()) is not None:
+                await ws.send_text(text)
+                if self._queue.qsize() <= self._queue_limit // 2:
+                    self._writable.set()
+            if ws.application_state == WebSocketState.CONNECTED:
+                await ws.close(self.close_code or 1000, self._close_reason)
+        except Exception:  # the peer went away; the reader notices and cleans up
+            self.close_code = self.close_code or 1006
+        finally:
+            self._writable.set()
+            self.closed.set()
+
+    async def drained(self) -> None:
+        """Wait until the client has taken at least half of the queue (catch-up backpressure)."""
+        while self._queue.qsize() > self._queue_limit // 2 and self.close_code is None:
+            self._writable.clear()
+            await self._writable.wait()
+
+    async def finish(self) -> None:
+        """Stop writing (the socket is gone or closing) and wait for the writer to end."""
+        if self.close_code is None:
+            self.close_code = 1000
+            self._queue.put_nowait(None)
+        try:
+            await asyncio.wait_for(self._writer, timeout=5)
+        except (TimeoutError, asyncio.CancelledError):
+            self._writer.cancel()
+
+    # -- conversation streams ------------------------------------------------------------
+    def begin(self, cid: int, after: int) -> None:
+        """Start following `cid` after seq `after`; live events wait until `end_catch_up`."""
+        self.delivered[cid] = after
+        self.pending[cid] = []
+
+    def push(self, cid: int, seq: int, text: str, event: Event) -> bool:
+        """Hand over one event in seq order; False once the user has left the conversation."""
+        if cid not in self.delivered:
+            return False
+        if seq <= self.delivered[cid]:
+            return True
+        self.delivered[cid] = seq
+        self.send_text(text)
+        if event["kind"] == "members_removed" and self.user_id in event["user_ids"]:
+            self.leave(cid)
+            return False
+        return True
+
+    def deliver(self, cid: int, seq: int, text: str, event: Event) -> None:
+        pending = self.pending.get(cid)
+        if pending is not None:
+            pending.append((seq, text, event))
+        else:
+            self.push(cid, seq, text, event)
+
+    def end_catch_up(self, cid: int) -> None:
+        for seq, text, event in self.pending.pop(cid, ()):
+            if not self.push(cid, seq, text, event):
+                break
+
+    def leave(self, cid: int) -> None:
+        self.delivered.pop(cid, None)
+        self.pending.pop(cid, None)
+        self._on_leave(self, cid)

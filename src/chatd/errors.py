@@ -1,0 +1,66 @@
+"""Error codes shared by HTTP responses and WebSocket ``error`` frames (docs/protocol.md)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class Code(StrEnum):
+    BAD_JSON = "bad_json"
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_TYPE = "unknown_type"
+    TOO_LARGE = "too_large"
+    MESSAGE_TOO_LONG = "message_too_long"
+    UNAUTHORIZED = "unauthorized"
+    INVALID_CREDENTIALS = "invalid_credentials"
+    USERNAME_TAKEN = "username_taken"
+    USER_NOT_FOUND = "user_not_found"
+    NOT_MEMBER = "not_member"
+    FORBIDDEN = "forbidden"
+    GROUP_FULL = "group_full"
+    NOT_A_GROUP = "not_a_group"
+    CLIENT_MSG_ID_CONFLICT = "client_msg_id_conflict"
+    RATE_LIMITED = "rate_limited"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    UNAVAILABLE = "unavailable"
+    SHUTTING_DOWN = "shutting_down"
+    INTERNAL = "internal"
+
+
+HTTP_STATUS: dict[Code, int] = {
+    Code.BAD_JSON: 400,
+    Code.BAD_REQUEST: 400,
+    Code.UNKNOWN_TYPE: 400,
+    Code.TOO_LARGE: 413,
+    Code.MESSAGE_TOO_LONG: 400,
+    Code.UNAUTHORIZED: 401,
+    Code.INVALID_CREDENTIALS: 401,
+    Code.USERNAME_TAKEN: 409,
+    Code.USER_NOT_FOUND: 404,
+    Code.NOT_MEMBER: 403,
+    Code.FORBIDDEN: 403,
+    Code.GROUP_FULL: 409,
+    Code.NOT_A_GROUP: 409,
+    Code.CLIENT_MSG_ID_CONFLICT: 409,
+    Code.RATE_LIMITED: 429,
+    Code.NOT_FOUND: 404,
+    Code.METHOD_NOT_ALLOWED: 405,
+    Code.UNAVAILABLE: 503,
+    Code.SHUTTING_DOWN: 503,
+    Code.INTERNAL: 500,
+}
+
+
+class ChatdError(Exception):
+    """A request failed with a documented code; nothing was stored."""
+
+    def __init__(self, code: Code, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": str(self.code), "message": self.message, **self.extra}

@@ -1,0 +1,297 @@
+"""Cross-worker fan-out: publish after commit, one Redis subscriber per process.
+
+Channels: ``chatd:c:<conversation>`` carries each committed event as the exact JSON frame
+clients receive; ``chatd:u:<user>`` carries per-user control messages (a conversation was
+added, a token was revoked). A ``Topic`` turns its channel back into a gapless, ordered stream:
+publishes from different workers may arrive out of order, and a worker may die between COMMIT
+and PUBLISH, so an event ahead of the expected seq waits briefly and the gap is then read from
+Postgres. Subscribing is confirmed (SUBSCRIBE then PING; the PONG comes back after the
+subscription is active) before the baseline seq is read, which closes the subscribe-vs-query race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from chatd.connection import Connection, Event, dumps
+from chatd.storage import Stores
+
+log = logging.getLogger("chatd.fanout")
+
+CONTROL_CHANNEL = "chatd:ctl"
+
+
+def conversation_channel(cid: int) -> str:
+    return f"chatd:c:{cid}"
+
+
+def user_channel(uid: int) -> str:
+    return f"chatd:u:{uid}"
+
+
+class Topic:
+    """This process's ordered view of one conversation's event stream."""
+
+    def __init__(self, hub: Hub, cid: int) -> None:
+        self.hub = hub
+        self.cid = cid
+        self.conns: set[Connection] = set()
+        self.next_seq: int | None = None  # None until the baseline is read
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.ahead: dict[int, tuple[str, Event]] = {}
+        self._gap_timer: asyncio.TimerHandle | None = None
+        self._filling = False
+
+    def start(self, last_seq: int) -> None:
+        self.next_seq = last_seq + 1
+        early, self.ahead = self.ahead, {}
+        for seq in sorted(early):
+            self.accept(seq, *early[seq])
+        if not self.ready.done():
+            self.ready.set_result(None)
+
+    def accept(self, seq: int, text: str, event: Event) -> None:
+        if self.next_seq is None or seq > self.next_seq:
+            self.ahead[seq] = (text, event)
+            if self.next_seq is not None:
+                self._arm_gap_fill()
+            return
+        if seq < self.next_seq:
+            return
+        self._dispatch(seq, text, event)
+        while self.next_seq in self.ahead:
+            self._dispatch(self.next_seq, *self.ahead.pop(self.next_seq))
+        if not self.ahead and self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
+
+    def _dispatch(self, seq: int, text: str, event: Event) -> None:
+        self.next_seq = seq + 1
+        for conn in list(self.conns):
+            conn.deliver(self.cid, seq, text, event)
+
+    def _arm_gap_fill(self) -> None:
+        if self._gap_timer is None and not self._filling:
+            loop = asyncio.get_running_loop()
+            self._gap_timer = loop.call_later(self.hub.gap_fill_delay, self._start_fill)
+
+    def _start_fill(self) -> None:
+        self._gap_timer = None
+        if self.ahead:
+            self.hub.spawn(self.fill(max(self.ahead) - 1))
+
+    async def fill(self, upto: int) -> None:
+        """Read events next_seq..upto from Postgres (a lost or late publish)."""
+        if self.next_seq is None or upto < self.next_seq or self._filling:
+            return
+        self._filling = True
+        try:
+            events = await self.hub.stores.messages.range(self.cid, self.next_seq, upto)
+        except Exception:
+            log.warning("gap fill failed; retrying", extra={"conversation_id": self.cid})
+            events = []
+        finally:
+            self._filling = False
+        for event in events:
+            self.accept(event["seq"], dumps(event), event)
+        if self.ahead:
+            self._arm_gap_fill()
+
+
+class Hub:
+    def __init__(self, redis: aioredis.Redis, stores: Stores, gap_fill_delay: float) -> None:
+        self.redis = redis
+        self.stores = stores
+        self.gap_fill_delay = gap_fill_delay
+        self.topics: dict[int, Topic] = {}
+        self.users: dict[int, set[Connection]] = {}
+        self.connections: set[Connection] = set()
+        self._pubsub = redis.pubsub()
+        self._pongs: dict[bytes, asyncio.Future[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reader: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._pubsub.subscribe(CONTROL_CHANNEL)
+        self._reader = asyncio.create_task(self._read_loop())
+        await self._confirm()
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        for task in list(self._tasks):
+            task.cancel()
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- publishing (always after COMMIT) ------------------------------------------------
+    async def publish(self, event: Event) -> None:
+        """Best effort: a lost publish is healed by gap fill and by catch-up on reconnect."""
+        try:
+            await self.redis.publish(conversation_channel(event["conversation_id"]), dumps(event))
+        except redis.exceptions.RedisError:
+            log.warning("publish failed", extra={"conversation_id": event["conversation_id"]})
+
+    async def publish_to_users(self, user_ids: list[int], message: dict[str, Any]) -> None:
+        payload = dumps(message)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for uid in user_ids:
+                    pipe.publish(user_channel(uid), payload)
+                await pipe.execute()
+        except redis.exceptions.RedisError:
+            log.warning("user publish failed", extra={"users": len(user_ids)})
+
+    # -- subscriptions -------------------------------------------------------------------
+    async def _confirm(self) -> None:
+        token = secrets.token_hex(8).encode()
+        future = asyncio.get_running_loop().create_future()
+        self._pongs[token] = future
+        try:
+            await self._pubsub.ping(token)
+            await asyncio.wait_for(future, timeout=10)
+        finally:
+            self._pongs.pop(token, None)
+
+    async def add_connection(self, conn: Connection) -> None:
+        self.connections.add(conn)
+        conns = self.users.setdefault(conn.user_id, set())
+        conns.add(conn)
+        if len(conns) == 1:
+            await self._pubsub.subscribe(user_channel(conn.user_id))
+            await self._confirm()
+
+    def remove_connection(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        self.detach(conn, list(conn.conversations))
+        conns = self.users.get(conn.user_id)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self.users[conn.user_id]
+                self.spawn(self._unsubscribe(user_channel(conn.user_id)))
+
+    async def attach(self, conn: Connection, cids: list[int]) -> None:
+        """Deliver live events of `cids` to `conn`; returns once every topic has a baseline."""
+        new = [cid for cid in cids if cid not in self.topics]
+        for cid in new:
+            self.topics[cid] = Topic(self, cid)
+        for cid in cids:
+            self.topics[cid].conns.add(conn)
+        if new:
+            try:
+                await self._pubsub.subscribe(*(conversation_channel(cid) for cid in new))
+                await self._confirm()
+                last = await self.stores.conversations.last_seqs(new)
+            except Exception as exc:
+                for cid in new:
+                    topic = self.topics.get(cid)
+                    if topic is not None and not topic.ready.done():
+                        topic.ready.set_exception(exc)
+                        topic.ready.exception()  # mark retrieved
+                        del self.topics[cid]
+                raise
+            for cid in new:
+                self.topics[cid].start(last.get(cid, 0))
+        await asyncio.gather(*(self.topics[cid].ready for cid in cids if cid in self.topics))
+
+    def detach_one(self, conn: Connection, cid: int) -> None:
+        self.detach(conn, [cid])
+
+    def detach(self, conn: Connection, cids: list[int]) -> None:
+        for cid in cids:
+            topic = self.topics.get(cid)
+            if topic is None:
+                continue
+            topic.conns.discard(conn)
+            if not topic.conns and topic.ready.done():
+                del self.topics[cid]
+                self.spawn(self._unsubscribe(conversation_channel(cid)))
+
+    async def _unsubscribe(self, channel: str) -> None:
+        # Re-check: a new connection may have needed the channel again in the meantime.
+        kind, _, ident = channel.rpartition(":")
+        still = int(ident) in (self.topics if kind == "chatd:c" else self.users)
+        if not still:
+            with contextlib.suppress(redis.exceptions.RedisError):
+                await self._pubsub.unsubscribe(channel)
+
+    # -- the subscriber ------------------------------------------------------------------
+    async def _read_loop(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                message = await self._pubsub.get_message(timeout=None)
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("redis subscriber disconnected; reconnecting", exc_info=True)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                with contextlib.suppress(Exception):
+                    # Reconnecting re-subscribes every channel; the PONG then marks the point
+                    # after which nothing more can be missed, and resync reads the rest.
+                    await self._pubsub.connect()  # type: ignore[no-untyped-call]
+                    await self._pubsub.ping(b"resync")
+                continue
+            if message is not None:
+                try:
+                    self._handle(message)
+                except Exception:
+                    log.exception("bad pubsub message", extra={"channel": message.get("channel")})
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "pong":
+            token = message["data"]
+            if token == b"resync":
+                self.spawn(self.resync())
+            elif (future := self._pongs.get(token)) is not None and not future.done():
+                future.set_result(None)
+            return
+        if kind != "message":
+            return
+        channel = message["channel"].decode()
+        prefix, _, ident = channel.rpartition(":")
+        data: bytes = message["data"]
+        if prefix == "chatd:c":
+            topic = self.topics.get(int(ident))
+            if topic is not None:
+                event = orjson.loads(data)
+                topic.accept(event["seq"], data.decode(), event)
+        elif prefix == "chatd:u":
+            payload = orjson.loads(data)
+            for conn in list(self.users.get(int(ident), ())):
+                self.on_user_message(conn, payload)
+
+    def on_user_message(self, conn: Connection, payload: dict[str, Any]) -> None:
+        """Replaced by the WebSocket layer, which knows how to attach and catch up."""
+
+    async def resync(self) -> None:
+        """After the subscriber reconnects, read whatever was published while it was away."""
+        topics = [t for t in self.topics.values() if t.next_seq is not None]
+        if not topics:
+            return
+        try:
+            last = await self.stores.conversations.last_seqs([t.cid for t in topics])
+        except Exception:
+            log.warning("resync failed", exc_info=True)
+            return
+        for topic in topics:
+            await topic.fill(last.get(topic.cid, 0))

@@ -1,0 +1,104 @@
+"""Client frames: JSON text validated into small typed records (docs/protocol.md)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from chatd.errors import ChatdError, Code
+
+CLIENT_MSG_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    token: str
+    since: dict[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    conversation_id: int
+    client_msg_id: str
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+Frame = Auth | Send | Ping
+
+
+def _field(frame: dict[str, Any], name: str, kind: type, required: bool = True) -> Any:
+    value = frame.get(name)
+    if value is None and not required:
+        return None
+    # bool is an int in Python; it is never a valid id or seq here.
+    if not isinstance(value, kind) or isinstance(value, bool):
+        expected = {int: "an integer", str: "a string", dict: "an object"}[kind]
+        raise ChatdError(Code.BAD_REQUEST, f"{name}: expected {expected}", field=name)
+    return value
+
+
+def positive_id(frame: dict[str, Any], name: str) -> int:
+    value: int = _field(frame, name, int)
+    if not 0 < value < 2**63:
+        raise ChatdError(Code.BAD_REQUEST, f"{name}: must be a positive integer", field=name)
+    return value
+
+
+def parse_since(raw: dict[str, Any] | None) -> dict[int, int]:
+    since: dict[int, int] = {}
+    for key, value in (raw or {}).items():
+        if not key.isdigit() or not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ChatdError(
+                Code.BAD_REQUEST, 'since: expected {"<conversation_id>": <seq>, ...}', field="since"
+            )
+        since[int(key)] = value
+    return since
+
+
+def decode(text: str) -> dict[str, Any]:
+    try:
+        frame = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise ChatdError(Code.BAD_JSON, "frame is not valid JSON") from None
+    if not isinstance(frame, dict):
+        raise ChatdError(Code.BAD_JSON, "frame must be a JSON object")
+    return frame
+
+
+def parse(frame: dict[str, Any]) -> Frame:
+    kind = frame.get("type")
+    if kind == "send":
+        client_msg_id: str = _field(frame, "client_msg_id", str)
+        if not CLIENT_MSG_ID.match(client_msg_id):
+            raise ChatdError(
+                Code.BAD_REQUEST,
+                "client_msg_id: 1-64 characters of A-Z a-z 0-9 . _ : -",
+                field="client_msg_id",
+            )
+        body: str = _field(frame, "body", str)
+        if not body.strip():
+            raise ChatdError(Code.BAD_REQUEST, "body: must not be empty", field="body")
+        return Send(positive_id(frame, "conversation_id"), client_msg_id, body)
+    if kind == "ping":
+        return Ping()
+    if kind == "auth":
+        token: str = _field(frame, "token", str)
+        return Auth(token, parse_since(_field(frame, "since", dict, required=False)))
+    if not isinstance(kind, str):
+        raise ChatdError(Code.BAD_REQUEST, "type: expected a string", field="type")
+    raise ChatdError(Code.UNKNOWN_TYPE, f"unknown frame type {kind!r}")
+
+
+def error(exc: ChatdError, ref: Any = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "error", **exc.to_dict()}
+    if ref is not None:
+        frame["ref"] = ref
+    return frame

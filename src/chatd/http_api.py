@@ -1,0 +1,246 @@
+"""HTTP endpoints (JSON): accounts, conversations, history, health."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from chatd import frames
+from chatd.errors import HTTP_STATUS, ChatdError, Code
+from chatd.storage import is_unavailable
+
+if TYPE_CHECKING:
+    from chatd.app import Runtime
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_response(exc: ChatdError) -> JSON:
+    return JSON({"error": exc.to_dict()}, status_code=HTTP_STATUS[exc.code])
+
+
+def api(fn: Handler) -> Handler:
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except ChatdError as exc:
+            return error_response(exc)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            return error_response(ChatdError(Code.UNAVAILABLE, "storage unavailable; retry"))
+
+    return wrapped
+
+
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    limit = runtime(request).settings.max_http_body_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ChatdError(Code.TOO_LARGE, f"body is larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ChatdError(Code.TOO_LARGE, f"body is larger than {limit} bytes")
+    return frames.decode(body.decode("utf-8", errors="replace"))
+
+
+def string(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise ChatdError(Code.BAD_REQUEST, f"{name}: expected a string", field=name)
+    return value
+
+
+def id_list(body: dict[str, Any], name: str, kind: type) -> list[Any]:
+    value = body.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
+        expected = "integers" if kind is int else "strings"
+        raise ChatdError(Code.BAD_REQUEST, f"{name}: expected a list of {expected}", field=name)
+    return value
+
+
+def query_int(request: Request, name: str, default: int | None, low: int = 0) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or int(raw) < low or int(raw) >= 2**63:
+        raise ChatdError(Code.BAD_REQUEST, f"{name}: expected an integer >= {low}", field=name)
+    return int(raw)
+
+
+def path_id(request: Request, name: str = "conversation_id") -> int:
+    value: int = request.path_params[name]
+    if not 0 < value < 2**63:
+        raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
+    return value
+
+
+async def authenticated(request: Request) -> tuple[int, bytes]:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise ChatdError(Code.UNAUTHORIZED, "missing bearer token")
+    user_id, _, token_hash = await runtime(request).accounts.authenticate(token.strip())
+    request.scope["chatd.user_id"] = user_id
+    return user_id, token_hash
+
+
+# -- health ------------------------------------------------------------------------------
+async def healthz(request: Request) -> Response:
+    return JSON({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    problems = await runtime(request).readiness()
+    if problems:
+        return JSON({"status": "unavailable", "problems": problems}, status_code=503)
+    return JSON({"status": "ready"})
+
+
+# -- accounts ----------------------------------------------------------------------------
+@api
+async def register(request: Request) -> Response:
+    body = await read_json(request)
+    result = await runtime(request).accounts.register(string(body, "username"), string(body, "password"))
+    return JSON(result, status_code=201)
+
+
+@api
+async def login(request: Request) -> Response:
+    body = await read_json(request)
+    result = await runtime(request).accounts.login(string(body, "username"), string(body, "password"))
+    return JSON(result)
+
+
+@api
+async def logout(request: Request) -> Response:
+    _, token_hash = await authenticated(request)
+    await runtime(request).accounts.logout(token_hash)
+    return Response(status_code=204)
+
+
+@api
+async def me(request: Request) -> Response:
+    user_id, _ = await authenticated(request)
+    names = await runtime(request).stores.accounts.usernames([user_id])
+    return JSON({"user_id": user_id, "username": names.get(user_id)})
+
+
+# -- conversations -----------------------------------------------------------------------
+@api
+async def list_conversations(request: Request) -> Response:
+    user_id, _ = await authenticated(request)
+    return JSON({"conversations": await runtime(request).messaging.conversations(user_id)})
+
+
+@api
+async def open_direct(request: Request) -> Response:
+    user_id, _ = await authenticated(request)
+    body = await read_json(request)
+    messaging = runtime(request).messaging
+    if "user_id" in body:
+        others = await messaging.resolve_users([frames.positive_id(body, "user_id")], [])
+    else:
+        others = await messaging.resolve_users([], [string(body, "username")])
+    conv, created = await messaging.open_direct(user_id, others[0])
+    return JSON(conv, status_code=201 if created else 200)
+
+
+@api
+async def create_group(request: Request) -> Response:
+    user_id, _ = await authenticated(request)
+    body = await read_json(request)
+    title = string(body, "title").strip()
+    if not 1 <= len(title) <= 200:
+        raise ChatdError(Code.BAD_REQUEST, "title: 1 to 200 characters", field="title")
+    messaging = runtime(request).messaging
+    members = await messaging.resolve_users(id_list(body, "user_ids", int), id_list(body, "usernames", str))
+    return JSON(await messaging.create_group(user_id, title, members), status_code=201)
+
+
+@api
+async def get_conversation(request: Request) -> Response:
+    user_id, _ = await authenticated(request)
+    return JSON(await runtime(request).messaging.conversation(user_id, path_id(request)))
+
+
+@api
+async def list_members(request: Request) -> Response:
+    user_id, _ = await authenticated(request)
+    after = query_int(request, "after", 0) or 0
+    limit = query_int(request, "limit", 100, low=1) or 100
+    members = await runtime(request).messaging.members(user_id, path_id(request), after, limit)
+    return JSON({"members": members})
+
+
+@api
+async def add_members(request: Request) -> Response:
+    user_id, _ = await authenticated(request)
+    body = await read_json(request)
+    messaging = runtime(request).messaging
+    users = await messaging.resolve_users(id_list(body, "user_ids", int), id_list(body, "usernames", str))
+    if not users:
+        raise ChatdError(Code.BAD_REQUEST, "user_ids or usernames: name at least one user")
+    event = await messaging.add_members(user_id, path_id(request), users)
+    return JSON({"event": event})
+
+
+@api
+async def remove_member(request: Request) -> Response:
+    user_id, _ = await authenticated(request)
+    target = path_id(request, "user_id")
+    event = await runtime(request).messaging.remove_members(user_id, path_id(request), [target])
+    return JSON({"event": event})
+
+
+@api
+async def history(request: Request) -> Response:
+    user_id, _ = await authenticated(request)
+    after = query_int(request, "after", None)
+    before = query_int(request, "before", None, low=1)
+    limit = query_int(request, "limit", 50, low=1) or 50
+    messages = await runtime(request).messaging.history(
+        user_id, path_id(request), after=after, before=before, limit=limit
+    )
+    return JSON({"messages": messages})
+
+
+routes = [
+    Route("/healthz", healthz),
+    Route("/readyz", readyz),
+    Route("/v1/register", register, methods=["POST"]),
+    Route("/v1/login", login, methods=["POST"]),
+    Route("/v1/logout", logout, methods=["POST"]),
+    Route("/v1/me", me),
+    Route("/v1/conversations", list_conversations),
+    Route("/v1/conversations/direct", open_direct, methods=["POST"]),
+    Route("/v1/conversations/group", create_group, methods=["POST"]),
+    Route("/v1/conversations/{conversation_id:int}", get_conversation),
+    Route("/v1/conversations/{conversation_id:int}/members", list_members),
+    Route("/v1/conversations/{conversation_id:int}/members", add_members, methods=["POST"]),
+    Route(
+        "/v1/conversations/{conversation_id:int}/members/{user_id:int}",
+        remove_member,
+        methods=["DELETE"],
+    ),
+    Route("/v1/conversations/{conversation_id:int}/messages", history),
+]

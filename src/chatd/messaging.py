@@ -1,0 +1,124 @@
+"""Conversations and messages: the service layer between the transports and storage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chatd.config import Settings
+from chatd.errors import ChatdError, Code
+from chatd.fanout import Hub
+from chatd.ratelimit import RateLimiter
+from chatd.storage import Stores
+
+HISTORY_MAX = 200
+
+
+class Messaging:
+    def __init__(self, stores: Stores, hub: Hub, limiter: RateLimiter, settings: Settings) -> None:
+        self._stores = stores
+        self._hub = hub
+        self._limiter = limiter
+        self._settings = settings
+
+    # -- messages ------------------------------------------------------------------------
+    async def send(self, user_id: int, conversation_id: int, client_msg_id: str, body: str) -> dict[str, Any]:
+        """Store, then publish; the returned ack is only built after the COMMIT."""
+        if len(body) > self._settings.max_message_chars:
+            raise ChatdError(
+                Code.MESSAGE_TOO_LONG,
+                f"body is longer than {self._settings.max_message_chars} characters",
+            )
+        await self._limiter.hit(user_id)
+        event, duplicate = await self._stores.messages.append(conversation_id, user_id, client_msg_id, body)
+        # A resend re-publishes too: if the first attempt died between COMMIT and PUBLISH,
+        # this delivers it now; subscribers drop the copy if they already have it.
+        await self._hub.publish(event)
+        return {
+            "type": "ack",
+            "conversation_id": conversation_id,
+            "client_msg_id": client_msg_id,
+            "message_id": event["id"],
+            "seq": event["seq"],
+            "created_at": event["created_at"],
+            "duplicate": duplicate,
+        }
+
+    async def history(
+        self, user_id: int, conversation_id: int, *, after: int | None, before: int | None, limit: int
+    ) -> list[dict[str, Any]]:
+        await self._stores.conversations.require_member(conversation_id, user_id)
+        return await self._stores.messages.page(
+            conversation_id, after=after, before=before, limit=min(limit, HISTORY_MAX)
+        )
+
+    # -- conversations -------------------------------------------------------------------
+    async def resolve_users(self, user_ids: list[int], usernames: list[str]) -> list[int]:
+        ids = set(user_ids)
+        if usernames:
+            names = {name.strip().lower() for name in usernames}
+            found = await self._stores.accounts.ids_by_username(sorted(names))
+            if missing := names - set(found):
+                raise ChatdError(Code.USER_NOT_FOUND, "no such user", usernames=sorted(missing))
+            ids.update(found.values())
+        if user_ids:
+            existing = await self._stores.accounts.existing_ids(sorted(set(user_ids)))
+            if missing_ids := set(user_ids) - existing:
+                raise ChatdError(Code.USER_NOT_FOUND, "no such user", user_ids=sorted(missing_ids))
+        return sorted(ids)
+
+    async def open_direct(self, user_id: int, other: int) -> tuple[dict[str, Any], bool]:
+        if other == user_id:
+            raise ChatdError(Code.BAD_REQUEST, "a direct conversation needs another user")
+        conv, created = await self._stores.conversations.find_or_create_direct(user_id, other)
+        if created:
+            await self._announce(conv, [user_id, other], since=0)
+        return conv, created
+
+    async def create_group(self, user_id: int, title: str, members: list[int]) -> dict[str, Any]:
+        everyone = sorted(set(members) | {user_id})
+        if len(everyone) > self._settings.max_group_members:
+            raise ChatdError(
+                Code.GROUP_FULL, f"a group holds at most {self._settings.max_group_members} members"
+            )
+        conv = await self._stores.conversations.create_group(user_id, title, everyone)
+        await self._announce(conv, everyone, since=0)
+        return conv
+
+    async def conversation(self, user_id: int, conversation_id: int) -> dict[str, Any]:
+        return await self._stores.conversations.get_for_member(conversation_id, user_id)
+
+    async def conversations(self, user_id: int) -> list[dict[str, Any]]:
+        return await self._stores.conversations.of_user(user_id)
+
+    async def members(
+        self, user_id: int, conversation_id: int, after: int, limit: int
+    ) -> list[dict[str, Any]]:
+        await self._stores.conversations.require_member(conversation_id, user_id)
+        return await self._stores.conversations.members(conversation_id, after, min(limit, 1000))
+
+    async def add_members(
+        self, user_id: int, conversation_id: int, users: list[int]
+    ) -> dict[str, Any] | None:
+        event = await self._stores.conversations.add_members(
+            conversation_id, user_id, users, self._settings.max_group_members
+        )
+        if event is not None:
+            await self._hub.publish(event)
+            conv = await self._stores.conversations.get_for_member(conversation_id, user_id)
+            # The new members' devices follow the conversation from the event that added them.
+            await self._announce(conv, event["user_ids"], since=event["seq"] - 1)
+        return event
+
+    async def remove_members(
+        self, user_id: int, conversation_id: int, users: list[int]
+    ) -> dict[str, Any] | None:
+        event = await self._stores.conversations.remove_members(conversation_id, user_id, users)
+        if event is not None:
+            await self._hub.publish(event)
+        return event
+
+    async def _announce(self, conv: dict[str, Any], user_ids: list[int], since: int) -> None:
+        public = {key: conv[key] for key in ("id", "kind", "title", "created_at", "last_seq")}
+        await self._hub.publish_to_users(
+            user_ids, {"op": "conversation_added", "conversation": public, "since": since}
+        )

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import asyncpg
+
+
+class AccountStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create_user(self, username: str, password_hash: str) -> int | None:
+        """The new user's id, or None when the name is taken."""
+        user_id: int | None = await self._pool.fetchval(
+            "INSERT INTO users (username, password_hash) VALUES ($1, $2)"
+            " ON CONFLICT (username) DO NOTHING RETURNING id",
+            username,
+            password_hash,
+        )
+        return user_id
+
+    async def credentials(self, username: str) -> tuple[int, str] | None:
+        row = await self._pool.fetchrow("SELECT id, password_hash FROM users WHERE username = $1", username)
+        return None if row is None else (row["id"], row["password_hash"])
+
+    async def ids_by_username(self, usernames: list[str]) -> dict[str, int]:
+        rows = await self._pool.fetch(
+            "SELECT username, id FROM users WHERE username = ANY($1::text[])", usernames
+        )
+        return {row["username"]: row["id"] for row in rows}
+
+    async def existing_ids(self, user_ids: list[int]) -> set[int]:
+        rows = await self._pool.fetch("SELECT id FROM users WHERE id = ANY($1::bigint[])", user_ids)
+        return {row["id"] for row in rows}
+
+    async def usernames(self, user_ids: list[int]) -> dict[int, str]:
+        rows = await self._pool.fetch("SELECT id, username FROM users WHERE id = ANY($1::bigint[])", user_ids)
+        return {row["id"]: row["username"] for row in rows}
+
+    async def add_token(self, token_hash: bytes, user_id: int) -> None:
+        await self._pool.execute(
+            "INSERT INTO tokens (token_hash, user_id) VALUES ($1, $2)", token_hash, user_id
+        )
+
+    async def user_for_token(self, token_hash: bytes) -> tuple[int, str] | None:
+        row = await self._pool.fetchrow(
+            "SELECT u.id, u.username FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
+            token_hash,
+        )
+        return None if row is None else (row["id"], row["username"])
+
+    async def delete_token(self, token_hash: bytes) -> int | None:
+        """Revoke a token; returns its user id, or None if it did not exist."""
+        user_id: int | None = await self._pool.fetchval(
+            "DELETE FROM tokens WHERE token_hash = $1 RETURNING user_id", token_hash
+        )
+        return user_id

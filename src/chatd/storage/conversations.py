@@ -1,0 +1,217 @@
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from chatd.errors import ChatdError, Code
+from chatd.storage.messages import EVENT_COLUMNS, event
+
+CONVERSATION_COLUMNS = "c.id, c.kind, c.title, c.created_at, c.last_seq"
+
+
+def conversation(row: asyncpg.Record) -> dict[str, Any]:
+    return {key: row[key] for key in ("id", "kind", "title", "created_at", "last_seq")}
+
+
+Conn = asyncpg.Connection | PoolConnectionProxy
+
+
+class ConversationStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def find_or_create_direct(self, a: int, b: int) -> tuple[dict[str, Any], bool]:
+        lo, hi = min(a, b), max(a, b)
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "INSERT INTO conversations (kind, created_by, direct_lo, direct_hi)"
+                " VALUES ('direct', $1, $2, $3)"
+                " ON CONFLICT (direct_lo, direct_hi) WHERE kind = 'direct' DO NOTHING"
+                f" RETURNING {CONVERSATION_COLUMNS.replace('c.', '')}",
+                a,
+                lo,
+                hi,
+            )
+            if row is not None:
+                await conn.execute(
+                    "INSERT INTO members (conversation_id, user_id) VALUES ($1, $2), ($1, $3)",
+                    row["id"],
+                    lo,
+                    hi,
+                )
+                return conversation(row), True
+            row = await conn.fetchrow(
+                f"SELECT {CONVERSATION_COLUMNS} FROM conversations c"
+                " WHERE kind = 'direct' AND direct_lo = $1 AND direct_hi = $2",
+                lo,
+                hi,
+            )
+            assert row is not None
+            return conversation(row), False
+
+    async def create_group(self, creator: int, title: str, others: list[int]) -> dict[str, Any]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "INSERT INTO conversations (kind, title, created_by) VALUES ('group', $1, $2)"
+                f" RETURNING {CONVERSATION_COLUMNS.replace('c.', '')}",
+                title,
+                creator,
+            )
+            assert row is not None
+            await conn.execute(
+                "INSERT INTO members (conversation_id, user_id, role) VALUES ($1, $2, 'owner')",
+                row["id"],
+                creator,
+            )
+            await conn.execute(
+                "INSERT INTO members (conversation_id, user_id)"
+                " SELECT $1, u FROM unnest($2::bigint[]) AS u WHERE u <> $3"
+                " ON CONFLICT DO NOTHING",
+                row["id"],
+                others,
+                creator,
+            )
+            return conversation(row)
+
+    async def get_for_member(self, conversation_id: int, user_id: int) -> dict[str, Any]:
+        row = await self._pool.fetchrow(
+            f"SELECT {CONVERSATION_COLUMNS}, m.role,"
+            " (SELECT count(*) FROM members WHERE conversation_id = c.id) AS member_count"
+            " FROM conversations c JOIN members m ON m.conversation_id = c.id AND m.user_id = $2"
+            " WHERE c.id = $1",
+            conversation_id,
+            user_id,
+        )
+        if row is None:
+            raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
+        result = conversation(row)
+        result["role"] = row["role"]
+        result["member_count"] = row["member_count"]
+        return result
+
+    async def require_member(self, conversation_id: int, user_id: int) -> None:
+        found = await self._pool.fetchval(
+            "SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2",
+            conversation_id,
+            user_id,
+        )
+        if found is None:
+            raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
+
+    async def of_user(self, user_id: int) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch(
+            f"SELECT {CONVERSATION_COLUMNS} FROM members m"
+            " JOIN conversations c ON c.id = m.conversation_id"
+            " WHERE m.user_id = $1 ORDER BY c.id",
+            user_id,
+        )
+        return [conversation(row) for row in rows]
+
+    async def last_seqs(self, conversation_ids: list[int]) -> dict[int, int]:
+        rows = await self._pool.fetch(
+            "SELECT id, last_seq FROM conversations WHERE id = ANY($1::bigint[])",
+            conversation_ids,
+        )
+        return {row["id"]: row["last_seq"] for row in rows}
+
+    async def members(self, conversation_id: int, after_user: int, limit: int) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch(
+            "SELECT m.user_id, u.username, m.role, m.joined_at FROM members m"
+            " JOIN users u ON u.id = m.user_id"
+            " WHERE m.conversation_id = $1 AND m.user_id > $2 ORDER BY m.user_id LIMIT $3",
+            conversation_id,
+            after_user,
+            limit,
+        )
+        return [dict(row.items()) for row in rows]
+
+    async def _lock_group(self, conn: Conn, conversation_id: int, actor: int) -> str:
+        """Lock the conversation row (serialising with sends) and return the actor's role."""
+        row = await conn.fetchrow(
+            "SELECT c.kind, m.role FROM conversations c"
+            " JOIN members m ON m.conversation_id = c.id AND m.user_id = $2"
+            " WHERE c.id = $1 FOR UPDATE OF c",
+            conversation_id,
+            actor,
+        )
+        if row is None:
+            raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
+        if row["kind"] != "group":
+            raise ChatdError(Code.NOT_A_GROUP, "members of a direct conversation cannot change")
+        role: str = row["role"]
+        return role
+
+    async def _append_event(
+        self, conn: Conn, conversation_id: int, actor: int, kind: str, users: list[int]
+    ) -> dict[str, Any]:
+        row = await conn.fetchrow(
+            "WITH next AS (UPDATE conversations SET last_seq = last_seq + 1 WHERE id = $1"
+            " RETURNING id, last_seq)"
+            " INSERT INTO messages (conversation_id, seq, sender_id, kind, user_ids)"
+            f" SELECT id, last_seq, $2, $3, $4 FROM next RETURNING {EVENT_COLUMNS}",
+            conversation_id,
+            actor,
+            kind,
+            sorted(users),
+        )
+        assert row is not None
+        return event(row)
+
+    async def add_members(
+        self, conversation_id: int, actor: int, user_ids: list[int], max_members: int
+    ) -> dict[str, Any] | None:
+        """Add users; returns the sequenced `members_added` event, or None if all were members."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await self._lock_group(conn, conversation_id, actor)
+            added = [
+                row["user_id"]
+                for row in await conn.fetch(
+                    "INSERT INTO members (conversation_id, user_id)"
+                    " SELECT $1, u FROM unnest($2::bigint[]) AS u"
+                    " ON CONFLICT DO NOTHING RETURNING user_id",
+                    conversation_id,
+                    user_ids,
+                )
+            ]
+            if not added:
+                return None
+            total = await conn.fetchval(
+                "SELECT count(*) FROM members WHERE conversation_id = $1", conversation_id
+            )
+            if total > max_members:
+                raise ChatdError(Code.GROUP_FULL, f"a group holds at most {max_members} members")
+            return await self._append_event(conn, conversation_id, actor, "members_added", added)
+
+    async def remove_members(
+        self, conversation_id: int, actor: int, user_ids: list[int]
+    ) -> dict[str, Any] | None:
+        """Remove users (owners remove anyone, members only themselves).
+
+        Returns the sequenced `members_removed` event, or None if none of them were members.
+        When the last owner leaves, the longest-standing remaining member becomes owner.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            role = await self._lock_group(conn, conversation_id, actor)
+            if role != "owner" and set(user_ids) != {actor}:
+                raise ChatdError(Code.FORBIDDEN, "only an owner can remove other members")
+            removed = [
+                row["user_id"]
+                for row in await conn.fetch(
+                    "DELETE FROM members WHERE conversation_id = $1 AND user_id = ANY($2::bigint[])"
+                    " RETURNING user_id",
+                    conversation_id,
+                    user_ids,
+                )
+            ]
+            if not removed:
+                return None
+            await conn.execute(
+                "UPDATE members SET role = 'owner' WHERE conversation_id = $1"
+                " AND NOT EXISTS (SELECT 1 FROM members WHERE conversation_id = $1 AND role = 'owner')"
+                " AND user_id = (SELECT user_id FROM members WHERE conversation_id = $1"
+                "                ORDER BY joined_at, user_id LIMIT 1)",
+                conversation_id,
+            )
+            return await self._append_event(conn, conversation_id, actor, "members_removed", removed)

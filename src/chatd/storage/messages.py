@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from chatd.errors import ChatdError, Code
+
+EVENT_COLUMNS = "id, conversation_id, seq, sender_id, client_msg_id, kind, body, user_ids, created_at"
+
+# One autocommit statement: take the next seq under the conversation's row lock (only if the
+# sender is a member) and insert the row. A duplicate client_msg_id raises a unique violation,
+# which aborts the whole statement, so the seq increment is undone and no gap is left.
+_APPEND = f"""
+WITH next AS (
+    UPDATE conversations SET last_seq = last_seq + 1
+    WHERE id = $1
+      AND EXISTS (SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2)
+    RETURNING id, last_seq
+)
+INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, kind, body)
+SELECT id, last_seq, $2, $3, 'text', $4 FROM next
+RETURNING {EVENT_COLUMNS}
+"""
+
+
+def event(row: asyncpg.Record) -> dict[str, Any]:
+    """A stored row as the `message` frame every recipient gets (docs/protocol.md)."""
+    frame: dict[str, Any] = {
+        "type": "message",
+        "conversation_id": row["conversation_id"],
+        "seq": row["seq"],
+        "id": row["id"],
+        "kind": row["kind"],
+        "sender_id": row["sender_id"],
+        "client_msg_id": row["client_msg_id"],
+        "body": row["body"],
+        "created_at": row["created_at"],
+    }
+    if row["user_ids"] is not None:
+        frame["user_ids"] = list(row["user_ids"])
+    return frame
+
+
+class MessageStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def append(
+        self, conversation_id: int, sender_id: int, client_msg_id: str, body: str
+    ) -> tuple[dict[str, Any], bool]:
+        """Store a message; returns (event, duplicate). Committed when this returns."""
+        try:
+            row = await self._pool.fetchrow(_APPEND, conversation_id, sender_id, client_msg_id, body)
+        except asyncpg.UniqueViolationError:
+            row = None
+        else:
+            if row is None:
+                raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
+            return event(row), False
+        original = await self._pool.fetchrow(
+            f"SELECT {EVENT_COLUMNS} FROM messages WHERE sender_id = $1 AND client_msg_id = $2",
+            sender_id,
+            client_msg_id,
+        )
+        if original is None:  # the conflicting row was deleted with its conversation
+            raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
+        if original["conversation_id"] != conversation_id:
+            raise ChatdError(
+                Code.CLIENT_MSG_ID_CONFLICT,
+                "client_msg_id was already used for another conversation",
+            )
+        return event(original), True
+
+    async def page(
+        self,
+        conversation_id: int,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """Events by seq: ascending after `after`, or the `limit` latest before `before`."""
+        if after is not None:
+            rows = await self._pool.fetch(
+                f"SELECT {EVENT_COLUMNS} FROM messages WHERE conversation_id = $1"
+                " AND seq > $2 AND ($3::bigint IS NULL OR seq < $3) ORDER BY seq LIMIT $4",
+                conversation_id,
+                after,
+                before,
+                limit,
+            )
+            return [event(row) for row in rows]
+        rows = await self._pool.fetch(
+            f"SELECT {EVENT_COLUMNS} FROM messages WHERE conversation_id = $1"
+            " AND ($2::bigint IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3",
+            conversation_id,
+            before,
+            limit,
+        )
+        return [event(row) for row in reversed(rows)]
+
+    async def range(self, conversation_id: int, first: int, last: int) -> list[dict[str, Any]]:
+        """Events with first <= seq <= last, ascending (gap fill)."""
+        rows = await self._pool.fetch(
+            f"SELECT {EVENT_COLUMNS} FROM messages WHERE conversation_id = $1"
+            " AND seq BETWEEN $2 AND $3 ORDER BY seq",
+            conversation_id,
+            first,
+            last,
+        )
+        return [event(row) for row in rows]

@@ -1,0 +1,199 @@
+"""The WebSocket transport: authenticate, catch up, then read frames until the socket closes.
+
+Follow one message: ``_on_send`` -> ``Messaging.send`` (messaging.py) -> ``MessageStore.append``
+(storage/messages.py, the COMMIT) -> ``Hub.publish`` (fanout.py) -> each worker's subscriber ->
+``Topic.accept`` -> ``Connection.deliver`` (connection.py) -> the recipient's socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from starlette.websockets import WebSocket
+
+from chatd import frames
+from chatd.connection import (
+    CLOSE_AUTH_TIMEOUT,
+    CLOSE_SERVICE_RESTART,
+    CLOSE_UNAUTHORIZED,
+    CLOSE_UNAVAILABLE,
+    Connection,
+    dumps,
+)
+from chatd.errors import ChatdError, Code
+from chatd.storage import is_unavailable
+
+if TYPE_CHECKING:
+    from chatd.app import Runtime
+
+log = logging.getLogger("chatd.ws")
+CATCH_UP_PAGE = 500
+
+
+async def endpoint(websocket: WebSocket) -> None:
+    runtime: Runtime = websocket.app.state.runtime
+    await websocket.accept()
+    if runtime.draining:
+        await websocket.close(CLOSE_SERVICE_RESTART, "service restart")
+        return
+    auth = await _authenticate(websocket, runtime)
+    if auth is None:
+        return
+    user_id, token_hash, since = auth
+    conn = Connection(
+        websocket, user_id, token_hash, runtime.settings.send_queue_frames, runtime.hub.detach_one
+    )
+    started = time.perf_counter()
+    log.info("ws connected", extra={"user_id": user_id})
+    try:
+        await runtime.hub.add_connection(conn)
+        await _sync(runtime, conn, since)
+        await _read_loop(runtime, conn)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            log.exception("ws failed", extra={"user_id": user_id})
+        conn.close(CLOSE_UNAVAILABLE, "temporarily unavailable")
+    finally:
+        runtime.hub.remove_connection(conn)
+        await conn.finish()
+        log.info(
+            "ws closed",
+            extra={
+                "user_id": user_id,
+                "code": conn.close_code,
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+        )
+
+
+async def _authenticate(websocket: WebSocket, runtime: Runtime) -> tuple[int, bytes, dict[int, int]] | None:
+    try:
+        message = await asyncio.wait_for(websocket.receive(), runtime.settings.auth_timeout_s)
+    except TimeoutError:
+        await websocket.close(CLOSE_AUTH_TIMEOUT, "no auth frame in time")
+        return None
+    if message["type"] == "websocket.disconnect":
+        return None
+    try:
+        frame = frames.parse(frames.decode(message.get("text") or ""))
+        if not isinstance(frame, frames.Auth):
+            raise ChatdError(Code.UNAUTHORIZED, "the first frame must be auth")
+        user_id, _, token_hash = await runtime.accounts.authenticate(frame.token)
+    except ChatdError as exc:
+        await websocket.send_text(dumps(frames.error(exc)))
+        await websocket.close(CLOSE_UNAUTHORIZED, exc.code)
+        return None
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        await websocket.close(CLOSE_UNAVAILABLE, "temporarily unavailable")
+        return None
+    return user_id, token_hash, frame.since
+
+
+async def _sync(runtime: Runtime, conn: Connection, since: dict[int, int]) -> None:
+    """Attach to every conversation, say `ready`, send what was missed, then go live."""
+    convs = await runtime.messaging.conversations(conn.user_id)
+    cids = [conv["id"] for conv in convs]
+    for cid in cids:
+        conn.begin(cid, since.get(cid, 0))
+    await runtime.hub.attach(conn, cids)
+    # Read after the subscriptions are confirmed: everything above these seqs arrives live.
+    last = await runtime.stores.conversations.last_seqs(cids)
+    for conv in convs:
+        conv["last_seq"] = last.get(conv["id"], conv["last_seq"])
+    conn.send({"type": "ready", "user_id": conn.user_id, "conversations": convs})
+    for cid in cids:
+        if cid not in since:
+            conn.delivered[cid] = last.get(cid, 0)
+            conn.end_catch_up(cid)
+    for cid in cids:
+        if cid in since:
+            await _catch_up(runtime, conn, cid)
+    for cid in sorted(set(since) - set(cids)):
+        conn.send(
+            frames.error(
+                ChatdError(Code.NOT_MEMBER, "not a member of this conversation", conversation_id=cid)
+            )
+        )
+    conn.send({"type": "synced"})
+
+
+async def _catch_up(runtime: Runtime, conn: Connection, cid: int) -> None:
+    while cid in conn.delivered:
+        page = await runtime.stores.messages.page(cid, after=conn.delivered[cid], limit=CATCH_UP_PAGE)
+        for event in page:
+            if not conn.push(cid, event["seq"], dumps(event), event):
+                return
+        if len(page) < CATCH_UP_PAGE:
+            break
+        await conn.drained()
+    conn.end_catch_up(cid)
+
+
+async def follow(runtime: Runtime, conn: Connection, conv: dict[str, Any], after: int) -> None:
+    """Start delivering a conversation the user was just added to."""
+    cid = conv["id"]
+    if cid in conn.delivered:
+        return
+    conn.send({"type": "conversation_added", "conversation": conv})
+    conn.begin(cid, after)
+    try:
+        await runtime.hub.attach(conn, [cid])
+        await _catch_up(runtime, conn, cid)
+    except Exception:
+        log.warning("follow failed", extra={"user_id": conn.user_id, "conversation_id": cid})
+        conn.close(CLOSE_UNAVAILABLE, "temporarily unavailable")
+
+
+def on_user_message(runtime: Runtime, conn: Connection, payload: dict[str, Any]) -> None:
+    op = payload.get("op")
+    if op == "conversation_added":
+        runtime.hub.spawn(follow(runtime, conn, payload["conversation"], payload["since"]))
+    elif op == "revoke" and payload.get("token") == conn.token_hash.hex():
+        conn.close(CLOSE_UNAUTHORIZED, "token revoked")
+
+
+async def _read_loop(runtime: Runtime, conn: Connection) -> None:
+    websocket = conn.websocket
+    while conn.close_code is None:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            conn.close_code = conn.close_code or message.get("code", 1000)
+            return
+        ref = None
+        try:
+            if message.get("text") is None:
+                raise ChatdError(Code.BAD_JSON, "binary frames are not accepted; send JSON text")
+            raw = frames.decode(message["text"])
+            ref = raw.get("id")
+            frame = frames.parse(raw)
+            if isinstance(frame, frames.Send):
+                await _on_send(runtime, conn, frame, ref)
+            elif isinstance(frame, frames.Ping):
+                conn.send({"type": "pong"})
+            else:
+                raise ChatdError(Code.BAD_REQUEST, "already authenticated")
+        except ChatdError as exc:
+            conn.send(frames.error(exc, ref))
+        except Exception as exc:
+            if is_unavailable(exc):
+                conn.send(frames.error(ChatdError(Code.UNAVAILABLE, "try again"), ref))
+            else:
+                log.exception("frame failed", extra={"user_id": conn.user_id})
+                conn.send(frames.error(ChatdError(Code.INTERNAL, "internal error"), ref))
+
+
+async def _on_send(runtime: Runtime, conn: Connection, frame: frames.Send, ref: Any) -> None:
+    if runtime.draining:
+        raise ChatdError(Code.SHUTTING_DOWN, "this worker is restarting; resend after reconnect")
+    with runtime.in_flight():
+        ack = await runtime.messaging.send(
+            conn.user_id, frame.conversation_id, frame.client_msg_id, frame.body
+        )
+    if ref is not None:
+        ack["ref"] = ref
+    conn.send(ack)

@@ -1,0 +1,116 @@
+"""One real stack for the session: PostgreSQL, Redis, nginx and two chatd workers on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from chatd.devstack import Stack, free_port
+from tests.helpers import Api
+
+TEST_ENV = {
+    # argon2id still, with a cheap cost so hundreds of test logins stay fast
+    "CHATD_ARGON2_TIME_COST": "1",
+    "CHATD_ARGON2_MEMORY_KIB": "1024",
+    "CHATD_RATE_LIMIT_MESSAGES": "1000000",
+    "CHATD_LOGIN_RATE_LIMIT": "1000000",
+    "CHATD_AUTH_TIMEOUT_S": "2",
+    "CHATD_GAP_FILL_DELAY_S": "0.1",
+    "CHATD_LOG_LEVEL": "info",
+}
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    root = Path(tempfile.mkdtemp(prefix="chatd-test-"))
+    stack = Stack(root=root, workers=2, tcp_workers=True, extra_env=TEST_ENV)
+    try:
+        stack.up()
+        yield stack
+    finally:
+        stack.down()
+        if os.environ.get("CHATD_KEEP_TEST_DIR") is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+async def nginx(stack: Stack) -> AsyncIterator[Api]:
+    api = Api(stack.url)
+    yield api
+    await api.http.aclose()
+
+
+@pytest.fixture
+async def w1(stack: Stack) -> AsyncIterator[Api]:
+    api = Api(stack.worker_url(0))
+    yield api
+    await api.http.aclose()
+
+
+@pytest.fixture
+async def w2(stack: Stack) -> AsyncIterator[Api]:
+    api = Api(stack.worker_url(1))
+    yield api
+    await api.http.aclose()
+
+
+@pytest.fixture
+async def db(stack: Stack) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(stack.database_url)
+    yield conn
+    await conn.close()
+
+
+class Worker:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+
+
+@pytest.fixture
+def spawn_worker(stack: Stack) -> Iterator[Callable[..., Worker]]:
+    """Start an extra `chatd serve` against the session's Postgres and Redis, with env overrides."""
+    started: list[Worker] = []
+
+    def spawn(wait_ready: bool = True, **env: str) -> Worker:
+        port = free_port()
+        log = stack.root / "logs" / f"extra-{port}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "chatd", "serve", "--port", str(port)],
+                env={**stack.env(), **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        worker = Worker(proc, port, log)
+        started.append(worker)
+        if wait_ready:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                assert proc.poll() is None, log.read_text()
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(f"{worker.url}/readyz", timeout=1).status_code == 200:
+                        return worker
+                time.sleep(0.05)
+            raise TimeoutError(log.read_text())
+        return worker
+
+    yield spawn
+    for worker in started:
+        if worker.proc.poll() is None:
+            worker.proc.send_signal(signal.SIGKILL)
+        worker.proc.wait(10)

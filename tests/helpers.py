@@ -1,0 +1,167 @@
+"""Test clients: a WebSocket client that records every frame, and an HTTP helper."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import orjson
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+Frame = dict[str, Any]
+_names = itertools.count(1)
+
+
+def unique_name(prefix: str = "u") -> str:
+    return f"{prefix}{next(_names)}-{uuid.uuid4().hex[:8]}"
+
+
+def ws_url(http_url: str) -> str:
+    return http_url.replace("http://", "ws://") + "/v1/ws"
+
+
+class Ws:
+    """Keeps every frame the server sent, in order; tests wait for frames matching a predicate."""
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self.conn = conn
+        self.frames: list[Frame] = []
+        self.ready: Frame = {}
+        self.close_code: int | None = None
+        self._changed = asyncio.Condition()
+        self._consumed: set[int] = set()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def connect(
+        cls, base_url: str, token: str, since: dict[int, int] | None = None, wait_synced: bool = True
+    ) -> Ws:
+        conn = await websockets.connect(ws_url(base_url), max_size=2**24)
+        ws = cls(conn)
+        auth: Frame = {"type": "auth", "token": token}
+        if since is not None:
+            auth["since"] = {str(k): v for k, v in since.items()}
+        await ws.send_json(auth)
+        ws.ready = await ws.expect(lambda f: f["type"] in ("ready", "error"))
+        if wait_synced and ws.ready["type"] == "ready":
+            await ws.expect(lambda f: f["type"] == "synced")
+        return ws
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self.conn:
+                frame = orjson.loads(raw)
+                async with self._changed:
+                    self.frames.append(frame)
+                    self._changed.notify_all()
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.close_code = self.conn.close_code
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def send_json(self, frame: Frame) -> None:
+        await self.conn.send(orjson.dumps(frame).decode())
+
+    async def expect(self, pred: Callable[[Frame], bool], timeout: float = 10) -> Frame:
+        """The first frame not yet returned that matches `pred`."""
+
+        def find() -> Frame | None:
+            for index, frame in enumerate(self.frames):
+                if index not in self._consumed and pred(frame):
+                    self._consumed.add(index)
+                    return frame
+            return None
+
+        async with asyncio.timeout(timeout), self._changed:
+            while (found := find()) is None:
+                if self._reader.done():
+                    raise ConnectionError(f"closed ({self.close_code}) before a matching frame")
+                await self._changed.wait()
+            return found
+
+    async def send(self, cid: int, body: str, client_msg_id: str | None = None) -> Frame:
+        """Send a message; returns its ack (or error) frame."""
+        client_msg_id = client_msg_id or uuid.uuid4().hex
+        await self.send_json(
+            {"type": "send", "conversation_id": cid, "client_msg_id": client_msg_id, "body": body}
+        )
+        return await self.expect(
+            lambda f: (f["type"] == "ack" and f["client_msg_id"] == client_msg_id) or (f["type"] == "error")
+        )
+
+    def messages(self, cid: int) -> list[Frame]:
+        return [f for f in self.frames if f["type"] == "message" and f["conversation_id"] == cid]
+
+    async def wait_seq(self, cid: int, seq: int, timeout: float = 10) -> list[Frame]:
+        async with asyncio.timeout(timeout), self._changed:
+            while not any(f["seq"] >= seq for f in self.messages(cid)):
+                if self._reader.done():
+                    raise ConnectionError(f"closed ({self.close_code}) before seq {seq}")
+                await self._changed.wait()
+        return self.messages(cid)
+
+    async def wait_closed(self, timeout: float = 10) -> int | None:
+        await asyncio.wait_for(asyncio.shield(self._reader), timeout)
+        return self.close_code
+
+    async def close(self) -> None:
+        await self.conn.close()
+        await asyncio.gather(self._reader, return_exceptions=True)
+
+
+class Api:
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=30)
+
+    async def call(
+        self, method: str, path: str, token: str | None = None, json: Any = None, **kw: Any
+    ) -> httpx.Response:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        return await self.http.request(method, path, json=json, headers=headers, **kw)
+
+    async def user(self, prefix: str = "u") -> User:
+        name = unique_name(prefix)
+        password = "correct horse battery"
+        created = await self.call("POST", "/v1/register", json={"username": name, "password": password})
+        assert created.status_code == 201, created.text
+        login = await self.call("POST", "/v1/login", json={"username": name, "password": password})
+        assert login.status_code == 200, login.text
+        return User(login.json()["user_id"], name, login.json()["token"])
+
+    async def direct(self, a: User, b: User) -> int:
+        response = await self.call("POST", "/v1/conversations/direct", a.token, {"user_id": b.id})
+        assert response.status_code in (200, 201), response.text
+        cid: int = response.json()["id"]
+        return cid
+
+    async def group(self, owner: User, members: list[User], title: str = "team") -> int:
+        response = await self.call(
+            "POST",
+            "/v1/conversations/group",
+            owner.token,
+            {"title": title, "user_ids": [m.id for m in members]},
+        )
+        assert response.status_code == 201, response.text
+        cid: int = response.json()["id"]
+        return cid
+
+    async def history(self, user: User, cid: int, **params: Any) -> list[Frame]:
+        response = await self.call("GET", f"/v1/conversations/{cid}/messages", user.token, params=params)
+        assert response.status_code == 200, response.text
+        messages: list[Frame] = response.json()["messages"]
+        return messages
+
+
+class User:
+    def __init__(self, user_id: int, name: str, token: str) -> None:
+        self.id = user_id
+        self.name = name
+        self.token = token
