@@ -23,6 +23,9 @@ def _settings() -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings()
     logs.setup(settings.log_level)
+    import asyncpg
+    import redis.exceptions
+
     from chatd.app import SchemaOutdated
     from chatd.server import serve
 
@@ -31,7 +34,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except SchemaOutdated as exc:
         print(f"chatd: {exc}", file=sys.stderr)
         return 3
-    except (OSError, ConnectionError) as exc:
+    except (OSError, ConnectionError, redis.exceptions.RedisError, asyncpg.PostgresError) as exc:
         print(f"chatd: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     return 0

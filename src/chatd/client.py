@@ -35,7 +35,7 @@ def _save(url: str, session: dict[str, Any]) -> None:
 
 
 def _session(url: str) -> dict[str, Any]:
-    session = _saved().get(url)
+    session: dict[str, Any] | None = _saved().get(url)
     if not session:
         raise SystemExit(f"chatd: not logged in to {url}; run `chatd client --url {url} login NAME`")
     return session

@@ -58,7 +58,7 @@ _SPEC: dict[str, tuple[str | None, _Parser]] = {
     "max_frame_bytes": ("65536", lambda n, v: _int(n, v, 1024, 16 * 1024 * 1024)),
     "max_http_body_bytes": ("65536", lambda n, v: _int(n, v, 1024, 16 * 1024 * 1024)),
     "max_message_chars": ("4000", lambda n, v: _int(n, v, 1, 1_000_000)),
-    "max_group_members": ("10000", lambda n, v: _int(n, v, 2, 1_000_000)),
+    "max_group_members": ("100000", lambda n, v: _int(n, v, 2, 1_000_000)),
     "rate_limit_messages": ("50", lambda n, v: _int(n, v, 1, 1_000_000)),
     "rate_limit_window_s": ("10", lambda n, v: _int(n, v, 1, 3600)),
     "login_rate_limit": ("10", lambda n, v: _int(n, v, 1, 1_000_000)),

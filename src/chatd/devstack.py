@@ -242,6 +242,13 @@ class Stack:
         self._spawn("redis", [_need("redis-server", "redis-server"), str(conf)])
         self._wait_tcp(self.redis_port)
 
+    def restart_redis(self) -> None:
+        """Stop Redis and start it empty (no persistence in the local stack)."""
+        self._signal("redis", signal.SIGKILL)
+        self._wait_gone("redis", 10)
+        self.start_redis()
+        self.save()
+
     # -- workers -------------------------------------------------------------------------
     def migrate(self) -> None:
         subprocess.run(
