@@ -120,6 +120,13 @@ def prepare_root(scenario: str, name: str, hosts: dict[str, int], subnet: str,
         shutil.copy(src, root / "etc/apt/sources.list.d" / src.name)
     if Path("/etc/apt/sources.list").exists():
         shutil.copy("/etc/apt/sources.list", root / "etc/apt/sources.list")
+    # Trust the same local CAs as this machine (e.g. an egress proxy's), so the host
+    # reaches PyPI exactly as the controller does.
+    local_cas = list(Path("/usr/local/share/ca-certificates").glob("*.crt"))
+    for ca in local_cas:
+        shutil.copy(ca, root / "usr/local/share/ca-certificates" / ca.name)
+    if local_cas:
+        run("chroot", str(root), "update-ca-certificates", stdout=subprocess.DEVNULL)
     return root
 
 
