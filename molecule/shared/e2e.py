@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""End-to-end checks of a deployed chatd, from outside the hosts, through nginx.
+
+    e2e.py setup    --base http://HOST --state FILE
+    e2e.py exchange --state FILE [--disrupt "SHELL COMMAND"] [--timeout 150]
+
+setup registers two users, logs them in and opens a direct conversation.  exchange
+connects both users' WebSockets (one after the other, so nginx's least_conn puts them
+on different workers), optionally runs a disruptive command (restart a service, reboot
+a host) and waits for the clients to reconnect, then checks that a message sent by
+each is acked and delivered in real time to the other, and that the conversation's
+history holds every message sent so far, in order.  Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import websockets
+
+
+def ws_url(base: str) -> str:
+    return base.replace("http://", "ws://").replace("https://", "wss://") + "/v1/ws"
+
+
+async def http_retry(client: httpx.AsyncClient, method: str, url: str, deadline: float,
+                     **kw) -> httpx.Response:
+    while True:
+        try:
+            resp = await client.request(method, url, **kw)
+            if resp.status_code < 500:
+                return resp
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{method} {url}: no good answer before the deadline")
+        await asyncio.sleep(1)
+
+
+async def setup(args: argparse.Namespace) -> dict:
+    deadline = time.monotonic() + args.timeout
+    suffix = secrets.token_hex(3)
+    users = {}
+    async with httpx.AsyncClient(base_url=args.base, timeout=10) as client:
+        for who in ("alice", "bob"):
+            name, password = f"{who}{suffix}", secrets.token_urlsafe(12)
+            r = await http_retry(client, "POST", "/v1/register", deadline,
+                                 json={"username": name, "password": password})
+            assert r.status_code == 201, (r.status_code, r.text)
+            r = await http_retry(client, "POST", "/v1/login", deadline,
+                                 json={"username": name, "password": password})
+            assert r.status_code == 200, (r.status_code, r.text)
+            users[who] = {"username": name, "token": r.json()["token"],
+                          "user_id": r.json()["user_id"]}
+        r = await http_retry(client, "POST", "/v1/conversations/direct", deadline,
+                             json={"username": users["bob"]["username"]},
+                             headers={"Authorization": f"Bearer {users['alice']['token']}"})
+        assert r.status_code in (200, 201), (r.status_code, r.text)
+    state = {"base": args.base, "users": users, "conversation_id": r.json()["id"], "sent": []}
+    Path(args.state).write_text(json.dumps(state))
+    return {"setup": "ok", "conversation_id": state["conversation_id"]}
+
+
+class Client:
+    def __init__(self, base: str, user: dict) -> None:
+        self.base, self.user = base, user
+        self.ws = None
+        self.frames: asyncio.Queue = asyncio.Queue()
+        self.close_codes: list[int | None] = []
+        self.reader: asyncio.Task | None = None
+
+    async def connect(self, deadline: float) -> None:
+        while True:
+            try:
+                self.ws = await websockets.connect(ws_url(self.base), open_timeout=5)
+                await self.ws.send(json.dumps({"type": "auth", "token": self.user["token"]}))
+                while True:
+                    frame = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
+                    if frame.get("type") == "ready":
+                        break
+                self.frames = asyncio.Queue()
+                self.reader = asyncio.create_task(self._read())
+                return
+            except (OSError, asyncio.TimeoutError, websockets.WebSocketException):
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{self.user['username']}: could not reconnect") from None
+                await asyncio.sleep(1)
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self.ws:
+                await self.frames.put(json.loads(raw))
+        except websockets.ConnectionClosed:
+            pass
+        self.close_codes.append(self.ws.close_code)
+
+    @property
+    def closed(self) -> bool:
+        return self.reader is None or self.reader.done()
+
+    async def expect(self, kind: str, key: str, value: str, timeout: float = 15) -> dict:
+        end = time.monotonic() + timeout
+        while (left := end - time.monotonic()) > 0:
+            frame = await asyncio.wait_for(self.frames.get(), left)
+            if frame.get("type") == kind and frame.get(key) == value:
+                return frame
+        raise SystemExit(f"{self.user['username']}: no {kind} with {key}={value}")
+
+
+async def exchange(args: argparse.Namespace) -> dict:
+    state = json.loads(Path(args.state).read_text())
+    base, cid = state["base"], state["conversation_id"]
+    deadline = time.monotonic() + args.timeout
+    alice = Client(base, state["users"]["alice"])
+    bob = Client(base, state["users"]["bob"])
+    await alice.connect(deadline)
+    await bob.connect(deadline)
+    result: dict = {}
+    if args.disrupt:
+        started = time.monotonic()
+        subprocess.run(args.disrupt, shell=True, check=False, timeout=60,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        await asyncio.sleep(args.settle)
+        for c in (alice, bob):
+            if c.closed:
+                await c.connect(deadline)
+        result["recovered_s"] = round(time.monotonic() - started, 1)
+        result["close_codes"] = alice.close_codes + bob.close_codes
+    for sender, receiver in ((alice, bob), (bob, alice)):
+        body, cmid = f"hello from {sender.user['username']} {time.time():.3f}", str(uuid.uuid4())
+        for attempt in range(30):
+            try:
+                await sender.ws.send(json.dumps({"type": "send", "conversation_id": cid,
+                                                 "client_msg_id": cmid, "body": body}))
+                ack = await sender.expect("ack", "client_msg_id", cmid, timeout=10)
+                break
+            except (websockets.ConnectionClosed, SystemExit, asyncio.TimeoutError):
+                # Postgres or Redis may still be coming back: resend (idempotent by client_msg_id).
+                if attempt == 29 or time.monotonic() > deadline:
+                    raise
+                if sender.closed:
+                    await sender.connect(deadline)
+                await asyncio.sleep(1)
+        msg = None
+        end = time.monotonic() + 15
+        while msg is None and time.monotonic() < end:
+            frame = await asyncio.wait_for(receiver.frames.get(), end - time.monotonic())
+            if frame.get("type") == "message" and frame.get("body") == body:
+                msg = frame
+        assert msg is not None, "message not delivered in real time"
+        assert msg["seq"] == ack["seq"], (msg, ack)
+        state["sent"].append(cmid)
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        r = await http_retry(client, "GET", f"/v1/conversations/{cid}/messages?limit=200",
+                             deadline, headers={"Authorization": f"Bearer {alice.user['token']}"})
+        assert r.status_code == 200, (r.status_code, r.text)
+    history = r.json()["messages"]
+    seqs = [m["seq"] for m in history]
+    assert seqs == sorted(seqs), "history not ordered by seq"
+    ids = [m["client_msg_id"] for m in history]
+    missing = [c for c in state["sent"] if c not in ids]
+    assert not missing, f"history lost messages: {missing}"
+    for c in (alice, bob):
+        await c.ws.close()
+    Path(args.state).write_text(json.dumps(state))
+    result.update({"exchange": "ok", "history": len(history)})
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("setup")
+    p.add_argument("--base", required=True)
+    p.add_argument("--state", required=True)
+    p.add_argument("--timeout", type=float, default=120)
+    p = sub.add_parser("exchange")
+    p.add_argument("--state", required=True)
+    p.add_argument("--disrupt")
+    p.add_argument("--settle", type=float, default=3, help="seconds to wait after --disrupt")
+    p.add_argument("--timeout", type=float, default=150)
+    args = parser.parse_args()
+    out = asyncio.run(setup(args) if args.cmd == "setup" else exchange(args))
+    print(json.dumps(out))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
