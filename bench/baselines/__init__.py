@@ -1,0 +1,1 @@
+"""Baselines and peers run on the same box in the same run (issue 6)."""

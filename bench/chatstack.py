@@ -1,0 +1,73 @@
+"""The stack under test: chatd's own local stack (chatd.devstack.Stack), tuned for load.
+
+Only the nginx limits differ from `chatd dev up`: each nginx worker may hold up to 19,500
+connections (the box allows 20,000 open files per process) and the listening socket uses
+`reuseport` so the kernel spreads connections evenly over the nginx workers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.procstat import tree
+from chatd.devstack import Stack
+
+BENCH_ENV = {
+    # the config caps this at 1,000,000 per window: with a 1 s window no bench user is limited
+    "CHATD_RATE_LIMIT_MESSAGES": "1000000",
+    "CHATD_RATE_LIMIT_WINDOW_S": "1",
+    "CHATD_ARGON2_TIME_COST": "1",
+    "CHATD_ARGON2_MEMORY_KIB": "1024",
+    "CHATD_LOGIN_RATE_LIMIT": "1000000",
+    "CHATD_SEND_QUEUE_FRAMES": "20000",
+}
+NGINX_WORKER_CONNECTIONS = 19500
+
+
+@dataclass
+class BenchStack(Stack):
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        if name == "nginx":
+            tune_nginx(self.root / "nginx")
+        super()._spawn(name, argv, env)
+
+    def postmaster_pid(self) -> int:
+        return int((self.root / "pg" / "postmaster.pid").read_text().split()[0])
+
+    def process_roots(self) -> dict[str, int]:
+        """Named process trees to account CPU to (each worker separately)."""
+        roots = {name: pid for name, pid in self.pids.items() if name.startswith("worker-")}
+        roots["nginx"] = self.pids["nginx"]
+        roots["postgres"] = self.postmaster_pid()
+        roots["redis"] = self.pids["redis"]
+        return roots
+
+    def worker_pids(self) -> list[int]:
+        return [pid for name, pid in sorted(self.pids.items()) if name.startswith("worker-")]
+
+    def nginx_worker_pids(self) -> list[int]:
+        master = self.pids["nginx"]
+        return [pid for pid in tree(master) if pid != master]
+
+
+def tune_nginx(directory: Path) -> None:
+    conf = directory / "nginx.conf"
+    text = re.sub(
+        r"worker_connections \d+;", f"worker_connections {NGINX_WORKER_CONNECTIONS};", conf.read_text()
+    )
+    conf.write_text(text)
+    site = directory / "chatd.conf"
+    site.write_text(re.sub(r"listen (127\.0\.0\.1:\d+);", r"listen \1 reuseport;", site.read_text()))
+
+
+def start(root: Path, workers: int, extra_env: dict[str, str] | None = None) -> BenchStack:
+    env = {**BENCH_ENV, **(extra_env or {})}
+    stack = BenchStack(root=root, workers=workers, extra_env=env)
+    try:
+        stack.up()
+    except BaseException:
+        stack.down()
+        raise
+    return stack

@@ -1,0 +1,142 @@
+"""`python -m bench run [--quick] [--only a,b] ...` and `python -m bench report RESULTS.json`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench import chatstack
+from bench.context import Ctx, log
+from bench.procstat import loadavg
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+DOCS = HERE.parent / "docs" / "benchmarks.md"
+
+# name -> (module under bench/, whether it measures the chatd stack)
+SCENARIOS: dict[str, tuple[str, bool]] = {
+    "db-ceiling": ("baselines.dbceiling", True),
+    "durable": ("scenarios.durable", True),
+    "fanout": ("scenarios.fanout", True),
+    "sio-python": ("baselines.sio_python", True),
+    "sio-node": ("baselines.sio_node", True),
+    "synapse": ("baselines.synapse", True),
+    "idle": ("scenarios.idle", True),
+    "storm": ("scenarios.storm", True),
+    "presence": ("scenarios.presence", False),
+}
+
+
+def _machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "loadavg_at_start": loadavg(),
+    }
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    names = list(SCENARIOS) if not args.only else args.only.split(",")
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise SystemExit(f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    name = args.name or ("quick" if args.quick else "full")
+    work = Path(tempfile.mkdtemp(prefix="chatd-bench-"))
+    work.chmod(0o755)  # postgres and nginx users must traverse it
+    ctx = Ctx(quick=args.quick, workers=args.workers, agents=args.agents, work=work, deflate=args.deflate)
+    results: dict[str, Any] = {
+        "name": name,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "mode": "quick" if args.quick else "full",
+        "machine": _machine(),
+        "config": {
+            "workers": args.workers,
+            "load_generators": args.agents,
+            "deflate": args.deflate,
+            "chatd_env": chatstack.BENCH_ENV,
+        },
+        "scenarios": {},
+    }
+    started = time.monotonic()
+    try:
+        if any(SCENARIOS[n][1] for n in names):
+            log(f"starting chatd stack ({args.workers} workers) in {work}")
+            ctx.stack = chatstack.start(work / "stack", args.workers)
+        for scenario in names:
+            module = importlib.import_module(f"bench.{SCENARIOS[scenario][0]}")
+            log(f"== {scenario}")
+            t = time.monotonic()
+            try:
+                outcome = module.run(ctx)
+            except Exception as exc:
+                traceback.print_exc()
+                outcome = {"error": f"{type(exc).__name__}: {exc}"}
+            outcome["wall_s"] = round(time.monotonic() - t, 1)
+            results["scenarios"][scenario] = outcome
+    finally:
+        if ctx.stack is not None:
+            ctx.stack.down()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    results["wall_s"] = round(time.monotonic() - started, 1)
+    results["machine"]["loadavg_at_end"] = loadavg()
+    from bench import report
+
+    results["targets"] = report.targets(results)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{name}.json"
+    out.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
+    log(f"wrote {out} ({results['wall_s']} s)")
+    if args.docs:
+        report.write_docs(results, DOCS)
+        log(f"wrote {DOCS}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench import report
+
+    results = json.loads(Path(args.results).read_text())
+    results["targets"] = report.targets(results)
+    report.write_docs(results, DOCS)
+    log(f"wrote {DOCS}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="start the stack, run scenarios, write bench/results/<name>.json")
+    run.add_argument("--quick", action="store_true", help="small and short (about a minute): CI smoke")
+    run.add_argument("--only", help=f"comma-separated: {','.join(SCENARIOS)}")
+    run.add_argument("--workers", type=int, default=2, help="chatd (and peer) worker processes")
+    run.add_argument("--agents", type=int, default=2, help="load-generator processes")
+    run.add_argument("--name", help="results file name (default: quick or full)")
+    run.add_argument("--deflate", action="store_true", help="clients negotiate permessage-deflate")
+    run.add_argument(
+        "--docs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write docs/benchmarks.md (default: on for full runs, off for --quick)",
+    )
+    run.add_argument("--keep", action="store_true", help="keep the temporary stack directory")
+    run.set_defaults(func=cmd_run)
+    rep = sub.add_parser("report", help="rewrite docs/benchmarks.md from a results file")
+    rep.add_argument("results", nargs="?", default=str(RESULTS / "full.json"))
+    rep.set_defaults(func=cmd_report)
+    args = parser.parse_args(argv)
+    if args.command == "run" and args.docs is None:
+        args.docs = not args.quick and not args.only
+    result: int = args.func(args)
+    return result

@@ -1,0 +1,1 @@
+"""Load generators: separate processes (multiprocessing, spawn), each with its own event loop."""

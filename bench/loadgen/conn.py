@@ -1,0 +1,201 @@
+"""Client connections for the load generators: chatd's protocol and Socket.IO (EIO 4, SIO 5).
+
+Both read every frame in one task per socket and report to the process's Recorder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+
+from bench.loadgen.recorder import Recorder, now
+
+OPEN_TIMEOUT = 60.0
+
+
+async def _ws(url: str, src_ip: str | None, deflate: bool) -> ClientConnection:
+    extra: dict[str, Any] = {"local_addr": (src_ip, 0)} if src_ip else {}
+    return await connect(
+        url,
+        max_size=2**24,
+        compression="deflate" if deflate else None,
+        open_timeout=OPEN_TIMEOUT,
+        ping_interval=None,
+        close_timeout=2,
+        **extra,
+    )
+
+
+class Conn:
+    """Common state: the socket, a tag (what the scenario uses it for), its reader task."""
+
+    def __init__(self, rec: Recorder, tag: str) -> None:
+        self.rec = rec
+        self.tag = tag
+        self.ws: ClientConnection | None = None
+        self.reader: asyncio.Task[None] | None = None
+        self.closed_at: float | None = None
+
+    async def send(self, target: Any, key: str, body: str) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a close handshake (a client vanishing)."""
+        if self.ws is not None:
+            self.ws.transport.abort()
+        if self.reader is not None:
+            self.reader.cancel()
+        self.ws = None
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.ws.close(), 3)
+        if self.reader is not None:
+            self.reader.cancel()
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        # closed or reset: the scenario sees it in its counts
+        try:
+            with contextlib.suppress(Exception):
+                async for raw in self.ws:
+                    self.handle(raw if isinstance(raw, str) else raw.decode(), now())
+        finally:
+            self.closed_at = now()
+
+    def handle(self, raw: str, at: float) -> None:
+        raise NotImplementedError
+
+
+class ChatdConn(Conn):
+    """chatd's protocol (docs/protocol.md); tracks per-conversation seqs to find gaps/dupes."""
+
+    def __init__(self, rec: Recorder, tag: str, token: str) -> None:
+        super().__init__(rec, tag)
+        self.token = token
+        self.user_id = 0
+        self.expected: dict[int, int] = {}
+        self.missing = 0
+        self.dupes = 0
+        self.received = 0
+        self.synced_at: float | None = None
+        self._synced: asyncio.Future[None] | None = None
+
+    def since(self) -> dict[str, int]:
+        return {str(cid): nxt - 1 for cid, nxt in self.expected.items()}
+
+    async def open(self, url: str, src_ip: str | None, deflate: bool, since: dict[str, int] | None) -> None:
+        self.synced_at = None
+        self._synced = asyncio.get_running_loop().create_future()
+        self.ws = await _ws(url, src_ip, deflate)
+        auth: dict[str, Any] = {"type": "auth", "token": self.token}
+        if since is not None:
+            auth["since"] = since
+        await self.ws.send(orjson.dumps(auth).decode())
+        self.reader = asyncio.create_task(self._read())
+        done, _ = await asyncio.wait(
+            {self._synced, self.reader}, timeout=OPEN_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+        )
+        if self._synced not in done or self._synced.exception() is not None:
+            self.abort()
+            if self._synced.done() and self._synced.exception() is not None:
+                raise self._synced.exception()  # type: ignore[misc]
+            raise ConnectionError("closed or timed out before synced")
+
+    async def send(self, target: Any, key: str, body: str) -> None:
+        assert self.ws is not None
+        frame = {"type": "send", "conversation_id": target, "client_msg_id": key, "body": body, "id": key}
+        await self.ws.send(orjson.dumps(frame).decode())
+
+    def handle(self, raw: str, at: float) -> None:
+        frame = orjson.loads(raw)
+        kind = frame.get("type")
+        if kind == "message":
+            self.received += 1
+            cid, seq = frame["conversation_id"], frame["seq"]
+            expected = self.expected.get(cid)
+            if expected is None or seq == expected:
+                self.expected[cid] = seq + 1
+            elif seq > expected:
+                self.missing += seq - expected
+                self.expected[cid] = seq + 1
+            else:
+                self.dupes += 1
+            if frame.get("sender_id") != self.user_id:
+                self.rec.delivered(frame.get("body", ""), at)
+        elif kind == "ack":
+            self.rec.ack(frame["client_msg_id"], at, frame["conversation_id"], frame["seq"])
+        elif kind == "ready":
+            self.user_id = frame["user_id"]
+            for conv in frame["conversations"]:
+                self.expected.setdefault(conv["id"], conv["last_seq"] + 1)
+        elif kind == "synced":
+            self.synced_at = at
+            if self._synced is not None and not self._synced.done():
+                self._synced.set_result(None)
+        elif kind == "conversation_added":
+            conv = frame["conversation"]
+            self.expected.setdefault(conv["id"], conv["last_seq"] + 1)
+        elif kind == "error":
+            if frame.get("ref") is not None:
+                self.rec.error(frame["ref"], raw)
+            elif self._synced is not None and not self._synced.done():
+                self._synced.set_exception(ConnectionError(raw[:200]))
+            else:
+                self.rec.error(None, raw)
+
+
+class SioConn(Conn):
+    """Socket.IO v5 over Engine.IO v4, WebSocket transport only: just what the relay peers need."""
+
+    _ids = itertools.count()
+
+    def __init__(self, rec: Recorder, tag: str, rooms: list[str]) -> None:
+        super().__init__(rec, tag)
+        self.rooms = rooms
+        self._acks: dict[int, Any] = {}
+        self._joined: asyncio.Future[None] | None = None
+
+    async def open(self, url: str, src_ip: str | None, deflate: bool, since: dict[str, int] | None) -> None:
+        self._joined = asyncio.get_running_loop().create_future()
+        self.ws = await _ws(url.rstrip("/") + "/socket.io/?EIO=4&transport=websocket", src_ip, deflate)
+        opened = await asyncio.wait_for(self.ws.recv(), OPEN_TIMEOUT)
+        if not str(opened).startswith("0"):
+            raise ConnectionError(f"unexpected engine.io open: {opened!r}")
+        await self.ws.send("40")
+        connected = await asyncio.wait_for(self.ws.recv(), OPEN_TIMEOUT)
+        if not str(connected).startswith("40"):
+            raise ConnectionError(f"unexpected socket.io connect: {connected!r}")
+        self.reader = asyncio.create_task(self._read())
+        join_id = next(self._ids)
+        self._acks[join_id] = "join"
+        await self.ws.send(f"42{join_id}" + orjson.dumps(["join", self.rooms]).decode())
+        await asyncio.wait_for(self._joined, OPEN_TIMEOUT)
+
+    async def send(self, target: Any, key: str, body: str) -> None:
+        assert self.ws is not None
+        ack_id = next(self._ids)
+        self._acks[ack_id] = key
+        await self.ws.send(f"42{ack_id}" + orjson.dumps(["send", {"room": target, "body": body}]).decode())
+
+    def handle(self, raw: str, at: float) -> None:
+        if raw.startswith("42["):
+            event = orjson.loads(raw[2:])
+            if event[0] == "message":
+                self.rec.delivered(event[1]["body"], at)
+        elif raw.startswith("43"):
+            ack_id = int(raw[2 : raw.index("[")])
+            key = self._acks.pop(ack_id, None)
+            if key == "join":
+                if self._joined is not None and not self._joined.done():
+                    self._joined.set_result(None)
+            elif key is not None:
+                self.rec.ack(key, at)
+        elif raw == "2" and self.ws is not None:  # engine.io ping -> pong
+            asyncio.get_running_loop().create_task(self.ws.send("3"))

@@ -1,0 +1,64 @@
+"""Users and conversations for a scenario, made through chatd's HTTP API (setup, not measured)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+PASSWORD = "bench-password-not-secret"  # noqa: S105
+_run = secrets.token_hex(3)
+_names = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    token: str
+
+
+class Api:
+    def __init__(self, base_url: str, concurrency: int = 32) -> None:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits)
+        self.sem = asyncio.Semaphore(concurrency)
+
+    async def __aenter__(self) -> Api:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.aclose()
+
+    async def call(self, method: str, path: str, token: str | None = None, json: Any = None) -> Any:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        async with self.sem:
+            for attempt in range(5):
+                response = await self.http.request(method, path, json=json, headers=headers)
+                if response.status_code < 500 and response.status_code != 429:
+                    break
+                await asyncio.sleep(0.2 * (attempt + 1))
+        if response.status_code >= 300:
+            raise RuntimeError(f"{method} {path}: {response.status_code} {response.text[:200]}")
+        return response.json()
+
+    async def user(self) -> User:
+        name = f"b{_run}x{next(_names)}"
+        await self.call("POST", "/v1/register", json={"username": name, "password": PASSWORD})
+        login = await self.call("POST", "/v1/login", json={"username": name, "password": PASSWORD})
+        return User(login["user_id"], login["token"])
+
+    async def users(self, count: int) -> list[User]:
+        return list(await asyncio.gather(*(self.user() for _ in range(count))))
+
+    async def direct(self, a: User, b: User) -> int:
+        conv = await self.call("POST", "/v1/conversations/direct", a.token, {"user_id": b.id})
+        return int(conv["id"])
+
+    async def group(self, owner: User, members: list[User], title: str = "bench") -> int:
+        body = {"title": title, "user_ids": [m.id for m in members if m.id != owner.id]}
+        conv = await self.call("POST", "/v1/conversations/group", owner.token, body)
+        return int(conv["id"])

@@ -1,0 +1,72 @@
+"""Scenario 1: durable sends in 1:1 conversations, ramping the offered rate.
+
+Every pair of users has a direct conversation; one side sends, both sides are connected (the
+other side's receipt is the send->deliver latency). The ramp stops once p99 send->ack passes
+100 ms or the acks fall behind the offered rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from bench.context import Ctx, Placement, log
+from bench.population import Api
+from bench.steps import public, run_step
+
+QUICK_RATES = [100, 200, 400]
+FULL_RATES = [100, 200, 400, 600, 800, 1000, 1200, 1400, 1700, 2000, 2400, 2800, 3300, 4000, 5000]
+STOP_P99_MS = 100.0
+TARGET_P99_MS = 50.0
+
+
+async def _population(url: str, pairs: int) -> list[tuple[Any, Any, int]]:
+    async with Api(url) as api:
+        users = await api.users(2 * pairs)
+        senders, receivers = users[:pairs], users[pairs:]
+        cids = await asyncio.gather(*(api.direct(a, b) for a, b in zip(senders, receivers, strict=True)))
+        return list(zip(senders, receivers, cids, strict=True))
+
+
+def sustained(step: dict[str, Any], p99_limit: float) -> bool:
+    p99 = step["ack_ms"]["p99"]
+    return (
+        p99 is not None
+        and p99 <= p99_limit
+        and step["acked"] >= 0.98 * step["sent"]
+        and step["ack_rate"] >= 0.95 * step["offered_rate"]
+    )
+
+
+def run(ctx: Ctx) -> dict[str, Any]:
+    assert ctx.stack is not None
+    pairs = 40 if ctx.quick else 200
+    duration = 2.0 if ctx.quick else 8.0
+    population = asyncio.run(_population(ctx.stack.url, pairs))
+    fleet = ctx.fleet()
+    try:
+        place = Placement(len(fleet))
+        sends: list[list[tuple[int, Any]]] = [[] for _ in range(len(fleet))]
+        for k, (a, b, cid) in enumerate(population):
+            agent, local = place.add({"token": a.token, "tag": "sender"}, k)
+            sends[agent].append((local, cid))
+            place.add({"token": b.token, "tag": "receiver"}, k + 1)
+        connected = place.connect(fleet, ctx.ws_url, ctx)
+        log(f"durable: {connected['connected']} clients connected ({connected['failed']} failed)")
+        steps = []
+        for n, rate in enumerate(QUICK_RATES if ctx.quick else FULL_RATES):
+            step = run_step(ctx, fleet, n, rate, duration, sends, label="durable")
+            steps.append(public(step))
+            p99 = step["ack_ms"]["p99"]
+            if p99 is None or p99 > STOP_P99_MS or not sustained(step, float("inf")):
+                break
+    finally:
+        fleet.close()
+    passing = [s["offered_rate"] for s in steps if sustained(s, TARGET_P99_MS)]
+    return {
+        "pairs": pairs,
+        "connect": connected,
+        "steps": steps,
+        "max_rate_p99_ack_le_50ms": max(passing) if passing else 0,
+        "max_ack_rate": max((s["ack_rate"] for s in steps), default=0),
+    }

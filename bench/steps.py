@@ -1,0 +1,85 @@
+"""One measured step: every load generator sends open-loop at its share of a total rate."""
+
+from __future__ import annotations
+
+import time
+from array import array
+from typing import Any
+
+from bench.context import Ctx, log
+from bench.loadgen.fleet import Fleet
+from bench.procstat import CpuMeter, per_thousand
+from bench.stats import summary
+
+Sends = list[list[tuple[int, Any]]]  # per agent: (local client index, conversation or room)
+
+
+def run_step(
+    ctx: Ctx,
+    fleet: Fleet,
+    step: int,
+    rate: float,
+    duration: float,
+    sends: Sends,
+    *,
+    drain: float = 2.0,
+    pad: int = 32,
+    roots: dict[str, int] | None = None,
+    label: str = "",
+) -> dict[str, Any]:
+    total_sends = sum(len(s) for s in sends) or 1
+    meter = CpuMeter(roots if roots is not None else ctx.roots(fleet))
+    meter.start()
+    t0 = time.monotonic() + 0.3
+    per_agent = [
+        {"rate": rate * len(s) / total_sends, "sends": s, "phase": i / max(rate, 1e-9)}
+        for i, s in enumerate(sends)
+    ]
+    replies = fleet.all("step", per_agent, step=step, t0=t0, duration=duration, drain=drain, pad=pad)
+    cpu = meter.stop()
+    errors = [r["error"] for r in replies if "error" in r]
+    if errors:
+        raise RuntimeError(f"load generator failed: {errors[0]}")
+    ack_ms: array[float] = array("d")
+    deliver_ms: array[float] = array("d")
+    for reply in replies:
+        ack_ms.frombytes(reply["ack_ms"])
+        deliver_ms.frombytes(reply["deliver_ms"])
+    sent = sum(r["sent"] for r in replies)
+    acked = sum(r["acked"] for r in replies)
+    delivered = sum(r["delivered"] for r in replies)
+    last_acked: dict[Any, int] = {}
+    for reply in replies:
+        for key, seq in reply["last_acked"].items():
+            last_acked[key] = max(seq, last_acked.get(key, 0))
+    result: dict[str, Any] = {
+        "step": step,
+        "offered_rate": rate,
+        "duration_s": duration,
+        "sent": sent,
+        "acked": acked,
+        "errors": sum(r["errors"] for r in replies),
+        "ack_rate": round(acked / duration, 1),
+        "delivered": delivered,
+        "deliveries_per_s": round(delivered / duration, 1),
+        "ack_ms": summary(ack_ms),
+        "deliver_ms": summary(deliver_ms),
+        "send_lag_max_ms": max(r["send_lag_max_ms"] for r in replies),
+        "cpu_s": cpu,
+        "cpu_s_per_1000_deliveries": per_thousand(cpu, delivered),
+        "loadavg_before": meter.load_before,
+        "loadavg_after": meter.load_after,
+        "error_samples": [e for r in replies for e in r["error_samples"]][:3],
+        "_last_acked": last_acked,
+    }
+    log(
+        f"{label} step {step}: offered {rate:g}/s sent {sent} acked {acked} delivered {delivered}"
+        f" ack p50/p99 {result['ack_ms']['p50']}/{result['ack_ms']['p99']} ms"
+        f" deliver p50/p99 {result['deliver_ms']['p50']}/{result['deliver_ms']['p99']} ms"
+        f" errors {result['errors']} load {meter.load_after.split()[0]}"
+    )
+    return result
+
+
+def public(step: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in step.items() if not k.startswith("_")}
