@@ -96,6 +96,12 @@ class Ws:
             lambda f: (f["type"] == "ack" and f["client_msg_id"] == client_msg_id) or (f["type"] == "error")
         )
 
+    async def read(self, cid: int, seq: int) -> Frame:
+        """Mark read up to `seq`; returns the read_state (or error) reply."""
+        ref = uuid.uuid4().hex
+        await self.send_json({"type": "read", "id": ref, "conversation_id": cid, "seq": seq})
+        return await self.expect(lambda f: f.get("ref") == ref)
+
     def messages(self, cid: int) -> list[Frame]:
         return [f for f in self.frames if f["type"] == "message" and f["conversation_id"] == cid]
 

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from chatd.errors import ChatdError, Code
 from chatd.fanout import Hub
 from chatd.ratelimit import RateLimiter
 from chatd.security import Passwords, hash_token, new_token
 from chatd.storage import Stores
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    user_id: int
+    username: str
+    token_hash: bytes
+    share_read_state: bool
+
 
 USERNAME = re.compile(r"^[a-z0-9_.-]{3,32}$")
 MIN_PASSWORD, MAX_PASSWORD = 8, 1024
@@ -54,13 +64,13 @@ class Accounts:
         await self._stores.accounts.add_token(hash_token(token), found[0])
         return {"token": token, "user_id": found[0], "username": name}
 
-    async def authenticate(self, token: str) -> tuple[int, str, bytes]:
-        """(user_id, username, token_hash) for a live token; `unauthorized` otherwise."""
+    async def authenticate(self, token: str) -> Identity:
+        """Who a live token belongs to; `unauthorized` otherwise."""
         token_hash = hash_token(token)
         found = await self._stores.accounts.user_for_token(token_hash)
         if found is None:
             raise ChatdError(Code.UNAUTHORIZED, "invalid or revoked token")
-        return found[0], found[1], token_hash
+        return Identity(found[0], found[1], token_hash, found[2])
 
     async def logout(self, token_hash: bytes) -> None:
         """Revoke the token and close every live WebSocket that authenticated with it."""

@@ -25,6 +25,8 @@ from chatd.errors import ChatdError, Code
 from chatd.fanout import Hub
 from chatd.messaging import Messaging
 from chatd.ratelimit import RateLimiter
+from chatd.readstate import ReadState
+from chatd.receipts import Flusher, Receipts
 from chatd.security import Passwords
 from chatd.storage import Stores, create_pool
 
@@ -49,7 +51,10 @@ class Runtime:
         login_limiter = RateLimiter(redis, "login", settings.login_rate_limit, 60)
         passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib)
         self.accounts = Accounts(stores, passwords, login_limiter, self.hub)
-        self.messaging = Messaging(stores, self.hub, limiter, settings)
+        read_state = ReadState(redis)
+        self.messaging = Messaging(stores, self.hub, limiter, read_state, settings)
+        self.receipts = Receipts(stores, read_state, self.hub, settings)
+        self.flusher = Flusher(stores, read_state, settings.receipt_flush_interval_s)
         self.draining = False
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -116,6 +121,7 @@ async def open_runtime(settings: Settings) -> Runtime:
         redis = aioredis.Redis.from_url(settings.redis_url, health_check_interval=30, socket_keepalive=True)
         runtime = Runtime(settings, Stores(pool), redis)
         await runtime.hub.start()
+        runtime.flusher.start()
     except BaseException:
         await pool.close()
         raise
@@ -123,6 +129,7 @@ async def open_runtime(settings: Settings) -> Runtime:
 
 
 async def close_runtime(runtime: Runtime) -> None:
+    await runtime.flusher.stop()  # writes every pointer still only in Redis
     await runtime.hub.stop()
     await runtime.redis.aclose()
     await runtime.stores.pool.close()

@@ -66,6 +66,9 @@ _SPEC: dict[str, tuple[str | None, _Parser]] = {
     "send_queue_frames": ("2000", lambda n, v: _int(n, v, 10, 1_000_000)),
     "gap_fill_delay_s": ("0.2", lambda n, v: _float(n, v, 0.001, 10)),
     "drain_timeout_s": ("10", lambda n, v: _float(n, v, 0, 300)),
+    "receipt_flush_interval_s": ("10", lambda n, v: _float(n, v, 0.05, 3600)),
+    "receipt_push_interval_ms": ("1000", lambda n, v: _int(n, v, 10, 60_000)),
+    "readers_list_max": ("100", lambda n, v: _int(n, v, 2, 100_000)),
     "argon2_time_cost": ("3", lambda n, v: _int(n, v, 1, 20)),
     "argon2_memory_kib": ("65536", lambda n, v: _int(n, v, 8, 4 * 1024 * 1024)),
 }
@@ -89,6 +92,9 @@ class Settings:
     send_queue_frames: int
     gap_fill_delay_s: float
     drain_timeout_s: float
+    receipt_flush_interval_s: float
+    receipt_push_interval_ms: int
+    readers_list_max: int
     argon2_time_cost: int
     argon2_memory_kib: int
 

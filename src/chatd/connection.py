@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +45,8 @@ class Connection:
         self._on_leave = on_leave
         self.user_id = user_id
         self.token_hash = token_hash
+        self.id = secrets.token_hex(6)
+        self.share_read_state = True
         self.delivered: dict[int, int] = {}
         self.pending: dict[int, list[tuple[int, str, Event]]] = {}
         self.closed = asyncio.Event()

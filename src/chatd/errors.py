@@ -21,6 +21,8 @@ class Code(StrEnum):
     GROUP_FULL = "group_full"
     NOT_A_GROUP = "not_a_group"
     CLIENT_MSG_ID_CONFLICT = "client_msg_id_conflict"
+    SEQ_OUT_OF_RANGE = "seq_out_of_range"
+    GROUP_TOO_LARGE = "group_too_large"
     RATE_LIMITED = "rate_limited"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
@@ -44,6 +46,8 @@ HTTP_STATUS: dict[Code, int] = {
     Code.GROUP_FULL: 409,
     Code.NOT_A_GROUP: 409,
     Code.CLIENT_MSG_ID_CONFLICT: 409,
+    Code.SEQ_OUT_OF_RANGE: 400,
+    Code.GROUP_TOO_LARGE: 403,
     Code.RATE_LIMITED: 429,
     Code.NOT_FOUND: 404,
     Code.METHOD_NOT_ALLOWED: 405,

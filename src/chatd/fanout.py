@@ -78,6 +78,11 @@ class Topic:
         for conn in list(self.conns):
             conn.deliver(self.cid, seq, text, event)
 
+    def broadcast(self, text: str) -> None:
+        for conn in list(self.conns):
+            if self.cid in conn.delivered:
+                conn.send_text(text)
+
     def _arm_gap_fill(self) -> None:
         if self._gap_timer is None and not self._filling:
             loop = asyncio.get_running_loop()
@@ -112,6 +117,7 @@ class Hub:
         self.stores = stores
         self.gap_fill_delay = gap_fill_delay
         self.topics: dict[int, Topic] = {}
+        self.kinds: dict[int, str] = {}  # conversation kinds never change: a safe cache
         self.users: dict[int, set[Connection]] = {}
         self.connections: set[Connection] = set()
         self._pubsub = redis.pubsub()
@@ -141,7 +147,10 @@ class Hub:
 
     # -- publishing (always after COMMIT) ------------------------------------------------
     async def publish(self, event: Event) -> None:
-        """Best effort: a lost publish is healed by gap fill and by catch-up on reconnect."""
+        """Best effort: a lost message publish is healed by gap fill and by catch-up on reconnect.
+
+        Events without a seq (read receipts) are state: the next one supersedes a lost one.
+        """
         try:
             await self.redis.publish(conversation_channel(event["conversation_id"]), dumps(event))
         except redis.exceptions.RedisError:
@@ -274,7 +283,10 @@ class Hub:
             topic = self.topics.get(int(ident))
             if topic is not None:
                 event = orjson.loads(data)
-                topic.accept(event["seq"], data.decode(), event)
+                if event["type"] == "message":
+                    topic.accept(event["seq"], data.decode(), event)
+                else:  # receipts and other state: not part of the sequenced stream
+                    topic.broadcast(data.decode())
         elif prefix == "chatd:u":
             payload = orjson.loads(data)
             for conn in list(self.users.get(int(ident), ())):

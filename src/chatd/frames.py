@@ -27,11 +27,17 @@ class Send:
 
 
 @dataclass(frozen=True, slots=True)
+class Read:
+    conversation_id: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     pass
 
 
-Frame = Auth | Send | Ping
+Frame = Auth | Send | Read | Ping
 
 
 def _field(frame: dict[str, Any], name: str, kind: type, required: bool = True) -> Any:
@@ -87,6 +93,8 @@ def parse(frame: dict[str, Any]) -> Frame:
         if not body.strip():
             raise ChatdError(Code.BAD_REQUEST, "body: must not be empty", field="body")
         return Send(positive_id(frame, "conversation_id"), client_msg_id, body)
+    if kind == "read":
+        return Read(positive_id(frame, "conversation_id"), positive_id(frame, "seq"))
     if kind == "ping":
         return Ping()
     if kind == "auth":

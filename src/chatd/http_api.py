@@ -99,9 +99,9 @@ async def authenticated(request: Request) -> tuple[int, bytes]:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise ChatdError(Code.UNAUTHORIZED, "missing bearer token")
-    user_id, _, token_hash = await runtime(request).accounts.authenticate(token.strip())
-    request.scope["chatd.user_id"] = user_id
-    return user_id, token_hash
+    identity = await runtime(request).accounts.authenticate(token.strip())
+    request.scope["chatd.user_id"] = identity.user_id
+    return identity.user_id, identity.token_hash
 
 
 # -- health ------------------------------------------------------------------------------
@@ -142,7 +142,21 @@ async def logout(request: Request) -> Response:
 async def me(request: Request) -> Response:
     user_id, _ = await authenticated(request)
     names = await runtime(request).stores.accounts.usernames([user_id])
-    return JSON({"user_id": user_id, "username": names.get(user_id)})
+    share = await runtime(request).stores.receipts.share_setting(user_id)
+    return JSON({"user_id": user_id, "username": names.get(user_id), "share_read_state": share})
+
+
+@api
+async def settings(request: Request) -> Response:
+    user_id, _ = await authenticated(request)
+    body = await read_json(request)
+    share = body.get("share_read_state")
+    if not isinstance(share, bool):
+        raise ChatdError(
+            Code.BAD_REQUEST, "share_read_state: expected true or false", field="share_read_state"
+        )
+    await runtime(request).receipts.set_share(user_id, share)
+    return JSON({"share_read_state": share})
 
 
 # -- conversations -----------------------------------------------------------------------
@@ -224,6 +238,24 @@ async def history(request: Request) -> Response:
     return JSON({"messages": messages})
 
 
+@api
+async def receipts(request: Request) -> Response:
+    user_id, _ = await authenticated(request)
+    lo = query_int(request, "from", None, low=1)
+    hi = query_int(request, "to", None, low=1)
+    if lo is None or hi is None:
+        raise ChatdError(Code.BAD_REQUEST, "from and to: the seq range to count", field="from")
+    return JSON(await runtime(request).receipts.counts(user_id, path_id(request), lo, hi))
+
+
+@api
+async def readers(request: Request) -> Response:
+    user_id, _ = await authenticated(request)
+    seq = path_id(request, "seq")
+    users = await runtime(request).receipts.readers(user_id, path_id(request), seq)
+    return JSON({"conversation_id": path_id(request), "seq": seq, "user_ids": users})
+
+
 routes = [
     Route("/healthz", healthz),
     Route("/readyz", readyz),
@@ -231,6 +263,7 @@ routes = [
     Route("/v1/login", login, methods=["POST"]),
     Route("/v1/logout", logout, methods=["POST"]),
     Route("/v1/me", me),
+    Route("/v1/me/settings", settings, methods=["PUT"]),
     Route("/v1/conversations", list_conversations),
     Route("/v1/conversations/direct", open_direct, methods=["POST"]),
     Route("/v1/conversations/group", create_group, methods=["POST"]),
@@ -243,4 +276,6 @@ routes = [
         methods=["DELETE"],
     ),
     Route("/v1/conversations/{conversation_id:int}/messages", history),
+    Route("/v1/conversations/{conversation_id:int}/receipts", receipts),
+    Route("/v1/conversations/{conversation_id:int}/messages/{seq:int}/readers", readers),
 ]

@@ -8,13 +8,17 @@ from chatd.config import Settings
 from chatd.errors import ChatdError, Code
 from chatd.fanout import Hub
 from chatd.ratelimit import RateLimiter
+from chatd.readstate import ReadState
 from chatd.storage import Stores
 
 HISTORY_MAX = 200
 
 
 class Messaging:
-    def __init__(self, stores: Stores, hub: Hub, limiter: RateLimiter, settings: Settings) -> None:
+    def __init__(
+        self, stores: Stores, hub: Hub, limiter: RateLimiter, read_state: ReadState, settings: Settings
+    ) -> None:
+        self._read_state = read_state
         self._stores = stores
         self._hub = hub
         self._limiter = limiter
@@ -115,10 +119,11 @@ class Messaging:
         event = await self._stores.conversations.remove_members(conversation_id, user_id, users)
         if event is not None:
             await self._hub.publish(event)
+            await self._read_state.forget(conversation_id, event["user_ids"])
         return event
 
     async def _announce(self, conv: dict[str, Any], user_ids: list[int], since: int) -> None:
-        public = {key: conv[key] for key in ("id", "kind", "title", "created_at", "last_seq")}
+        public = {key: conv[key] for key in ("id", "kind", "title", "created_at", "last_seq", "member_count")}
         await self._hub.publish_to_users(
             user_ids, {"op": "conversation_added", "conversation": public, "since": since}
         )

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.websockets import WebSocket
 
 from chatd import frames
+from chatd.accounts import Identity
 from chatd.connection import (
     CLOSE_AUTH_TIMEOUT,
     CLOSE_SERVICE_RESTART,
@@ -42,10 +43,12 @@ async def endpoint(websocket: WebSocket) -> None:
     auth = await _authenticate(websocket, runtime)
     if auth is None:
         return
-    user_id, token_hash, since = auth
+    identity, since = auth
+    user_id = identity.user_id
     conn = Connection(
-        websocket, user_id, token_hash, runtime.settings.send_queue_frames, runtime.hub.detach_one
+        websocket, user_id, identity.token_hash, runtime.settings.send_queue_frames, runtime.hub.detach_one
     )
+    conn.share_read_state = identity.share_read_state
     started = time.perf_counter()
     log.info("ws connected", extra={"user_id": user_id})
     try:
@@ -69,7 +72,7 @@ async def endpoint(websocket: WebSocket) -> None:
         )
 
 
-async def _authenticate(websocket: WebSocket, runtime: Runtime) -> tuple[int, bytes, dict[int, int]] | None:
+async def _authenticate(websocket: WebSocket, runtime: Runtime) -> tuple[Identity, dict[int, int]] | None:
     try:
         message = await asyncio.wait_for(websocket.receive(), runtime.settings.auth_timeout_s)
     except TimeoutError:
@@ -81,7 +84,7 @@ async def _authenticate(websocket: WebSocket, runtime: Runtime) -> tuple[int, by
         frame = frames.parse(frames.decode(message.get("text") or ""))
         if not isinstance(frame, frames.Auth):
             raise ChatdError(Code.UNAUTHORIZED, "the first frame must be auth")
-        user_id, _, token_hash = await runtime.accounts.authenticate(frame.token)
+        identity = await runtime.accounts.authenticate(frame.token)
     except ChatdError as exc:
         await websocket.send_text(dumps(frames.error(exc)))
         await websocket.close(CLOSE_UNAUTHORIZED, exc.code)
@@ -91,7 +94,7 @@ async def _authenticate(websocket: WebSocket, runtime: Runtime) -> tuple[int, by
             raise
         await websocket.close(CLOSE_UNAVAILABLE, "temporarily unavailable")
         return None
-    return user_id, token_hash, frame.since
+    return identity, frame.since
 
 
 async def _sync(runtime: Runtime, conn: Connection, since: dict[int, int]) -> None:
@@ -103,8 +106,11 @@ async def _sync(runtime: Runtime, conn: Connection, since: dict[int, int]) -> No
     await runtime.hub.attach(conn, cids)
     # Read after the subscriptions are confirmed: everything above these seqs arrives live.
     last = await runtime.stores.conversations.last_seqs(cids)
+    read_state = await runtime.receipts.sync(conn.user_id, cids)
     for conv in convs:
         conv["last_seq"] = last.get(conv["id"], conv["last_seq"])
+    for conv in convs:
+        conv["last_read_seq"], conv["unread"] = read_state.get(conv["id"], (0, 0))
     conn.send({"type": "ready", "user_id": conn.user_id, "conversations": convs})
     for cid in cids:
         if cid not in since:
@@ -153,6 +159,16 @@ def on_user_message(runtime: Runtime, conn: Connection, payload: dict[str, Any])
     op = payload.get("op")
     if op == "conversation_added":
         runtime.hub.spawn(follow(runtime, conn, payload["conversation"], payload["since"]))
+    elif op == "read_state" and payload.get("origin") != conn.id:
+        conn.send(
+            {
+                "type": "read_state",
+                "conversation_id": payload["conversation_id"],
+                "last_read_seq": payload["last_read_seq"],
+            }
+        )
+    elif op == "settings":
+        conn.share_read_state = bool(payload["share_read_state"])
     elif op == "revoke" and payload.get("token") == conn.token_hash.hex():
         conn.close(CLOSE_UNAUTHORIZED, "token revoked")
 
@@ -173,6 +189,8 @@ async def _read_loop(runtime: Runtime, conn: Connection) -> None:
             frame = frames.parse(raw)
             if isinstance(frame, frames.Send):
                 await _on_send(runtime, conn, frame, ref)
+            elif isinstance(frame, frames.Read):
+                await _on_read(runtime, conn, frame, ref)
             elif isinstance(frame, frames.Ping):
                 conn.send({"type": "pong"})
             else:
@@ -197,3 +215,14 @@ async def _on_send(runtime: Runtime, conn: Connection, frame: frames.Send, ref: 
     if ref is not None:
         ack["ref"] = ref
     conn.send(ack)
+
+
+async def _on_read(runtime: Runtime, conn: Connection, frame: frames.Read, ref: Any) -> None:
+    cid = frame.conversation_id
+    pointer = await runtime.receipts.mark(
+        conn.user_id, cid, frame.seq, conn.share_read_state, conn.delivered.get(cid, 0), conn.id
+    )
+    reply: dict[str, Any] = {"type": "read_state", "conversation_id": cid, "last_read_seq": pointer}
+    if ref is not None:
+        reply["ref"] = ref
+    conn.send(reply)

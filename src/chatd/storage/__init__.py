@@ -10,8 +10,17 @@ import asyncpg
 from chatd.storage.accounts import AccountStore
 from chatd.storage.conversations import ConversationStore
 from chatd.storage.messages import MessageStore
+from chatd.storage.receipts import ReceiptStore
 
-__all__ = ["AccountStore", "ConversationStore", "MessageStore", "Stores", "create_pool", "is_unavailable"]
+__all__ = [
+    "AccountStore",
+    "ConversationStore",
+    "MessageStore",
+    "ReceiptStore",
+    "Stores",
+    "create_pool",
+    "is_unavailable",
+]
 
 Pool = asyncpg.Pool
 
@@ -22,6 +31,7 @@ class Stores:
         self.accounts = AccountStore(pool)
         self.conversations = ConversationStore(pool)
         self.messages = MessageStore(pool)
+        self.receipts = ReceiptStore(pool)
 
 
 async def create_pool(dsn: str, min_size: int, max_size: int) -> Pool:

@@ -40,12 +40,14 @@ class AccountStore:
             "INSERT INTO tokens (token_hash, user_id) VALUES ($1, $2)", token_hash, user_id
         )
 
-    async def user_for_token(self, token_hash: bytes) -> tuple[int, str] | None:
+    async def user_for_token(self, token_hash: bytes) -> tuple[int, str, bool] | None:
+        """(user id, username, shares read state) for a live token."""
         row = await self._pool.fetchrow(
-            "SELECT u.id, u.username FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
+            "SELECT u.id, u.username, u.share_read_state FROM tokens t"
+            " JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
             token_hash,
         )
-        return None if row is None else (row["id"], row["username"])
+        return None if row is None else (row["id"], row["username"], row["share_read_state"])
 
     async def delete_token(self, token_hash: bytes) -> int | None:
         """Revoke a token; returns its user id, or None if it did not exist."""

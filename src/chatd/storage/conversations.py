@@ -8,11 +8,11 @@ from asyncpg.pool import PoolConnectionProxy
 from chatd.errors import ChatdError, Code
 from chatd.storage.messages import EVENT_COLUMNS, event
 
-CONVERSATION_COLUMNS = "c.id, c.kind, c.title, c.created_at, c.last_seq"
+CONVERSATION_COLUMNS = "c.id, c.kind, c.title, c.created_at, c.last_seq, c.member_count"
 
 
 def conversation(row: asyncpg.Record) -> dict[str, Any]:
-    return {key: row[key] for key in ("id", "kind", "title", "created_at", "last_seq")}
+    return {key: row[key] for key in ("id", "kind", "title", "created_at", "last_seq", "member_count")}
 
 
 Conn = asyncpg.Connection | PoolConnectionProxy
@@ -26,8 +26,8 @@ class ConversationStore:
         lo, hi = min(a, b), max(a, b)
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                "INSERT INTO conversations (kind, created_by, direct_lo, direct_hi)"
-                " VALUES ('direct', $1, $2, $3)"
+                "INSERT INTO conversations (kind, created_by, direct_lo, direct_hi, member_count)"
+                " VALUES ('direct', $1, $2, $3, 2)"
                 " ON CONFLICT (direct_lo, direct_hi) WHERE kind = 'direct' DO NOTHING"
                 f" RETURNING {CONVERSATION_COLUMNS.replace('c.', '')}",
                 a,
@@ -73,12 +73,17 @@ class ConversationStore:
                 others,
                 creator,
             )
-            return conversation(row)
+            count = await conn.fetchval(
+                "UPDATE conversations SET member_count ="
+                " (SELECT count(*) FROM members WHERE conversation_id = $1) WHERE id = $1"
+                " RETURNING member_count",
+                row["id"],
+            )
+            return {**conversation(row), "member_count": count}
 
     async def get_for_member(self, conversation_id: int, user_id: int) -> dict[str, Any]:
         row = await self._pool.fetchrow(
-            f"SELECT {CONVERSATION_COLUMNS}, m.role,"
-            " (SELECT count(*) FROM members WHERE conversation_id = c.id) AS member_count"
+            f"SELECT {CONVERSATION_COLUMNS}, m.role"
             " FROM conversations c JOIN members m ON m.conversation_id = c.id AND m.user_id = $2"
             " WHERE c.id = $1",
             conversation_id,
@@ -88,7 +93,6 @@ class ConversationStore:
             raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
         result = conversation(row)
         result["role"] = row["role"]
-        result["member_count"] = row["member_count"]
         return result
 
     async def require_member(self, conversation_id: int, user_id: int) -> None:
@@ -178,7 +182,10 @@ class ConversationStore:
             if not added:
                 return None
             total = await conn.fetchval(
-                "SELECT count(*) FROM members WHERE conversation_id = $1", conversation_id
+                "UPDATE conversations SET member_count = member_count + $2 WHERE id = $1"
+                " RETURNING member_count",
+                conversation_id,
+                len(added),
             )
             if total > max_members:
                 raise ChatdError(Code.GROUP_FULL, f"a group holds at most {max_members} members")
@@ -207,6 +214,11 @@ class ConversationStore:
             ]
             if not removed:
                 return None
+            await conn.execute(
+                "UPDATE conversations SET member_count = member_count - $2 WHERE id = $1",
+                conversation_id,
+                len(removed),
+            )
             await conn.execute(
                 "UPDATE members SET role = 'owner' WHERE conversation_id = $1"
                 " AND NOT EXISTS (SELECT 1 FROM members WHERE conversation_id = $1 AND role = 'owner')"

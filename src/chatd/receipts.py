@@ -1,0 +1,204 @@
+"""Read receipts: pointers, counts, live read events, and the batch flush to Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from chatd.config import Settings
+from chatd.errors import ChatdError, Code
+from chatd.fanout import Hub
+from chatd.readstate import ReadState
+from chatd.storage import Stores
+
+log = logging.getLogger("chatd.receipts")
+COUNTS_MAX = 200
+
+
+class Receipts:
+    def __init__(self, stores: Stores, state: ReadState, hub: Hub, settings: Settings) -> None:
+        self._stores = stores
+        self._state = state
+        self._hub = hub
+        self._settings = settings
+
+    async def _load_room(self, cid: int) -> list[tuple[int, int]]:
+        return await self._stores.receipts.room_pointers(cid)
+
+    async def pointers(self, uid: int) -> dict[int, int]:
+        found = await self._state.user_pointers(uid)
+        if found is None:
+            await self._state.load_user(uid, await self._stores.receipts.user_pointers(uid))
+            found = await self._state.user_pointers(uid) or {}
+        return found
+
+    async def mark(
+        self, uid: int, cid: int, seq: int, shared: bool, known_last: int, origin: str = ""
+    ) -> int:
+        """Move `uid`'s pointer in `cid` to `seq` (never back); returns the pointer now.
+
+        `known_last` is the highest seq this connection has delivered: marks up to it need
+        no database check.
+        """
+        target = None
+        if seq > known_last:
+            target = await self._stores.receipts.target(cid, uid)
+            if target is None:
+                raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
+            if seq > target[1]:
+                raise ChatdError(
+                    Code.SEQ_OUT_OF_RANGE,
+                    f"seq {seq} is beyond the conversation's last seq {target[1]}",
+                    last_seq=target[1],
+                )
+        moved, previous = await self._state.mark(
+            uid,
+            cid,
+            seq,
+            shared,
+            lambda: self._load_room(cid),
+            lambda: self._stores.receipts.user_pointers(uid),
+        )
+        if not moved:
+            return previous
+        await self._hub.publish_to_users(
+            [uid], {"op": "read_state", "conversation_id": cid, "last_read_seq": seq, "origin": origin}
+        )
+        if shared:
+            kind = target[0] if target else await self._kind(cid)
+            if kind == "direct":
+                await self._hub.publish({"type": "read", "conversation_id": cid, "user_id": uid, "seq": seq})
+            elif await self._state.widen(cid, previous + 1, seq, self._settings.receipt_push_interval_ms):
+                self._hub.spawn(self._push_counts_later(cid))
+        return seq
+
+    async def _kind(self, cid: int) -> str:
+        kind = self._hub.kinds.get(cid)
+        if kind is None:
+            kind = self._hub.kinds[cid] = await self._stores.receipts.kind(cid)
+        return kind
+
+    async def _push_counts_later(self, cid: int) -> None:
+        """One coalesced `receipts` event per conversation per window, whatever the workers."""
+        await asyncio.sleep(self._settings.receipt_push_interval_ms / 1000)
+        try:
+            changed = await self._state.take_range(cid)
+            if changed is None:
+                return
+            lo, hi = max(changed[0], changed[1] - COUNTS_MAX + 1), changed[1]
+            event = await self._counts_event(cid, lo, hi)
+            if event["counts"]:
+                await self._hub.publish(event)
+        except Exception:
+            log.warning("receipt push failed", extra={"conversation_id": cid}, exc_info=True)
+
+    async def _counts_event(self, cid: int, lo: int, hi: int) -> dict[str, Any]:
+        messages = await self._stores.receipts.text_senders(cid, lo, hi)
+        if not await self._state.room_loaded(cid):
+            await self._state.load_room(cid, await self._load_room(cid))
+        counts = await self._state.counts(cid, messages) if messages else []
+        members = await self._stores.receipts.member_count(cid)
+        return {
+            "type": "receipts",
+            "conversation_id": cid,
+            "members": members,
+            "counts": [
+                {"seq": seq, "read_by": count, "of": members - 1}
+                for (seq, _), count in zip(messages, counts, strict=True)
+            ],
+        }
+
+    async def counts(self, uid: int, cid: int, lo: int, hi: int) -> dict[str, Any]:
+        if hi < lo or hi - lo >= COUNTS_MAX:
+            raise ChatdError(Code.BAD_REQUEST, f"from..to: at most {COUNTS_MAX} seqs, from <= to")
+        await self._stores.conversations.require_member(cid, uid)
+        return await self._counts_event(cid, lo, hi)
+
+    async def readers(self, uid: int, cid: int, seq: int) -> list[int]:
+        target = await self._stores.receipts.target(cid, uid)
+        if target is None:
+            raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
+        if target[2] > self._settings.readers_list_max:
+            raise ChatdError(
+                Code.GROUP_TOO_LARGE,
+                f"who-read lists are kept for groups of up to {self._settings.readers_list_max}",
+            )
+        senders = dict(await self._stores.receipts.text_senders(cid, seq, seq))
+        if seq not in senders:
+            raise ChatdError(Code.NOT_FOUND, "no such message")
+        if not await self._state.room_loaded(cid):
+            await self._state.load_room(cid, await self._load_room(cid))
+        return [r for r in await self._state.readers(cid, seq) if r != senders[seq]]
+
+    async def sync(self, uid: int, cids: list[int]) -> dict[int, tuple[int, int]]:
+        """(last_read_seq, unread) per conversation, for the `ready` frame."""
+        pointers = await self.pointers(uid)
+        mine = {cid: pointers.get(cid, 0) for cid in cids}
+        unread = await self._stores.receipts.unread(uid, mine)
+        return {cid: (mine[cid], unread.get(cid, 0)) for cid in cids}
+
+    async def set_share(self, uid: int, share: bool) -> None:
+        await self._stores.receipts.set_share(uid, share)
+        await self._state.set_shared(uid, await self.pointers(uid), share)
+        await self._hub.publish_to_users([uid], {"op": "settings", "share_read_state": share})
+
+    async def forget(self, cid: int, uids: list[int]) -> None:
+        await self._state.forget(cid, uids)
+
+
+class Flusher:
+    """Writes changed pointers to Postgres every interval; one flusher at a time, cluster-wide."""
+
+    def __init__(self, stores: Stores, state: ReadState, interval_s: float) -> None:
+        self._stores = stores
+        self._state = state
+        self._interval = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        """Stop the loop, then write everything still dirty (waiting for another flusher)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for _ in range(50):
+            try:
+                if await self.flush_once() is not None:
+                    return
+            except Exception:
+                log.warning("final flush failed", exc_info=True)
+                return
+            await asyncio.sleep(0.1)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.flush_once()
+            except Exception:
+                log.warning("flush failed; the pointers stay dirty in Redis", exc_info=True)
+
+    async def flush_once(self) -> int | None:
+        """Pointers written, or None if another flusher holds the lock."""
+        token = await self._state.acquire_flush_lock(ttl_ms=max(30_000, int(self._interval * 3000)))
+        if token is None:
+            return None
+        try:
+            written = 0
+            for _ in range(2):  # a batch a crashed flusher left behind, then the current one
+                rows = await self._state.take_dirty()
+                if rows is None:
+                    break
+                for start in range(0, len(rows), 5000):
+                    written += await self._stores.receipts.upsert(rows[start : start + 5000])
+                await self._state.flushed()
+            if written:
+                log.info("read pointers flushed", extra={"rows": written})
+            return written
+        finally:
+            await self._state.release_flush_lock(token)

@@ -1,0 +1,203 @@
+"""Read pointers reach Postgres in batches, survive SIGTERM and Redis data loss, one flusher at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from chatd.devstack import Stack
+from chatd.readstate import ReadState
+from chatd.receipts import Flusher
+from chatd.security import hash_token, new_token
+from chatd.storage import Stores, create_pool
+from tests.conftest import Worker
+from tests.helpers import Api, User, Ws
+from tests.test_large_group import bulk_users
+
+
+def redis_db(stack: Stack, db: int) -> str:
+    return stack.redis_url.rsplit("/", 1)[0] + f"/{db}"
+
+
+async def pointer(db: asyncpg.Connection, cid: int, uid: int) -> int | None:
+    value: int | None = await db.fetchval(
+        "SELECT last_read_seq FROM read_pointers WHERE conversation_id = $1 AND user_id = $2", cid, uid
+    )
+    return value
+
+
+async def wait_pointer(db: asyncpg.Connection, cid: int, uid: int, seq: int, within: float) -> float:
+    started = time.monotonic()
+    while (await pointer(db, cid, uid) or 0) < seq:
+        assert time.monotonic() - started < within, f"pointer {seq} not in Postgres after {within}s"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+async def test_pointers_reach_postgres_within_one_interval(w1: Api, db: asyncpg.Connection) -> None:
+    alice, bob = await w1.user(), await w1.user()
+    cid = await w1.direct(alice, bob)
+    a = await Ws.connect(w1.base_url, alice.token)
+    for i in range(4):
+        await a.send(cid, f"m{i}")
+    b = await Ws.connect(w1.base_url, bob.token)
+    await b.read(cid, 4)
+    await wait_pointer(db, cid, bob.id, 4, within=1.0 + 0.5)  # the test stack flushes every 1 s
+    await b.read(cid, 2)  # older: Postgres never moves back either
+    await asyncio.sleep(1.5)
+    assert await pointer(db, cid, bob.id) == 4
+    await a.close()
+    await b.close()
+
+
+async def test_sigterm_flushes_every_pointer(
+    stack: Stack, w1: Api, spawn_worker: Callable[..., Worker], db: asyncpg.Connection
+) -> None:
+    # Its own Redis database, and no periodic flush: only the shutdown flush can write these.
+    worker = spawn_worker(CHATD_REDIS_URL=redis_db(stack, 3), CHATD_RECEIPT_FLUSH_INTERVAL_S="3600")
+    owner = await w1.user()
+    readers = [await w1.user() for _ in range(20)]
+    cid = await w1.group(owner, readers)
+    o = await Ws.connect(worker.url, owner.token)
+    for i in range(5):
+        await o.send(cid, f"m{i}")
+    sockets = [await Ws.connect(worker.url, u.token) for u in readers]
+    for index, ws in enumerate(sockets):
+        await ws.read(cid, index % 5 + 1)
+    assert await db.fetchval("SELECT count(*) FROM read_pointers WHERE conversation_id = $1", cid) == 0
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.proc.wait(20) in (0, -signal.SIGTERM)
+    found = await db.fetch("SELECT user_id, last_read_seq FROM read_pointers WHERE conversation_id = $1", cid)
+    rows = {r["user_id"]: r["last_read_seq"] for r in found}
+    assert rows == {u.id: i % 5 + 1 for i, u in enumerate(readers)}
+
+
+async def test_state_is_rebuilt_from_postgres_after_flushall(
+    stack: Stack, w1: Api, spawn_worker: Callable[..., Worker], db: asyncpg.Connection
+) -> None:
+    worker = spawn_worker(CHATD_REDIS_URL=redis_db(stack, 4), CHATD_RECEIPT_FLUSH_INTERVAL_S="0.5")
+    api = Api(worker.url)
+    alice, bob, carol = await api.user(), await api.user(), await api.user()
+    cid = await api.group(alice, [bob, carol])
+    a = await Ws.connect(worker.url, alice.token)
+    for i in range(6):
+        await a.send(cid, f"m{i}")
+    b = await Ws.connect(worker.url, bob.token)
+    c = await Ws.connect(worker.url, carol.token)
+    await b.read(cid, 4)
+    await c.read(cid, 2)
+    await wait_pointer(db, cid, bob.id, 4, within=2)
+    await wait_pointer(db, cid, carol.id, 2, within=2)
+    await b.read(cid, 5)  # newer than the last flush: may be lost, at most one interval's worth
+    redis = aioredis.Redis.from_url(redis_db(stack, 4))
+    await redis.flushdb()
+    await redis.aclose()
+    counts = (await api.call("GET", f"/v1/conversations/{cid}/receipts?from=1&to=6", alice.token)).json()
+    read_by = [x["read_by"] for x in counts["counts"]]
+    assert read_by[:4] == [2, 2, 1, 1] and read_by[5] == 0
+    b2 = await Ws.connect(worker.url, bob.token)
+    [conv] = [x for x in b2.ready["conversations"] if x["id"] == cid]
+    assert conv["last_read_seq"] >= 4, "nothing older than one interval is lost"
+    assert (await b2.read(cid, 6))["last_read_seq"] == 6  # and marking goes on from there
+    await wait_pointer(db, cid, bob.id, 6, within=2)
+    for ws in (a, b, c, b2):
+        await ws.close()
+    await api.http.aclose()
+
+
+async def test_two_flushers_never_both_run(stack: Stack) -> None:
+    redis = aioredis.Redis.from_url(redis_db(stack, 5))
+    pool = await create_pool(stack.database_url, 1, 2)
+    state = ReadState(redis)
+    first, second = Flusher(Stores(pool), state, 1), Flusher(Stores(pool), state, 1)
+    token = await state.acquire_flush_lock(ttl_ms=60_000)
+    assert token is not None
+    assert await first.flush_once() is None and await second.flush_once() is None
+    await state.release_flush_lock(token)
+    # An expired holder cannot release a lock that someone else now holds.
+    stale = await state.acquire_flush_lock(ttl_ms=50)
+    assert stale is not None
+    await asyncio.sleep(0.1)
+    holder = await state.acquire_flush_lock(ttl_ms=60_000)
+    assert holder is not None
+    await state.release_flush_lock(stale)
+    assert await first.flush_once() is None
+    await state.release_flush_lock(holder)
+    await pool.close()
+    await redis.flushdb()
+    await redis.aclose()
+
+
+REDIS_WORK = ("zadd", "zcount", "zscore", "hset", "hget", "sadd", "evalsha")
+
+
+async def redis_calls(redis: aioredis.Redis) -> dict[str, int]:
+    stats = await redis.info("commandstats")
+    return {name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in REDIS_WORK}
+
+
+async def test_mark_and_count_cost_the_same_redis_work_at_10000_members(
+    stack: Stack, spawn_worker: Callable[..., Worker], db: asyncpg.Connection
+) -> None:
+    worker = spawn_worker(CHATD_REDIS_URL=redis_db(stack, 6))
+    api = Api(worker.url)
+    owner, partner = await api.user(), await api.user()
+    members = await bulk_users(db, 10_000)
+    big = await api.group(owner, [], title="big")
+    for start in range(0, 10_000, 2000):
+        ids = [m.id for m in members[start : start + 2000]]
+        added = await api.call("POST", f"/v1/conversations/{big}/members", owner.token, {"user_ids": ids})
+        assert added.status_code == 200
+    small = await api.group(owner, [partner], title="small")
+    o = await Ws.connect(worker.url, owner.token)
+    for cid in (big, small):
+        for i in range(50):
+            await o.send(cid, f"m{i}")
+    big_base, small_base = 5, 0  # the big group's seqs 1-5 are the five members_added events
+    # Give the big group 10,000 distinct read pointers, as if everyone had been reading.
+    redis = aioredis.Redis.from_url(redis_db(stack, 6))
+    await ReadState(redis).load_room(big, [(m.id, big_base + i % 50 + 1) for i, m in enumerate(members)])
+    reader_big = members[123]
+    reader_big.token = new_token()
+    await db.execute(
+        "INSERT INTO tokens (token_hash, user_id) VALUES ($1, $2)",
+        hash_token(reader_big.token),
+        reader_big.id,
+    )
+
+    async def work(reader: User, cid: int, base: int) -> dict[str, int]:
+        ws = await Ws.connect(worker.url, reader.token)
+        await ws.read(cid, base + 1)  # loads the user's state once, outside the measurement
+        await asyncio.sleep(0.6)  # the coalesced push of that mark happens before we count
+        before = await redis_calls(redis)
+        for seq in range(base + 2, base + 42):
+            assert (await ws.read(cid, seq))["last_read_seq"] == seq
+            counts = await api.call(
+                "GET", f"/v1/conversations/{cid}/receipts?from={seq}&to={seq}", owner.token
+            )
+            assert counts.status_code == 200
+        await asyncio.sleep(0.6)  # and the last window's push happens before we count again
+        after = await redis_calls(redis)
+        await ws.close()
+        return {k: after[k] - before[k] for k in after}
+
+    big_work = await work(reader_big, big, big_base)
+    small_work = await work(partner, small, small_base)
+    print(
+        f"redis commands for 40 marks + 40 count queries: 10,001 members {big_work}; 2 members {small_work}"
+    )
+    # The same commands the same number of times: each is O(log members) on a sorted set,
+    # so a 10,000-member group costs the same order of Redis work as a 2-member one.
+    data = [k for k in REDIS_WORK if k != "evalsha"]
+    assert {k: big_work[k] for k in data} == {k: small_work[k] for k in data}
+    assert big_work["zadd"] == 40 and big_work["zcount"] == 80  # 40 counts + 40 pushed, coalesced
+    # Script calls also count the coalescing windows (one per window), which depend on timing.
+    assert abs(big_work["evalsha"] - small_work["evalsha"]) <= 3
+    await o.close()
+    await api.http.aclose()
+    await redis.aclose()
