@@ -101,7 +101,7 @@ class Agent:
 
     async def op_step(self, cmd: dict[str, Any]) -> dict[str, Any]:
         step, t0, duration, rate = cmd["step"], cmd["t0"], cmd["duration"], cmd["rate"]
-        sends: list[tuple[int, Any]] = [tuple(s) for s in cmd.get("sends", [])]  # type: ignore[misc]
+        sends: list[tuple[int, Any]] = [(int(s[0]), s[1]) for s in cmd.get("sends", [])]
         pad = "x" * cmd.get("pad", 0)
         data = self.rec.open(step)
         if sends and rate > 0:
