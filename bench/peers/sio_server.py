@@ -16,14 +16,14 @@ sio = socketio.AsyncServer(async_mode="asgi", client_manager=mgr, transports=["w
 app = socketio.ASGIApp(sio)
 
 
-@sio.event  # type: ignore[misc, unused-ignore]
+@sio.event  # type: ignore[untyped-decorator, misc, unused-ignore]
 async def join(sid: str, rooms: list[str]) -> bool:
     for room in rooms:
         await sio.enter_room(sid, room)
     return True
 
 
-@sio.event  # type: ignore[misc, unused-ignore]
+@sio.event  # type: ignore[untyped-decorator, misc, unused-ignore]
 async def send(sid: str, data: dict[str, Any]) -> bool:
     await sio.emit("message", data, room=data["room"], skip_sid=sid)
     return True
