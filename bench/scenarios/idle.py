@@ -76,6 +76,10 @@ def run(ctx: Ctx) -> dict[str, Any]:
     finally:
         fleet.close()
     conns = max(1, still_open)
+
+    def per_conn(key: str) -> float:
+        return round((after[key] - before[key]) / conns / 1024, 2)
+
     return {
         "target": target,
         "users": len(users),
@@ -83,11 +87,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
         "batches": batches,
         "before": before,
         "after": after,
-        "worker_rss_per_connection_kb": round(
-            (after["workers_rss"] - before["workers_rss"]) / conns / 1024, 2
-        ),
-        "nginx_rss_per_connection_kb": round((after["nginx_rss"] - before["nginx_rss"]) / conns / 1024, 2),
-        "loadgen_rss_per_connection_kb": round(
-            (after["loadgen_rss"] - before["loadgen_rss"]) / conns / 1024, 2
-        ),
+        "worker_rss_per_connection_kb": per_conn("workers_rss"),
+        "nginx_rss_per_connection_kb": per_conn("nginx_rss"),
+        "loadgen_rss_per_connection_kb": per_conn("loadgen_rss"),
     }

@@ -69,7 +69,8 @@ def run(ctx: Ctx) -> dict[str, Any]:
         dropped = fleet.all("drop", tag="storm")
         t_drop = min(d["at"] for d in dropped)
         log(
-            f"storm: dropped {sum(d['dropped'] for d in dropped)} clients; reconnecting with {jitter} s jitter"
+            f"storm: dropped {sum(d['dropped'] for d in dropped)} clients;"
+            f" reconnecting with {jitter} s jitter"
         )
         back = fleet.all("reconnect", tag="storm", jitter=jitter, timeout=120.0)
         synced = [t - t_drop for b in back for t in b.get("synced_at", [])]
