@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 import websockets
 
@@ -234,3 +235,59 @@ async def test_http_bad_input(w1: Api) -> None:
 async def test_workers_survive_the_barrage(stack: Stack) -> None:
     for index in range(stack.workers):
         assert httpx.get(f"{stack.worker_url(index)}/readyz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "since",
+    [{"²": 1}, {"\u0661": 1}, {"1": 2**63}, {"1": -1}, {"1": "3"}, {"0": 1}, {str(2**63): 1}],
+)
+async def test_bad_since_is_rejected_before_anything_else(w1: Api, since: dict[str, object]) -> None:
+    user = await w1.user()
+    async with websockets.connect(ws_url(w1.base_url)) as conn:
+        await conn.send(orjson.dumps({"type": "auth", "token": user.token, "since": since}).decode())
+        reply = orjson.loads(await conn.recv())
+        assert (reply["type"], reply["code"], reply["field"]) == ("error", "bad_request", "since")
+
+
+async def test_since_beyond_the_end_is_clamped_to_the_end(w1: Api) -> None:
+    alice, bob = await w1.user(), await w1.user()
+    cid = await w1.direct(alice, bob)
+    a = await Ws.connect(w1.base_url, alice.token)
+    await a.send(cid, "one")
+    b = await Ws.connect(w1.base_url, bob.token, since={cid: 50})
+    assert b.messages(cid) == []
+    ack = await a.send(cid, "two")
+    assert (await b.expect(lambda f: f["type"] == "message"))["seq"] == ack["seq"] == 2
+    await a.close()
+    await b.close()
+
+
+async def test_http_rejects_out_of_range_ids_and_non_ascii_digits(w1: Api) -> None:
+    user = await w1.user()
+    big = await w1.call("POST", "/v1/conversations/group", user.token, {"title": "t", "user_ids": [2**63]})
+    assert big.status_code == 400 and big.json()["error"]["code"] == "bad_request"
+    negative = await w1.call("POST", "/v1/conversations/group", user.token, {"title": "t", "user_ids": [-4]})
+    assert negative.status_code == 400
+    for query in ("limit=²", "before=\u0661", f"after={2**63}"):
+        response = await w1.call("GET", f"/v1/conversations/1/messages?{query}", user.token)
+        assert response.status_code == 400, query
+        assert response.json()["error"]["code"] == "bad_request"
+    broken = await w1.http.post("/v1/register", content=b'{"username": "\xff\xfe", "password": "x"}')
+    assert broken.status_code == 400 and broken.json()["error"]["code"] == "bad_json"
+
+
+async def test_login_limit_is_per_client_address(spawn_worker: Callable[..., Worker]) -> None:
+    worker = spawn_worker(CHATD_LOGIN_RATE_LIMIT="3")
+    api = Api(worker.url)
+    user = await api.user()
+    wrong = {"username": user.name, "password": "not the password"}
+    attacker = {"x-forwarded-for": "192.0.2.7"}
+    codes = [(await api.http.post("/v1/login", json=wrong, headers=attacker)).status_code for _ in range(5)]
+    assert codes == [401, 401, 401, 429, 429]
+    owner = await api.http.post(
+        "/v1/login",
+        json={"username": user.name, "password": "correct horse battery"},
+        headers={"x-forwarded-for": "198.51.100.4"},
+    )
+    assert owner.status_code == 200, "an attacker elsewhere cannot lock the user out"
+    await api.http.aclose()

@@ -53,9 +53,10 @@ class Accounts:
             raise ChatdError(Code.USERNAME_TAKEN, "that username is taken")
         return {"user_id": user_id, "username": name}
 
-    async def login(self, username: str, password: str) -> dict[str, object]:
+    async def login(self, username: str, password: str, client: str) -> dict[str, object]:
         name = username.strip().lower()
-        await self._login_limiter.hit(name)
+        # Per address and name: guessing is slowed, yet nobody elsewhere can lock the user out.
+        await self._login_limiter.hit(f"{client}:{name}")
         found = await self._stores.accounts.credentials(name)
         ok = await self._passwords.verify(found[1] if found else None, password)
         if not ok or found is None:

@@ -69,6 +69,11 @@ _SPEC: dict[str, tuple[str | None, _Parser]] = {
     "receipt_flush_interval_s": ("10", lambda n, v: _float(n, v, 0.05, 3600)),
     "receipt_push_interval_ms": ("1000", lambda n, v: _int(n, v, 10, 60_000)),
     "readers_list_max": ("100", lambda n, v: _int(n, v, 2, 100_000)),
+    "presence_ttl_s": ("30", lambda n, v: _float(n, v, 0.5, 3600)),
+    "presence_heartbeat_s": ("10", lambda n, v: _float(n, v, 0.1, 600)),
+    "presence_sweep_s": ("2", lambda n, v: _float(n, v, 0.05, 600)),
+    "presence_grace_s": ("5", lambda n, v: _float(n, v, 0, 600)),
+    "presence_snapshot_max": ("1000", lambda n, v: _int(n, v, 0, 1_000_000)),
     "argon2_time_cost": ("3", lambda n, v: _int(n, v, 1, 20)),
     "argon2_memory_kib": ("65536", lambda n, v: _int(n, v, 8, 4 * 1024 * 1024)),
 }
@@ -95,6 +100,11 @@ class Settings:
     receipt_flush_interval_s: float
     receipt_push_interval_ms: int
     readers_list_max: int
+    presence_ttl_s: float
+    presence_heartbeat_s: float
+    presence_sweep_s: float
+    presence_grace_s: float
+    presence_snapshot_max: int
     argon2_time_cost: int
     argon2_memory_kib: int
 
@@ -109,6 +119,8 @@ class Settings:
             if raw is None:
                 raise ConfigError(f"{name}: required but not set")
             values[field.name] = parse(name, raw)
+        if values["presence_heartbeat_s"] >= values["presence_ttl_s"]:
+            raise ConfigError("CHATD_PRESENCE_HEARTBEAT_S: must be shorter than CHATD_PRESENCE_TTL_S")
         if values["db_pool_min"] > values["db_pool_max"]:
             raise ConfigError("CHATD_DB_POOL_MIN: must not exceed CHATD_DB_POOL_MAX")
         return cls(**values)

@@ -50,6 +50,8 @@ class Connection:
         self.delivered: dict[int, int] = {}
         self.pending: dict[int, list[tuple[int, str, Event]]] = {}
         self.closed = asyncio.Event()
+        self.synced = False
+        self.deferred: list[tuple[dict[str, Any], int]] = []  # conversations added during sync
         self.close_code: int | None = None
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._queue_limit = queue_limit

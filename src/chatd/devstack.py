@@ -138,7 +138,7 @@ class Stack:
     def down(self) -> None:
         for name in sorted(self.pids, reverse=True):
             if name.startswith("worker-"):
-                self.stop_worker(int(name.split("-")[1]))
+                self.stop_worker(int(name.removeprefix("worker-")) - 1)
         if "nginx" in self.pids:
             self._signal("nginx", signal.SIGQUIT)
             self._wait_gone("nginx", 10)
@@ -297,7 +297,7 @@ class Stack:
             nginx_listen_http=[f"127.0.0.1:{self.http_port}"],
             nginx_tls=False,
             nginx_server_name="localhost",
-            nginx_client_max_body_size="64k",
+            nginx_client_max_body_size="1m",
             chatd_ws_read_timeout=75,
             nginx_access_log=str(self.root / "logs" / "nginx-access.log"),
         )

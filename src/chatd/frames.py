@@ -10,6 +10,7 @@ import orjson
 
 from chatd.errors import ChatdError, Code
 
+MAX_ID = 2**63 - 1  # ids and seqs are Postgres bigints
 CLIENT_MSG_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
@@ -53,15 +54,21 @@ def _field(frame: dict[str, Any], name: str, kind: type, required: bool = True) 
 
 def positive_id(frame: dict[str, Any], name: str) -> int:
     value: int = _field(frame, name, int)
-    if not 0 < value < 2**63:
+    if not 0 < value <= MAX_ID:
         raise ChatdError(Code.BAD_REQUEST, f"{name}: must be a positive integer", field=name)
     return value
+
+
+def is_digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts superscripts and other scripts' digits."""
+    return text.isascii() and text.isdigit()
 
 
 def parse_since(raw: dict[str, Any] | None) -> dict[int, int]:
     since: dict[int, int] = {}
     for key, value in (raw or {}).items():
-        if not key.isdigit() or not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        valid_value = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
+        if not is_digits(key) or not 0 < int(key) <= MAX_ID or not valid_value:
             raise ChatdError(
                 Code.BAD_REQUEST, 'since: expected {"<conversation_id>": <seq>, ...}', field="since"
             )
@@ -69,13 +76,13 @@ def parse_since(raw: dict[str, Any] | None) -> dict[int, int]:
     return since
 
 
-def decode(text: str) -> dict[str, Any]:
+def decode(text: str, what: str = "frame") -> dict[str, Any]:
     try:
         frame = orjson.loads(text)
     except orjson.JSONDecodeError:
-        raise ChatdError(Code.BAD_JSON, "frame is not valid JSON") from None
+        raise ChatdError(Code.BAD_JSON, f"{what} is not valid JSON") from None
     if not isinstance(frame, dict):
-        raise ChatdError(Code.BAD_JSON, "frame must be a JSON object")
+        raise ChatdError(Code.BAD_JSON, f"{what} must be a JSON object")
     return frame
 
 

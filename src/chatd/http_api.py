@@ -60,7 +60,11 @@ async def read_json(request: Request) -> dict[str, Any]:
         body += chunk
         if len(body) > limit:
             raise ChatdError(Code.TOO_LARGE, f"body is larger than {limit} bytes")
-    return frames.decode(body.decode("utf-8", errors="replace"))
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ChatdError(Code.BAD_JSON, "body is not valid UTF-8") from None
+    return frames.decode(text, what="body")
 
 
 def string(body: dict[str, Any], name: str) -> str:
@@ -72,8 +76,14 @@ def string(body: dict[str, Any], name: str) -> str:
 
 def id_list(body: dict[str, Any], name: str, kind: type) -> list[Any]:
     value = body.get(name, [])
-    if not isinstance(value, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
-        expected = "integers" if kind is int else "strings"
+
+    def valid(v: object) -> bool:
+        if isinstance(v, bool) or not isinstance(v, kind):
+            return False
+        return not isinstance(v, int) or 0 < v <= frames.MAX_ID
+
+    if not isinstance(value, list) or not all(valid(v) for v in value):
+        expected = "positive integers" if kind is int else "strings"
         raise ChatdError(Code.BAD_REQUEST, f"{name}: expected a list of {expected}", field=name)
     return value
 
@@ -82,7 +92,7 @@ def query_int(request: Request, name: str, default: int | None, low: int = 0) ->
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or int(raw) < low or int(raw) >= 2**63:
+    if not frames.is_digits(raw) or int(raw) < low or int(raw) > frames.MAX_ID:
         raise ChatdError(Code.BAD_REQUEST, f"{name}: expected an integer >= {low}", field=name)
     return int(raw)
 
@@ -127,7 +137,8 @@ async def register(request: Request) -> Response:
 @api
 async def login(request: Request) -> Response:
     body = await read_json(request)
-    result = await runtime(request).accounts.login(string(body, "username"), string(body, "password"))
+    client = request.client.host if request.client else "-"
+    result = await runtime(request).accounts.login(string(body, "username"), string(body, "password"), client)
     return JSON(result)
 
 

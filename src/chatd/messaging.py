@@ -107,8 +107,8 @@ class Messaging:
             conversation_id, user_id, users, self._settings.max_group_members
         )
         if event is not None:
+            conv = event.pop("conversation")
             await self._hub.publish(event)
-            conv = await self._stores.conversations.get_for_member(conversation_id, user_id)
             # The new members' devices follow the conversation from the event that added them.
             await self._announce(conv, event["user_ids"], since=event["seq"] - 1)
         return event

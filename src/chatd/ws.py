@@ -113,8 +113,9 @@ async def _sync(runtime: Runtime, conn: Connection, since: dict[int, int]) -> No
         conv["last_read_seq"], conv["unread"] = read_state.get(conv["id"], (0, 0))
     conn.send({"type": "ready", "user_id": conn.user_id, "conversations": convs})
     for cid in cids:
-        if cid not in since:
+        if cid not in since or since[cid] > last.get(cid, 0):  # a `since` past the end: the end
             conn.delivered[cid] = last.get(cid, 0)
+        if cid not in since:
             conn.end_catch_up(cid)
     for cid in cids:
         if cid in since:
@@ -126,6 +127,10 @@ async def _sync(runtime: Runtime, conn: Connection, since: dict[int, int]) -> No
             )
         )
     conn.send({"type": "synced"})
+    conn.synced = True
+    for conv, after in conn.deferred:
+        await follow(runtime, conn, conv, after)  # skips what `ready` already included
+    conn.deferred.clear()
 
 
 async def _catch_up(runtime: Runtime, conn: Connection, cid: int) -> None:
@@ -158,7 +163,10 @@ async def follow(runtime: Runtime, conn: Connection, conv: dict[str, Any], after
 def on_user_message(runtime: Runtime, conn: Connection, payload: dict[str, Any]) -> None:
     op = payload.get("op")
     if op == "conversation_added":
-        runtime.hub.spawn(follow(runtime, conn, payload["conversation"], payload["since"]))
+        if conn.synced:
+            runtime.hub.spawn(follow(runtime, conn, payload["conversation"], payload["since"]))
+        else:  # `ready` is not out yet: follow it afterwards, in order
+            conn.deferred.append((payload["conversation"], payload["since"]))
     elif op == "read_state" and payload.get("origin") != conn.id:
         conn.send(
             {

@@ -10,12 +10,14 @@ import asyncpg
 from chatd.storage.accounts import AccountStore
 from chatd.storage.conversations import ConversationStore
 from chatd.storage.messages import MessageStore
+from chatd.storage.presence import PresenceStore
 from chatd.storage.receipts import ReceiptStore
 
 __all__ = [
     "AccountStore",
     "ConversationStore",
     "MessageStore",
+    "PresenceStore",
     "ReceiptStore",
     "Stores",
     "create_pool",
@@ -32,6 +34,7 @@ class Stores:
         self.conversations = ConversationStore(pool)
         self.messages = MessageStore(pool)
         self.receipts = ReceiptStore(pool)
+        self.presence = PresenceStore(pool)
 
 
 async def create_pool(dsn: str, min_size: int, max_size: int) -> Pool:

@@ -189,7 +189,13 @@ class ConversationStore:
             )
             if total > max_members:
                 raise ChatdError(Code.GROUP_FULL, f"a group holds at most {max_members} members")
-            return await self._append_event(conn, conversation_id, actor, "members_added", added)
+            event = await self._append_event(conn, conversation_id, actor, "members_added", added)
+            row = await conn.fetchrow(
+                f"SELECT {CONVERSATION_COLUMNS} FROM conversations c WHERE c.id = $1", conversation_id
+            )
+            assert row is not None
+            event["conversation"] = conversation(row)
+            return event
 
     async def remove_members(
         self, conversation_id: int, actor: int, user_ids: list[int]
