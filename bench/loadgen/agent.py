@@ -20,6 +20,9 @@ import threading
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
+import httpx
+
+from bench.loadgen import matrix
 from bench.loadgen.conn import ChatdConn, Conn, SioConn
 from bench.loadgen.recorder import Recorder, body, now
 
@@ -35,6 +38,7 @@ class Agent:
         self.deflate = False
         self._lock = threading.Lock()
         self.dropped_at: float | None = None
+        self.http: httpx.AsyncClient | None = None
 
     # -- plumbing ------------------------------------------------------------------------
     async def serve(self) -> None:
@@ -73,17 +77,24 @@ class Agent:
         started = now()
         first = len(self.conns)
         new: list[Conn] = []
+        proto = cmd.get("proto", "chatd")
+        if proto == "matrix" and self.http is None:
+            self.http = matrix.client(self.url, 100 + len(cmd["clients"]))
         for spec in cmd["clients"]:
-            if cmd.get("proto", "chatd") == "chatd":
-                new.append(ChatdConn(self.rec, spec.get("tag", ""), spec["token"]))
+            tag = spec.get("tag", "")
+            if proto == "chatd":
+                new.append(ChatdConn(self.rec, tag, spec["token"]))
+            elif proto == "sio":
+                new.append(SioConn(self.rec, tag, spec["rooms"]))
             else:
-                new.append(SioConn(self.rec, spec.get("tag", ""), spec["rooms"]))
+                assert self.http is not None
+                new.append(matrix.MatrixConn(self.rec, tag, spec["token"], spec["mxid"], self.http))
         self.conns.extend(new)
 
         async def one(n: int, conn: Conn) -> bool:
             async with sem:
                 try:
-                    await conn.open(self.url, self.src_ip(n), self.deflate, None)  # type: ignore[attr-defined]
+                    await conn.open(self.url, self.src_ip(n), self.deflate, None)
                     return True
                 except Exception as exc:
                     if len(errors) < 5:

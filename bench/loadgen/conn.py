@@ -41,6 +41,9 @@ class Conn:
         self.reader: asyncio.Task[None] | None = None
         self.closed_at: float | None = None
 
+    async def open(self, url: str, src_ip: str | None, deflate: bool, since: dict[str, int] | None) -> None:
+        raise NotImplementedError
+
     async def send(self, target: Any, key: str, body: str) -> None:
         raise NotImplementedError
 

@@ -75,10 +75,11 @@ def run(ctx: Ctx) -> dict[str, Any]:
         after = _memory(ctx, fleet.pids)
     finally:
         fleet.close()
-    conns = max(1, still_open)
+    conns: int = max(1, int(still_open))
 
     def per_conn(key: str) -> float:
-        return round((after[key] - before[key]) / conns / 1024, 2)
+        delta: float = after[key] - before[key]
+        return round(delta / conns / 1024, 2)
 
     return {
         "target": target,
