@@ -15,7 +15,7 @@ from bench.context import Ctx
 from bench.loadgen.fleet import Fleet
 from bench.steps import Sends, public, run_step
 
-QUICK_LEVELS = [1000, 3000]
+QUICK_LEVELS = [2000]
 FULL_LEVELS = [1000, 2000, 4000, 6000, 9000, 13000, 18000, 25000, 35000, 50000]
 MAX_P99_MS = 2000.0
 
@@ -40,7 +40,7 @@ def keeps_up(step: dict[str, Any], group: int) -> bool:
 def ramp(
     ctx: Ctx, fleet: Fleet, sends_by_size: dict[int, Sends], label: str, roots: dict[str, int] | None = None
 ) -> dict[str, Any]:
-    duration = 2.0 if ctx.quick else 6.0
+    duration, drain = (1.0, 1.0) if ctx.quick else (6.0, 3.0)
     levels = QUICK_LEVELS if ctx.quick else FULL_LEVELS
     out: dict[str, Any] = {}
     step_no = 1000
@@ -51,7 +51,15 @@ def ramp(
             rate = level / (group - 1)
             step_no += 1
             step = run_step(
-                ctx, fleet, step_no, rate, duration, sends, drain=3.0, roots=roots, label=f"{label} G={group}"
+                ctx,
+                fleet,
+                step_no,
+                rate,
+                duration,
+                sends,
+                drain=drain,
+                roots=roots,
+                label=f"{label} G={group}",
             )
             step["offered_deliveries_per_s"] = level
             steps.append(public(step))
@@ -73,7 +81,7 @@ def ramp(
                 best["offered_rate"] / 2,
                 duration,
                 sends,
-                drain=3.0,
+                drain=drain,
                 roots=roots,
                 label=f"{label} G=10 half-max",
             )

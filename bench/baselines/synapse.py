@@ -20,7 +20,7 @@ from bench.scenarios.durable import sustained
 from bench.steps import Sends, public, run_step
 
 REQUIREMENTS = ["matrix-synapse>=1.100,<2", "psycopg2-binary>=2.9,<3"]
-QUICK_RATES = [10, 30]
+QUICK_RATES = [20]
 FULL_RATES = [10, 25, 50, 100, 150, 200, 300, 400, 600, 800]
 STOP_P99_MS = 1000.0
 

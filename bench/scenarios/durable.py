@@ -14,7 +14,7 @@ from bench.context import Ctx, Placement, log
 from bench.population import Api
 from bench.steps import public, run_step
 
-QUICK_RATES = [100, 200, 400]
+QUICK_RATES = [200, 400]
 FULL_RATES = [100, 200, 400, 600, 800, 1000, 1200, 1400, 1700, 2000, 2400, 2800, 3300, 4000, 5000]
 STOP_P99_MS = 100.0
 TARGET_P99_MS = 50.0
@@ -41,7 +41,7 @@ def sustained(step: dict[str, Any], p99_limit: float) -> bool:
 def run(ctx: Ctx) -> dict[str, Any]:
     assert ctx.stack is not None
     pairs = 40 if ctx.quick else 200
-    duration = 2.0 if ctx.quick else 8.0
+    duration, drain = (1.5, 1.0) if ctx.quick else (8.0, 2.0)
     population = asyncio.run(_population(ctx.stack.url, pairs))
     fleet = ctx.fleet()
     try:
@@ -55,7 +55,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
         log(f"durable: {connected['connected']} clients connected ({connected['failed']} failed)")
         steps = []
         for n, rate in enumerate(QUICK_RATES if ctx.quick else FULL_RATES):
-            step = run_step(ctx, fleet, n, rate, duration, sends, label="durable")
+            step = run_step(ctx, fleet, n, rate, duration, sends, drain=drain, label="durable")
             steps.append(public(step))
             p99 = step["ack_ms"]["p99"]
             if p99 is None or p99 > STOP_P99_MS or not sustained(step, float("inf")):

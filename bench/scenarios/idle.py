@@ -69,7 +69,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
             )
             if connected["failed"]:
                 break
-        time.sleep(2 if ctx.quick else 10)
+        time.sleep(1 if ctx.quick else 10)
         status = fleet.all("status")
         still_open = sum(s.get("open", 0) for s in status)
         after = _memory(ctx, fleet.pids)

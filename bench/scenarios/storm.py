@@ -31,8 +31,8 @@ async def _population(url: str, count: int) -> tuple[list[User], list[int]]:
 def run(ctx: Ctx) -> dict[str, Any]:
     assert ctx.stack is not None
     clients = 500 if ctx.quick else 5000
-    rate, jitter = 20.0, (2.0 if ctx.quick else 5.0)
-    warm, flow_after = (2.0, 6.0) if ctx.quick else (5.0, 20.0)
+    rate, jitter = 20.0, (1.0 if ctx.quick else 5.0)
+    warm, flow_after = (1.0, 3.0) if ctx.quick else (5.0, 20.0)
     users, cids = asyncio.run(_population(ctx.stack.url, clients // DEVICES))
     fleet = ctx.fleet(max(ctx.agents, 2))
     try:
