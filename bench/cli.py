@@ -114,6 +114,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from bench.profile import cmd_profile as run_profile
+
+    return run_profile(args.seconds, args.rate, args.group_rate, args.workers, args.agents)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -135,6 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     rep = sub.add_parser("report", help="rewrite docs/benchmarks.md from a results file")
     rep.add_argument("results", nargs="?", default=str(RESULTS / "full.json"))
     rep.set_defaults(func=cmd_report)
+    prof = sub.add_parser("profile", help="py-spy every chatd worker under a steady mixed load")
+    prof.add_argument("--seconds", type=float, default=20)
+    prof.add_argument("--rate", type=float, default=400, help="1:1 sends/s")
+    prof.add_argument("--group-rate", type=float, default=20, help="msgs/s into a group of 100")
+    prof.add_argument("--workers", type=int, default=2)
+    prof.add_argument("--agents", type=int, default=2)
+    prof.set_defaults(func=cmd_profile)
     args = parser.parse_args(argv)
     if args.command == "run" and args.docs is None:
         args.docs = not args.quick and not args.only
