@@ -127,7 +127,23 @@ def prepare_root(scenario: str, name: str, hosts: dict[str, int], subnet: str,
         shutil.copy(ca, root / "usr/local/share/ca-certificates" / ca.name)
     if local_cas:
         run("chroot", str(root), "update-ca-certificates", stdout=subprocess.DEVNULL)
+    # Seed apt's download cache with the packages earlier hosts fetched (hard links; apt
+    # locks its archive directory, so it cannot be shared live between running hosts).
+    archives = root / "var/cache/apt/archives"
+    for deb in (CACHE / "apt-archives").glob("*.deb"):
+        try:
+            os.link(deb, archives / deb.name)
+        except OSError:
+            shutil.copy2(deb, archives / deb.name)
     return root
+
+
+def harvest_debs(root: Path) -> None:
+    """Keep the packages a host downloaded for the next hosts."""
+    for deb in (root / "var/cache/apt/archives").glob("*.deb"):
+        target = CACHE / "apt-archives" / deb.name
+        if not target.exists():
+            shutil.copy2(deb, target)
 
 
 def ipt(*rule: str, table: str = "filter", check_first: bool = True) -> None:
@@ -196,7 +212,6 @@ def supervise(args: argparse.Namespace) -> None:
            f"--network-namespace-path=/run/netns/cm-{args.name}",
            "--resolv-conf=off", "--timezone=off", "--link-journal=no",
            "--console=read-only", "--capability=CAP_NET_ADMIN",
-           f"--bind={CACHE}/apt-archives:/var/cache/apt/archives",
            f"--bind={CACHE}/pip:/root/.cache/pip"]
     child: subprocess.Popen | None = None
 
@@ -238,7 +253,7 @@ def create(args: argparse.Namespace) -> None:
         name, _, idx = spec.partition(":")
         hosts[name] = int(idx or i)
     ensure_base_root()
-    for sub in ("apt-archives/partial", "pip"):
+    for sub in ("apt-archives", "pip"):
         (CACHE / sub).mkdir(parents=True, exist_ok=True)
     sdir = STATE / args.scenario
     sdir.mkdir(parents=True, exist_ok=True)
@@ -327,6 +342,7 @@ def destroy(args: argparse.Namespace) -> None:
         for base in CGROUP_ROOTS:
             remove_cgroup_tree(base / TAG / name)
         root = host_paths(args.scenario, name)["root"]
+        harvest_debs(root)
         (root.parent / f".#{name}.lck").unlink(missing_ok=True)
         Path(f"/run/systemd/nspawn/propagate/{name}").exists() and shutil.rmtree(
             f"/run/systemd/nspawn/propagate/{name}", ignore_errors=True)
