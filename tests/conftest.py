@@ -31,6 +31,11 @@ TEST_ENV = {
     "CHATD_LOG_LEVEL": "info",
     "CHATD_RECEIPT_FLUSH_INTERVAL_S": "1",
     "CHATD_RECEIPT_PUSH_INTERVAL_MS": "300",
+    # short presence timings so crash and grace tests take seconds, not minutes
+    "CHATD_PRESENCE_TTL_S": "3",
+    "CHATD_PRESENCE_HEARTBEAT_S": "1",
+    "CHATD_PRESENCE_SWEEP_S": "0.5",
+    "CHATD_PRESENCE_GRACE_S": "2",
 }
 
 
@@ -116,3 +121,19 @@ def spawn_worker(stack: Stack) -> Iterator[Callable[..., Worker]]:
         if worker.proc.poll() is None:
             worker.proc.send_signal(signal.SIGKILL)
         worker.proc.wait(10)
+
+
+@pytest.fixture
+def private_redis(stack: Stack) -> Iterator[str]:
+    """A Redis server of its own, for tests that count Redis commands."""
+    port = free_port()
+    directory = Path(tempfile.mkdtemp(prefix="chatd-redis-"))
+    proc = subprocess.Popen(
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--dir", str(directory)],
+        stdout=subprocess.DEVNULL,
+    )
+    stack._wait_tcp(port)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
+    shutil.rmtree(directory, ignore_errors=True)

@@ -24,6 +24,7 @@ from chatd.connection import CLOSE_SERVICE_RESTART, Connection
 from chatd.errors import ChatdError, Code
 from chatd.fanout import Hub
 from chatd.messaging import Messaging
+from chatd.presence import Presence
 from chatd.ratelimit import RateLimiter
 from chatd.readstate import ReadState
 from chatd.receipts import Flusher, Receipts
@@ -55,6 +56,7 @@ class Runtime:
         self.messaging = Messaging(stores, self.hub, limiter, read_state, settings)
         self.receipts = Receipts(stores, read_state, self.hub, settings)
         self.flusher = Flusher(stores, read_state, settings.receipt_flush_interval_s)
+        self.presence = Presence(redis, stores, self.hub, settings)
         self.draining = False
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -122,6 +124,7 @@ async def open_runtime(settings: Settings) -> Runtime:
         runtime = Runtime(settings, Stores(pool), redis)
         await runtime.hub.start()
         runtime.flusher.start()
+        runtime.presence.start()
     except BaseException:
         await pool.close()
         raise
@@ -129,6 +132,7 @@ async def open_runtime(settings: Settings) -> Runtime:
 
 
 async def close_runtime(runtime: Runtime) -> None:
+    await runtime.presence.stop()
     await runtime.flusher.stop()  # writes every pointer still only in Redis
     await runtime.hub.stop()
     await runtime.redis.aclose()

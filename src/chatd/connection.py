@@ -52,6 +52,8 @@ class Connection:
         self.closed = asyncio.Event()
         self.synced = False
         self.deferred: list[tuple[dict[str, Any], int]] = []  # conversations added during sync
+        self.early: list[tuple[str, Event]] = []  # state events that arrived before `ready`
+        self.presence_versions: dict[int, int] = {}
         self.close_code: int | None = None
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._queue_limit = queue_limit
@@ -148,6 +150,24 @@ class Connection:
         for seq, text, event in self.pending.pop(cid, ()):
             if not self.push(cid, seq, text, event):
                 break
+
+    def broadcast(self, text: str, event: Event) -> None:
+        """A state event (presence, receipts): not sequenced; presence deduplicated by version."""
+        if not self.synced:
+            self.early.append((text, event))
+            return
+        if event["type"] == "presence":
+            uid, version = event["user_id"], event["version"]
+            if version <= self.presence_versions.get(uid, -1):
+                return
+            self.presence_versions[uid] = version
+        self.send_text(text)
+
+    def mark_synced(self) -> None:
+        self.synced = True
+        early, self.early = self.early, []
+        for text, event in early:
+            self.broadcast(text, event)
 
     def leave(self, cid: int) -> None:
         self.delivered.pop(cid, None)

@@ -78,10 +78,10 @@ class Topic:
         for conn in list(self.conns):
             conn.deliver(self.cid, seq, text, event)
 
-    def broadcast(self, text: str) -> None:
+    def broadcast(self, text: str, event: Event) -> None:
         for conn in list(self.conns):
             if self.cid in conn.delivered:
-                conn.send_text(text)
+                conn.broadcast(text, event)
 
     def _arm_gap_fill(self) -> None:
         if self._gap_timer is None and not self._filling:
@@ -285,8 +285,8 @@ class Hub:
                 event = orjson.loads(data)
                 if event["type"] == "message":
                     topic.accept(event["seq"], data.decode(), event)
-                else:  # receipts and other state: not part of the sequenced stream
-                    topic.broadcast(data.decode())
+                else:  # receipts, presence: state, not part of the sequenced stream
+                    topic.broadcast(data.decode(), event)
         elif prefix == "chatd:u":
             payload = orjson.loads(data)
             for conn in list(self.users.get(int(ident), ())):

@@ -34,11 +34,16 @@ class Read:
 
 
 @dataclass(frozen=True, slots=True)
+class Status:
+    idle: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     pass
 
 
-Frame = Auth | Send | Read | Ping
+Frame = Auth | Send | Read | Status | Ping
 
 
 def _field(frame: dict[str, Any], name: str, kind: type, required: bool = True) -> Any:
@@ -102,6 +107,11 @@ def parse(frame: dict[str, Any]) -> Frame:
         return Send(positive_id(frame, "conversation_id"), client_msg_id, body)
     if kind == "read":
         return Read(positive_id(frame, "conversation_id"), positive_id(frame, "seq"))
+    if kind == "presence":
+        status = frame.get("status")
+        if status not in ("idle", "active"):
+            raise ChatdError(Code.BAD_REQUEST, 'status: expected "idle" or "active"', field="status")
+        return Status(status == "idle")
     if kind == "ping":
         return Ping()
     if kind == "auth":

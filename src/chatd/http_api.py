@@ -267,6 +267,20 @@ async def readers(request: Request) -> Response:
     return JSON({"conversation_id": path_id(request), "seq": seq, "user_ids": users})
 
 
+@api
+async def presence(request: Request) -> Response:
+    user_id, _ = await authenticated(request)
+    body = await read_json(request)
+    wanted = sorted(set(id_list(body, "user_ids", int)))
+    if not 0 < len(wanted) <= 1000:
+        raise ChatdError(Code.BAD_REQUEST, "user_ids: 1 to 1000 users", field="user_ids")
+    rt = runtime(request)
+    visible = await rt.stores.presence.visible(user_id, wanted)
+    return JSON(
+        {"presence": await rt.presence.view(visible), "hidden": [u for u in wanted if u not in visible]}
+    )
+
+
 routes = [
     Route("/healthz", healthz),
     Route("/readyz", readyz),
@@ -275,6 +289,7 @@ routes = [
     Route("/v1/logout", logout, methods=["POST"]),
     Route("/v1/me", me),
     Route("/v1/me/settings", settings, methods=["PUT"]),
+    Route("/v1/presence", presence, methods=["POST"]),
     Route("/v1/conversations", list_conversations),
     Route("/v1/conversations/direct", open_direct, methods=["POST"]),
     Route("/v1/conversations/group", create_group, methods=["POST"]),

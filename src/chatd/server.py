@@ -55,12 +55,14 @@ def serve(settings: Settings, *, uds: str | None, host: str, port: int) -> None:
             uds=uds,
             host=host,
             port=port,
-            ws="websockets",
+            ws="websockets-sansio",
             http="httptools",
             loop="none",
             ws_max_size=settings.max_frame_bytes,
-            ws_ping_interval=20.0,
-            ws_ping_timeout=20.0,
+            # The presence heartbeat: a peer that leaves a ping unanswered for a presence TTL is
+            # closed (and shown offline after the grace period).
+            ws_ping_interval=settings.presence_heartbeat_s,
+            ws_ping_timeout=settings.presence_ttl_s,
             log_config=None,
             access_log=False,
             proxy_headers=True,

@@ -53,6 +53,7 @@ async def endpoint(websocket: WebSocket) -> None:
     log.info("ws connected", extra={"user_id": user_id})
     try:
         await runtime.hub.add_connection(conn)
+        await runtime.presence.connect(conn)
         await _sync(runtime, conn, since)
         await _read_loop(runtime, conn)
     except Exception as exc:
@@ -61,6 +62,7 @@ async def endpoint(websocket: WebSocket) -> None:
         conn.close(CLOSE_UNAVAILABLE, "temporarily unavailable")
     finally:
         runtime.hub.remove_connection(conn)
+        await runtime.presence.disconnect(conn)
         await conn.finish()
         log.info(
             "ws closed",
@@ -111,7 +113,10 @@ async def _sync(runtime: Runtime, conn: Connection, since: dict[int, int]) -> No
         conv["last_seq"] = last.get(conv["id"], conv["last_seq"])
     for conv in convs:
         conv["last_read_seq"], conv["unread"] = read_state.get(conv["id"], (0, 0))
-    conn.send({"type": "ready", "user_id": conn.user_id, "conversations": convs})
+    presence = await runtime.presence.snapshot(conn.user_id)
+    for entry in presence:
+        conn.presence_versions[entry["user_id"]] = entry["version"]
+    conn.send({"type": "ready", "user_id": conn.user_id, "conversations": convs, "presence": presence})
     for cid in cids:
         if cid not in since or since[cid] > last.get(cid, 0):  # a `since` past the end: the end
             conn.delivered[cid] = last.get(cid, 0)
@@ -127,7 +132,7 @@ async def _sync(runtime: Runtime, conn: Connection, since: dict[int, int]) -> No
             )
         )
     conn.send({"type": "synced"})
-    conn.synced = True
+    conn.mark_synced()
     for conv, after in conn.deferred:
         await follow(runtime, conn, conv, after)  # skips what `ready` already included
     conn.deferred.clear()
@@ -199,6 +204,8 @@ async def _read_loop(runtime: Runtime, conn: Connection) -> None:
                 await _on_send(runtime, conn, frame, ref)
             elif isinstance(frame, frames.Read):
                 await _on_read(runtime, conn, frame, ref)
+            elif isinstance(frame, frames.Status):
+                await runtime.presence.set_idle(conn, frame.idle)
             elif isinstance(frame, frames.Ping):
                 conn.send({"type": "pong"})
             else:

@@ -1,0 +1,249 @@
+"""Presence: TTL'd connection entries in Redis, heartbeats, a sweeper, and debounced changes.
+
+Per user ``chatd:pc:<uid>`` is a sorted set of connection id -> expiry (ms, Redis clock). A
+worker refreshes its live connections every heartbeat; a clean close leaves the entry for a
+grace period instead of removing it, so a reconnect within it (a rolling restart's 1012, a
+network blip) changes nothing. Entries of a crashed worker simply expire. One Lua script
+applies a change and recomputes online/away/offline atomically, so among any number of
+sweepers on any number of hosts exactly one sees a given transition; it gets a version
+(strictly increasing per user) and is published to the user's conversations, where each
+connection drops versions it has already seen. A transition whose publisher dies is
+re-published from ``chatd:ppending``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from chatd.config import Settings
+from chatd.connection import Connection, dumps
+from chatd.fanout import Hub, conversation_channel
+from chatd.storage import Stores
+
+log = logging.getLogger("chatd.presence")
+EXPIRIES = "chatd:pexp"
+PENDING = "chatd:ppending"
+STATES = ("online", "away", "offline")
+REPUBLISH_AFTER_MS = 3000
+
+# KEYS: conns, idle, grace, state, expiries, pending; ARGV: uid, op, conn, duration_ms
+# -> {changed, state, version}
+_APPLY = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local uid, op, conn = ARGV[1], ARGV[2], ARGV[3]
+local grace = redis.call('SISMEMBER', KEYS[3], conn) == 1
+if op == 'connect' then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), conn)
+  redis.call('SREM', KEYS[2], conn)
+  redis.call('SREM', KEYS[3], conn)
+elseif op == 'refresh' then
+  if not grace then redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), conn) end
+elseif op == 'idle' then
+  if not grace then redis.call('SADD', KEYS[2], conn) end
+elseif op == 'active' then
+  redis.call('SREM', KEYS[2], conn)
+elseif op == 'disconnect' then
+  if redis.call('ZSCORE', KEYS[1], conn) then
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), conn)
+    redis.call('SADD', KEYS[3], conn)
+  end
+end
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+for _, c in ipairs(expired) do
+  redis.call('SREM', KEYS[2], c)
+  redis.call('SREM', KEYS[3], c)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local live = redis.call('ZRANGE', KEYS[1], 0, -1)
+local prev = redis.call('HGET', KEYS[4], 'state') or 'offline'
+local active, idle = 0, 0
+for _, c in ipairs(live) do
+  if redis.call('SISMEMBER', KEYS[3], c) == 0 then
+    if redis.call('SISMEMBER', KEYS[2], c) == 1 then idle = idle + 1 else active = active + 1 end
+  end
+end
+local state = prev
+if #live == 0 then state = 'offline'
+elseif active > 0 then state = 'online'
+elseif idle > 0 then state = 'away'
+elseif prev == 'offline' then state = 'online' end
+if #live > 0 then
+  local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  redis.call('ZADD', KEYS[5], top[2], uid)
+else
+  redis.call('ZREM', KEYS[5], uid)
+end
+local version = tonumber(redis.call('HGET', KEYS[4], 'version') or '0')
+if state == prev then return {0, state, version} end
+version = math.max(version + 1, now)
+redis.call('HSET', KEYS[4], 'state', state, 'version', version, 'since', now)
+redis.call('ZADD', KEYS[6], now, uid)
+return {1, state, version}
+"""
+
+# KEYS: pending, state; ARGV: uid, version published
+_PUBLISHED = """
+if tonumber(redis.call('HGET', KEYS[2], 'version') or '0') <= tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 1
+"""
+
+
+def _keys(uid: int) -> list[str]:
+    return [
+        f"chatd:pc:{uid}",
+        f"chatd:pidle:{uid}",
+        f"chatd:pgrace:{uid}",
+        f"chatd:ps:{uid}",
+        EXPIRIES,
+        PENDING,
+    ]
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Presence:
+    def __init__(self, redis: aioredis.Redis, stores: Stores, hub: Hub, settings: Settings) -> None:
+        self._redis = redis
+        self._stores = stores
+        self._hub = hub
+        self._settings = settings
+        self._apply = redis.register_script(_APPLY)
+        self._published = redis.register_script(_PUBLISHED)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def _ttl_ms(self) -> int:
+        return int(self._settings.presence_ttl_s * 1000)
+
+    async def change(self, uid: int, op: str, conn_id: str = "", duration_ms: int = 0) -> None:
+        changed, state, version = await self._apply(keys=_keys(uid), args=[uid, op, conn_id, duration_ms])
+        if changed:
+            await self._announce(uid, _text(state) or "offline", int(version))
+
+    async def connect(self, conn: Connection) -> None:
+        await self.change(conn.user_id, "connect", conn.id, self._ttl_ms)
+
+    async def disconnect(self, conn: Connection) -> None:
+        grace_ms = int(self._settings.presence_grace_s * 1000)
+        with contextlib.suppress(Exception):  # if Redis is away, the entry expires by itself
+            await self.change(conn.user_id, "disconnect", conn.id, max(grace_ms, 1))
+
+    async def set_idle(self, conn: Connection, idle: bool) -> None:
+        await self.change(conn.user_id, "idle" if idle else "active", conn.id)
+
+    async def _announce(self, uid: int, state: str, version: int) -> None:
+        last_seen = None
+        if state == "offline":
+            seen = datetime.now(UTC)
+            await self._stores.presence.seen(uid, seen)
+            last_seen = seen
+        event = {
+            "type": "presence",
+            "user_id": uid,
+            "status": state,
+            "version": version,
+            "last_seen": last_seen,
+        }
+        payload = dumps(event)
+        cids = await self._stores.presence.conversation_ids(uid)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for cid in cids:
+                pipe.publish(conversation_channel(cid), payload)
+            await pipe.execute()
+        await self._published(keys=[PENDING, f"chatd:ps:{uid}"], args=[uid, version])
+
+    async def statuses(self, uids: list[int]) -> dict[int, tuple[str, int]]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for uid in uids:
+                pipe.hmget(f"chatd:ps:{uid}", "state", "version")
+            rows = await pipe.execute()
+        return {uid: (_text(s) or "offline", int(v or 0)) for uid, (s, v) in zip(uids, rows, strict=True)}
+
+    async def view(self, users: dict[int, datetime | None]) -> list[dict[str, Any]]:
+        statuses = await self.statuses(list(users))
+        return [
+            {
+                "user_id": uid,
+                "status": statuses[uid][0],
+                "version": statuses[uid][1],
+                "last_seen": users[uid] if statuses[uid][0] == "offline" else None,
+            }
+            for uid in users
+        ]
+
+    async def snapshot(self, uid: int) -> list[dict[str, Any]]:
+        """Everyone `uid` shares a conversation with (up to the configured cap)."""
+        if self._settings.presence_snapshot_max == 0:
+            return []
+        found = await self._stores.presence.co_members(uid, self._settings.presence_snapshot_max)
+        return await self.view(dict(found))
+
+    # -- background loops ----------------------------------------------------------------
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._heartbeat_loop()), asyncio.create_task(self._sweep_loop())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.presence_heartbeat_s)
+            try:
+                await self.heartbeat()
+            except Exception:
+                log.warning("presence heartbeat failed", exc_info=True)
+
+    async def heartbeat(self) -> None:
+        """Refresh every live local connection's entry (the WebSocket pings prove them alive)."""
+        conns = [c for c in self._hub.connections if c.close_code is None]
+        if not conns:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for conn in conns:
+                await self._apply(
+                    keys=_keys(conn.user_id),
+                    args=[conn.user_id, "refresh", conn.id, self._ttl_ms],
+                    client=pipe,
+                )
+            results = await pipe.execute()
+        for conn, (changed, state, version) in zip(conns, results, strict=True):
+            if changed:  # e.g. Redis lost its data and this brought the user back
+                await self._announce(conn.user_id, _text(state) or "offline", int(version))
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.presence_sweep_s)
+            try:
+                await self.sweep()
+            except Exception:
+                log.warning("presence sweep failed", exc_info=True)
+
+    async def sweep(self) -> None:
+        """Turn users whose every entry expired offline; re-publish orphaned transitions."""
+        now_ms = int(time.time() * 1000)
+        due = await self._redis.zrangebyscore(EXPIRIES, "-inf", now_ms, start=0, num=500)
+        for raw in due:
+            await self.change(int(_text(raw) or 0), "sweep")  # type: ignore[arg-type]
+        stale = await self._redis.zrangebyscore(
+            PENDING, "-inf", now_ms - REPUBLISH_AFTER_MS, start=0, num=100
+        )
+        for raw in stale:
+            uid = int(_text(raw) or 0)  # type: ignore[arg-type]
+            state, version = (await self.statuses([uid]))[uid]
+            await self._announce(uid, state, version)

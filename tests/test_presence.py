@@ -1,0 +1,161 @@
+"""Presence: online, away, offline on close and on crash, no flapping, only for co-members.
+
+The test stack runs with TTL 3 s, heartbeat 1 s, sweep 0.5 s and grace 2 s (conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+
+from tests.conftest import Worker
+from tests.helpers import Api, Frame, Ws
+
+TTL, SWEEP, GRACE = 3.0, 0.5, 2.0
+
+
+def about(uid: int, status: str | None = None) -> Callable[[Frame], bool]:
+    return lambda f: f["type"] == "presence" and f["user_id"] == uid and status in (None, f["status"])
+
+
+def events(ws: Ws, uid: int) -> list[str]:
+    return [f["status"] for f in ws.frames if about(uid)(f)]
+
+
+async def test_online_on_connect_then_snapshot_for_later_observers(w1: Api, w2: Api) -> None:
+    user, observer, later = await w1.user(), await w1.user(), await w1.user()
+    await w1.group(user, [observer, later])
+    o = await Ws.connect(w2.base_url, observer.token)
+    u = await Ws.connect(w1.base_url, user.token)
+    await o.expect(about(user.id, "online"))
+    late = await Ws.connect(w1.base_url, later.token)
+    snapshot = {p["user_id"]: p for p in late.ready["presence"]}
+    assert snapshot[user.id]["status"] == "online" and snapshot[observer.id]["status"] == "online"
+    for ws in (o, u, late):
+        await ws.close()
+
+
+async def test_offline_on_clean_close_of_the_last_device_only(w1: Api, w2: Api) -> None:
+    user, observer = await w1.user(), await w1.user()
+    await w1.direct(user, observer)
+    o = await Ws.connect(w2.base_url, observer.token)
+    phone = await Ws.connect(w1.base_url, user.token)
+    laptop = await Ws.connect(w2.base_url, user.token)
+    await o.expect(about(user.id, "online"))
+    await phone.close()
+    await asyncio.sleep(GRACE + 2 * SWEEP + 0.5)
+    assert events(o, user.id) == ["online"], "closing one of two devices changes nothing"
+    closed = time.monotonic()
+    await laptop.close()
+    offline = await o.expect(about(user.id, "offline"), timeout=GRACE + 2 * SWEEP + 2)
+    assert time.monotonic() - closed >= GRACE - 0.2, "debounced by the grace period"
+    assert offline["last_seen"] is not None
+    await asyncio.sleep(1)
+    assert events(o, user.id) == ["online", "offline"]
+    found = (await w1.call("POST", "/v1/presence", observer.token, {"user_ids": [user.id]})).json()
+    [entry] = found["presence"]
+    assert (entry["status"], entry["last_seen"] is not None) == ("offline", True)
+    await o.close()
+
+
+async def test_away_only_when_every_device_is_idle(w1: Api, w2: Api) -> None:
+    user, observer = await w1.user(), await w1.user()
+    await w1.direct(user, observer)
+    o = await Ws.connect(w2.base_url, observer.token)
+    d1 = await Ws.connect(w1.base_url, user.token)
+    d2 = await Ws.connect(w2.base_url, user.token)
+    await o.expect(about(user.id, "online"))
+    await d1.send_json({"type": "presence", "status": "idle"})
+    await asyncio.sleep(0.5)
+    assert events(o, user.id) == ["online"]
+    await d2.send_json({"type": "presence", "status": "idle"})
+    await o.expect(about(user.id, "away"))
+    await d1.send_json({"type": "presence", "status": "active"})
+    await o.expect(about(user.id, "online"))
+    assert events(o, user.id) == ["online", "away", "online"]
+    for ws in (o, d1, d2):
+        await ws.close()
+
+
+async def test_strangers_see_no_presence(w1: Api, w2: Api) -> None:
+    user, friend, stranger = await w1.user(), await w1.user(), await w1.user()
+    await w1.direct(user, friend)
+    s = await Ws.connect(w2.base_url, stranger.token)
+    u = await Ws.connect(w1.base_url, user.token)
+    await u.close()
+    await asyncio.sleep(GRACE + 2 * SWEEP + 0.5)
+    assert events(s, user.id) == []
+    assert all(p["user_id"] != user.id for p in s.ready["presence"])
+    found = (
+        await w1.call("POST", "/v1/presence", stranger.token, {"user_ids": [user.id, stranger.id]})
+    ).json()
+    assert found["hidden"] == [user.id] and [p["user_id"] for p in found["presence"]] == [stranger.id]
+    await s.close()
+
+
+async def test_bad_presence_input(w1: Api) -> None:
+    user = await w1.user()
+    ws = await Ws.connect(w1.base_url, user.token)
+    for frame in (
+        {"type": "presence", "status": "sleeping"},
+        {"type": "presence"},
+        {"type": "presence", "status": 1},
+    ):
+        await ws.send_json({**frame, "id": "p"})
+        error = await ws.expect(lambda f: f.get("ref") == "p")
+        assert (error["code"], error["field"]) == ("bad_request", "status")
+    await ws.close()
+    bodies: list[dict[str, object]] = [
+        {},
+        {"user_ids": []},
+        {"user_ids": ["1"]},
+        {"user_ids": list(range(1, 1002))},
+    ]
+    for body in bodies:
+        response = await w1.call("POST", "/v1/presence", user.token, body)
+        assert response.status_code == 400 and response.json()["error"]["code"] == "bad_request"
+    assert (await w1.call("POST", "/v1/presence", None, {"user_ids": [1]})).status_code == 401
+
+
+async def test_crashed_worker_users_go_offline_within_ttl_plus_sweep_exactly_once(
+    w1: Api, spawn_worker: Callable[..., Worker]
+) -> None:
+    doomed = spawn_worker()
+    user, observer = await w1.user(), await w1.user()
+    await w1.direct(user, observer)
+    o = await Ws.connect(w1.base_url, observer.token)
+    u = await Ws.connect(doomed.url, user.token)
+    await o.expect(about(user.id, "online"))
+    await asyncio.sleep(1.2)  # at least one heartbeat refreshed the entry
+    doomed.proc.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    await o.expect(about(user.id, "offline"), timeout=TTL + SWEEP + 3)
+    took = time.monotonic() - killed
+    print(f"offline seen {took:.2f}s after kill -9 (TTL {TTL}s + sweep {SWEEP}s)")
+    assert took <= TTL + SWEEP + 0.5
+    await asyncio.sleep(2 * SWEEP + 1)  # every worker sweeps; still one event
+    assert events(o, user.id) == ["online", "offline"]
+    await u.close()
+    await o.close()
+
+
+async def test_rolling_restart_with_fast_reconnect_does_not_flap(
+    w1: Api, w2: Api, spawn_worker: Callable[..., Worker]
+) -> None:
+    restarting = spawn_worker()
+    user, observer = await w1.user(), await w1.user()
+    await w1.direct(user, observer)
+    o = await Ws.connect(w1.base_url, observer.token)
+    u = await Ws.connect(restarting.url, user.token)
+    await o.expect(about(user.id, "online"))
+    restarting.proc.send_signal(signal.SIGTERM)
+    assert await u.wait_closed() == 1012
+    moved = await Ws.connect(w2.base_url, user.token)  # reconnect elsewhere within the grace
+    assert moved.ready["type"] == "ready"
+    assert restarting.proc.wait(20) in (0, -signal.SIGTERM)
+    await asyncio.sleep(TTL + GRACE + 2 * SWEEP)
+    assert events(o, user.id) == ["online"], "observers see no offline/online pair"
+    await moved.close()
+    await o.close()
