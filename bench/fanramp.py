@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.context import Ctx
 from bench.loadgen.fleet import Fleet
-from bench.steps import Sends, public, run_step
+from bench.steps import Sends, public, run_step, settle
 
 QUICK_LEVELS = [2000]
 FULL_LEVELS = [1000, 2000, 4000, 6000, 9000, 13000, 18000, 25000, 35000, 50000]
@@ -41,12 +41,14 @@ def ramp(
     ctx: Ctx, fleet: Fleet, sends_by_size: dict[int, Sends], label: str, roots: dict[str, int] | None = None
 ) -> dict[str, Any]:
     duration, drain = (1.0, 1.0) if ctx.quick else (6.0, 3.0)
-    levels = QUICK_LEVELS if ctx.quick else FULL_LEVELS
+    base = QUICK_LEVELS if ctx.quick else FULL_LEVELS
     out: dict[str, Any] = {}
     step_no = 1000
     for group, sends in sends_by_size.items():
         steps: list[dict[str, Any]] = []
         best: dict[str, Any] | None = None
+        # small groups: each delivery costs a durable send, so start lower
+        levels = ([250, 500] if group <= 2 and not ctx.quick else []) + base
         for level in levels:
             rate = level / (group - 1)
             step_no += 1
@@ -62,9 +64,11 @@ def ramp(
                 label=f"{label} G={group}",
             )
             step["offered_deliveries_per_s"] = level
-            steps.append(public(step))
             if not keeps_up(step, group):
+                step["settle_s"] = settle(ctx, roots if roots is not None else ctx.roots(fleet))
+                steps.append(public(step))
                 break
+            steps.append(public(step))
             best = step
         entry: dict[str, Any] = {
             "groups": sum(len(s) for s in sends),

@@ -81,5 +81,22 @@ def run_step(
     return result
 
 
+def settle(ctx: Ctx, roots: dict[str, int], limit_s: float = 90.0) -> float:
+    """After an overload, wait until the servers are idle again (all of them under 15 % of a core for 1 s),
+    so the next step does not inherit a backlog. Returns the seconds waited."""
+    servers = dict(roots)  # load generators too: they may still be reading a backlog
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        meter = CpuMeter(servers)
+        meter.start()
+        time.sleep(1.0)
+        if sum(meter.stop().values()) < 0.15:
+            break
+    waited = round(time.monotonic() - started, 1)
+    if waited > 1.5:
+        log(f"settled after {waited} s")
+    return waited
+
+
 def public(step: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in step.items() if not k.startswith("_")}

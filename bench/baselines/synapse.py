@@ -17,7 +17,7 @@ from bench.context import Ctx, Placement, log
 from bench.peers import install, synapse_conf
 from bench.peers.procs import Procs
 from bench.scenarios.durable import sustained
-from bench.steps import Sends, public, run_step
+from bench.steps import Sends, public, run_step, settle
 
 REQUIREMENTS = ["matrix-synapse>=1.100,<2", "psycopg2-binary>=2.9,<3"]
 QUICK_RATES = [20]
@@ -140,6 +140,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
             steps.append(public(step))
             p99 = step["ack_ms"]["p99"]
             if p99 is None or p99 > STOP_P99_MS or not sustained(step, float("inf")):
+                settle(ctx, roots)
                 break
     finally:
         if fleet is not None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from bench.context import Ctx, Placement, log
 from bench.population import Api
-from bench.steps import public, run_step
+from bench.steps import public, run_step, settle
 
 QUICK_RATES = [200, 400]
 FULL_RATES = [100, 200, 400, 600, 800, 1000, 1200, 1400, 1700, 2000, 2400, 2800, 3300, 4000, 5000]
@@ -59,6 +59,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
             steps.append(public(step))
             p99 = step["ack_ms"]["p99"]
             if p99 is None or p99 > STOP_P99_MS or not sustained(step, float("inf")):
+                settle(ctx, ctx.roots(fleet))
                 break
     finally:
         fleet.close()
