@@ -17,7 +17,8 @@ import asyncpg
 import httpx
 import pytest
 
-from chatd.devstack import Stack, free_port
+from chatd.devstack import Stack
+from chatd.processes import free_port
 from tests.helpers import Api
 
 TEST_ENV = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,16 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from chatd.devstack import free_port
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split(") ")[1][0] != "Z"
+from chatd.processes import alive, free_port
 
 
 def test_dev_up_serves_through_nginx_and_dev_down_stops_everything() -> None:

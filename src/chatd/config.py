@@ -13,23 +13,24 @@ class ConfigError(Exception):
     """A bad or missing setting; the message is one line naming the variable."""
 
 
-def _int(name: str, raw: str, low: int, high: int) -> int:
+def _bounded(name: str, raw: str, kind: type[int] | type[float], low: float, high: float) -> Any:
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
+        expected = "an integer" if kind is int else "a number"
+        raise ConfigError(f"{name}: expected {expected}, got {raw!r}") from None
     if not low <= value <= high:
         raise ConfigError(f"{name}: must be between {low} and {high}, got {value}")
     return value
 
 
+def _int(name: str, raw: str, low: int, high: int) -> int:
+    value: int = _bounded(name, raw, int, low, high)
+    return value
+
+
 def _float(name: str, raw: str, low: float, high: float) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name}: must be between {low} and {high}, got {value}")
+    value: float = _bounded(name, raw, float, low, high)
     return value
 
 

@@ -23,14 +23,10 @@ from pathlib import Path
 import httpx
 import jinja2
 
+from chatd.processes import alive as _alive
+from chatd.processes import free_port as free_port  # re-exported for bench/ and older callers
+
 STATE = "stack.json"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _pg_bin(name: str) -> str:
@@ -362,23 +358,6 @@ class Stack:
                     return
             time.sleep(0.05)
         raise RuntimeError(f"nothing listening on 127.0.0.1:{port}; see {self.root}/logs")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-        if waited == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie that is not our child still answers kill(0)
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -192,7 +193,10 @@ class Presence:
 
     # -- background loops ----------------------------------------------------------------
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._heartbeat_loop()), asyncio.create_task(self._sweep_loop())]
+        self._tasks = [
+            asyncio.create_task(self._every(self._settings.presence_heartbeat_s, self.heartbeat)),
+            asyncio.create_task(self._every(self._settings.presence_sweep_s, self.sweep)),
+        ]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -201,13 +205,13 @@ class Presence:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _heartbeat_loop(self) -> None:
+    async def _every(self, period: float, work: Callable[[], Awaitable[None]]) -> None:
         while True:
-            await asyncio.sleep(self._settings.presence_heartbeat_s)
+            await asyncio.sleep(period)
             try:
-                await self.heartbeat()
+                await work()
             except Exception:
-                log.warning("presence heartbeat failed", exc_info=True)
+                log.warning("presence %s failed", work.__name__, exc_info=True)
 
     async def heartbeat(self) -> None:
         """Refresh every live local connection's entry (the WebSocket pings prove them alive)."""
@@ -225,14 +229,6 @@ class Presence:
         for conn, (changed, state, version) in zip(conns, results, strict=True):
             if changed:  # e.g. Redis lost its data and this brought the user back
                 await self._announce(conn.user_id, _text(state) or "offline", int(version))
-
-    async def _sweep_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._settings.presence_sweep_s)
-            try:
-                await self.sweep()
-            except Exception:
-                log.warning("presence sweep failed", exc_info=True)
 
     async def sweep(self) -> None:
         """Turn users whose every entry expired offline; re-publish orphaned transitions."""
