@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import tempfile
 import time
 import traceback
@@ -46,7 +47,14 @@ def _machine() -> dict[str, Any]:
     }
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    # stop cleanly (stack and peers down) on SIGTERM, and on SIGINT even when started in the background
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     names = list(SCENARIOS) if not args.only else args.only.split(",")
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:

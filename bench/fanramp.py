@@ -16,7 +16,7 @@ from bench.loadgen.fleet import Fleet
 from bench.steps import Sends, public, run_step, settle
 
 QUICK_LEVELS = [2000]
-FULL_LEVELS = [1000, 2000, 4000, 6000, 9000, 13000, 18000, 25000, 35000, 50000]
+FULL_LEVELS = [1000, 2000, 4000, 6000, 9000, 13000, 18000, 25000, 35000, 50000, 70000, 100000]
 MAX_P99_MS = 2000.0
 
 
