@@ -101,6 +101,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     results["machine"]["loadavg_at_end"] = loadavg()
     from bench import report
 
+    if args.merge:
+        results = _merge(RESULTS / f"{args.merge}.json", results)
+        name = args.merge
     results["targets"] = report.targets(results)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{name}.json"
@@ -110,6 +113,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         report.write_docs(results, DOCS)
         log(f"wrote {DOCS}")
     return 0
+
+
+def _merge(path: Path, rerun: dict[str, Any]) -> dict[str, Any]:
+    """Replace some scenarios of an earlier results file with a re-run's (recorded as such: each
+    target's ratio still compares numbers taken in one run, see targets.py)."""
+    base: dict[str, Any] = json.loads(path.read_text())
+    base["scenarios"].update(rerun["scenarios"])
+    base.setdefault("reruns", []).append(
+        {
+            "scenarios": list(rerun["scenarios"]),
+            "started": rerun["started"],
+            "wall_s": rerun["wall_s"],
+            "loadavg_at_start": rerun["machine"]["loadavg_at_start"],
+            "loadavg_at_end": rerun["machine"]["loadavg_at_end"],
+        }
+    )
+    return base
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -145,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         help="write docs/benchmarks.md (default: on for full runs, off for --quick)",
     )
     run.add_argument("--keep", action="store_true", help="keep the temporary stack directory")
+    run.add_argument("--merge", metavar="NAME", help="put these scenarios' results into results/NAME.json")
     run.set_defaults(func=cmd_run)
     rep = sub.add_parser("report", help="rewrite docs/benchmarks.md from a results file")
     rep.add_argument("results", nargs="?", default=str(RESULTS / "full.json"))
@@ -158,6 +179,6 @@ def main(argv: list[str] | None = None) -> int:
     prof.set_defaults(func=cmd_profile)
     args = parser.parse_args(argv)
     if args.command == "run" and args.docs is None:
-        args.docs = not args.quick and not args.only
+        args.docs = not args.quick and (not args.only or bool(args.merge))
     result: int = args.func(args)
     return result

@@ -37,6 +37,20 @@ How it measures:
 """
 
 
+CAVEATS = """\
+Read the numbers with these in mind:
+- Everything shares 2 cores: the load generators (Python, uvloop, `websockets`) too, and at
+  times other work on the box (the `load` column is the 1-minute load average after each step).
+- chatd acknowledges after the COMMIT and also sends the sender's own copy (not counted as a
+  delivery); the relays (b), (c) store nothing and skip the sender. The per-user send rate limit
+  is lifted but still consulted (one Redis call per send).
+- Fan-out "max deliveries/s" is saturation throughput (p99 up to 2 s allowed); the latency at
+  each rate is in the step tables. Groups of 2 are bounded by durable send capacity.
+- Synapse runs as one process (its monolith), not as N workers.
+- Clients do not negotiate permessage-deflate (`--deflate` turns it on).
+"""
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "-"
@@ -109,6 +123,11 @@ def write_docs(results: dict[str, Any], path: Path) -> None:
         f" load generators: {results['config']['load_generators']};"
         f" permessage-deflate: {'on' if results['config']['deflate'] else 'off'}.",
         "",
+        *[
+            f"Re-run and merged: {', '.join(r['scenarios'])} at {r['started']} (load at start"
+            f" `{r['loadavg_at_start']}`); each target's ratio compares numbers from one run.\n"
+            for r in results.get("reruns", [])
+        ],
         "## Targets (issue 6), measured in this run",
         "",
         "| target | measured | ratio | met |",
@@ -117,7 +136,7 @@ def write_docs(results: dict[str, Any], path: Path) -> None:
     for row in results.get("targets") or targets(results):
         met = "-" if row["met"] is None else ("met" if row["met"] else "**not met**")
         out.append(f"| {row['target']} | {row['measured']} | {_fmt(row['ratio'])} | {met} |")
-    out += ["", "## Method", "", METHOD]
+    out += ["", "## Method", "", METHOD, CAVEATS]
     ceiling = s.get("db-ceiling", {})
     out += ["## 1. Durable sends, 1:1 conversations", ""]
     if "inserts_per_s" in ceiling:
@@ -183,9 +202,10 @@ def write_docs(results: dict[str, Any], path: Path) -> None:
     out += _idle(s.get("idle", {}))
     out += _storm(s.get("storm", {}))
     out += ["## 5. Read marks and presence churn", "", s.get("presence", {}).get("skipped", "not run"), ""]
-    profile = path.parent.parent / "bench" / "results" / "profile.md"
-    if profile.exists():
-        out += [profile.read_text()]
+    for extra in ("notes.md", "profile.md"):
+        more = path.parent.parent / "bench" / "results" / extra
+        if more.exists():
+            out += [more.read_text()]
     path.write_text("\n".join(out) + "\n")
 
 

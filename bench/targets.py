@@ -63,7 +63,7 @@ def targets(results: dict[str, Any]) -> list[Row]:
     rows.append(
         _row(
             "p99 send->deliver < 100 ms at half of chatd's max rate, groups of 10",
-            f"p99 {p99} ms at {_get(half, 'offered_rate')} msg/s" if half else "not measured",
+            f"p99 {p99} ms at {round(_get(half, 'offered_rate'), 1)} msg/s" if half else "not measured",
             None,
             None if p99 is None else p99 < 100,
         )

@@ -16,8 +16,9 @@ import httpx
 from bench.context import Ctx, Placement, log
 from bench.peers import install, synapse_conf
 from bench.peers.procs import Procs
+from bench.scenarios import durable
 from bench.scenarios.durable import sustained
-from bench.steps import Sends, public, run_step, settle
+from bench.steps import Sends
 
 REQUIREMENTS = ["matrix-synapse>=1.100,<2", "psycopg2-binary>=2.9,<3"]
 QUICK_RATES = [20]
@@ -124,24 +125,20 @@ def run(ctx: Ctx) -> dict[str, Any]:
         connected = place.connect(fleet, url, ctx, proto="matrix")
         log(f"synapse: {connected['connected']} clients syncing ({connected['failed']} failed)")
         roots = {"synapse": procs.pids["synapse"], "postgres": stack.postmaster_pid(), **fleet.pids}
-        steps = []
-        for n, rate in enumerate(QUICK_RATES if ctx.quick else FULL_RATES):
-            step = run_step(
-                ctx,
-                fleet,
-                2000 + n,
-                rate,
-                2.0 if ctx.quick else 8.0,
-                sends,
-                drain=3.0,
-                roots=roots,
-                label="synapse",
-            )
-            steps.append(public(step))
-            p99 = step["ack_ms"]["p99"]
-            if p99 is None or p99 > STOP_P99_MS or not sustained(step, float("inf")):
-                settle(ctx, roots)
-                break
+        rates = QUICK_RATES if ctx.quick else FULL_RATES
+        duration = 2.0 if ctx.quick else 8.0
+        steps = durable.ramp(
+            ctx,
+            fleet,
+            rates,
+            duration,
+            sends,
+            3.0,
+            "synapse",
+            roots=roots,
+            first_step=2000,
+            stop_p99_ms=STOP_P99_MS,
+        )
     finally:
         if fleet is not None:
             fleet.close()

@@ -11,8 +11,9 @@ import asyncio
 from typing import Any
 
 from bench.context import Ctx, Placement, log
+from bench.loadgen.fleet import Fleet
 from bench.population import Api
-from bench.steps import public, run_step, settle
+from bench.steps import Sends, public, run_step, settle
 
 QUICK_RATES = [200, 400]
 FULL_RATES = [100, 200, 400, 600, 800, 1000, 1200, 1400, 1700, 2000, 2400, 2800, 3300, 4000, 5000]
@@ -38,6 +39,37 @@ def sustained(step: dict[str, Any], p99_limit: float) -> bool:
     )
 
 
+def ramp(
+    ctx: Ctx,
+    fleet: Fleet,
+    rates: list[int],
+    duration: float,
+    sends: Sends,
+    drain: float,
+    label: str,
+    roots: dict[str, int] | None = None,
+    first_step: int = 0,
+    stop_p99_ms: float = STOP_P99_MS,
+) -> list[dict[str, Any]]:
+    """Raise the offered rate until acks fall behind, or p99 ack passes the stop limit in two
+    steps running (one noisy step on a shared box does not end the ramp)."""
+    steps: list[dict[str, Any]] = []
+    over = 0
+    for n, rate in enumerate(rates):
+        step = run_step(
+            ctx, fleet, first_step + n, rate, duration, sends, drain=drain, roots=roots, label=label
+        )
+        steps.append(public(step))
+        p99 = step["ack_ms"]["p99"]
+        over = over + 1 if p99 is None or p99 > stop_p99_ms else 0
+        if over >= 2 or not sustained(step, float("inf")):
+            settle(ctx, roots if roots is not None else ctx.roots(fleet))
+            break
+        if over:
+            settle(ctx, roots if roots is not None else ctx.roots(fleet))
+    return steps
+
+
 def run(ctx: Ctx) -> dict[str, Any]:
     assert ctx.stack is not None
     pairs = 40 if ctx.quick else 200
@@ -46,21 +78,14 @@ def run(ctx: Ctx) -> dict[str, Any]:
     fleet = ctx.fleet()
     try:
         place = Placement(len(fleet))
-        sends: list[list[tuple[int, Any]]] = [[] for _ in range(len(fleet))]
+        sends: Sends = [[] for _ in range(len(fleet))]
         for k, (a, b, cid) in enumerate(population):
             agent, local = place.add({"token": a.token, "tag": "sender"}, k)
             sends[agent].append((local, cid))
             place.add({"token": b.token, "tag": "receiver"}, k + 1)
         connected = place.connect(fleet, ctx.ws_url, ctx)
         log(f"durable: {connected['connected']} clients connected ({connected['failed']} failed)")
-        steps = []
-        for n, rate in enumerate(QUICK_RATES if ctx.quick else FULL_RATES):
-            step = run_step(ctx, fleet, n, rate, duration, sends, drain=drain, label="durable")
-            steps.append(public(step))
-            p99 = step["ack_ms"]["p99"]
-            if p99 is None or p99 > STOP_P99_MS or not sustained(step, float("inf")):
-                settle(ctx, ctx.roots(fleet))
-                break
+        steps = ramp(ctx, fleet, QUICK_RATES if ctx.quick else FULL_RATES, duration, sends, drain, "durable")
     finally:
         fleet.close()
     passing = [s["offered_rate"] for s in steps if sustained(s, TARGET_P99_MS)]
