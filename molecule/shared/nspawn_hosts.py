@@ -169,7 +169,11 @@ def setup_network(scenario: str, name: str, idx: int, subnet: str) -> None:
     run(*nsx, "addr", "add", f"{subnet}.{idx}.2/24", "dev", "eth0")
     run(*nsx, "link", "set", "eth0", "up")
     run(*nsx, "route", "add", "default", "via", f"{subnet}.{idx}.1")
-    Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+    forward = Path("/proc/sys/net/ipv4/ip_forward")
+    saved = STATE / "ip_forward.orig"
+    if not saved.exists():
+        saved.write_text(forward.read_text())
+    forward.write_text("1\n")
     net = f"{subnet}.0.0/16"
     ipt("-I", "FORWARD", "-i", veth, "-j", "ACCEPT")
     ipt("-I", "FORWARD", "-o", veth, "-j", "ACCEPT")
@@ -376,6 +380,10 @@ def remove_rules_if_unused() -> None:
                 if Path(f"/sys/class/net/{veth}").exists():
                     continue
             run("iptables", "-t", table, "-D", *parts[1:], check=False)
+    saved = STATE / "ip_forward.orig"
+    if not others and saved.exists():
+        Path("/proc/sys/net/ipv4/ip_forward").write_text(saved.read_text())
+        saved.unlink()
 
 
 def status(args: argparse.Namespace) -> None:
