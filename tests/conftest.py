@@ -26,7 +26,7 @@ TEST_ENV = {
     "CHATD_ARGON2_TIME_COST": "1",
     "CHATD_ARGON2_MEMORY_KIB": "1024",
     "CHATD_RATE_LIMIT_MESSAGES": "1000000",
-    "CHATD_LOGIN_RATE_LIMIT": "1000000",
+    "CHATD_LOGIN_RATE_LIMIT": "5",  # each test user logs in once; one test hits the limit
     "CHATD_AUTH_TIMEOUT_S": "2",
     "CHATD_GAP_FILL_DELAY_S": "0.1",
     "CHATD_LOG_LEVEL": "info",

@@ -21,6 +21,10 @@ def unique_name(prefix: str = "u") -> str:
     return f"{prefix}{next(_names)}-{uuid.uuid4().hex[:8]}"
 
 
+def ack_for(client_msg_id: str) -> Callable[[Frame], bool]:
+    return lambda f: f["type"] == "ack" and f["client_msg_id"] == client_msg_id
+
+
 def ws_url(http_url: str) -> str:
     return http_url.replace("http://", "ws://") + "/v1/ws"
 
@@ -35,6 +39,7 @@ class Ws:
         self.close_code: int | None = None
         self._changed = asyncio.Condition()
         self._consumed: set[int] = set()
+        self._first_unconsumed = 0
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
@@ -70,21 +75,24 @@ class Ws:
         await self.conn.send(orjson.dumps(frame).decode())
 
     async def expect(self, pred: Callable[[Frame], bool], timeout: float = 10) -> Frame:
-        """The first frame not yet returned that matches `pred`."""
+        """The first frame not yet returned that matches `pred`.
 
-        def find() -> Frame | None:
-            for index, frame in enumerate(self.frames):
-                if index not in self._consumed and pred(frame):
-                    self._consumed.add(index)
-                    return frame
-            return None
-
+        Each wake-up looks only at frames it has not examined yet, so waiting while thousands
+        of frames arrive stays linear and the event loop keeps answering the server's pings.
+        """
+        checked = self._first_unconsumed
         async with asyncio.timeout(timeout), self._changed:
-            while (found := find()) is None:
+            while True:
+                for index in range(checked, len(self.frames)):
+                    if index not in self._consumed and pred(self.frames[index]):
+                        self._consumed.add(index)
+                        while self._first_unconsumed in self._consumed:
+                            self._first_unconsumed += 1
+                        return self.frames[index]
+                checked = len(self.frames)
                 if self._reader.done():
                     raise ConnectionError(f"closed ({self.close_code}) before a matching frame")
                 await self._changed.wait()
-            return found
 
     async def send(self, cid: int, body: str, client_msg_id: str | None = None) -> Frame:
         """Send a message; returns its ack (or error) frame."""

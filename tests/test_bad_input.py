@@ -291,3 +291,20 @@ async def test_login_limit_is_per_client_address(spawn_worker: Callable[..., Wor
     )
     assert owner.status_code == 200, "an attacker elsewhere cannot lock the user out"
     await api.http.aclose()
+
+
+async def test_login_limit_behind_nginx_cannot_be_dodged_with_a_forged_header(nginx: Api) -> None:
+    user = await nginx.user()
+    wrong = {"username": user.name, "password": "not the password"}
+    codes = []
+    for i in range(7):  # a new forged address every time: nginx overwrites it
+        forged = {"x-forwarded-for": f"203.0.113.{i}"}
+        codes.append((await nginx.http.post("/v1/login", json=wrong, headers=forged)).status_code)
+    assert codes == [401] * 4 + [429] * 3  # 5 attempts a minute, counting the sign-up login
+    # A client at another real address is not locked out.
+    elsewhere = httpx.AsyncClient(
+        base_url=nginx.base_url, transport=httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+    )
+    right = {"username": user.name, "password": "correct horse battery"}
+    assert (await elsewhere.post("/v1/login", json=right)).status_code == 200
+    await elsewhere.aclose()

@@ -9,6 +9,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from tests.conftest import Worker
 from tests.helpers import Api, Frame, Ws
@@ -158,4 +159,18 @@ async def test_rolling_restart_with_fast_reconnect_does_not_flap(
     await asyncio.sleep(TTL + GRACE + 2 * SWEEP)
     assert events(o, user.id) == ["online"], "observers see no offline/online pair"
     await moved.close()
+    await o.close()
+
+
+async def test_last_seen_is_when_the_last_device_closed(w1: Api) -> None:
+    user, observer = await w1.user(), await w1.user()
+    await w1.direct(user, observer)
+    o = await Ws.connect(w1.base_url, observer.token)
+    u = await Ws.connect(w1.base_url, user.token)
+    await o.expect(about(user.id, "online"))
+    closed_at = datetime.now(UTC)
+    await u.close()
+    offline = await o.expect(about(user.id, "offline"), timeout=GRACE + 2 * SWEEP + 2)
+    seen = datetime.fromisoformat(offline["last_seen"])
+    assert abs((seen - closed_at).total_seconds()) < 0.5, "not the later time the grace ran out"
     await o.close()

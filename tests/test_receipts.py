@@ -7,6 +7,8 @@ import random
 import time
 from collections.abc import Callable
 
+import asyncpg
+
 from tests.conftest import Worker
 from tests.helpers import Api, Ws
 
@@ -187,3 +189,35 @@ async def test_read_bad_input(w1: Api, spawn_worker: Callable[..., Worker]) -> N
     await api.http.aclose()
     await a.close()
     await m.close()
+
+
+async def test_readded_member_starts_fresh_and_unread_counts_from_joining(
+    w1: Api, db: asyncpg.Connection
+) -> None:
+    owner, member = await w1.user(), await w1.user()
+    cid = await w1.group(owner, [member])
+    o = await Ws.connect(w1.base_url, owner.token)
+    await send_n(o, cid, 3)
+    m = await Ws.connect(w1.base_url, member.token)
+    await m.read(cid, 3)
+    deadline = time.monotonic() + 5  # flushed to Postgres (every 1 s in the test stack)
+    while await db.fetchval("SELECT count(*) FROM read_pointers WHERE conversation_id = $1", cid) == 0:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    await m.close()
+    removed = await w1.call("DELETE", f"/v1/conversations/{cid}/members/{member.id}", owner.token)
+    assert removed.status_code == 200
+    assert await db.fetchval("SELECT count(*) FROM read_pointers WHERE conversation_id = $1", cid) == 0
+    await send_n(o, cid, 2)  # sent while the member was away
+    readded = await w1.call(
+        "POST", f"/v1/conversations/{cid}/members", owner.token, {"user_ids": [member.id]}
+    )
+    joined_at = readded.json()["event"]["seq"]
+    await send_n(o, cid, 1)
+    counts = (await w1.call("GET", f"/v1/conversations/{cid}/receipts?from=1&to=3", owner.token)).json()
+    assert [c["read_by"] for c in counts["counts"]] == [0, 0, 0], "the old pointer does not come back"
+    back = await Ws.connect(w1.base_url, member.token)
+    [conv] = [c for c in back.ready["conversations"] if c["id"] == cid]
+    assert conv["unread"] == 1 and conv["last_seq"] == joined_at + 1  # only what came after joining
+    await back.close()
+    await o.close()

@@ -209,3 +209,32 @@ async def test_mark_and_count_cost_the_same_redis_work_at_10000_members(
     await o.close()
     await api.http.aclose()
     await redis.aclose()
+
+
+async def test_sharing_again_after_redis_data_loss_keeps_counts_right(
+    stack: Stack, spawn_worker: Callable[..., Worker], db: asyncpg.Connection
+) -> None:
+    worker = spawn_worker(CHATD_REDIS_URL=redis_db(stack, 7), CHATD_RECEIPT_FLUSH_INTERVAL_S="0.5")
+    api = Api(worker.url)
+    alice, bob, carol = await api.user(), await api.user(), await api.user()
+    cid = await api.group(alice, [bob, carol])
+    a = await Ws.connect(worker.url, alice.token)
+    for i in range(3):
+        await a.send(cid, f"m{i}")
+    b = await Ws.connect(worker.url, bob.token)
+    c = await Ws.connect(worker.url, carol.token)
+    await b.read(cid, 3)
+    await c.read(cid, 2)
+    await wait_pointer(db, cid, bob.id, 3, within=2)
+    await wait_pointer(db, cid, carol.id, 2, within=2)
+    redis = aioredis.Redis.from_url(redis_db(stack, 7))
+    await redis.flushdb()
+    await redis.aclose()
+    for share in (False, True):
+        response = await api.call("PUT", "/v1/me/settings", bob.token, {"share_read_state": share})
+        assert response.status_code == 200
+    counts = (await api.call("GET", f"/v1/conversations/{cid}/receipts?from=1&to=3", alice.token)).json()
+    assert [x["read_by"] for x in counts["counts"]] == [2, 2, 1], "carol's stored pointer is not lost"
+    for ws in (a, b, c):
+        await ws.close()
+    await api.http.aclose()

@@ -54,6 +54,7 @@ _SPEC: dict[str, tuple[str | None, _Parser]] = {
     "database_url": (None, lambda n, v: _url(n, v, ("postgresql", "postgres"))),
     "redis_url": ("redis://127.0.0.1:6379/0", lambda n, v: _url(n, v, ("redis", "rediss", "unix"))),
     "log_level": ("info", _log_level),
+    "forwarded_allow_ips": ("127.0.0.1,::1", lambda n, v: v),
     "db_pool_min": ("2", lambda n, v: _int(n, v, 1, 200)),
     "db_pool_max": ("20", lambda n, v: _int(n, v, 1, 500)),
     "max_frame_bytes": ("65536", lambda n, v: _int(n, v, 1024, 16 * 1024 * 1024)),
@@ -85,6 +86,7 @@ class Settings:
     database_url: str
     redis_url: str
     log_level: str
+    forwarded_allow_ips: str
     db_pool_min: int
     db_pool_max: int
     max_frame_bytes: int

@@ -262,7 +262,9 @@ async def receipts(request: Request) -> Response:
 @api
 async def readers(request: Request) -> Response:
     user_id, _ = await authenticated(request)
-    seq = path_id(request, "seq")
+    seq: int = request.path_params["seq"]
+    if not 0 < seq <= frames.MAX_ID:
+        raise ChatdError(Code.BAD_REQUEST, "seq: a positive integer", field="seq")
     users = await runtime(request).receipts.readers(user_id, path_id(request), seq)
     return JSON({"conversation_id": path_id(request), "seq": seq, "user_ids": users})
 
@@ -276,9 +278,8 @@ async def presence(request: Request) -> Response:
         raise ChatdError(Code.BAD_REQUEST, "user_ids: 1 to 1000 users", field="user_ids")
     rt = runtime(request)
     visible = await rt.stores.presence.visible(user_id, wanted)
-    return JSON(
-        {"presence": await rt.presence.view(visible), "hidden": [u for u in wanted if u not in visible]}
-    )
+    found = sorted(await rt.presence.view(visible), key=lambda entry: int(entry["user_id"]))
+    return JSON({"presence": found, "hidden": [u for u in wanted if u not in visible]})
 
 
 routes = [

@@ -34,8 +34,10 @@ PENDING = "chatd:ppending"
 STATES = ("online", "away", "offline")
 REPUBLISH_AFTER_MS = 3000
 
-# KEYS: conns, idle, grace, state, expiries, pending; ARGV: uid, op, conn, duration_ms
-# -> {changed, state, version}
+# KEYS: conns, idle, grace, state, expiries, pending
+# ARGV: uid, op, conn, duration_ms, grace_ms, ttl_ms -> {changed, state, version, last_alive_ms}
+# last_alive_ms: when the newest expired connection was last known alive (closed, or last
+# refreshed before its worker died), for `last_seen`.
 _APPLY = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -57,8 +59,13 @@ elseif op == 'disconnect' then
     redis.call('SADD', KEYS[3], conn)
   end
 end
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-for _, c in ipairs(expired) do
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES')
+local last_alive = 0
+for i = 1, #expired, 2 do
+  local c = expired[i]
+  local alive = tonumber(expired[i + 1]) - tonumber(ARGV[6])
+  if redis.call('SISMEMBER', KEYS[3], c) == 1 then alive = tonumber(expired[i + 1]) - tonumber(ARGV[5]) end
+  if alive > last_alive then last_alive = alive end
   redis.call('SREM', KEYS[2], c)
   redis.call('SREM', KEYS[3], c)
 end
@@ -83,11 +90,11 @@ else
   redis.call('ZREM', KEYS[5], uid)
 end
 local version = tonumber(redis.call('HGET', KEYS[4], 'version') or '0')
-if state == prev then return {0, state, version} end
+if state == prev then return {0, state, version, 0} end
 version = math.max(version + 1, now)
 redis.call('HSET', KEYS[4], 'state', state, 'version', version, 'since', now)
 redis.call('ZADD', KEYS[6], now, uid)
-return {1, state, version}
+return {1, state, version, last_alive}
 """
 
 # KEYS: pending, state; ARGV: uid, version published
@@ -128,26 +135,36 @@ class Presence:
     def _ttl_ms(self) -> int:
         return int(self._settings.presence_ttl_s * 1000)
 
+    @property
+    def _grace_ms(self) -> int:
+        return max(int(self._settings.presence_grace_s * 1000), 1)
+
+    def _args(self, uid: int, op: str, conn_id: str, duration_ms: int) -> list[Any]:
+        return [uid, op, conn_id, duration_ms, self._grace_ms, self._ttl_ms]
+
     async def change(self, uid: int, op: str, conn_id: str = "", duration_ms: int = 0) -> None:
-        changed, state, version = await self._apply(keys=_keys(uid), args=[uid, op, conn_id, duration_ms])
+        result = await self._apply(keys=_keys(uid), args=self._args(uid, op, conn_id, duration_ms))
+        await self._after(uid, result)
+
+    async def _after(self, uid: int, result: list[Any]) -> None:
+        changed, state, version, last_alive_ms = result
         if changed:
-            await self._announce(uid, _text(state) or "offline", int(version))
+            await self._announce(uid, _text(state) or "offline", int(version), int(last_alive_ms))
 
     async def connect(self, conn: Connection) -> None:
         await self.change(conn.user_id, "connect", conn.id, self._ttl_ms)
 
     async def disconnect(self, conn: Connection) -> None:
-        grace_ms = int(self._settings.presence_grace_s * 1000)
         with contextlib.suppress(Exception):  # if Redis is away, the entry expires by itself
-            await self.change(conn.user_id, "disconnect", conn.id, max(grace_ms, 1))
+            await self.change(conn.user_id, "disconnect", conn.id, self._grace_ms)
 
     async def set_idle(self, conn: Connection, idle: bool) -> None:
         await self.change(conn.user_id, "idle" if idle else "active", conn.id)
 
-    async def _announce(self, uid: int, state: str, version: int) -> None:
+    async def _announce(self, uid: int, state: str, version: int, last_alive_ms: int = 0) -> None:
         last_seen = None
         if state == "offline":
-            seen = datetime.now(UTC)
+            seen = datetime.fromtimestamp(last_alive_ms / 1000, UTC) if last_alive_ms else datetime.now(UTC)
             await self._stores.presence.seen(uid, seen)
             last_seen = seen
         event = {
@@ -220,15 +237,11 @@ class Presence:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
             for conn in conns:
-                await self._apply(
-                    keys=_keys(conn.user_id),
-                    args=[conn.user_id, "refresh", conn.id, self._ttl_ms],
-                    client=pipe,
-                )
+                args = self._args(conn.user_id, "refresh", conn.id, self._ttl_ms)
+                await self._apply(keys=_keys(conn.user_id), args=args, client=pipe)
             results = await pipe.execute()
-        for conn, (changed, state, version) in zip(conns, results, strict=True):
-            if changed:  # e.g. Redis lost its data and this brought the user back
-                await self._announce(conn.user_id, _text(state) or "offline", int(version))
+        for conn, result in zip(conns, results, strict=True):
+            await self._after(conn.user_id, result)  # e.g. Redis lost its data: back online
 
     async def sweep(self) -> None:
         """Turn users whose every entry expired offline; re-publish orphaned transitions."""

@@ -76,6 +76,12 @@ redis.call('DEL', KEYS[1])
 return r
 """
 
+# KEYS: room; ARGV: seq, uid
+_SHARE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('ZADD', KEYS[1], 'GT', ARGV[1], ARGV[2]) end
+return 1
+"""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -93,6 +99,7 @@ class ReadState:
         self._widen = redis.register_script(_WIDEN)
         self._take_range = redis.register_script(_TAKE_RANGE)
         self._release = redis.register_script(_RELEASE)
+        self._share = redis.register_script(_SHARE)
 
     async def mark(
         self, uid: int, cid: int, seq: int, shared: bool, load_room: Loader, load_user: Loader
@@ -159,10 +166,11 @@ class ReadState:
             await pipe.execute()
 
     async def set_shared(self, uid: int, pointers: dict[int, int], shared: bool) -> None:
+        """A room not loaded stays so: it is rebuilt from Postgres, sentinel and all, on use."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for cid, seq in pointers.items():
                 if shared:
-                    pipe.zadd(room_key(cid), {str(uid): seq}, gt=True, xx=False)
+                    await self._share(keys=[room_key(cid)], args=[seq, uid], client=pipe)
                 else:
                     pipe.zrem(room_key(cid), str(uid))
             await pipe.execute()

@@ -112,7 +112,9 @@ class Receipts:
 
     async def counts(self, uid: int, cid: int, lo: int, hi: int) -> dict[str, Any]:
         if hi < lo or hi - lo >= COUNTS_MAX:
-            raise ChatdError(Code.BAD_REQUEST, f"from..to: at most {COUNTS_MAX} seqs, from <= to")
+            raise ChatdError(
+                Code.BAD_REQUEST, f"from..to: at most {COUNTS_MAX} seqs, from <= to", field="from"
+            )
         await self._stores.conversations.require_member(cid, uid)
         return await self._counts_event(cid, lo, hi)
 

@@ -66,6 +66,9 @@ def serve(settings: Settings, *, uds: str | None, host: str, port: int) -> None:
             log_config=None,
             access_log=False,
             proxy_headers=True,
+            # Who may set X-Forwarded-For (the client address behind nginx, used by the login
+            # limit): on a unix socket only local processes allowed into its directory connect.
+            forwarded_allow_ips="*" if uds else settings.forwarded_allow_ips,
             server_header=False,
             timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
         )

@@ -173,13 +173,12 @@ def on_user_message(runtime: Runtime, conn: Connection, payload: dict[str, Any])
         else:  # `ready` is not out yet: follow it afterwards, in order
             conn.deferred.append((payload["conversation"], payload["since"]))
     elif op == "read_state" and payload.get("origin") != conn.id:
-        conn.send(
-            {
-                "type": "read_state",
-                "conversation_id": payload["conversation_id"],
-                "last_read_seq": payload["last_read_seq"],
-            }
-        )
+        frame = {
+            "type": "read_state",
+            "conversation_id": payload["conversation_id"],
+            "last_read_seq": payload["last_read_seq"],
+        }
+        conn.broadcast(dumps(frame), frame)  # held until `synced`, like other state
     elif op == "settings":
         conn.share_read_state = bool(payload["share_read_state"])
     elif op == "revoke" and payload.get("token") == conn.token_hash.hex():

@@ -172,8 +172,9 @@ class ConversationStore:
             added = [
                 row["user_id"]
                 for row in await conn.fetch(
-                    "INSERT INTO members (conversation_id, user_id)"
-                    " SELECT $1, u FROM unnest($2::bigint[]) AS u"
+                    "INSERT INTO members (conversation_id, user_id, joined_seq)"
+                    " SELECT $1, u, (SELECT last_seq FROM conversations WHERE id = $1)"
+                    " FROM unnest($2::bigint[]) AS u"
                     " ON CONFLICT DO NOTHING RETURNING user_id",
                     conversation_id,
                     user_ids,
@@ -224,6 +225,11 @@ class ConversationStore:
                 "UPDATE conversations SET member_count = member_count - $2 WHERE id = $1",
                 conversation_id,
                 len(removed),
+            )
+            await conn.execute(
+                "DELETE FROM read_pointers WHERE conversation_id = $1 AND user_id = ANY($2::bigint[])",
+                conversation_id,
+                removed,
             )
             await conn.execute(
                 "UPDATE members SET role = 'owner' WHERE conversation_id = $1"

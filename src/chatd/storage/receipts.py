@@ -65,12 +65,14 @@ class ReceiptStore:
         return [(row["seq"], row["sender_id"]) for row in rows]
 
     async def unread(self, uid: int, pointers: dict[int, int]) -> dict[int, int]:
-        """Text messages from others after each pointer, counted up to UNREAD_CAP."""
+        """Text messages from others after each pointer (and after joining), up to UNREAD_CAP."""
         if not pointers:
             return {}
         rows = await self._pool.fetch(
             "SELECT p.cid, (SELECT count(*) FROM (SELECT 1 FROM messages m"
-            "   WHERE m.conversation_id = p.cid AND m.seq > p.seq AND m.kind = 'text'"
+            "   WHERE m.conversation_id = p.cid AND m.kind = 'text'"
+            "   AND m.seq > GREATEST(p.seq, (SELECT joined_seq FROM members"
+            "                                WHERE conversation_id = p.cid AND user_id = $3))"
             "   AND m.sender_id IS DISTINCT FROM $3 LIMIT $4) AS x) AS unread"
             " FROM unnest($1::bigint[], $2::bigint[]) AS p(cid, seq)",
             list(pointers),
