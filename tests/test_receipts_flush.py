@@ -39,6 +39,23 @@ async def wait_pointer(db: asyncpg.Connection, cid: int, uid: int, seq: int, wit
     return time.monotonic() - started
 
 
+async def group_with_flushed_reads(
+    api: Api, url: str, db: asyncpg.Connection, messages: int, reads: tuple[int, int]
+) -> tuple[int, list[User], list[Ws]]:
+    """alice sends `messages` to bob and carol, who read up to `reads`, flushed to Postgres."""
+    alice, bob, carol = await api.user(), await api.user(), await api.user()
+    cid = await api.group(alice, [bob, carol])
+    a = await Ws.connect(url, alice.token)
+    for i in range(messages):
+        await a.send(cid, f"m{i}")
+    b = await Ws.connect(url, bob.token)
+    c = await Ws.connect(url, carol.token)
+    for ws, user, seq in ((b, bob, reads[0]), (c, carol, reads[1])):
+        await ws.read(cid, seq)
+        await wait_pointer(db, cid, user.id, seq, within=2)
+    return cid, [alice, bob, carol], [a, b, c]
+
+
 async def test_pointers_reach_postgres_within_one_interval(w1: Api, db: asyncpg.Connection) -> None:
     alice, bob = await w1.user(), await w1.user()
     cid = await w1.direct(alice, bob)
@@ -82,17 +99,7 @@ async def test_state_is_rebuilt_from_postgres_after_flushall(
 ) -> None:
     worker = spawn_worker(CHATD_REDIS_URL=redis_db(stack, 4), CHATD_RECEIPT_FLUSH_INTERVAL_S="0.5")
     api = Api(worker.url)
-    alice, bob, carol = await api.user(), await api.user(), await api.user()
-    cid = await api.group(alice, [bob, carol])
-    a = await Ws.connect(worker.url, alice.token)
-    for i in range(6):
-        await a.send(cid, f"m{i}")
-    b = await Ws.connect(worker.url, bob.token)
-    c = await Ws.connect(worker.url, carol.token)
-    await b.read(cid, 4)
-    await c.read(cid, 2)
-    await wait_pointer(db, cid, bob.id, 4, within=2)
-    await wait_pointer(db, cid, carol.id, 2, within=2)
+    cid, (alice, bob, _), (a, b, c) = await group_with_flushed_reads(api, worker.url, db, 6, (4, 2))
     await b.read(cid, 5)  # newer than the last flush: may be lost, at most one interval's worth
     redis = aioredis.Redis.from_url(redis_db(stack, 4))
     await redis.flushdb()
@@ -216,17 +223,7 @@ async def test_sharing_again_after_redis_data_loss_keeps_counts_right(
 ) -> None:
     worker = spawn_worker(CHATD_REDIS_URL=redis_db(stack, 7), CHATD_RECEIPT_FLUSH_INTERVAL_S="0.5")
     api = Api(worker.url)
-    alice, bob, carol = await api.user(), await api.user(), await api.user()
-    cid = await api.group(alice, [bob, carol])
-    a = await Ws.connect(worker.url, alice.token)
-    for i in range(3):
-        await a.send(cid, f"m{i}")
-    b = await Ws.connect(worker.url, bob.token)
-    c = await Ws.connect(worker.url, carol.token)
-    await b.read(cid, 3)
-    await c.read(cid, 2)
-    await wait_pointer(db, cid, bob.id, 3, within=2)
-    await wait_pointer(db, cid, carol.id, 2, within=2)
+    cid, (alice, bob, _), (a, b, c) = await group_with_flushed_reads(api, worker.url, db, 3, (3, 2))
     redis = aioredis.Redis.from_url(redis_db(stack, 7))
     await redis.flushdb()
     await redis.aclose()

@@ -13,7 +13,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import jinja2
 
 from chatd.processes import alive as _alive
 from chatd.processes import free_port as free_port  # re-exported for bench/ and older callers
+from chatd.processes import wait_tcp
 
 STATE = "stack.json"
 
@@ -351,13 +351,10 @@ class Stack:
         self.pids.pop(name, None)
 
     def _wait_tcp(self, port: int, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"nothing listening on 127.0.0.1:{port}; see {self.root}/logs")
+        try:
+            wait_tcp(port, timeout)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}; see {self.root}/logs") from None
 
 
 def cmd_up(args: argparse.Namespace) -> int:
