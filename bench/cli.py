@@ -145,7 +145,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     from bench.profile import cmd_profile as run_profile
 
-    return run_profile(args.seconds, args.rate, args.group_rate, args.workers, args.agents)
+    return run_profile(args.seconds, args.rate, args.group_rate, args.workers, args.agents, args.native)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     prof.add_argument("--group-rate", type=float, default=20, help="msgs/s into a group of 100")
     prof.add_argument("--workers", type=int, default=2)
     prof.add_argument("--agents", type=int, default=2)
+    prof.add_argument("--native", action="store_true", help="py-spy --native (blocking sampler)")
     prof.set_defaults(func=cmd_profile)
     args = parser.parse_args(argv)
     if args.command == "run" and args.docs is None:

@@ -40,6 +40,17 @@ def tree(root: int) -> list[int]:
     return found
 
 
+def cpu_split(root: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of the live tree of `root`, reaped children included."""
+    user = system = 0
+    for pid in tree(root):
+        fields = _stat(pid)
+        if fields is not None:
+            user += int(fields[11]) + int(fields[13])
+            system += int(fields[12]) + int(fields[14])
+    return user / TICK, system / TICK
+
+
 def cpu_seconds(root: int, include_tree: bool = True) -> float:
     """utime+stime (+cutime+cstime: reaped children) summed over the live tree of `root`.
 
@@ -83,16 +94,21 @@ class CpuMeter:
         self._start: dict[str, float] = {}
         self.load_before = ""
         self.load_after = ""
+        self._split: dict[str, tuple[float, float]] = {}
+        self.system_s: dict[str, float] = {}
 
     def start(self) -> None:
         self.load_before = loadavg()
-        self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._split = {name: cpu_split(pid) for name, pid in self.pids.items()}
+        self._start = {name: sum(split) for name, split in self._split.items()}
 
     def stop(self) -> dict[str, float]:
         self.load_after = loadavg()
-        return {
-            name: round(cpu_seconds(pid) - self._start.get(name, 0.0), 3) for name, pid in self.pids.items()
+        split = {name: cpu_split(pid) for name, pid in self.pids.items()}
+        self.system_s = {
+            name: round(s[1] - self._split.get(name, (0.0, 0.0))[1], 3) for name, s in split.items()
         }
+        return {name: round(sum(s) - self._start.get(name, 0.0), 3) for name, s in split.items()}
 
 
 def per_thousand(cpu: dict[str, float], deliveries: int) -> dict[str, float]:

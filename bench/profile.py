@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -27,7 +28,11 @@ from bench.steps import Sends
 RESULTS = Path(__file__).resolve().parent / "results"
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]+)(?::\d+)?\)$")
 AREAS = (
-    ("chatd", "/chatd/"),
+    ("event loop, C level (uvloop callbacks, socket I/O)", "runners.py"),
+    ("syscalls/libc (socket write/read...)", "libc.so"),
+    ("CPython runtime", "libpython"),
+    ("uvloop/libuv", "uvloop"),
+    ("chatd", "chatd/"),
     ("asyncpg", "asyncpg"),
     ("redis-py", "/redis/"),
     ("websockets", "websockets"),
@@ -40,12 +45,15 @@ AREAS = (
 
 
 def _key(frame: str) -> str:
+    """`func (pkg/file.py:line)` -> `func (pkg/file.py)`: py-spy already shortens the path."""
     m = FRAME.match(frame)
-    if not m:
-        return frame
-    parts = m["file"].split("/")
-    short = "/".join(parts[-2:]) if "site-packages" in m["file"] or "src" in parts else parts[-1]
-    return f"{m['func']} ({short})"
+    return f"{m['func']} ({m['file']})" if m else frame
+
+
+def _idle(frames: list[str]) -> bool:
+    """With --native py-spy counts blocked threads as busy: drop threads waiting on a lock
+    (the default executor's idle threads) and the event loop waiting in epoll."""
+    return "epoll_pwait" in frames[-1] or any("PyThread_acquire_lock_timed" in f for f in frames)
 
 
 def _area(frame: str) -> str:
@@ -55,7 +63,7 @@ def _area(frame: str) -> str:
     return "other"
 
 
-def summarise(raw_files: list[Path], top: int = 20) -> dict[str, Any]:
+def summarise(raw_files: list[Path], top: int = 60) -> dict[str, Any]:
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
     areas: Counter[str] = Counter()
@@ -71,7 +79,7 @@ def summarise(raw_files: list[Path], top: int = 20) -> dict[str, Any]:
                 for f in stack.split(";")
                 if f and not f.startswith("process ") and not f.startswith("thread ")
             ]
-            if not frames:
+            if not frames or _idle(frames):
                 continue
             samples += count
             own[_key(frames[-1])] += count
@@ -95,8 +103,11 @@ async def _population(url: str, pairs: int, group: int) -> tuple[list[Any], list
         return users, list(cids), users[:group], gid
 
 
-def cmd_profile(seconds: float, rate: float, group_rate: float, workers: int, agents: int) -> int:
-    if not shutil.which("py-spy"):
+def cmd_profile(
+    seconds: float, rate: float, group_rate: float, workers: int, agents: int, native: bool = False
+) -> int:
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(pyspy).exists():
         raise SystemExit("py-spy not found: pip install py-spy")
     work = Path(tempfile.mkdtemp(prefix="chatd-profile-"))
     work.chmod(0o755)
@@ -164,26 +175,27 @@ def cmd_profile(seconds: float, rate: float, group_rate: float, workers: int, ag
         raws = []
         for n, pid in enumerate(ctx.stack.worker_pids()):
             out = raw_dir / f"worker-{n + 1}.txt"
+            out.unlink(missing_ok=True)
             raws.append(out)
             spies.append(
                 subprocess.Popen(
                     [
-                        "py-spy",
+                        pyspy,
                         "record",
                         "--pid",
                         str(pid),
                         "--duration",
                         str(int(seconds)),
                         "--rate",
-                        "200",
+                        "100" if native else "200",
                         "--format",
                         "raw",
-                        "--nonblocking",
+                        *(["--native"] if native else ["--nonblocking"]),
                         "--output",
                         str(out),
                     ],
                     stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+                    stderr=(raw_dir / f"py-spy-{n + 1}.log").open("wb"),
                 )
             )
         for spy in spies:
@@ -200,11 +212,15 @@ def cmd_profile(seconds: float, rate: float, group_rate: float, workers: int, ag
     delivered = sum(r.get("delivered", 0) for r in replies)
     result = {
         "seconds": seconds,
+        "py_spy": "100 Hz, --native (blocking: biased toward syscalls)"
+        if native
+        else "200 Hz, --nonblocking",
         "sends_per_s": rate,
         "group100_msgs_per_s": group_rate,
         "acked": acked,
         "delivered": delivered,
         "cpu_s": cpu,
+        "cpu_system_s": meter.system_s,
         "loadavg": loadavg(),
         **summary,
     }
@@ -215,13 +231,16 @@ def cmd_profile(seconds: float, rate: float, group_rate: float, workers: int, ag
 
 
 def markdown(r: dict[str, Any]) -> str:
+    workers = [k for k in r["cpu_s"] if k.startswith("worker")]
+    cpu = ", ".join(
+        f"{k} {r['cpu_s'][k]} s ({r.get('cpu_system_s', {}).get(k, '?')} s in the kernel)" for k in workers
+    )
     lines = [
         "## Where chatd's worker CPU goes (py-spy)",
         "",
-        f"`python -m bench profile`: {r['seconds']} s of py-spy (200 Hz, idle excluded) on every worker"
-        f" while {r['sends_per_s']} sends/s in 1:1 conversations and {r['group100_msgs_per_s']} msg/s"
-        f" into a group of 100 flow ({r['acked']} acks, {r['delivered']} deliveries). Worker CPU:"
-        f" {', '.join(f'{k} {v} s' for k, v in r['cpu_s'].items() if k.startswith('worker'))}."
+        f"`python -m bench profile`: {r['seconds']} s of py-spy ({r.get('py_spy')}, idle excluded) on each"
+        f" worker while {r['sends_per_s']} sends/s in 1:1 conversations and {r['group100_msgs_per_s']} msg/s"
+        f" into a group of 100 flow ({r['acked']} acks, {r['delivered']} deliveries). Worker CPU: {cpu}."
         f" Load `{r['loadavg']}`. Shares of the workers' busy samples ({r['samples']}).",
         "",
         "| area (own time) | % |",
@@ -230,6 +249,7 @@ def markdown(r: dict[str, Any]) -> str:
     lines += [f"| {a['function']} | {a['pct']} |" for a in r["areas"]]
     lines += ["", "| top functions, own time | % |", "|---|---|"]
     lines += [f"| `{a['function']}` | {a['pct']} |" for a in r["self"][:15]]
-    lines += ["", "| top functions, inclusive | % |", "|---|---|"]
-    lines += [f"| `{a['function']}` | {a['pct']} |" for a in r["inclusive"][:25]]
+    lines += ["", "| chatd functions, inclusive (with what they call) | % |", "|---|---|"]
+    chatd = [a for a in r["inclusive"] if "chatd/" in a["function"] and a["pct"] < 99]
+    lines += [f"| `{a['function']}` | {a['pct']} |" for a in chatd[:20]]
     return "\n".join(lines) + "\n"

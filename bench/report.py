@@ -229,7 +229,9 @@ def _idle(idle: dict[str, Any]) -> list[str]:
     out += [
         f"Target {idle['target']} connections ({idle['users']} users, several devices each), opened in"
         f" batches: **{idle['held']} held**. RSS per connection: chatd workers"
-        f" **{idle['worker_rss_per_connection_kb']} KB**, nginx {idle['nginx_rss_per_connection_kb']} KB,"
+        f" **{idle['worker_rss_per_connection_kb']} KB** (growth from the first to the last batch;"
+        f" before/after: {idle.get('worker_rss_per_connection_kb_before_after')} KB),"
+        f" nginx {idle['nginx_rss_per_connection_kb']} KB,"
         f" load generator {idle['loadgen_rss_per_connection_kb']} KB.",
         "",
         "| connections | workers RSS MiB | worker fds | nginx RSS MiB | batch s | failed | load |",

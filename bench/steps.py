@@ -66,6 +66,7 @@ def run_step(
         "deliver_ms": summary(deliver_ms),
         "send_lag_max_ms": max(r["send_lag_max_ms"] for r in replies),
         "cpu_s": cpu,
+        "cpu_system_s": meter.system_s,
         "cpu_s_per_1000_deliveries": per_thousand(cpu, delivered),
         "loadavg_before": meter.load_before,
         "loadavg_after": meter.load_after,

@@ -42,6 +42,14 @@ def _memory(ctx: Ctx, fleet_pids: dict[str, int]) -> dict[str, Any]:
     }
 
 
+def marginal_kb(batches: list[dict[str, Any]], key: str) -> float | None:
+    if len(batches) < 2 or batches[-1]["connections"] <= batches[0]["connections"]:
+        return None
+    grown: float = batches[-1][key] - batches[0][key]
+    added: int = batches[-1]["connections"] - batches[0]["connections"]
+    return round(grown / added / 1024, 2)
+
+
 def run(ctx: Ctx) -> dict[str, Any]:
     assert ctx.stack is not None
     target = 1000 if ctx.quick else 18000
@@ -88,7 +96,10 @@ def run(ctx: Ctx) -> dict[str, Any]:
         "batches": batches,
         "before": before,
         "after": after,
-        "worker_rss_per_connection_kb": per_conn("workers_rss"),
+        # marginal: RSS growth from the first to the last batch over the connections added;
+        # a before/after difference under-counts when earlier scenarios left free heap behind
+        "worker_rss_per_connection_kb": marginal_kb(batches, "workers_rss"),
+        "worker_rss_per_connection_kb_before_after": per_conn("workers_rss"),
         "nginx_rss_per_connection_kb": per_conn("nginx_rss"),
         "loadgen_rss_per_connection_kb": per_conn("loadgen_rss"),
     }
