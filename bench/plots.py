@@ -21,11 +21,11 @@ def latency_vs_rate(results: dict[str, Any], out: Path) -> bool:
             continue
         rates = [st["offered_rate"] for st in steps]
         label = "chatd" if name == "durable" else "Synapse"
-        for q, marker in (("p50", "o"), ("p99", "s"), ("p999", "^")):
-            ax.plot(rates, [st["ack_ms"][q] for st in steps], style, marker=marker, label=f"{label} ack {q}")
-        ax.plot(
-            rates, [st["deliver_ms"]["p99"] for st in steps], style, marker="x", label=f"{label} deliver p99"
-        )
+        for q, marker, color in (("p50", "o", "C0"), ("p99", "s", "C1"), ("p999", "^", "C2")):
+            acks = [st["ack_ms"][q] for st in steps]
+            ax.plot(rates, acks, style, marker=marker, color=color, label=f"{label} ack {q}")
+        delivers = [st["deliver_ms"]["p99"] for st in steps]
+        ax.plot(rates, delivers, style, marker="x", color="C3", label=f"{label} deliver p99")
         drawn = True
     if not drawn:
         plt.close(fig)
