@@ -219,6 +219,14 @@ class Hub:
                 self.topics[cid].start(last.get(cid, 0))
         await asyncio.gather(*(self.topics[cid].ready for cid in cids if cid in self.topics))
 
+    def dispatched(self, cids: list[int]) -> dict[int, int]:
+        """The last seq each (attached, hence ready) topic has handed to its connections."""
+        return {
+            cid: topic.next_seq - 1
+            for cid in cids
+            if (topic := self.topics.get(cid)) is not None and topic.next_seq is not None
+        }
+
     def detach_one(self, conn: Connection, cid: int) -> None:
         self.detach(conn, [cid])
 

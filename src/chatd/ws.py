@@ -106,8 +106,12 @@ async def _sync(runtime: Runtime, conn: Connection, since: dict[int, int]) -> No
     for cid in cids:
         conn.begin(cid, since.get(cid, 0))
     await runtime.hub.attach(conn, cids)
-    # Read after the subscriptions are confirmed: everything above these seqs arrives live.
-    last = await runtime.stores.conversations.last_seqs(cids)
+    # Every event after what this worker has dispatched reaches `conn` (held in `pending`),
+    # so that is the point from which the conversation is live for this connection.
+    last = runtime.hub.dispatched(cids)
+    ahead = [cid for cid in cids if since.get(cid, 0) > last.get(cid, 0)]
+    if ahead:  # the client has more than this worker dispatched yet, or claims to: ask Postgres
+        last.update(await runtime.stores.conversations.last_seqs(ahead))
     read_state = await runtime.receipts.sync(conn.user_id, cids)
     for conv in convs:
         conv["last_seq"] = last.get(conv["id"], conv["last_seq"])
