@@ -243,6 +243,13 @@ def markdown(r: dict[str, Any]) -> str:
         f" into a group of 100 flow ({r['acked']} acks, {r['delivered']} deliveries). Worker CPU: {cpu}."
         f" Load `{r['loadavg']}`. Shares of the workers' busy samples ({r['samples']}).",
         "",
+        "Reading it: own time under `Runner.run` is time below Python, in the event loop's C code",
+        "(uvloop callbacks and transports, asyncpg's Cython protocol, the socket system calls; the",
+        "kernel share is given above). The Python that shows is the per-frame WebSocket write path",
+        "(chatd's writer task, Starlette's `send_text`, uvicorn's sans-I/O websockets `send`),",
+        "asyncpg's execute path for the append, and redis-py's per-command overhead (publish, the",
+        "rate-limit script).",
+        "",
         "| area (own time) | % |",
         "|---|---|",
     ]
@@ -250,6 +257,11 @@ def markdown(r: dict[str, Any]) -> str:
     lines += ["", "| top functions, own time | % |", "|---|---|"]
     lines += [f"| `{a['function']}` | {a['pct']} |" for a in r["self"][:15]]
     lines += ["", "| chatd functions, inclusive (with what they call) | % |", "|---|---|"]
-    chatd = [a for a in r["inclusive"] if "chatd/" in a["function"] and a["pct"] < 99]
+    roots = ("chatd/cli.py", "chatd/server.py", "chatd/__main__.py")
+    chatd = [
+        a
+        for a in r["inclusive"]
+        if "chatd/" in a["function"] and not a["function"].endswith(tuple(f"({root})" for root in roots))
+    ]
     lines += [f"| `{a['function']}` | {a['pct']} |" for a in chatd[:20]]
     return "\n".join(lines) + "\n"
