@@ -1,4 +1,4 @@
-"""Scenario 5 (later): read marks and presence churn. chatd does not implement them yet."""
+"""Scenario 5 (later): read marks and presence churn: a stub until the harness drives them."""
 
 from __future__ import annotations
 
@@ -8,4 +8,4 @@ from bench.context import Ctx
 
 
 def run(ctx: Ctx) -> dict[str, Any]:
-    return {"skipped": "read marks and presence are not implemented in chatd yet (issue 6, scenario 5)"}
+    return {"skipped": "read marks and presence churn: not benchmarked yet (issue 6, scenario 5 stub)"}
