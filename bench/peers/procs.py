@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
-from chatd.devstack import free_port
+from chatd.processes import free_port, wait_tcp
 
 NGINX_CONF = """\
 {user}worker_processes 2;
@@ -109,16 +108,6 @@ class Procs:
         )
         wait_tcp(port)
         return port
-
-
-def wait_tcp(port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on 127.0.0.1:{port}")
 
 
 def wait_path(path: Path, timeout: float = 30) -> None:
