@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -112,7 +113,15 @@ class Topic:
 
 
 class Hub:
-    def __init__(self, redis: aioredis.Redis, stores: Stores, gap_fill_delay: float) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        stores: Stores,
+        gap_fill_delay: float,
+        on_user_message: Callable[[Connection, dict[str, Any]], None],
+    ) -> None:
+        # Per-user control messages are acted on by the WebSocket layer (attach, catch up, close).
+        self.on_user_message = on_user_message
         self.redis = redis
         self.stores = stores
         self.gap_fill_delay = gap_fill_delay
@@ -299,9 +308,6 @@ class Hub:
             payload = orjson.loads(data)
             for conn in list(self.users.get(int(ident), ())):
                 self.on_user_message(conn, payload)
-
-    def on_user_message(self, conn: Connection, payload: dict[str, Any]) -> None:
-        """Replaced by the WebSocket layer, which knows how to attach and catch up."""
 
     async def resync(self) -> None:
         """After the subscriber reconnects, read whatever was published while it was away."""

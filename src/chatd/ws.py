@@ -115,7 +115,6 @@ async def _sync(runtime: Runtime, conn: Connection, since: dict[int, int]) -> No
     read_state = await runtime.receipts.sync(conn.user_id, cids)
     for conv in convs:
         conv["last_seq"] = last.get(conv["id"], conv["last_seq"])
-    for conv in convs:
         conv["last_read_seq"], conv["unread"] = read_state.get(conv["id"], (0, 0))
     presence = await runtime.presence.snapshot(conn.user_id)
     for entry in presence:
