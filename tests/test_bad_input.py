@@ -56,6 +56,11 @@ async def message_count(db: asyncpg.Connection) -> int:
             "bad_request",
             "body",
         ),
+        (
+            '{"type": "send", "conversation_id": 1, "client_msg_id": "a", "body": "nul \\u0000 inside"}',
+            "bad_request",
+            "body",
+        ),
         ('{"type": "auth", "token": "again"}', "bad_request", None),
     ],
 )
@@ -209,6 +214,11 @@ async def test_http_bad_input(w1: Api) -> None:
         json={"title": "t", "user_ids": ["1"]},
     )
     await error("POST", "/v1/conversations/group", 400, "bad_request", headers=auth, json={"title": ""})
+    for nul in ({"title": "a\x00b"}, {"title": "t", "usernames": ["a\x00b"]}):
+        await error("POST", "/v1/conversations/group", 400, "bad_request", headers=auth, json=nul)
+    await error(
+        "POST", "/v1/register", 400, "bad_request", json={"username": "nul", "password": "pass\x00word"}
+    )
     await error(
         "POST",
         "/v1/conversations/group",

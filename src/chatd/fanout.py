@@ -22,6 +22,7 @@ import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from chatd.batching import Batcher
 from chatd.connection import Connection, Event, dumps
 from chatd.storage import Stores
 
@@ -133,6 +134,8 @@ class Hub:
         self._pongs: dict[bytes, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reader: asyncio.Task[None] | None = None
+        # One pipeline at a time keeps this worker's publishes in commit order.
+        self._publishes: Batcher[tuple[str, str], None] = Batcher(self._publish_many)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -161,9 +164,16 @@ class Hub:
         Events without a seq (read receipts) are state: the next one supersedes a lost one.
         """
         try:
-            await self.redis.publish(conversation_channel(event["conversation_id"]), dumps(event))
+            await self._publishes.submit((conversation_channel(event["conversation_id"]), dumps(event)))
         except redis.exceptions.RedisError:
             log.warning("publish failed", extra={"conversation_id": event["conversation_id"]})
+
+    async def _publish_many(self, messages: list[tuple[str, str]]) -> list[None]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for channel, payload in messages:
+                pipe.publish(channel, payload)
+            await pipe.execute()
+        return [None] * len(messages)
 
     async def publish_to_users(self, user_ids: list[int], message: dict[str, Any]) -> None:
         payload = dumps(message)

@@ -54,6 +54,13 @@ def _field(frame: dict[str, Any], name: str, kind: type, required: bool = True) 
     if not isinstance(value, kind) or isinstance(value, bool):
         expected = {int: "an integer", str: "a string", dict: "an object"}[kind]
         raise ChatdError(Code.BAD_REQUEST, f"{name}: expected {expected}", field=name)
+    return check_text(value, name) if isinstance(value, str) else value
+
+
+def check_text(value: str, name: str) -> str:
+    """Postgres text cannot hold NUL: refuse it up front rather than fail (a batch) in storage."""
+    if "\x00" in value:
+        raise ChatdError(Code.BAD_REQUEST, f"{name}: must not contain NUL characters", field=name)
     return value
 
 

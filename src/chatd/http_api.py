@@ -71,7 +71,7 @@ def string(body: dict[str, Any], name: str) -> str:
     value = body.get(name)
     if not isinstance(value, str):
         raise ChatdError(Code.BAD_REQUEST, f"{name}: expected a string", field=name)
-    return value
+    return frames.check_text(value, name)
 
 
 def id_list(body: dict[str, Any], name: str, kind: type) -> list[Any]:
@@ -80,6 +80,8 @@ def id_list(body: dict[str, Any], name: str, kind: type) -> list[Any]:
     def valid(v: object) -> bool:
         if isinstance(v, bool) or not isinstance(v, kind):
             return False
+        if isinstance(v, str):
+            return "\x00" not in v
         return not isinstance(v, int) or 0 < v <= frames.MAX_ID
 
     if not isinstance(value, list) or not all(valid(v) for v in value):

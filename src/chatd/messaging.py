@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from chatd.batching import Batcher
 from chatd.config import Settings
 from chatd.errors import ChatdError, Code
 from chatd.fanout import Hub
 from chatd.ratelimit import RateLimiter
 from chatd.readstate import ReadState
 from chatd.storage import Stores
+from chatd.storage.messages import Append
 
 HISTORY_MAX = 200
+# Group commit: sends arriving while these many statements are in flight share the next one.
+COMMITS_IN_FLIGHT = 4
+COMMIT_BATCH_MAX = 256
 
 
 class Messaging:
@@ -23,6 +28,9 @@ class Messaging:
         self._hub = hub
         self._limiter = limiter
         self._settings = settings
+        self._appends: Batcher[Append, tuple[dict[str, Any], bool]] = Batcher(
+            stores.messages.append_many, max_size=COMMIT_BATCH_MAX, concurrency=COMMITS_IN_FLIGHT
+        )
 
     # -- messages ------------------------------------------------------------------------
     async def send(self, user_id: int, conversation_id: int, client_msg_id: str, body: str) -> dict[str, Any]:
@@ -33,7 +41,7 @@ class Messaging:
                 f"body is longer than {self._settings.max_message_chars} characters",
             )
         await self._limiter.hit(user_id)
-        event, duplicate = await self._stores.messages.append(conversation_id, user_id, client_msg_id, body)
+        event, duplicate = await self._appends.submit((conversation_id, user_id, client_msg_id, body))
         # A resend re-publishes too: if the first attempt died between COMMIT and PUBLISH,
         # this delivers it now; subscribers drop the copy if they already have it.
         await self._hub.publish(event)

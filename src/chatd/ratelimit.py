@@ -8,21 +8,17 @@ import time
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from chatd.batching import Batcher
 from chatd.errors import ChatdError, Code
 
 log = logging.getLogger("chatd.ratelimit")
 
-# INCR the window's counter and set its expiry on first use, in one round trip.
-_SCRIPT = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return n
-"""
-
 
 class RateLimiter:
     def __init__(self, redis: aioredis.Redis, prefix: str, limit: int, window_s: int) -> None:
-        self._script = redis.register_script(_SCRIPT)
+        self._redis = redis
+        # Concurrent hits (many users sending at once) share one pipelined round trip.
+        self._hits: Batcher[str, int] = Batcher(self._count_many)
         self._prefix = prefix
         self._limit = limit
         self._window_ms = window_s * 1000
@@ -36,12 +32,20 @@ class RateLimiter:
         now_ms = int(time.time() * 1000)
         window = now_ms // self._window_ms
         try:
-            count = await self._script(
-                keys=[f"chatd:rl:{self._prefix}:{key}:{window}"], args=[self._window_ms]
-            )
+            count = await self._hits.submit(f"chatd:rl:{self._prefix}:{key}:{window}")
         except redis.exceptions.RedisError:
             log.warning("rate limiter unavailable; allowing", extra={"key": self._prefix})
             return
         if int(count) > self._limit:
             retry_after_ms = (window + 1) * self._window_ms - now_ms
             raise ChatdError(Code.RATE_LIMITED, "too many requests", retry_after_ms=retry_after_ms)
+
+    async def _count_many(self, keys: list[str]) -> list[int]:
+        # INCR, then an expiry only where none is set yet (Redis >= 7); a key left without one
+        # by a crash in between only holds an old window's count.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.incr(key)
+                pipe.pexpire(key, self._window_ms, nx=True)
+            replies = await pipe.execute()
+        return [int(count) for count in replies[::2]]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import asyncpg
@@ -22,6 +24,37 @@ INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, kind, body
 SELECT id, last_seq, $2, $3, 'text', $4 FROM next
 RETURNING {EVENT_COLUMNS}
 """
+
+
+# Group commit: many sends (any conversations) in one autocommit statement. Rows that fail the
+# membership or dedupe check are left out (the caller retries them one by one for the exact
+# error); conversation rows are locked in id order, so concurrent batches cannot deadlock.
+_APPEND_MANY = f"""
+WITH input AS (
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[])
+        WITH ORDINALITY AS i (cid, sender, cmid, body, ord)
+), ok AS (
+    SELECT i.* FROM input i
+    WHERE EXISTS (SELECT 1 FROM members m WHERE m.conversation_id = i.cid AND m.user_id = i.sender)
+      AND NOT EXISTS (SELECT 1 FROM messages x WHERE x.sender_id = i.sender AND x.client_msg_id = i.cmid)
+), counts AS (
+    SELECT cid, count(*) AS n FROM ok GROUP BY cid
+), locked AS (
+    SELECT c.id, counts.n FROM conversations c JOIN counts ON counts.cid = c.id
+    ORDER BY c.id FOR UPDATE OF c
+), bumped AS (
+    UPDATE conversations c SET last_seq = c.last_seq + locked.n
+    FROM locked WHERE c.id = locked.id
+    RETURNING c.id, c.last_seq - locked.n AS base
+)
+INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, kind, body)
+SELECT ok.cid, b.base + row_number() OVER (PARTITION BY ok.cid ORDER BY ok.ord),
+       ok.sender, ok.cmid, 'text', ok.body
+FROM ok JOIN bumped b ON b.id = ok.cid
+RETURNING {EVENT_COLUMNS}
+"""
+
+Append = tuple[int, int, str, str]  # conversation_id, sender_id, client_msg_id, body
 
 
 def event(row: asyncpg.Record) -> dict[str, Any]:
@@ -71,6 +104,35 @@ class MessageStore:
                 "client_msg_id was already used for another conversation",
             )
         return event(original), True
+
+    async def append_many(self, items: list[Append]) -> list[tuple[dict[str, Any], bool] | BaseException]:
+        """Store many messages in one statement (one COMMIT); results in the order of `items`.
+
+        A send the statement leaves out (not a member, a resend, the same key twice in `items`)
+        or a batch that fails as a whole (a concurrent resend with the same key) is retried
+        alone, which gives each one its own answer.
+        """
+        first: dict[tuple[int, str], int] = {}
+        for index, (_, sender, cmid, _) in enumerate(items):
+            first.setdefault((sender, cmid), index)
+        batch = [items[i] for i in first.values()]
+        columns = [list(column) for column in zip(*batch, strict=True)]
+        rows: list[asyncpg.Record] = []
+        # A concurrent resend with a key of this batch fails the whole statement: nothing is
+        # stored, and every send is then retried alone.
+        with contextlib.suppress(asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
+            rows = await self._pool.fetch(_APPEND_MANY, *columns)
+        stored = {(row["sender_id"], row["client_msg_id"]): row for row in rows}
+        results: list[tuple[dict[str, Any], bool] | BaseException | None] = [None] * len(items)
+        for index, (_, sender, cmid, _) in enumerate(items):
+            row = stored.get((sender, cmid))
+            if row is not None and first[(sender, cmid)] == index:
+                results[index] = (event(row), False)
+        alone = [i for i, result in enumerate(results) if result is None]
+        outcomes = await asyncio.gather(*(self.append(*items[i]) for i in alone), return_exceptions=True)
+        for index, outcome in zip(alone, outcomes, strict=True):
+            results[index] = outcome
+        return [result for result in results if result is not None]
 
     async def page(
         self,
