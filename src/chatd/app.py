@@ -104,7 +104,7 @@ class Runtime:
             conn.close(CLOSE_SERVICE_RESTART, "service restart")
         if conns:
             await asyncio.wait(
-                [asyncio.create_task(c.closed.wait()) for c in conns],
+                [asyncio.create_task(c.wait_closed()) for c in conns],
                 timeout=max(0.5, deadline - time.monotonic()),
             )
         log.info("drained", extra={"connections": len(conns)})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,30 @@ def dumps(frame: dict[str, Any]) -> str:
 
 
 class Connection:
+    # An idle connection holds no queue, no writer task and no events: those come and go with
+    # traffic (issue 6: idle connections are counted in thousands per worker).
+    __slots__ = (
+        "_close_reason",
+        "_done",
+        "_frames",
+        "_on_leave",
+        "_queue_limit",
+        "_waiters",
+        "_writer",
+        "close_code",
+        "deferred",
+        "delivered",
+        "early",
+        "id",
+        "pending",
+        "presence_versions",
+        "share_read_state",
+        "synced",
+        "token_hash",
+        "user_id",
+        "websocket",
+    )
+
     def __init__(
         self,
         websocket: WebSocket,
@@ -49,17 +74,17 @@ class Connection:
         self.share_read_state = True
         self.delivered: dict[int, int] = {}
         self.pending: dict[int, list[tuple[int, str, Event]]] = {}
-        self.closed = asyncio.Event()
         self.synced = False
         self.deferred: list[tuple[dict[str, Any], int]] = []  # conversations added during sync
         self.early: list[tuple[str, Event]] = []  # state events that arrived before `ready`
         self.presence_versions: dict[int, int] = {}
         self.close_code: int | None = None
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._frames: deque[str | None] | None = None  # None: nothing queued
         self._queue_limit = queue_limit
         self._close_reason = ""
-        self._writable = asyncio.Event()
-        self._writer = asyncio.create_task(self._write_loop())
+        self._writer: asyncio.Task[None] | None = None  # runs only while frames are queued
+        self._done = False  # the writer has closed the socket or lost it
+        self._waiters: list[asyncio.Future[None]] = []  # drained() and wait_closed() callers
 
     def __repr__(self) -> str:
         return f"<Connection user={self.user_id}>"
@@ -75,11 +100,18 @@ class Connection:
     def send_text(self, text: str) -> None:
         if self.close_code is not None:
             return
-        if self._queue.qsize() >= self._queue_limit:
+        if self._frames is not None and len(self._frames) >= self._queue_limit:
             log.warning("slow consumer", extra={"user_id": self.user_id})
             self.close(CLOSE_SLOW_CONSUMER, "slow consumer: reconnect and catch up")
             return
-        self._queue.put_nowait(text)
+        self._enqueue(text)
+
+    def _enqueue(self, text: str | None) -> None:
+        if self._frames is None:
+            self._frames = deque()
+        self._frames.append(text)
+        if self._writer is None and not self._done:
+            self._writer = asyncio.create_task(self._write_loop())
 
     def close(self, code: int, reason: str = "") -> None:
         """Close after everything already queued has been written."""
@@ -87,38 +119,78 @@ class Connection:
             return
         self.close_code = code
         self._close_reason = reason
-        self._queue.put_nowait(None)
+        self._enqueue(None)
 
     async def _write_loop(self) -> None:
         ws = self.websocket
+        frames = self._frames
         try:
-            while (text := await self._queue.get()) is not None:
+            while frames:
+                text = frames.popleft()
+                if text is None:
+                    if ws.application_state == WebSocketState.CONNECTED:
+                        await ws.close(self.close_code or 1000, self._close_reason)
+                    self._finish_writing()
+                    return
                 await ws.send_text(text)
-                if self._queue.qsize() <= self._queue_limit // 2:
-                    self._writable.set()
-            if ws.application_state == WebSocketState.CONNECTED:
-                await ws.close(self.close_code or 1000, self._close_reason)
+                if self._waiters and len(frames) <= self._queue_limit // 2:
+                    self._wake()
         except Exception:  # the peer went away; the reader notices and cleans up
             self.close_code = self.close_code or 1006
-        finally:
-            self._writable.set()
-            self.closed.set()
+            self._finish_writing()
+            return
+        # Nothing left to write: drop the queue and this task until the next frame.
+        self._frames = None
+        self._writer = None
+        self._wake()
+
+    def _finish_writing(self) -> None:
+        self._done = True
+        self._frames = None
+        self._writer = None
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        await waiter
 
     async def drained(self) -> None:
         """Wait until the client has taken at least half of the queue (catch-up backpressure)."""
-        while self._queue.qsize() > self._queue_limit // 2 and self.close_code is None:
-            self._writable.clear()
-            await self._writable.wait()
+        while (
+            self._frames is not None
+            and len(self._frames) > self._queue_limit // 2
+            and self.close_code is None
+            and not self._done
+        ):
+            await self._wait()
+
+    async def wait_closed(self) -> None:
+        """Wait until the socket is closed (or lost) and nothing more will be written."""
+        while not self._done:
+            await self._wait()
 
     async def finish(self) -> None:
         """Stop writing (the socket is gone or closing) and wait for the writer to end."""
         if self.close_code is None:
             self.close_code = 1000
-            self._queue.put_nowait(None)
+            self._enqueue(None)
+        writer = self._writer
+        if writer is None:
+            self._done = True
+            self._wake()
+            return
         try:
-            await asyncio.wait_for(self._writer, timeout=5)
+            await asyncio.wait_for(asyncio.shield(writer), timeout=5)
         except (TimeoutError, asyncio.CancelledError):
-            self._writer.cancel()
+            writer.cancel()
+            self._finish_writing()
 
     # -- conversation streams ------------------------------------------------------------
     def begin(self, cid: int, after: int) -> None:
