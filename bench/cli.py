@@ -33,7 +33,7 @@ SCENARIOS: dict[str, tuple[str, bool]] = {
     "synapse": ("baselines.synapse", True),
     "idle": ("scenarios.idle", True),
     "storm": ("scenarios.storm", True),
-    "presence": ("scenarios.presence", False),
+    "presence": ("scenarios.presence", True),
 }
 
 
