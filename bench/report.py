@@ -15,7 +15,7 @@ CPU_GROUPS = ("workers", "nginx", "postgres", "redis", "loadgen")
 
 METHOD = """\
 Run it: `.venv/bin/python -m bench run` (full: this page and `bench/results/full.json`), or
-`.venv/bin/python -m bench run --quick` (about a minute, the CI smoke test; no timing asserted),
+`.venv/bin/python -m bench run --quick` (about 2 minutes, the CI smoke test; no timing asserted),
 `--only durable,fanout` for some scenarios; `python -m bench report` redraws this page.
 
 How it measures:

@@ -210,7 +210,7 @@ class Agent:
 
     async def op_status(self, cmd: dict[str, Any]) -> dict[str, Any]:
         live = sum(1 for c in self.conns if c.ws is not None and c.closed_at is None)
-        return {"open": live, "total": len(self.conns)}
+        return {"open": live, "total": len(self.conns), "last_acked": dict(self.rec.last_acked)}
 
 
 def main(pipe: Pipe, index: int) -> None:
