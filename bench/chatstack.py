@@ -1,13 +1,13 @@
 """The stack under test: chatd's own local stack (chatd.devstack.Stack), tuned for load.
 
-Only the nginx limits differ from `chatd dev up`: each nginx worker may hold up to 19,500
-connections (the box allows 20,000 open files per process) and the listening socket uses
-`reuseport` so the kernel spreads connections evenly over the nginx workers.
+Only the nginx limits differ from `chatd dev up`, set through Stack's nginx_* fields: each
+nginx worker may hold up to 19,500 connections (the box allows 20,000 open files per process)
+and the listening socket uses `reuseport` so the kernel spreads connections evenly over the
+nginx workers.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +28,6 @@ NGINX_WORKER_CONNECTIONS = 19500
 
 @dataclass
 class BenchStack(Stack):
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-        if name == "nginx":
-            tune_nginx(self.root / "nginx")
-        super()._spawn(name, argv, env)
-
     def postmaster_pid(self) -> int:
         return int((self.root / "pg" / "postmaster.pid").read_text().split()[0])
 
@@ -52,19 +47,15 @@ class BenchStack(Stack):
         return [pid for pid in tree(master) if pid != master]
 
 
-def tune_nginx(directory: Path) -> None:
-    conf = directory / "nginx.conf"
-    text = re.sub(
-        r"worker_connections \d+;", f"worker_connections {NGINX_WORKER_CONNECTIONS};", conf.read_text()
-    )
-    conf.write_text(text)
-    site = directory / "chatd.conf"
-    site.write_text(re.sub(r"listen (127\.0\.0\.1:\d+);", r"listen \1 reuseport;", site.read_text()))
-
-
 def start(root: Path, workers: int, extra_env: dict[str, str] | None = None) -> BenchStack:
     env = {**BENCH_ENV, **(extra_env or {})}
-    stack = BenchStack(root=root, workers=workers, extra_env=env)
+    stack = BenchStack(
+        root=root,
+        workers=workers,
+        extra_env=env,
+        nginx_worker_connections=NGINX_WORKER_CONNECTIONS,
+        nginx_reuseport=True,
+    )
     try:
         stack.up()
     except BaseException:

@@ -33,7 +33,7 @@ SCENARIOS: dict[str, tuple[str, bool]] = {
     "synapse": ("baselines.synapse", True),
     "idle": ("scenarios.idle", True),
     "storm": ("scenarios.storm", True),
-    "presence": ("scenarios.presence", False),
+    "presence": ("scenarios.presence", True),
 }
 
 
@@ -112,7 +112,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.docs:
         report.write_docs(results, DOCS)
         log(f"wrote {DOCS}")
-    return 0
+    return check(results) if args.check else 0
+
+
+def check(results: dict[str, Any]) -> int:
+    """For CI: 1 if the harness broke (a scenario, or a peer it installs, raised and recorded an
+    `error`), else 0. Timing never fails the check."""
+    broken = {name: out["error"] for name, out in results["scenarios"].items() if "error" in out}
+    for name, error in broken.items():
+        log(f"check: {name} failed: {error}")
+    if not broken:
+        log(f"check: {len(results['scenarios'])} scenarios ran without a harness error")
+    return 1 if broken else 0
 
 
 def _merge(path: Path, rerun: dict[str, Any]) -> dict[str, Any]:
@@ -152,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="start the stack, run scenarios, write bench/results/<name>.json")
-    run.add_argument("--quick", action="store_true", help="small and short (about a minute): CI smoke")
+    run.add_argument("--quick", action="store_true", help="small and short (about 2 minutes): CI smoke")
     run.add_argument("--only", help=f"comma-separated: {','.join(SCENARIOS)}")
     run.add_argument("--workers", type=int, default=2, help="chatd (and peer) worker processes")
     run.add_argument("--agents", type=int, default=2, help="load-generator processes")
@@ -163,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="write docs/benchmarks.md (default: on for full runs, off for --quick)",
+    )
+    run.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 if any scenario recorded an error (CI; timing is not checked)",
     )
     run.add_argument("--keep", action="store_true", help="keep the temporary stack directory")
     run.add_argument("--merge", metavar="NAME", help="put these scenarios' results into results/NAME.json")

@@ -15,7 +15,7 @@ CPU_GROUPS = ("workers", "nginx", "postgres", "redis", "loadgen")
 
 METHOD = """\
 Run it: `.venv/bin/python -m bench run` (full: this page and `bench/results/full.json`), or
-`.venv/bin/python -m bench run --quick` (about a minute, the CI smoke test; no timing asserted),
+`.venv/bin/python -m bench run --quick` (about 2 minutes, the CI smoke test; no timing asserted),
 `--only durable,fanout` for some scenarios; `python -m bench report` redraws this page.
 
 How it measures:
@@ -31,7 +31,8 @@ How it measures:
   (sorted samples); p99.9 is shown as p999.
 - CPU: utime+stime(+reaped children) from /proc for each process tree (each chatd worker,
   nginx master+workers, the postmaster and all backends, Redis, each load generator) over each
-  step, reported as CPU-seconds per 1,000 deliveries.
+  step, reported as CPU-seconds per 1,000 deliveries (scenario 5: per 1,000 read marks or
+  presence churn cycles).
 - The box is small and shared: the load average is recorded with every step; judge numbers by
   it. Everything (load generators included) shares the same cores.
 """
@@ -59,8 +60,8 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _cpu(step: dict[str, Any]) -> dict[str, float]:
-    per = step.get("cpu_s_per_1000_deliveries", {})
+def _cpu(step: dict[str, Any], key: str = "cpu_s_per_1000_deliveries") -> dict[str, float]:
+    per = step.get(key, {})
     out = dict.fromkeys(CPU_GROUPS, 0.0)
     for name, value in per.items():
         group = "workers" if name.startswith("worker-") or name == "synapse" else name.split("-")[0]
@@ -201,7 +202,7 @@ def write_docs(results: dict[str, Any], path: Path) -> None:
     out += _durable_peer(s.get("synapse", {}))
     out += _idle(s.get("idle", {}))
     out += _storm(s.get("storm", {}))
-    out += ["## 5. Read marks and presence churn", "", s.get("presence", {}).get("skipped", "not run"), ""]
+    out += _presence(s.get("presence", {}))
     for extra in ("notes.md", "profile.md"):
         more = path.parent.parent / "bench" / "results" / extra
         if more.exists():
@@ -261,3 +262,67 @@ def _storm(st: dict[str, Any]) -> list[str]:
         "",
     ]
     return out
+
+
+def _pcts(d: dict[str, Any]) -> str:
+    return f"{_fmt(d['p50'])} / {_fmt(d['p99'])} / {_fmt(d['p999'])}"
+
+
+def _presence(pr: dict[str, Any]) -> list[str]:
+    out = ["## 5. Read marks and presence churn", ""]
+    if "reads" not in pr:
+        return [*out, f"Not measured: {pr.get('error', pr.get('skipped', 'not run'))}", ""]
+    conf = pr["settings"]
+    cpu_head = "CPU-s per 1k {}: workers / nginx / pg / redis / loadgen"
+    out += [
+        f"{pr['groups']} groups of {pr['members']} members, all connected (the sender with one device per"
+        f" load generator), {pr['messages_per_group']} messages in each. **Read marks**: the other members"
+        " send `read` frames at the offered rate, round-robin, each moving a pointer one seq on. `read_state`"
+        " is send -> reply at the marking socket; `receipt` is send -> the first `receipts` event at a"
+        " sender's device that counts the mark. Receipts are coalesced by the server: one event per group"
+        f" per `CHATD_RECEIPT_PUSH_INTERVAL_MS` = {_fmt(conf['CHATD_RECEIPT_PUSH_INTERVAL_MS'])} ms, so"
+        " that latency is up to one interval by design (about half of it on average).",
+        "",
+        f"| offered marks/s | acks/s | read_state p50 / p99 / p999 ms | receipt p50 / p99 / p999 ms"
+        f" | receipts missing | errors | {cpu_head.format('marks')} | load |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for st in pr["reads"]:
+        c = _cpu(st, "cpu_s_per_1000_ops")
+        out.append(
+            f"| {_fmt(st['offered_rate'])} | {_fmt(st['ack_rate'])} | {_pcts(st['read_ack_ms'])}"
+            f" | {_pcts(st['receipt_ms'])} | {st['receipts_missing']} | {st['errors']}"
+            f" | {' / '.join(_fmt(c[g]) for g in CPU_GROUPS)} | {st['loadavg_after'].split()[0]} |"
+        )
+    out += [
+        "",
+        "**Presence churn**: users who share a group with those members connect at the offered rate"
+        " (each user once), send `presence` `idle` half-way through their stay, and close cleanly after"
+        f" {_fmt(pr['churn'][0]['hold_s'] if pr['churn'] else None)} s; every group member watches."
+        " `online` is scheduled connect -> a member sees the event (WebSocket handshake and `auth`"
+        " included), `away` scheduled idle -> event, `offline` scheduled close -> event, which the"
+        f" server holds back for `CHATD_PRESENCE_GRACE_S` = {_fmt(conf['CHATD_PRESENCE_GRACE_S'])} s"
+        f" and sends at its next sweep (`CHATD_PRESENCE_SWEEP_S` = {_fmt(conf['CHATD_PRESENCE_SWEEP_S'])} s):"
+        f" expect {_fmt(conf['CHATD_PRESENCE_GRACE_S'])}-"
+        f"{_fmt(conf['CHATD_PRESENCE_GRACE_S'] + conf['CHATD_PRESENCE_SWEEP_S'])} s. (A connection lost"
+        f" without a close is noticed by the ping timeout instead: `CHATD_PRESENCE_HEARTBEAT_S` ="
+        f" {_fmt(conf['CHATD_PRESENCE_HEARTBEAT_S'])} s, `CHATD_PRESENCE_TTL_S` ="
+        f" {_fmt(conf['CHATD_PRESENCE_TTL_S'])} s; not measured.) Events seen / expected per status.",
+        "",
+        "| connects/s | connected | connect->synced p50 / p99 ms | online p50 / p99 / p999 ms"
+        " | away p50 / p99 / p999 ms | offline p50 / p99 / max ms | events seen"
+        f" | {cpu_head.format('churn cycles')} | load |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for st in pr["churn"]:
+        c = _cpu(st, "cpu_s_per_1000_ops")
+        off, seen = st["offline_ms"], [st[f"{k}_ms"]["n"] for k in ("online", "away", "offline")]
+        out.append(
+            f"| {_fmt(st['offered_rate'])} | {st['connected']}/{st['churners']}"
+            f" | {_fmt(st['connect_ms']['p50'])} / {_fmt(st['connect_ms']['p99'])}"
+            f" | {_pcts(st['online_ms'])} | {_pcts(st['away_ms'])}"
+            f" | {_fmt(off['p50'])} / {_fmt(off['p99'])} / {_fmt(off['max'])}"
+            f" | {'/'.join(map(str, seen))} of {st['expected_events_per_status']} each"
+            f" | {' / '.join(_fmt(c[g]) for g in CPU_GROUPS)} | {st['loadavg_after'].split()[0]} |"
+        )
+    return [*out, ""]

@@ -7,6 +7,8 @@ Commands (dicts with "op" and "id"; each gets one reply with the same "id"):
   drop       abort every socket tagged `tag` at once
   reconnect  reopen the dropped sockets after uniform(0, jitter) s each, with their `since` map
   verify     gaps and duplicates per socket, given the final seq of each conversation
+  marks      send `read` frames at scheduled times (scenario 5; see stateops.py)
+  churn      connect, go idle and close users at scheduled times while observers watch presence
   close      close everything and exit
 """
 
@@ -22,9 +24,10 @@ from typing import Any
 
 import httpx
 
-from bench.loadgen import matrix
+from bench.loadgen import matrix, stateops
 from bench.loadgen.conn import ChatdConn, Conn, SioConn
 from bench.loadgen.recorder import Recorder, body, now
+from bench.loadgen.staterec import StateRecorder
 
 
 class Agent:
@@ -32,6 +35,7 @@ class Agent:
         self.pipe = pipe
         self.index = index
         self.rec = Recorder()
+        self.state = StateRecorder()
         self.conns: list[Conn] = []
         self.url = ""
         self.src_ips: list[str] = []
@@ -83,7 +87,8 @@ class Agent:
         for spec in cmd["clients"]:
             tag = spec.get("tag", "")
             if proto == "chatd":
-                new.append(ChatdConn(self.rec, tag, spec["token"]))
+                watch = frozenset(spec.get("watch", ()))
+                new.append(ChatdConn(self.rec, tag, spec["token"], self.state, watch))
             elif proto == "sio":
                 new.append(SioConn(self.rec, tag, spec["rooms"]))
             else:
@@ -197,9 +202,15 @@ class Agent:
                     tail += final[cid] - (nxt - 1)
         return {"missing": missing, "duplicates": dupes, "tail_missing": tail}
 
+    async def op_marks(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        return await stateops.marks(self, cmd)
+
+    async def op_churn(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        return await stateops.churn(self, cmd)
+
     async def op_status(self, cmd: dict[str, Any]) -> dict[str, Any]:
         live = sum(1 for c in self.conns if c.ws is not None and c.closed_at is None)
-        return {"open": live, "total": len(self.conns)}
+        return {"open": live, "total": len(self.conns), "last_acked": dict(self.rec.last_acked)}
 
 
 def main(pipe: Pipe, index: int) -> None:

@@ -14,8 +14,10 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench.loadgen.recorder import Recorder, now
+from bench.loadgen.staterec import StateRecorder
 
 OPEN_TIMEOUT = 60.0
+STATE_EVENTS = frozenset({"read_state", "read", "receipts", "presence"})
 
 
 async def _ws(url: str, src_ip: str | None, deflate: bool) -> ClientConnection:
@@ -77,11 +79,24 @@ class Conn:
 
 
 class ChatdConn(Conn):
-    """chatd's protocol (docs/protocol.md); tracks per-conversation seqs to find gaps/dupes."""
+    """chatd's protocol (docs/protocol.md); tracks per-conversation seqs to find gaps/dupes.
 
-    def __init__(self, rec: Recorder, tag: str, token: str) -> None:
+    With a StateRecorder, `read_state` replies are reported to it, and so are `receipts` and
+    `presence` events if `watch` names them (scenario 5's sender devices and observers).
+    """
+
+    def __init__(
+        self,
+        rec: Recorder,
+        tag: str,
+        token: str,
+        state: StateRecorder | None = None,
+        watch: frozenset[str] = frozenset(),
+    ) -> None:
         super().__init__(rec, tag)
         self.token = token
+        self.state = state
+        self.watch = watch
         self.user_id = 0
         self.expected: dict[int, int] = {}
         self.missing = 0
@@ -116,6 +131,16 @@ class ChatdConn(Conn):
         frame = {"type": "send", "conversation_id": target, "client_msg_id": key, "body": body, "id": key}
         await self.ws.send(orjson.dumps(frame).decode())
 
+    async def read(self, cid: int, seq: int, key: str) -> None:
+        assert self.ws is not None
+        await self.ws.send(
+            orjson.dumps({"type": "read", "conversation_id": cid, "seq": seq, "id": key}).decode()
+        )
+
+    async def presence(self, status: str) -> None:
+        assert self.ws is not None
+        await self.ws.send(orjson.dumps({"type": "presence", "status": status}).decode())
+
     def handle(self, raw: str, at: float) -> None:
         frame = orjson.loads(raw)
         kind = frame.get("type")
@@ -145,13 +170,27 @@ class ChatdConn(Conn):
         elif kind == "conversation_added":
             conv = frame["conversation"]
             self.expected.setdefault(conv["id"], conv["last_seq"] + 1)
+        elif kind in STATE_EVENTS:
+            if self.state is not None:
+                self._state_event(kind, frame, at)
         elif kind == "error":
-            if frame.get("ref") is not None:
+            if self.state is not None and self.state.error(str(frame.get("ref")), raw):
+                pass
+            elif frame.get("ref") is not None:
                 self.rec.error(frame["ref"], raw)
             elif self._synced is not None and not self._synced.done():
                 self._synced.set_exception(ConnectionError(raw[:200]))
             else:
                 self.rec.error(None, raw)
+
+    def _state_event(self, kind: str, frame: dict[str, Any], at: float) -> None:
+        assert self.state is not None
+        if kind == "read_state" and "ref" in frame:
+            self.state.read_state(frame["ref"], at)
+        elif kind == "receipts" and "receipts" in self.watch:
+            self.state.receipts(frame["conversation_id"], frame["counts"], at)
+        elif kind == "presence" and "presence" in self.watch:
+            self.state.presence(frame["user_id"], frame["status"], at)
 
 
 class SioConn(Conn):

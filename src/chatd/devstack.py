@@ -59,6 +59,8 @@ class Stack:
     workers: int = 2
     tcp_workers: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
+    nginx_worker_connections: int = 10000  # per nginx worker; a proxied WebSocket takes two
+    nginx_reuseport: bool = False  # one listening socket per worker: the kernel spreads connections
     pg_port: int = 0
     redis_port: int = 0
     http_port: int = 0
@@ -185,23 +187,9 @@ class Stack:
                     f"unix_socket_directories = '{data}'\nmax_connections = 300\n"
                     "shared_buffers = 256MB\nfsync = on\nsynchronous_commit = on\n"
                 )
-        subprocess.run(
-            self._as_postgres(
-                [
-                    _pg_bin("pg_ctl"),
-                    "-D",
-                    str(data),
-                    "-l",
-                    str(data / "server.log"),
-                    "-w",
-                    "-t",
-                    "60",
-                    "start",
-                ]
-            ),
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        log = str(data / "server.log")
+        start = [_pg_bin("pg_ctl"), "-D", str(data), "-l", log, "-w", "-t", "60", "start"]
+        subprocess.run(self._as_postgres(start), check=True, stdout=subprocess.DEVNULL)
         if init:
             self._psql("SELECT 1 FROM pg_database WHERE datname = 'chatd'", create=True)
 
@@ -288,9 +276,10 @@ class Stack:
 
     # -- nginx ---------------------------------------------------------------------------
     def start_nginx(self) -> None:
+        listen = f"127.0.0.1:{self.http_port}" + (" reuseport" if self.nginx_reuseport else "")
         site = nginx_template().render(
             chatd_upstreams=[self.worker_bind(i) for i in range(self.workers)],
-            nginx_listen_http=[f"127.0.0.1:{self.http_port}"],
+            nginx_listen_http=[listen],
             nginx_tls=False,
             nginx_server_name="localhost",
             nginx_client_max_body_size="1m",
@@ -304,7 +293,7 @@ class Stack:
         (nginx / "nginx.conf").write_text(
             f"{user}worker_processes 2;\npid {nginx / 'nginx.pid'};\n"
             f"error_log {self.root / 'logs' / 'nginx-error.log'} warn;\n"
-            "worker_rlimit_nofile 20000;\nevents { worker_connections 10000; }\n"
+            f"worker_rlimit_nofile 20000;\nevents {{ worker_connections {self.nginx_worker_connections}; }}\n"
             "http {\n"
             f"  client_body_temp_path {tmp}/body;\n  proxy_temp_path {tmp}/proxy;\n"
             f"  fastcgi_temp_path {tmp}/fastcgi;\n  uwsgi_temp_path {tmp}/uwsgi;\n"
