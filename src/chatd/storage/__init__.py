@@ -37,11 +37,19 @@ class Stores:
         self.presence = PresenceStore(pool)
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release hook: nothing to undo. chatd never changes session state on pooled connections
+    (no SET, LISTEN, advisory locks or cursors outside a transaction), so asyncpg's default
+    reset (RESET ALL, CLOSE ALL, UNLISTEN, unlock: one more round trip after every query) is
+    skipped. asyncpg still rolls back a transaction left open."""
+
+
 async def create_pool(dsn: str, min_size: int, max_size: int) -> Pool:
     pool: Pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
+        reset=_keep_session,
         # A server restart kills idle connections; recycle them rather than fail a request.
         max_inactive_connection_lifetime=60,
         command_timeout=30,
