@@ -16,7 +16,26 @@ from bench.population import Api
 from bench.steps import Sends, public, run_step, settle
 
 QUICK_RATES = [200, 400]
-FULL_RATES = [100, 200, 400, 600, 800, 1000, 1200, 1400, 1700, 2000, 2400, 2800, 3300, 4000, 5000, 6000, 7000, 8000]
+FULL_RATES = [
+    100,
+    200,
+    400,
+    600,
+    800,
+    1000,
+    1200,
+    1400,
+    1700,
+    2000,
+    2400,
+    2800,
+    3300,
+    4000,
+    5000,
+    6000,
+    7000,
+    8000,
+]
 STOP_P99_MS = 100.0
 TARGET_P99_MS = 50.0
 
