@@ -119,7 +119,16 @@ async def open_runtime(settings: Settings) -> Runtime:
             raise SchemaOutdated(
                 f"database schema is behind: missing {', '.join(missing)}; run `chatd migrate`"
             )
-        redis = aioredis.Redis.from_url(settings.redis_url, health_check_interval=30, socket_keepalive=True)
+        # Past `redis_pool_max` connections a command waits for a free one (up to 10 s)
+        # instead of failing: a burst then queues rather than answering `unavailable`.
+        redis_pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=settings.redis_pool_max,
+            timeout=10,
+            health_check_interval=30,
+            socket_keepalive=True,
+        )
+        redis = aioredis.Redis.from_pool(redis_pool)  # closing the client closes the pool
         runtime = Runtime(settings, Stores(pool), redis)
         await runtime.hub.start()
         runtime.flusher.start()
