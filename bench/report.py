@@ -43,8 +43,13 @@ Read the numbers with these in mind:
 - Everything shares 2 cores: the load generators (Python, uvloop, `websockets`) too, and at
   times other work on the box (the `load` column is the 1-minute load average after each step).
 - chatd acknowledges after the COMMIT and also sends the sender's own copy (not counted as a
-  delivery); the relays (b), (c) store nothing and skip the sender. The per-user send rate limit
-  is lifted but still consulted (one Redis call per send).
+  delivery); the relays (b), (c) store nothing and skip the sender. Concurrent sends share one
+  statement and COMMIT (group commit; each ack still follows its COMMIT). The per-user send
+  rate limit is lifted but still consulted (concurrent sends share one Redis round trip).
+- PostgreSQL runs with `fsync = on` and `synchronous_commit = on`. On this VM a single WAL
+  fsync now and then takes 0.1-0.7 s (seen with plain asyncpg INSERTs at 400/s too); such a
+  stall lands as a p99 spike in whichever step it hits, so one bad step in a ramp that is
+  otherwise clean is the disk, not the rate.
 - Fan-out "max deliveries/s" is saturation throughput (p99 up to 2 s allowed); the latency at
   each rate is in the step tables. Groups of 2 are bounded by durable send capacity.
 - Synapse runs as one process (its monolith), not as N workers.
