@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from tests.conftest import Worker
-from tests.helpers import Api, Frame, Ws
+from tests.helpers import Api, Frame, User, Ws
 
 TTL, SWEEP, GRACE = 3.0, 0.5, 2.0
 
@@ -23,6 +23,17 @@ def about(uid: int, status: str | None = None) -> Callable[[Frame], bool]:
 
 def events(ws: Ws, uid: int) -> list[str]:
     return [f["status"] for f in ws.frames if about(uid)(f)]
+
+
+async def watched(api: Api, observer_url: str, *device_urls: str) -> tuple[User, User, Ws, list[Ws]]:
+    """A user with a device on each of `device_urls`, seen online by an observer who shares a
+    direct conversation with them."""
+    user, observer = await api.user(), await api.user()
+    await api.direct(user, observer)
+    o = await Ws.connect(observer_url, observer.token)
+    devices = [await Ws.connect(url, user.token) for url in device_urls]
+    await o.expect(about(user.id, "online"))
+    return user, observer, o, devices
 
 
 async def test_online_on_connect_then_snapshot_for_later_observers(w1: Api, w2: Api) -> None:
@@ -39,12 +50,7 @@ async def test_online_on_connect_then_snapshot_for_later_observers(w1: Api, w2: 
 
 
 async def test_offline_on_clean_close_of_the_last_device_only(w1: Api, w2: Api) -> None:
-    user, observer = await w1.user(), await w1.user()
-    await w1.direct(user, observer)
-    o = await Ws.connect(w2.base_url, observer.token)
-    phone = await Ws.connect(w1.base_url, user.token)
-    laptop = await Ws.connect(w2.base_url, user.token)
-    await o.expect(about(user.id, "online"))
+    user, observer, o, (phone, laptop) = await watched(w1, w2.base_url, w1.base_url, w2.base_url)
     await phone.close()
     await asyncio.sleep(GRACE + 2 * SWEEP + 0.5)
     assert events(o, user.id) == ["online"], "closing one of two devices changes nothing"
@@ -62,12 +68,7 @@ async def test_offline_on_clean_close_of_the_last_device_only(w1: Api, w2: Api) 
 
 
 async def test_away_only_when_every_device_is_idle(w1: Api, w2: Api) -> None:
-    user, observer = await w1.user(), await w1.user()
-    await w1.direct(user, observer)
-    o = await Ws.connect(w2.base_url, observer.token)
-    d1 = await Ws.connect(w1.base_url, user.token)
-    d2 = await Ws.connect(w2.base_url, user.token)
-    await o.expect(about(user.id, "online"))
+    user, _, o, (d1, d2) = await watched(w1, w2.base_url, w1.base_url, w2.base_url)
     await d1.send_json({"type": "presence", "status": "idle"})
     await asyncio.sleep(0.5)
     assert events(o, user.id) == ["online"]
@@ -124,11 +125,7 @@ async def test_crashed_worker_users_go_offline_within_ttl_plus_sweep_exactly_onc
     w1: Api, spawn_worker: Callable[..., Worker]
 ) -> None:
     doomed = spawn_worker()
-    user, observer = await w1.user(), await w1.user()
-    await w1.direct(user, observer)
-    o = await Ws.connect(w1.base_url, observer.token)
-    u = await Ws.connect(doomed.url, user.token)
-    await o.expect(about(user.id, "online"))
+    user, _, o, [u] = await watched(w1, w1.base_url, doomed.url)
     await asyncio.sleep(1.2)  # at least one heartbeat refreshed the entry
     doomed.proc.send_signal(signal.SIGKILL)
     killed = time.monotonic()
@@ -146,11 +143,7 @@ async def test_rolling_restart_with_fast_reconnect_does_not_flap(
     w1: Api, w2: Api, spawn_worker: Callable[..., Worker]
 ) -> None:
     restarting = spawn_worker()
-    user, observer = await w1.user(), await w1.user()
-    await w1.direct(user, observer)
-    o = await Ws.connect(w1.base_url, observer.token)
-    u = await Ws.connect(restarting.url, user.token)
-    await o.expect(about(user.id, "online"))
+    user, _, o, [u] = await watched(w1, w1.base_url, restarting.url)
     restarting.proc.send_signal(signal.SIGTERM)
     assert await u.wait_closed() == 1012
     moved = await Ws.connect(w2.base_url, user.token)  # reconnect elsewhere within the grace
@@ -163,11 +156,7 @@ async def test_rolling_restart_with_fast_reconnect_does_not_flap(
 
 
 async def test_last_seen_is_when_the_last_device_closed(w1: Api) -> None:
-    user, observer = await w1.user(), await w1.user()
-    await w1.direct(user, observer)
-    o = await Ws.connect(w1.base_url, observer.token)
-    u = await Ws.connect(w1.base_url, user.token)
-    await o.expect(about(user.id, "online"))
+    user, _, o, [u] = await watched(w1, w1.base_url, w1.base_url)
     closed_at = datetime.now(UTC)
     await u.close()
     offline = await o.expect(about(user.id, "offline"), timeout=GRACE + 2 * SWEEP + 2)
