@@ -46,7 +46,9 @@ class Runtime:
         self.settings = settings
         self.stores = stores
         self.redis = redis
-        self.hub = Hub(redis, stores, settings.gap_fill_delay_s, self._on_user_message)
+        self.hub = Hub(
+            redis, stores, settings.gap_fill_delay_s, self._on_user_message, settings.redis_send_timeout_s
+        )
         limiter = RateLimiter(redis, "send", settings.rate_limit_messages, settings.rate_limit_window_s)
         login_limiter = RateLimiter(redis, "login", settings.login_rate_limit, 60)
         passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib)

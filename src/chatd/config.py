@@ -58,6 +58,7 @@ _SPEC: dict[str, tuple[str | None, _Parser]] = {
     "db_pool_min": ("2", lambda n, v: _int(n, v, 1, 200)),
     "db_pool_max": ("20", lambda n, v: _int(n, v, 1, 500)),
     "redis_pool_max": ("100", lambda n, v: _int(n, v, 2, 10_000)),
+    "redis_send_timeout_s": ("0.5", lambda n, v: _float(n, v, 0.05, 10)),
     "max_frame_bytes": ("65536", lambda n, v: _int(n, v, 1024, 16 * 1024 * 1024)),
     "max_http_body_bytes": ("65536", lambda n, v: _int(n, v, 1024, 16 * 1024 * 1024)),
     "max_message_chars": ("4000", lambda n, v: _int(n, v, 1, 1_000_000)),
@@ -91,6 +92,7 @@ class Settings:
     db_pool_min: int
     db_pool_max: int
     redis_pool_max: int
+    redis_send_timeout_s: float
     max_frame_bytes: int
     max_http_body_bytes: int
     max_message_chars: int

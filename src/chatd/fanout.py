@@ -7,6 +7,8 @@ publishes from different workers may arrive out of order, and a worker may die b
 and PUBLISH, so an event ahead of the expected seq waits briefly and the gap is then read from
 Postgres. Subscribing is confirmed (SUBSCRIBE then PING; the PONG comes back after the
 subscription is active) before the baseline seq is read, which closes the subscribe-vs-query race.
+A publish that fails is retried by the outbox (outbox.py); a subscriber that reconnects, or a
+``resync`` on the control channel, re-reads every followed conversation's tail from Postgres.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from chatd.batching import Batcher
 from chatd.connection import Connection, Event, dumps
+from chatd.outbox import CONTROL_CHANNEL, RESYNC, Outbox
 from chatd.storage import Stores
 
 log = logging.getLogger("chatd.fanout")
 
-CONTROL_CHANNEL = "chatd:ctl"
+RECONNECT_BACKOFF_MAX_S = 1.0
+RECONNECT_TIMEOUT_S = 5.0
 
 
 def conversation_channel(cid: int) -> str:
@@ -51,6 +54,7 @@ class Topic:
         self.ahead: dict[int, tuple[str, Event]] = {}
         self._gap_timer: asyncio.TimerHandle | None = None
         self._filling = False
+        self._fill_to = 0  # the highest seq a fill was asked for
 
     def start(self, last_seq: int) -> None:
         self.next_seq = last_seq + 1
@@ -92,24 +96,40 @@ class Topic:
 
     def _start_fill(self) -> None:
         self._gap_timer = None
-        if self.ahead:
-            self.hub.spawn(self.fill(max(self.ahead) - 1))
+        if self.hub.topics.get(self.cid) is not self:  # detached meanwhile
+            return
+        upto = max(self.ahead, default=0) - 1
+        if self.ahead or (self.next_seq is not None and self._fill_to >= self.next_seq):
+            self.hub.spawn(self.fill(upto))
 
     async def fill(self, upto: int) -> None:
-        """Read events next_seq..upto from Postgres (a lost or late publish)."""
-        if self.next_seq is None or upto < self.next_seq or self._filling:
+        """Read events next_seq..upto from Postgres (a lost or late publish).
+
+        A fill asked for while one runs extends it; a failed read is retried after the gap
+        fill delay, so a resync is never lost to a concurrent gap fill or a Postgres blip.
+        """
+        self._fill_to = max(self._fill_to, upto)
+        if self.next_seq is None or self._filling:
             return
         self._filling = True
+        failed = False
         try:
-            events = await self.hub.stores.messages.range(self.cid, self.next_seq, upto)
-        except Exception:
-            log.warning("gap fill failed; retrying", extra={"conversation_id": self.cid})
-            events = []
+            while self.next_seq <= self._fill_to:
+                first, last = self.next_seq, self._fill_to
+                try:
+                    events = await self.hub.stores.messages.range(self.cid, first, last)
+                except Exception:
+                    log.warning("gap fill failed; retrying", extra={"conversation_id": self.cid})
+                    failed = True
+                    break
+                for event in events:
+                    self.accept(event["seq"], dumps(event), event)
+                if self.next_seq == first:  # nothing there (e.g. deleted): stop asking
+                    self._fill_to = first - 1
+                    break
         finally:
             self._filling = False
-        for event in events:
-            self.accept(event["seq"], dumps(event), event)
-        if self.ahead:
+        if self.ahead or failed:
             self._arm_gap_fill()
 
 
@@ -120,6 +140,7 @@ class Hub:
         stores: Stores,
         gap_fill_delay: float,
         on_user_message: Callable[[Connection, dict[str, Any]], None],
+        publish_timeout_s: float = 0.5,
     ) -> None:
         # Per-user control messages are acted on by the WebSocket layer (attach, catch up, close).
         self.on_user_message = on_user_message
@@ -134,16 +155,18 @@ class Hub:
         self._pongs: dict[bytes, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reader: asyncio.Task[None] | None = None
-        # One pipeline at a time keeps this worker's publishes in commit order.
-        self._publishes: Batcher[tuple[str, str], None] = Batcher(self._publish_many)
+        # One queue, one pipeline at a time: this worker's publishes go out in commit order.
+        self.outbox = Outbox(redis, publish_timeout_s)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         await self._pubsub.subscribe(CONTROL_CHANNEL)
         self._reader = asyncio.create_task(self._read_loop())
         await self._confirm()
+        self.outbox.start()
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 1.0) -> None:
+        await self.outbox.stop(grace_s)
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -159,31 +182,15 @@ class Hub:
 
     # -- publishing (always after COMMIT) ------------------------------------------------
     async def publish(self, event: Event) -> None:
-        """Best effort: a lost message publish is healed by gap fill and by catch-up on reconnect.
+        """Queue `event` for its conversation's channel; waits a bounded time (outbox.py).
 
-        Events without a seq (read receipts) are state: the next one supersedes a lost one.
+        A publish Redis does not take now is retried until it does, in commit order.
         """
-        try:
-            await self._publishes.submit((conversation_channel(event["conversation_id"]), dumps(event)))
-        except redis.exceptions.RedisError:
-            log.warning("publish failed", extra={"conversation_id": event["conversation_id"]})
-
-    async def _publish_many(self, messages: list[tuple[str, str]]) -> list[None]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for channel, payload in messages:
-                pipe.publish(channel, payload)
-            await pipe.execute()
-        return [None] * len(messages)
+        await self.outbox.publish([(conversation_channel(event["conversation_id"]), dumps(event))])
 
     async def publish_to_users(self, user_ids: list[int], message: dict[str, Any]) -> None:
         payload = dumps(message)
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for uid in user_ids:
-                    pipe.publish(user_channel(uid), payload)
-                await pipe.execute()
-        except redis.exceptions.RedisError:
-            log.warning("user publish failed", extra={"users": len(user_ids)})
+        await self.outbox.publish([(user_channel(uid), payload) for uid in user_ids])
 
     # -- subscriptions -------------------------------------------------------------------
     async def _confirm(self) -> None:
@@ -269,22 +276,14 @@ class Hub:
 
     # -- the subscriber ------------------------------------------------------------------
     async def _read_loop(self) -> None:
-        backoff = 0.1
         while True:
             try:
                 message = await self._pubsub.get_message(timeout=None)
-                backoff = 0.1
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.warning("redis subscriber disconnected; reconnecting", exc_info=True)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                with contextlib.suppress(Exception):
-                    # Reconnecting re-subscribes every channel; the PONG then marks the point
-                    # after which nothing more can be missed, and resync reads the rest.
-                    await self._pubsub.connect()  # type: ignore[no-untyped-call]
-                    await self._pubsub.ping(b"resync")
+                await self._reconnect()
                 continue
             if message is not None:
                 try:
@@ -292,11 +291,31 @@ class Hub:
                 except Exception:
                     log.exception("bad pubsub message", extra={"channel": message.get("channel")})
 
+    async def _reconnect(self) -> None:
+        """Retry (backoff up to 1 s) until re-subscribed and the resync PING is sent.
+
+        Reconnecting re-subscribes every channel; the PONG then marks the point after which
+        nothing more can be missed, and resync reads the rest. Reading only resumes once the
+        PING is out: a reconnect done inside get_message would skip the resync.
+        """
+        backoff = 0.1
+        while True:
+            await asyncio.sleep(backoff)
+            try:
+                async with asyncio.timeout(RECONNECT_TIMEOUT_S):  # e.g. a hung server
+                    await self._pubsub.connect()  # type: ignore[no-untyped-call]
+                    await self._pubsub.ping(RESYNC)
+            except Exception:
+                backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX_S)
+                continue
+            log.info("redis subscriber reconnected")
+            return
+
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "pong":
             token = message["data"]
-            if token == b"resync":
+            if token == RESYNC:
                 self.spawn(self.resync())
             elif (future := self._pongs.get(token)) is not None and not future.done():
                 future.set_result(None)
@@ -304,6 +323,10 @@ class Hub:
         if kind != "message":
             return
         channel = message["channel"].decode()
+        if channel == CONTROL_CHANNEL:
+            if message["data"] == RESYNC:  # some worker dropped publishes it could not make
+                self.spawn(self.resync())
+            return
         prefix, _, ident = channel.rpartition(":")
         data: bytes = message["data"]
         if prefix == "chatd:c":

@@ -1,0 +1,138 @@
+"""Redis faults: sends stay fast, acked messages still reach online members, presence comes back.
+
+Each test runs a worker against a Redis of its own (stopped, paused or flushed mid-test) and the
+session's Postgres, and connects its sockets to that worker directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from chatd.devstack import Stack
+from chatd.processes import free_port
+from tests.conftest import Worker
+from tests.helpers import Api, Ws
+
+# docs/protocol.md §7: an acked message reaches connected members within 3 s after Redis
+# takes commands again; a send is answered within about a second while Redis hangs. The
+# assertions allow generous margins for a loaded 2-core machine.
+HEAL_BOUND_S = 3.0
+ACK_BOUND_S = 1.0
+MARGIN_S = 2.0
+
+
+class RedisServer:
+    """A redis-server this test can stop, restart (empty), pause (SIGSTOP) and resume."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.dir = Path(tempfile.mkdtemp(prefix="chatd-redis-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                *("redis-server", "--bind", "127.0.0.1", "--port", str(self.port)),
+                *("--save", "", "--appendonly", "no", "--dir", str(self.dir)),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        self.stack._wait_tcp(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    async def command(self, *args: str) -> object:
+        client = aioredis.Redis.from_url(self.url, socket_timeout=5)
+        try:
+            return await client.execute_command(*args)  # type: ignore[no-untyped-call]
+        finally:
+            await client.aclose()
+
+
+@pytest.fixture
+def redis_server(stack: Stack) -> Iterator[RedisServer]:
+    server = RedisServer(stack)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.dir, ignore_errors=True)
+
+
+async def pair(worker: Worker) -> tuple[int, Ws, Ws]:
+    """A direct conversation with both members connected and one message delivered."""
+    api = Api(worker.url)
+    alice, bob = await api.user(), await api.user()
+    cid = await api.direct(alice, bob)
+    await api.http.aclose()
+    a = await Ws.connect(worker.url, alice.token)
+    b = await Ws.connect(worker.url, bob.token)
+    assert (await a.send(cid, "warm up"))["seq"] == 1
+    await b.wait_seq(cid, 1)
+    return cid, a, b
+
+
+def seqs(ws: Ws, cid: int) -> list[int]:
+    return [f["seq"] for f in ws.messages(cid)]
+
+
+async def test_acked_message_whose_publish_failed_reaches_online_member_without_later_message(
+    spawn_worker: Callable[..., Worker], redis_server: RedisServer
+) -> None:
+    # Redis refuses the PUBLISH (as when it is unreachable or the pool stays busy) while the
+    # subscribers stay connected: nothing else will ever expose the gap.
+    worker = spawn_worker(CHATD_REDIS_URL=redis_server.url)
+    cid, a, b = await pair(worker)
+    await redis_server.command("ACL", "SETUSER", "default", "-publish")
+    ack = await a.send(cid, "published late")
+    assert ack["type"] == "ack" and ack["seq"] == 2, ack
+    await asyncio.sleep(1)  # a few refused attempts
+    await redis_server.command("ACL", "SETUSER", "default", "+publish")
+    back = time.monotonic()
+    await b.wait_seq(cid, 2, timeout=HEAL_BOUND_S + MARGIN_S)
+    print(f"delivered {time.monotonic() - back:.2f}s after Redis took publishes again")
+    assert seqs(b, cid) == [1, 2]
+    await a.close()
+    await b.close()
+
+
+async def test_acked_message_reaches_online_member_after_redis_restart(
+    spawn_worker: Callable[..., Worker], redis_server: RedisServer
+) -> None:
+    worker = spawn_worker(CHATD_REDIS_URL=redis_server.url)
+    cid, a, b = await pair(worker)
+    redis_server.stop()
+    ack = await asyncio.wait_for(a.send(cid, "sent while Redis is down"), ACK_BOUND_S + MARGIN_S)
+    assert ack["type"] == "ack" and ack["seq"] == 2, ack
+    await asyncio.sleep(6)  # long enough for every reconnect backoff to reach its cap
+    redis_server.start()
+    back = time.monotonic()
+    await b.wait_seq(cid, 2, timeout=HEAL_BOUND_S + MARGIN_S)
+    print(f"delivered {time.monotonic() - back:.2f}s after Redis came back")
+    assert seqs(b, cid) == [1, 2]
+    await a.close()
+    await b.close()
