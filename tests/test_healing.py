@@ -136,3 +136,28 @@ async def test_acked_message_reaches_online_member_after_redis_restart(
     assert seqs(b, cid) == [1, 2]
     await a.close()
     await b.close()
+
+
+async def test_hung_redis_does_not_stall_sends_and_delivery_heals_after(
+    spawn_worker: Callable[..., Worker], redis_server: RedisServer
+) -> None:
+    worker = spawn_worker(CHATD_REDIS_URL=redis_server.url)
+    cid, a, b = await pair(worker)
+    redis_server.pause()
+    took: list[float] = []
+    try:
+        for i in range(5):
+            started = time.monotonic()
+            ack = await asyncio.wait_for(a.send(cid, f"while hung {i}"), ACK_BOUND_S + MARGIN_S)
+            took.append(time.monotonic() - started)
+            assert ack["type"] == "ack" and ack["seq"] == i + 2, ack
+    finally:
+        print("ack times while Redis hung:", [round(t, 2) for t in took])
+        redis_server.resume()
+    back = time.monotonic()
+    await b.wait_seq(cid, 6, timeout=HEAL_BOUND_S + MARGIN_S)
+    print(f"delivered {time.monotonic() - back:.2f}s after SIGCONT")
+    assert seqs(b, cid) == [1, 2, 3, 4, 5, 6]
+    assert sum(took) / len(took) < ACK_BOUND_S, "most sends do not wait for Redis at all"
+    await a.close()
+    await b.close()

@@ -49,7 +49,13 @@ class Runtime:
         self.hub = Hub(
             redis, stores, settings.gap_fill_delay_s, self._on_user_message, settings.redis_send_timeout_s
         )
-        limiter = RateLimiter(redis, "send", settings.rate_limit_messages, settings.rate_limit_window_s)
+        limiter = RateLimiter(
+            redis,
+            "send",
+            settings.rate_limit_messages,
+            settings.rate_limit_window_s,
+            timeout_s=settings.redis_send_timeout_s,
+        )
         login_limiter = RateLimiter(redis, "login", settings.login_rate_limit, 60)
         passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib)
         self.accounts = Accounts(stores, passwords, login_limiter, self.hub)

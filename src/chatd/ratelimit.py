@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -12,11 +13,16 @@ from chatd.batching import Batcher
 from chatd.errors import ChatdError, Code
 
 log = logging.getLogger("chatd.ratelimit")
+SKIP_AFTER_FAILURE_S = 1.0
 
 
 class RateLimiter:
-    def __init__(self, redis: aioredis.Redis, prefix: str, limit: int, window_s: int) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, prefix: str, limit: int, window_s: int, *, timeout_s: float | None = None
+    ) -> None:
         self._redis = redis
+        self._timeout_s = timeout_s
+        self._skip_until = 0.0  # monotonic; while Redis just failed, allow without asking it
         # Concurrent hits (many users sending at once) share one pipelined round trip.
         self._hits: Batcher[str, int] = Batcher(self._count_many)
         self._prefix = prefix
@@ -26,15 +32,21 @@ class RateLimiter:
     async def hit(self, key: str | int) -> None:
         """Count one action; raises `rate_limited` past the limit.
 
-        If Redis is unreachable the action is allowed (fail open): sends stay durable in
-        Postgres and the outage is logged.
+        If Redis is unreachable, or does not answer within `timeout_s`, the action is allowed
+        (fail open): sends stay durable in Postgres and the outage is logged. For
+        `SKIP_AFTER_FAILURE_S` after a failure Redis is not asked at all, so a hung Redis costs
+        one timeout per that period, not one per action.
         """
+        if time.monotonic() < self._skip_until:
+            return
         now_ms = int(time.time() * 1000)
         window = now_ms // self._window_ms
         try:
-            count = await self._hits.submit(f"chatd:rl:{self._prefix}:{key}:{window}")
-        except redis.exceptions.RedisError:
-            log.warning("rate limiter unavailable; allowing", extra={"key": self._prefix})
+            async with asyncio.timeout(self._timeout_s):
+                count = await self._hits.submit(f"chatd:rl:{self._prefix}:{key}:{window}")
+        except (redis.exceptions.RedisError, TimeoutError) as exc:
+            self._skip_until = time.monotonic() + SKIP_AFTER_FAILURE_S
+            log.warning("rate limiter unavailable; allowing", extra={"key": self._prefix, "error": repr(exc)})
             return
         if int(count) > self._limit:
             retry_after_ms = (window + 1) * self._window_ms - now_ms
@@ -43,7 +55,9 @@ class RateLimiter:
     async def _count_many(self, keys: list[str]) -> list[int]:
         # INCR, then an expiry only where none is set yet (Redis >= 7); a key left without one
         # by a crash in between only holds an old window's count.
-        async with self._redis.pipeline(transaction=False) as pipe:
+        # The bound here frees the batch slot and drops the connection of a hung call
+        # (redis-py disconnects a command cancelled mid-flight), not just its waiters.
+        async with asyncio.timeout(self._timeout_s), self._redis.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.incr(key)
                 pipe.pexpire(key, self._window_ms, nx=True)
