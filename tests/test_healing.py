@@ -161,3 +161,40 @@ async def test_hung_redis_does_not_stall_sends_and_delivery_heals_after(
     assert sum(took) / len(took) < ACK_BOUND_S, "most sends do not wait for Redis at all"
     await a.close()
     await b.close()
+
+
+async def test_presence_is_rebuilt_soon_after_redis_loses_its_data(
+    spawn_worker: Callable[..., Worker], redis_server: RedisServer
+) -> None:
+    # A heartbeat far longer than the sweep: only a detection of the loss can bring it back.
+    worker = spawn_worker(
+        CHATD_REDIS_URL=redis_server.url,
+        CHATD_PRESENCE_TTL_S="120",
+        CHATD_PRESENCE_HEARTBEAT_S="60",
+        CHATD_PRESENCE_SWEEP_S="0.5",
+    )
+    api = Api(worker.url)
+    user, observer = await api.user(), await api.user()
+    await api.direct(user, observer)
+    u = await Ws.connect(worker.url, user.token)
+
+    async def status() -> str:
+        response = await api.call("POST", "/v1/presence", observer.token, {"user_ids": [user.id]})
+        assert response.status_code == 200, response.text
+        found: str = response.json()["presence"][0]["status"]
+        return found
+
+    assert await status() == "online"
+    await asyncio.sleep(1)  # a sweep or two have set this worker's marker since
+    await redis_server.command("FLUSHALL")
+    lost = time.monotonic()
+    seen = []
+    while time.monotonic() - lost < 0.5 + MARGIN_S + 1:
+        seen.append(await status())
+        if seen[-1] == "online":
+            break
+        await asyncio.sleep(0.1)
+    print(f"statuses after FLUSHALL: {seen[:3]}...{seen[-1]} in {time.monotonic() - lost:.2f}s")
+    assert seen[-1] == "online", "presence rebuilt within a few sweeps, not at the next heartbeat"
+    await u.close()
+    await api.http.aclose()

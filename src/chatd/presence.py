@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ EXPIRIES = "chatd:pexp"
 PENDING = "chatd:ppending"
 STATES = ("online", "away", "offline")
 REPUBLISH_AFTER_MS = 3000
+MARKER_TTL_S = 60
 
 # KEYS: conns, idle, grace, state, expiries, pending
 # ARGV: uid, op, conn, duration_ms, grace_ms, ttl_ms -> {changed, state, version, last_alive_ms}
@@ -143,6 +145,8 @@ class Presence:
         self._published = redis.register_script(_PUBLISHED)
         self._statuses = redis.register_script(_STATUSES)
         self._tasks: list[asyncio.Task[None]] = []
+        self._marker = f"chatd:pmark:{secrets.token_hex(8)}"
+        self._marked = False
 
     @property
     def _ttl_ms(self) -> int:
@@ -257,8 +261,27 @@ class Presence:
         for conn, result in zip(conns, results, strict=True):
             await self._after(conn.user_id, result)  # e.g. Redis lost its data: back online
 
+    async def _marker_missing(self) -> bool:
+        """Whether this worker's marker key is gone (FLUSHALL, a restart without persistence).
+
+        Each worker keeps a key of its own, refreshed every sweep. It is missing on the first
+        sweep too: the data may have been lost before it, and re-registering once is cheap.
+        """
+        ttl_ms = int(max(MARKER_TTL_S, 10 * self._settings.presence_sweep_s) * 1000)
+        previous = await self._redis.set(self._marker, b"1", px=ttl_ms, get=True)
+        return previous is None
+
     async def sweep(self) -> None:
-        """Turn users whose every entry expired offline; re-publish orphaned transitions."""
+        """Turn users whose every entry expired offline; re-publish orphaned transitions.
+
+        If Redis lost its data, re-register every local connection first (a heartbeat), so
+        presence queries see connected users online again within a sweep, not a heartbeat.
+        """
+        if await self._marker_missing():
+            if self._marked:
+                log.warning("redis lost presence data; re-registering local connections")
+            self._marked = True
+            await self.heartbeat()
         now_ms = int(time.time() * 1000)
         due = await self._redis.zrangebyscore(EXPIRIES, "-inf", now_ms, start=0, num=500)
         for raw in due:
