@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 
@@ -23,11 +24,12 @@ from chatd.processes import free_port
 from tests.conftest import Worker
 from tests.helpers import Api, Ws
 
-# docs/protocol.md §7: an acked message reaches connected members within 3 s after Redis
+# docs/protocol.md §7 and §10: an acked message reaches connected members within 3 s after Redis
 # takes commands again; a send is answered within about a second while Redis hangs. The
 # assertions allow generous margins for a loaded 2-core machine.
 HEAL_BOUND_S = 3.0
 ACK_BOUND_S = 1.0
+READY_BOUND_S = 2.0  # /readyz: a Redis PING unanswered this long is `redis: TimeoutError`
 MARGIN_S = 2.0
 
 
@@ -151,6 +153,13 @@ async def test_hung_redis_does_not_stall_sends_and_delivery_heals_after(
             ack = await asyncio.wait_for(a.send(cid, f"while hung {i}"), ACK_BOUND_S + MARGIN_S)
             took.append(time.monotonic() - started)
             assert ack["type"] == "ack" and ack["seq"] == i + 2, ack
+        async with httpx.AsyncClient(base_url=worker.url, timeout=10) as http:
+            asked = time.monotonic()
+            ready = await http.get("/readyz")  # answers, and says why it is not ready
+            answered = time.monotonic() - asked
+        print(f"readyz answered in {answered:.2f}s")
+        assert ready.status_code == 503 and "redis: TimeoutError" in ready.json()["problems"]
+        assert answered < READY_BOUND_S + MARGIN_S
     finally:
         print("ack times while Redis hung:", [round(t, 2) for t in took])
         redis_server.resume()

@@ -33,6 +33,7 @@ from chatd.storage import Stores, create_pool
 
 log = logging.getLogger("chatd")
 access_log = logging.getLogger("chatd.http")
+READY_REDIS_TIMEOUT_S = 2.0
 
 
 class SchemaOutdated(RuntimeError):
@@ -94,7 +95,8 @@ class Runtime:
         except Exception as exc:
             problems.append(f"postgres: {type(exc).__name__}")
         try:
-            await self.redis.ping()
+            async with asyncio.timeout(READY_REDIS_TIMEOUT_S):  # a hung Redis is not ready either
+                await self.redis.ping()
         except Exception as exc:
             problems.append(f"redis: {type(exc).__name__}")
         if self.draining:
