@@ -51,10 +51,6 @@ class Outbox:
         self._dropped = 0
         self._task: asyncio.Task[None] | None = None
 
-    @property
-    def pending(self) -> int:
-        return len(self._queue)
-
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
 
