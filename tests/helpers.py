@@ -136,10 +136,16 @@ class Api:
         self.http = httpx.AsyncClient(base_url=base_url, timeout=30)
 
     async def call(
-        self, method: str, path: str, token: str | None = None, json: Any = None, **kw: Any
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        **kw: Any,
     ) -> httpx.Response:
-        headers = {"authorization": f"Bearer {token}"} if token else {}
-        return await self.http.request(method, path, json=json, headers=headers, **kw)
+        sent = {**(headers or {}), **({"authorization": f"Bearer {token}"} if token else {})}
+        return await self.http.request(method, path, json=json, headers=sent, **kw)
 
     async def user(self, prefix: str = "u") -> User:
         name = unique_name(prefix)
