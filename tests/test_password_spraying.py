@@ -35,14 +35,15 @@ async def latencies(api: Api, token: str, count: int) -> list[float]:
     return taken
 
 
-async def spray(api: Api, attempts: int, width: int, source: Callable[[int], str]) -> list[int]:
-    gate = asyncio.Semaphore(width)
+async def spray(api: Api, attempts: int, per_second: float, source: Callable[[int], str]) -> list[int]:
+    """`attempts` logins at a steady rate, as a spraying client sends them, whatever the answers."""
+    started = time.monotonic()
 
     async def attempt(i: int) -> int:
-        async with gate:
-            body = {"username": f"victim{i % 80}-{uuid.uuid4().hex[:6]}", "password": "Winter2026!"}
-            response = await api.call("POST", "/v1/login", json=body, headers={"x-forwarded-for": source(i)})
-            return response.status_code
+        await asyncio.sleep(max(0.0, started + i / per_second - time.monotonic()))
+        body = {"username": f"victim{i % 80}-{uuid.uuid4().hex[:6]}", "password": "Winter2026!"}
+        response = await api.call("POST", "/v1/login", json=body, headers={"x-forwarded-for": source(i)})
+        return response.status_code
 
     return list(await asyncio.gather(*(attempt(i) for i in range(attempts))))
 
@@ -62,7 +63,7 @@ async def test_a_spray_from_one_address_is_cut_off_and_others_stay_fast(
     bystander = await w1.user()
     baseline = statistics.median(await latencies(api, bystander.token, 20))
     attacker = address()
-    attack = asyncio.create_task(spray(api, 200, 20, lambda i: attacker))
+    attack = asyncio.create_task(spray(api, 200, 100, lambda i: attacker))
     during = await measure_during(api, bystander.token, attack)
     statuses = attack.result()
     tried = sum(1 for s in statuses if s != 429)
@@ -70,9 +71,9 @@ async def test_a_spray_from_one_address_is_cut_off_and_others_stay_fast(
         f"spray: {tried} of 200 attempts reached argon2; bystander median {baseline * 1000:.1f} ms"
         f" before, {statistics.median(during) * 1000:.1f} ms during (max {max(during) * 1000:.1f} ms)"
     )
+    assert statistics.median(during) <= 3 * baseline + 0.003, "other users' requests stay fast"
     assert set(statuses) <= {401, 429}
     assert tried <= 20, "cut off after the per-address limit (twice it across a window boundary)"
-    assert statistics.median(during) <= 3 * baseline + 0.010, "other users' requests stay fast"
     await api.http.aclose()
 
 
@@ -83,7 +84,7 @@ async def test_a_spray_from_many_addresses_is_bounded_by_the_hashing_queue(
     api = Api(worker.url)
     bystander = await w1.user()
     baseline = statistics.median(await latencies(api, bystander.token, 20))
-    attack = asyncio.create_task(spray(api, 200, 40, lambda i: address()))
+    attack = asyncio.create_task(spray(api, 200, 100, lambda i: address()))
     during = await measure_during(api, bystander.token, attack)
     statuses = attack.result()
     busy = statuses.count(503)
@@ -91,10 +92,11 @@ async def test_a_spray_from_many_addresses_is_bounded_by_the_hashing_queue(
         f"distributed spray: {busy} of 200 refused as unavailable; bystander median"
         f" {baseline * 1000:.1f} ms before, {statistics.median(during) * 1000:.1f} ms during"
     )
+    assert statistics.median(during) <= 3 * baseline + 0.003, "other users' requests stay fast"
     assert set(statuses) <= {401, 503} and busy > 0, "a full hashing queue answers unavailable"
-    assert statistics.median(during) <= 3 * baseline + 0.010, "other users' requests stay fast"
     # A legitimate login still succeeds once the spray is over.
-    login = await api.call("POST", "/v1/login", json={"username": bystander.name, "password": "correct horse battery"})
+    credentials = {"username": bystander.name, "password": "correct horse battery"}
+    login = await api.call("POST", "/v1/login", json=credentials)
     assert login.status_code == 200
     await api.http.aclose()
 

@@ -18,7 +18,7 @@ from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatd import http_api, migrations, ws
-from chatd.accounts import Accounts
+from chatd.accounts import Accounts, Limiters
 from chatd.config import Settings
 from chatd.connection import CLOSE_SERVICE_RESTART, Connection
 from chatd.errors import ChatdError, Code
@@ -48,9 +48,18 @@ class Runtime:
         self.redis = redis
         self.hub = Hub(redis, stores, settings.gap_fill_delay_s, self._on_user_message)
         limiter = RateLimiter(redis, "send", settings.rate_limit_messages, settings.rate_limit_window_s)
-        login_limiter = RateLimiter(redis, "login", settings.login_rate_limit, 60)
-        passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib)
-        self.accounts = Accounts(stores, passwords, login_limiter, self.hub)
+        limiters = Limiters(
+            login=RateLimiter(redis, "login", settings.login_rate_limit, 60),
+            login_address=RateLimiter(redis, "login-addr", settings.login_address_rate_limit, 60),
+            register=RateLimiter(redis, "register", settings.register_rate_limit, 3600),
+        )
+        self.passwords = Passwords(
+            settings.argon2_time_cost,
+            settings.argon2_memory_kib,
+            settings.argon2_concurrency,
+            settings.argon2_queue,
+        )
+        self.accounts = Accounts(stores, self.passwords, limiters, self.hub)
         read_state = ReadState(redis)
         self.messaging = Messaging(stores, self.hub, limiter, read_state, settings)
         self.receipts = Receipts(stores, read_state, self.hub, settings)
@@ -145,6 +154,7 @@ async def close_runtime(runtime: Runtime) -> None:
     await runtime.hub.stop()
     await runtime.redis.aclose()
     await runtime.stores.pool.close()
+    runtime.passwords.close()
 
 
 class AccessLog:

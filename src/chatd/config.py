@@ -65,6 +65,8 @@ _SPEC: dict[str, tuple[str | None, _Parser]] = {
     "rate_limit_messages": ("50", lambda n, v: _int(n, v, 1, 1_000_000)),
     "rate_limit_window_s": ("10", lambda n, v: _int(n, v, 1, 3600)),
     "login_rate_limit": ("10", lambda n, v: _int(n, v, 1, 1_000_000)),
+    "login_address_rate_limit": ("30", lambda n, v: _int(n, v, 1, 1_000_000)),
+    "register_rate_limit": ("20", lambda n, v: _int(n, v, 1, 1_000_000)),
     "auth_timeout_s": ("10", lambda n, v: _float(n, v, 0.1, 300)),
     "send_queue_frames": ("2000", lambda n, v: _int(n, v, 10, 1_000_000)),
     "gap_fill_delay_s": ("0.2", lambda n, v: _float(n, v, 0.001, 10)),
@@ -79,6 +81,8 @@ _SPEC: dict[str, tuple[str | None, _Parser]] = {
     "presence_snapshot_max": ("1000", lambda n, v: _int(n, v, 0, 1_000_000)),
     "argon2_time_cost": ("3", lambda n, v: _int(n, v, 1, 20)),
     "argon2_memory_kib": ("65536", lambda n, v: _int(n, v, 8, 4 * 1024 * 1024)),
+    "argon2_concurrency": ("1", lambda n, v: _int(n, v, 1, 64)),
+    "argon2_queue": ("16", lambda n, v: _int(n, v, 0, 100_000)),
 }
 
 
@@ -98,6 +102,8 @@ class Settings:
     rate_limit_messages: int
     rate_limit_window_s: int
     login_rate_limit: int
+    login_address_rate_limit: int
+    register_rate_limit: int
     auth_timeout_s: float
     send_queue_frames: int
     gap_fill_delay_s: float
@@ -112,6 +118,8 @@ class Settings:
     presence_snapshot_max: int
     argon2_time_cost: int
     argon2_memory_kib: int
+    argon2_concurrency: int
+    argon2_queue: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

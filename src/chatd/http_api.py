@@ -132,7 +132,10 @@ async def readyz(request: Request) -> Response:
 @api
 async def register(request: Request) -> Response:
     body = await read_json(request)
-    result = await runtime(request).accounts.register(string(body, "username"), string(body, "password"))
+    client = request.client.host if request.client else "-"
+    result = await runtime(request).accounts.register(
+        string(body, "username"), string(body, "password"), client
+    )
     return JSON(result, status_code=201)
 
 
