@@ -19,6 +19,7 @@ _names = itertools.count(1)
 class User:
     id: int
     token: str
+    name: str
 
 
 class Api:
@@ -49,16 +50,17 @@ class Api:
         name = f"b{_run}x{next(_names)}"
         await self.call("POST", "/v1/register", json={"username": name, "password": PASSWORD})
         login = await self.call("POST", "/v1/login", json={"username": name, "password": PASSWORD})
-        return User(login["user_id"], login["token"])
+        return User(login["user_id"], login["token"], name)
 
     async def users(self, count: int) -> list[User]:
         return list(await asyncio.gather(*(self.user() for _ in range(count))))
 
     async def direct(self, a: User, b: User) -> int:
-        conv = await self.call("POST", "/v1/conversations/direct", a.token, {"user_id": b.id})
+        # By username: ids are accepted only for people one already shares a conversation with.
+        conv = await self.call("POST", "/v1/conversations/direct", a.token, {"username": b.name})
         return int(conv["id"])
 
     async def group(self, owner: User, members: list[User], title: str = "bench") -> int:
-        body = {"title": title, "user_ids": [m.id for m in members if m.id != owner.id]}
+        body = {"title": title, "usernames": [m.name for m in members if m.id != owner.id]}
         conv = await self.call("POST", "/v1/conversations/group", owner.token, body)
         return int(conv["id"])

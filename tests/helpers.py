@@ -157,7 +157,8 @@ class Api:
         return User(login.json()["user_id"], name, login.json()["token"])
 
     async def direct(self, a: User, b: User) -> int:
-        response = await self.call("POST", "/v1/conversations/direct", a.token, {"user_id": b.id})
+        # By username: an id is only accepted for someone `a` already shares a conversation with.
+        response = await self.call("POST", "/v1/conversations/direct", a.token, {"username": b.name})
         assert response.status_code in (200, 201), response.text
         cid: int = response.json()["id"]
         return cid
@@ -167,7 +168,7 @@ class Api:
             "POST",
             "/v1/conversations/group",
             owner.token,
-            {"title": title, "user_ids": [m.id for m in members]},
+            {"title": title, "usernames": [m.name for m in members]},
         )
         assert response.status_code == 201, response.text
         cid: int = response.json()["id"]

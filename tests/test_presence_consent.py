@@ -82,9 +82,7 @@ async def test_adding_by_id_does_not_tell_which_ids_exist(w1: Api) -> None:
     assert status == 201
 
 
-async def test_failed_username_lookups_are_rate_limited(
-    w1: Api, spawn_worker: Callable[..., Worker]
-) -> None:
+async def test_failed_username_lookups_are_rate_limited(w1: Api, spawn_worker: Callable[..., Worker]) -> None:
     worker = spawn_worker(CHATD_USER_LOOKUP_RATE_LIMIT="5")
     api = Api(worker.url)
     prober, real = await w1.user(), await w1.user()

@@ -62,6 +62,7 @@ _SPEC: dict[str, tuple[str | None, _Parser]] = {
     "max_http_body_bytes": ("65536", lambda n, v: _int(n, v, 1024, 16 * 1024 * 1024)),
     "max_message_chars": ("4000", lambda n, v: _int(n, v, 1, 1_000_000)),
     "max_group_members": ("100000", lambda n, v: _int(n, v, 2, 1_000_000)),
+    "user_lookup_rate_limit": ("30", lambda n, v: _int(n, v, 1, 1_000_000)),
     "rate_limit_messages": ("50", lambda n, v: _int(n, v, 1, 1_000_000)),
     "rate_limit_window_s": ("10", lambda n, v: _int(n, v, 1, 3600)),
     "login_rate_limit": ("10", lambda n, v: _int(n, v, 1, 1_000_000)),
@@ -99,6 +100,7 @@ class Settings:
     max_http_body_bytes: int
     max_message_chars: int
     max_group_members: int
+    user_lookup_rate_limit: int
     rate_limit_messages: int
     rate_limit_window_s: int
     login_rate_limit: int
