@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chatd import http_api, migrations, ws
 from chatd.accounts import Accounts, Limiters
 from chatd.config import Settings
+from chatd.conncap import ConnectionCap
 from chatd.connection import CLOSE_SERVICE_RESTART, Connection
 from chatd.errors import ChatdError, Code
 from chatd.fanout import Hub
@@ -66,6 +67,7 @@ class Runtime:
         self.receipts = Receipts(stores, read_state, self.hub, settings)
         self.flusher = Flusher(stores, read_state, settings.receipt_flush_interval_s)
         self.presence = Presence(redis, stores, self.hub, settings)
+        self.conncap = ConnectionCap(redis, settings.max_connections_per_user, settings.presence_ttl_s)
         self.draining = False
         self._inflight = 0
         self._idle = asyncio.Event()
