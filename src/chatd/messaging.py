@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from chatd.batching import Batcher
@@ -19,6 +20,9 @@ HISTORY_MAX = 200
 COMMITS_IN_FLIGHT = 4
 COMMIT_BATCH_MAX = 256
 TOOK_PART_CACHE = 100_000
+# A member removed on another worker and added back sets the flag again on a send at most this
+# long after this worker last set it (docs/protocol.md §4.9).
+TOOK_PART_RECHECK_S = 60.0
 log = logging.getLogger("chatd.messaging")
 
 
@@ -35,7 +39,7 @@ class Messaging:
         self._read_state = read_state
         self._lookups = lookups
         # (conversation, user) pairs this worker knows have taken part (presence consent).
-        self._took_part: set[tuple[int, int]] = set()
+        self._took_part: dict[tuple[int, int], float] = {}  # -> when to set it again
         self._stores = stores
         self._hub = hub
         self._limiter = limiter
@@ -70,10 +74,11 @@ class Messaging:
 
     async def _mark_took_part(self, conversation_id: int, user_id: int) -> None:
         """Sending makes the sender's presence visible in the conversation (docs/protocol.md
-        §4.9). One UPDATE per (conversation, user) and worker; a failure only leaves the flag
-        for the next send to set."""
+        §4.9). One UPDATE per (conversation, user) and worker a minute at most; a failure only
+        leaves the flag for the next send to set."""
         key = (conversation_id, user_id)
-        if key in self._took_part:
+        now = time.monotonic()
+        if self._took_part.get(key, 0.0) > now:
             return
         try:
             await self._stores.presence.mark_took_part(conversation_id, user_id)
@@ -82,7 +87,7 @@ class Messaging:
             return
         if len(self._took_part) >= TOOK_PART_CACHE:
             self._took_part.clear()
-        self._took_part.add(key)
+        self._took_part[key] = now + TOOK_PART_RECHECK_S
 
     async def history(
         self, user_id: int, conversation_id: int, *, after: int | None, before: int | None, limit: int
@@ -167,7 +172,8 @@ class Messaging:
         if event is not None:
             await self._hub.publish(event)
             await self._read_state.forget(conversation_id, event["user_ids"])
-            self._took_part.difference_update((conversation_id, uid) for uid in event["user_ids"])
+            for uid in event["user_ids"]:
+                self._took_part.pop((conversation_id, uid), None)
         return event
 
     async def _announce(self, conv: dict[str, Any], user_ids: list[int], since: int) -> None:
