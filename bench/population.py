@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import websockets
 
 PASSWORD = "bench-password-not-secret"  # noqa: S105
 _run = secrets.token_hex(3)
@@ -54,6 +56,21 @@ class Api:
 
     async def users(self, count: int) -> list[User]:
         return list(await asyncio.gather(*(self.user() for _ in range(count))))
+
+    async def speak(self, user: User, cid: int) -> None:
+        """Send one message as `user` in `cid`: a member who never did has not taken part, and
+        chatd shares nobody's presence through such a conversation (docs/protocol.md §4.9)."""
+        url = str(self.http.base_url).rstrip("/").replace("http", "ws", 1) + "/v1/ws"
+        async with self.sem, websockets.connect(url) as ws:
+            await ws.send(json.dumps({"type": "auth", "token": user.token}))
+            frame = {"type": "send", "conversation_id": cid, "client_msg_id": "hello", "body": "hello"}
+            await ws.send(json.dumps(frame))
+            async for raw in ws:
+                reply = json.loads(raw)
+                if reply["type"] == "error":
+                    raise RuntimeError(f"speak: {reply}")
+                if reply["type"] == "ack":
+                    return
 
     async def direct(self, a: User, b: User) -> int:
         # By username: ids are accepted only for people one already shares a conversation with.
