@@ -10,7 +10,8 @@ class PresenceStore:
         self._pool = pool
 
     # Presence consent (docs/protocol.md §4.9): B's presence is shared with A only through a
-    # conversation both are in and B took part in (created, opened, or sent a message in).
+    # conversation both are in and B took part in (created, opened, added members to, or sent
+    # a message in).
 
     async def conversation_ids(self, uid: int) -> list[int]:
         """The conversations `uid`'s presence events go to: those it took part in."""
