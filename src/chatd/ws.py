@@ -19,6 +19,7 @@ from chatd.accounts import Identity
 from chatd.connection import (
     CLOSE_AUTH_TIMEOUT,
     CLOSE_SERVICE_RESTART,
+    CLOSE_TOO_MANY_CONNECTIONS,
     CLOSE_UNAUTHORIZED,
     CLOSE_UNAVAILABLE,
     Connection,
@@ -49,6 +50,8 @@ async def endpoint(websocket: WebSocket) -> None:
         websocket, user_id, identity.token_hash, runtime.settings.send_queue_frames, runtime.hub.detach_one
     )
     conn.share_read_state = identity.share_read_state
+    if not await _admitted(websocket, runtime, conn):
+        return
     started = time.perf_counter()
     log.info("ws connected", extra={"user_id": user_id})
     try:
@@ -97,6 +100,24 @@ async def _authenticate(websocket: WebSocket, runtime: Runtime) -> tuple[Identit
         await websocket.close(CLOSE_UNAVAILABLE, "temporarily unavailable")
         return None
     return identity, frame.since
+
+
+async def _admitted(websocket: WebSocket, runtime: Runtime, conn: Connection) -> bool:
+    """The per-user connection cap (across workers), checked after auth: else close 4009."""
+    cap = runtime.settings.max_connections_per_user
+    try:
+        if await runtime.conncap.admit(conn.user_id, conn.id):
+            return True
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        await websocket.close(CLOSE_UNAVAILABLE, "temporarily unavailable")
+        return False
+    log.info("ws refused: connection cap", extra={"user_id": conn.user_id})
+    error = ChatdError(Code.TOO_MANY_CONNECTIONS, f"at most {cap} connections per user", limit=cap)
+    await websocket.send_text(dumps(frames.error(error)))
+    await websocket.close(CLOSE_TOO_MANY_CONNECTIONS, "too many connections")
+    return False
 
 
 async def _sync(runtime: Runtime, conn: Connection, since: dict[int, int]) -> None:
