@@ -1,0 +1,133 @@
+"""Races between a member's sends and their removal, and between `auth` and logout."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+
+from chatd.devstack import Stack
+from chatd.errors import ChatdError, Code
+from chatd.storage.messages import MessageStore
+from tests.helpers import Api, Frame, Ws
+
+
+@pytest.fixture
+async def store(stack: Stack) -> AsyncIterator[MessageStore]:
+    pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=4)
+    yield MessageStore(pool)
+    await pool.close()
+
+
+def _answers(ref: str) -> Callable[[Frame], bool]:
+    return lambda f: f.get("ref") == ref
+
+
+async def _removed_while_waiting(
+    stack: Stack, db: asyncpg.Connection, cid: int, user_id: int, append: Callable[[], Awaitable[Any]]
+) -> Any:
+    """Run `append` while a removal of `user_id` holds the conversation lock, then commit it.
+
+    The append starts after the removal has deleted the member row (uncommitted) and is seen
+    waiting for the lock before the removal commits: exactly the interleaving of the race.
+    """
+    watcher = await asyncpg.connect(stack.database_url)
+    try:
+        async with db.transaction():
+            await db.execute("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", cid)
+            await db.execute("DELETE FROM members WHERE conversation_id = $1 AND user_id = $2", cid, user_id)
+            pid = await db.fetchval("SELECT pg_backend_pid()")
+            task = asyncio.ensure_future(append())
+            async with asyncio.timeout(10):
+                while not await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", pid
+                ):
+                    assert not task.done(), "the append did not wait for the conversation lock"
+                    await asyncio.sleep(0.005)
+        return await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await watcher.close()
+
+
+async def test_append_after_a_concurrent_removal_is_refused(
+    w1: Api, stack: Stack, db: asyncpg.Connection, store: MessageStore
+) -> None:
+    owner, bob = await w1.user(), await w1.user()
+    cid = await w1.group(owner, [bob])
+    (outcome,) = await _removed_while_waiting(
+        stack, db, cid, bob.id, lambda: store.append(cid, bob.id, "late", "after removal")
+    )
+    assert isinstance(outcome, ChatdError) and outcome.code == Code.NOT_MEMBER, outcome
+    assert await db.fetchval("SELECT count(*) FROM messages WHERE conversation_id = $1", cid) == 0
+    assert await db.fetchval("SELECT last_seq FROM conversations WHERE id = $1", cid) == 0
+
+
+async def test_batched_append_after_a_concurrent_removal_is_refused(
+    w1: Api, stack: Stack, db: asyncpg.Connection, store: MessageStore
+) -> None:
+    owner, bob = await w1.user(), await w1.user()
+    cid = await w1.group(owner, [bob])
+    other = await w1.group(owner, [bob], title="other")
+    (outcomes,) = await _removed_while_waiting(
+        stack,
+        db,
+        cid,
+        bob.id,
+        lambda: store.append_many(
+            [(cid, bob.id, "b1", "late"), (other, bob.id, "b2", "fine"), (cid, owner.id, "o1", "fine")]
+        ),
+    )
+    late, fine, owners = outcomes
+    assert isinstance(late, ChatdError) and late.code == Code.NOT_MEMBER, late
+    assert not isinstance(fine, BaseException) and fine[0]["seq"] == 1
+    assert not isinstance(owners, BaseException) and owners[0]["seq"] == 1
+    assert await db.fetchval("SELECT count(*) FROM messages WHERE sender_id = $1", bob.id) == 1
+
+
+async def test_no_message_of_a_removed_member_is_stored_after_the_removal(
+    w1: Api, w2: Api, db: asyncpg.Connection
+) -> None:
+    owner, victim = await w1.user(), await w1.user()
+    sockets = [await Ws.connect((w1, w2)[i % 2].base_url, victim.token) for i in range(4)]
+    per_socket, late = 30, []
+
+    async def stream(ws: Ws, cid: int, trial: int, index: int, acked: asyncio.Event) -> list[Frame]:
+        refs = [f"t{trial}-{index}-{n}" for n in range(per_socket)]
+        for ref in refs:
+            frame = {"type": "send", "id": ref, "conversation_id": cid, "client_msg_id": ref, "body": ref}
+            await ws.send_json(frame)
+        replies = []
+        for ref in refs:
+            replies.append(await ws.expect(_answers(ref), timeout=30))
+            if replies[-1]["type"] == "ack":
+                acked.set()
+        return replies
+
+    for trial in range(20):
+        cid = await w1.group(owner, [victim], title=f"t{trial}")
+        acked = asyncio.Event()
+        streams = [asyncio.ensure_future(stream(ws, cid, trial, i, acked)) for i, ws in enumerate(sockets)]
+        await acked.wait()  # the sends are under way: remove the sender now
+        removed = await w1.call("DELETE", f"/v1/conversations/{cid}/members/{victim.id}", owner.token)
+        assert removed.status_code == 200, removed.text
+        removal_seq = removed.json()["event"]["seq"]
+        replies = [reply for replies in await asyncio.gather(*streams) for reply in replies]
+        stored_after = await db.fetchval(
+            "SELECT count(*) FROM messages WHERE conversation_id = $1 AND sender_id = $2 AND seq > $3",
+            cid,
+            victim.id,
+            removal_seq,
+        )
+        acked_after = [r for r in replies if r["type"] == "ack" and r["seq"] > removal_seq]
+        assert {r["code"] for r in replies if r["type"] == "error"} <= {"not_member"}
+        assert len(acked_after) == stored_after
+        if stored_after:
+            late.append((trial, removal_seq, stored_after))
+        seqs = [r["seq"] for r in await db.fetch("SELECT seq FROM messages WHERE conversation_id = $1", cid)]
+        assert sorted(seqs) == list(range(1, len(seqs) + 1)), "seqs stay gapless"
+    for ws in sockets:
+        await ws.close()
+    assert late == [], f"(trial, removal seq, messages stored after it): {late}"
