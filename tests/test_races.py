@@ -8,11 +8,12 @@ from typing import Any
 
 import asyncpg
 import pytest
+import websockets
 
 from chatd.devstack import Stack
 from chatd.errors import ChatdError, Code
 from chatd.storage.messages import MessageStore
-from tests.helpers import Api, Frame, Ws
+from tests.helpers import Api, Frame, Ws, ws_url
 
 
 @pytest.fixture
@@ -131,3 +132,48 @@ async def test_no_message_of_a_removed_member_is_stored_after_the_removal(
     for ws in sockets:
         await ws.close()
     assert late == [], f"(trial, removal seq, messages stored after it): {late}"
+
+
+async def test_logout_racing_auth_leaves_no_socket_alive(w1: Api, w2: Api) -> None:
+    observer = await w1.user()
+
+    async def trial(i: int, lead: float) -> str:
+        """Auth on one worker, logout on the other, the logout `lead` seconds ahead."""
+        api, other = (w1, w2) if i % 2 else (w2, w1)
+        user = await api.user()
+        ws = Ws(await websockets.connect(ws_url(other.base_url)))
+
+        async def after(delay: float, action: Awaitable[Any]) -> Any:
+            await asyncio.sleep(max(delay, 0))
+            return await action
+
+        auth = ws.send_json({"type": "auth", "token": user.token})
+        logout = api.call("POST", "/v1/logout", user.token)
+        _, out = await asyncio.gather(after(lead, auth), after(-lead, logout))
+        assert out.status_code == 204
+        try:
+            first = await ws.expect(lambda f: f["type"] in ("ready", "error"))
+            if first["type"] == "error":
+                assert await ws.wait_closed() == 4001
+                return "refused"
+            await ws.expect(lambda f: f["type"] == "synced")
+            # Barrier: a user-channel event published after the revoke. A socket that acted on
+            # the revoke is closed before it; one that missed the revoke answers it.
+            await api.direct(observer, user)
+            await ws.expect(lambda f: f["type"] == "conversation_added")
+        except ConnectionError:
+            assert await ws.wait_closed() == 4001
+            return "closed"
+        await ws.close()
+        return "alive"
+
+    # A staircase keeps the logout near the auth's token check, where the race is: a refused
+    # auth (logout first) moves the logout later, a closed socket (auth first) moves it earlier.
+    lead, outcomes = 0.0, []
+    for i in range(40):
+        outcome = await trial(i, lead)
+        outcomes.append(outcome)
+        lead += -0.0003 if outcome == "refused" else 0.0003
+    assert {"refused", "closed"} <= set(outcomes), f"the logout never met the auth: {outcomes}"
+    alive = [i for i, outcome in enumerate(outcomes) if outcome == "alive"]
+    assert alive == [], f"{len(alive)} of 40 sockets stayed open with a revoked token: {outcomes}"

@@ -56,6 +56,12 @@ async def endpoint(websocket: WebSocket) -> None:
     log.info("ws connected", extra={"user_id": user_id})
     try:
         await runtime.hub.add_connection(conn)
+        # A logout between the token check and that subscription published its revoke to
+        # nobody: check again, now that a revoke would reach this connection.
+        if not await runtime.accounts.is_live(identity.token_hash):
+            conn.send(frames.error(ChatdError(Code.UNAUTHORIZED, "invalid or revoked token")))
+            conn.close(CLOSE_UNAUTHORIZED, Code.UNAUTHORIZED)
+            return
         await runtime.presence.connect(conn)
         await _sync(runtime, conn, since)
         await _read_loop(runtime, conn)
