@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -177,3 +178,40 @@ async def test_logout_racing_auth_leaves_no_socket_alive(w1: Api, w2: Api) -> No
     assert {"refused", "closed"} <= set(outcomes), f"the logout never met the auth: {outcomes}"
     alive = [i for i, outcome in enumerate(outcomes) if outcome == "alive"]
     assert alive == [], f"{len(alive)} of 40 sockets stayed open with a revoked token: {outcomes}"
+
+
+def _deep(depth: int) -> str:
+    return "[" * depth + "1" + "]" * depth
+
+
+@pytest.mark.parametrize(
+    "raw_id",
+    [_deep(300), '"' + "x" * 65 + '"', "1.5", "true", "{}", "[1]", "-1", str(2**63)],
+)
+async def test_bad_id_is_refused_before_any_work(w1: Api, db: asyncpg.Connection, raw_id: str) -> None:
+    alice, bob = await w1.user(), await w1.user()
+    cid = await w1.direct(alice, bob)
+    ws = await Ws.connect(w1.base_url, alice.token)
+    cmid = uuid.uuid4().hex
+    await ws.conn.send(
+        f'{{"type":"send","id":{raw_id},"conversation_id":{cid},"client_msg_id":"{cmid}","body":"x"}}'
+    )
+    error = await ws.expect(lambda f: f["type"] in ("error", "ack"))
+    assert (error["type"], error["code"], error["field"]) == ("error", "bad_request", "id"), error
+    assert "ref" not in error
+    await ws.send_json({"type": "ping", "id": 7})
+    await ws.expect(lambda f: f["type"] == "pong")
+    assert await db.fetchval("SELECT count(*) FROM messages WHERE client_msg_id = $1", cmid) == 0
+    await ws.close()
+
+
+@pytest.mark.parametrize("good_id", ["x" * 64, "", 0, 2**63 - 1, "é✓"])
+async def test_documented_ids_are_echoed(w1: Api, good_id: Any) -> None:
+    alice, bob = await w1.user(), await w1.user()
+    cid = await w1.direct(alice, bob)
+    ws = await Ws.connect(w1.base_url, alice.token)
+    frame = {"type": "send", "id": good_id, "conversation_id": cid, "client_msg_id": "m1", "body": "x"}
+    await ws.send_json(frame)
+    ack = await ws.expect(lambda f: f["type"] in ("error", "ack"))
+    assert (ack["type"], ack["ref"]) == ("ack", good_id)
+    await ws.close()

@@ -227,7 +227,7 @@ async def _read_loop(runtime: Runtime, conn: Connection) -> None:
             if message.get("text") is None:
                 raise ChatdError(Code.BAD_JSON, "binary frames are not accepted; send JSON text")
             raw = frames.decode(message["text"])
-            ref = raw.get("id")
+            ref = frames.request_id(raw)
             frame = frames.parse(raw)
             if isinstance(frame, frames.Send):
                 await _on_send(runtime, conn, frame, ref)
