@@ -14,7 +14,7 @@ import websockets
 from chatd.devstack import Stack
 from chatd.errors import ChatdError, Code
 from chatd.storage.messages import MessageStore
-from tests.helpers import Api, Frame, Ws, ws_url
+from tests.helpers import Api, Frame, User, Ws, ws_url
 
 
 @pytest.fixture
@@ -214,4 +214,18 @@ async def test_documented_ids_are_echoed(w1: Api, good_id: Any) -> None:
     await ws.send_json(frame)
     ack = await ws.expect(lambda f: f["type"] in ("error", "ack"))
     assert (ack["type"], ack["ref"]) == ("ack", good_id)
+    await ws.close()
+
+
+async def test_many_unknown_since_entries_are_all_answered(w1: Api) -> None:
+    user: User = await w1.user()
+    unknown = {9_000_000 + n: 0 for n in range(2_500)}
+    ws = await Ws.connect(w1.base_url, user.token, since=unknown, wait_synced=False)
+    assert ws.ready["type"] == "ready"
+    await ws.expect(lambda f: f["type"] == "synced", timeout=60)
+    refused = [f["conversation_id"] for f in ws.frames if f["type"] == "error"]
+    assert refused == sorted(unknown)
+    assert {f["code"] for f in ws.frames if f["type"] == "error"} == {"not_member"}
+    await ws.send_json({"type": "ping"})
+    await ws.expect(lambda f: f["type"] == "pong")
     await ws.close()

@@ -161,6 +161,7 @@ async def _sync(runtime: Runtime, conn: Connection, since: dict[int, int]) -> No
                 ChatdError(Code.NOT_MEMBER, "not a member of this conversation", conversation_id=cid)
             )
         )
+        await conn.drained()  # paced like catch-up: any number of refusals fits the queue
     conn.send({"type": "synced"})
     conn.mark_synced()
     for conv, after in conn.deferred:
