@@ -229,3 +229,12 @@ async def test_many_unknown_since_entries_are_all_answered(w1: Api) -> None:
     await ws.send_json({"type": "ping"})
     await ws.expect(lambda f: f["type"] == "pong")
     await ws.close()
+
+
+@pytest.mark.parametrize("seq", ["0", str(2**63)])
+async def test_readers_of_a_non_positive_seq_is_not_member(w1: Api, seq: str) -> None:
+    alice, bob = await w1.user(), await w1.user()
+    cid = await w1.group(alice, [bob])
+    response = await w1.call("GET", f"/v1/conversations/{cid}/messages/{seq}/readers", alice.token)
+    assert response.status_code == 403, response.text
+    assert response.json()["error"]["code"] == "not_member"
