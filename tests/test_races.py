@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 import websockets
 
 from chatd.devstack import Stack
 from chatd.errors import ChatdError, Code
 from chatd.storage.messages import MessageStore
+from tests.conftest import Worker
 from tests.helpers import Api, Frame, User, Ws, ws_url
 
 
@@ -238,3 +240,24 @@ async def test_readers_of_a_non_positive_seq_is_not_member(w1: Api, seq: str) ->
     response = await w1.call("GET", f"/v1/conversations/{cid}/messages/{seq}/readers", alice.token)
     assert response.status_code == 403, response.text
     assert response.json()["error"]["code"] == "not_member"
+
+
+async def test_invalid_utf8_is_logged_once_at_info_without_a_traceback(
+    spawn_worker: Callable[..., Worker],
+) -> None:
+    worker = spawn_worker()
+    api = Api(worker.url)
+    ws = await Ws.connect(worker.url, (await api.user()).token)
+    await ws.conn.send(b'{"type":"ping","x":"\xff"}', text=True)
+    assert await ws.wait_closed() == 1007
+    # Barrier: chatd logs "ws closed" after uvicorn has handled (and logged) the bad frame.
+    for _ in range(200):
+        if '"ws closed"' in worker.log.read_text():
+            break
+        await asyncio.sleep(0.05)
+    lines = [orjson.loads(line) for line in worker.log.read_text().splitlines() if line.startswith("{")]
+    utf8 = [line for line in lines if "UTF-8" in line["event"]]
+    assert len(utf8) == 1, lines
+    assert utf8[0]["level"] == "info" and "exc" not in utf8[0], utf8
+    assert [line for line in lines if line["level"] in ("error", "critical")] == []
+    await api.http.aclose()
