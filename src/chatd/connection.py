@@ -96,7 +96,12 @@ class Connection:
 
     # -- outbound ------------------------------------------------------------------------
     def send(self, frame: dict[str, Any]) -> None:
-        self.send_text(dumps(frame))
+        try:
+            text = dumps(frame)
+        except orjson.JSONEncodeError:  # a bug: answer with an error, never lose the socket
+            log.exception("reply cannot be encoded", extra={"user_id": self.user_id})
+            text = dumps({"type": "error", "code": "internal", "message": "internal error"})
+        self.send_text(text)
 
     def send_text(self, text: str) -> None:
         if self.close_code is not None:
