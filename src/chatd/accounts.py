@@ -87,6 +87,9 @@ class Accounts:
             raise ChatdError(Code.UNAUTHORIZED, "invalid or revoked token")
         return Identity(found[0], found[1], token_hash, found[2])
 
+    async def is_live(self, token_hash: bytes) -> bool:
+        return await self._stores.accounts.user_for_token(token_hash) is not None
+
     async def logout(self, token_hash: bytes) -> None:
         """Revoke the token and close every live WebSocket that authenticated with it."""
         user_id = await self._stores.accounts.delete_token(token_hash)

@@ -105,7 +105,12 @@ class Connection:
 
     # -- outbound ------------------------------------------------------------------------
     def send(self, frame: dict[str, Any], since: float = 0.0, latency: Any = None) -> None:
-        self.send_text(dumps(frame), since, latency)
+        try:
+            text = dumps(frame)
+        except orjson.JSONEncodeError:  # a bug: answer with an error, never lose the socket
+            log.exception("reply cannot be encoded", extra={"user_id": self.user_id})
+            text = dumps({"type": "error", "code": "internal", "message": "internal error"})
+        self.send_text(text, since, latency)
 
     def send_text(self, text: str, since: float = 0.0, latency: Any = None) -> None:
         """Queue `text`; with `latency` (a histogram), observe the time from `since` to its write."""

@@ -276,9 +276,7 @@ async def receipts(request: Request) -> Response:
 @api
 async def readers(request: Request) -> Response:
     user_id, _ = await authenticated(request)
-    seq: int = request.path_params["seq"]
-    if not 0 < seq <= frames.MAX_ID:
-        raise ChatdError(Code.BAD_REQUEST, "seq: a positive integer", field="seq")
+    seq = path_id(request, "seq")  # like the ids: out of range is `not_member` (403), as documented
     users = await runtime(request).receipts.readers(user_id, path_id(request), seq)
     return JSON({"conversation_id": path_id(request), "seq": seq, "user_ids": users})
 

@@ -58,6 +58,12 @@ async def endpoint(websocket: WebSocket) -> None:
     metrics.WS_OPENED.inc()
     try:
         await runtime.hub.add_connection(conn)
+        # A logout between the token check and that subscription published its revoke to
+        # nobody: check again, now that a revoke would reach this connection.
+        if not await runtime.accounts.is_live(identity.token_hash):
+            conn.send(frames.error(ChatdError(Code.UNAUTHORIZED, "invalid or revoked token")))
+            conn.close(CLOSE_UNAUTHORIZED, Code.UNAUTHORIZED)
+            return
         await runtime.presence.connect(conn)
         await _sync(runtime, conn, since)
         await _read_loop(runtime, conn)
@@ -159,6 +165,7 @@ async def _sync(runtime: Runtime, conn: Connection, since: dict[int, int]) -> No
                 ChatdError(Code.NOT_MEMBER, "not a member of this conversation", conversation_id=cid)
             )
         )
+        await conn.drained()  # paced like catch-up: any number of refusals fits the queue
     conn.send({"type": "synced"})
     conn.mark_synced()
     for conv, after in conn.deferred:
@@ -227,7 +234,7 @@ async def _read_loop(runtime: Runtime, conn: Connection) -> None:
             if message.get("text") is None:
                 raise ChatdError(Code.BAD_JSON, "binary frames are not accepted; send JSON text")
             raw = frames.decode(message["text"])
-            ref = raw.get("id")
+            ref = frames.request_id(raw)
             frame = frames.parse(raw)
             if isinstance(frame, frames.Send):
                 await _on_send(runtime, conn, frame, ref, received)
