@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections import defaultdict
+from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -161,3 +163,21 @@ async def test_worker_logs_are_json_with_structured_websocket_lines_and_no_colou
     assert handshakes[-1]["outcome"] == "accepted"
     requests = [line for line in lines if line["event"] == "request" and marker in line["path"]]
     assert requests and requests[-1]["client"] == "127.0.0.1" and requests[-1]["status"] == 404
+
+
+def test_alert_rules_and_dashboard_name_only_metrics_chatd_exports(stack: Stack) -> None:
+    exported = {
+        family.name for family in text_string_to_metric_families(httpx.get(stack.metrics_url(0)).text)
+    }
+    root = Path(__file__).resolve().parent.parent / "monitoring"
+    used = set()
+    for path in (root / "prometheus" / "chatd-rules.yml", root / "grafana" / "chatd-dashboard.json"):
+        used |= set(re.findall(r"\bchatd_[a-z_]+", path.read_text()))
+    suffixes = ("_bucket", "_count", "_sum", "_total")
+    missing = {
+        name
+        for name in used
+        if name not in exported
+        and name.removesuffix(next((s for s in suffixes if name.endswith(s)), "")) not in exported
+    }
+    assert not missing, missing
