@@ -111,6 +111,7 @@ POOL_WAIT = Histogram(
     ["pool"],
     buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0),
 )
+REDIS_WAIT = POOL_WAIT.labels("redis")
 ERROR_REPLIES = Counter("chatd_error_replies_total", "Error replies sent to clients, by error code", ["code"])
 ERRORS = Counter("chatd_errors_total", "Failures of background work and unexpected errors, by kind", ["kind"])
 LOOP_LAG = Gauge("chatd_event_loop_lag_seconds", "Largest event-loop lag seen in the last sampling period")

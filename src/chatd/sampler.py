@@ -31,7 +31,7 @@ class TimedRedisPool(aioredis.BlockingConnectionPool):
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
         conn = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
-        metrics.POOL_WAIT.labels("redis").observe(time.perf_counter() - started)
+        metrics.REDIS_WAIT.observe(time.perf_counter() - started)
         return conn
 
 
