@@ -8,12 +8,16 @@ import re
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from chatd.config import ConfigError, Settings
 from chatd.devstack import Stack
+from tests.conftest import Worker
 from tests.helpers import Api, Ws
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -181,3 +185,27 @@ def test_alert_rules_and_dashboard_name_only_metrics_chatd_exports(stack: Stack)
         and name.removesuffix(next((s for s in suffixes if name.endswith(s)), "")) not in exported
     }
     assert not missing, missing
+
+
+async def test_a_worker_with_metrics_off_serves_everything(
+    stack: Stack, w1: Api, spawn_worker: Callable[..., Worker]
+) -> None:
+    """CHATD_METRICS=off swaps every metric for a no-op: every instrumented path still works."""
+    worker = spawn_worker(CHATD_METRICS="off")
+    off = Api(worker.url)
+    alice, bob = await off.user(), await off.user()
+    cid = await off.direct(alice, bob)
+    a = await Ws.connect(off.base_url, alice.token)
+    b = await Ws.connect(off.base_url, bob.token)
+    ack = await a.send(cid, "hi")
+    assert ack["type"] == "ack"
+    assert (await a.send(cid, "again", client_msg_id=ack["client_msg_id"]))["duplicate"] is True
+    assert (await a.send(cid + 10**9, "nowhere"))["code"] == "not_member"
+    await b.wait_seq(cid, 1)
+    assert (await b.read(cid, 1))["last_read_seq"] == 1
+    for ws in (a, b):
+        await ws.close()
+    await off.http.aclose()
+    assert "Traceback" not in worker.log.read_text()
+    with pytest.raises(ConfigError, match="CHATD_METRICS"):
+        Settings.from_env({"CHATD_DATABASE_URL": stack.database_url, "CHATD_METRICS": "maybe"})
