@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]  # PyYAML ships no type hints
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAYBOOKS = sorted((ROOT / "ansible" / "playbooks").glob("*.yml"))
@@ -76,7 +76,7 @@ def _ansible_playbook() -> str:
 
 
 def _run_role_tasks(
-    tmp_path: Path, role: str, tasks: str, ini_vars: str, prefix: list[str] | None = None
+    tmp_path: Path, role: str, tasks_from: str, ini_vars: str, prefix: list[str] | None = None
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, dict[str, object]]]:
     """Run one task file of a role on this machine in --check mode, with an INI inventory."""
     (tmp_path / "inventory").write_text(
@@ -86,7 +86,7 @@ def _run_role_tasks(
     )
     (tmp_path / "play.yml").write_text(
         "- hosts: all\n  gather_facts: false\n  tasks:\n"
-        f"    - ansible.builtin.include_role:\n        name: {role}\n        tasks_from: {tasks}\n"
+        f"    - ansible.builtin.include_role:\n        name: {role}\n        tasks_from: {tasks_from}\n"
     )
     env = {
         **os.environ,
