@@ -11,13 +11,16 @@ import asyncio
 import dataclasses
 import os
 import shutil
+import ssl
 import stat
+import subprocess
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 import websockets
 
@@ -26,14 +29,14 @@ from chatd.processes import free_port
 from tests.helpers import Api, unique_name, ws_url
 
 
-def _edge_stack(stack: Stack, **limits: object) -> Stack:
+def _edge_stack(stack: Stack, site_vars: dict[str, object] | None = None, **limits: object) -> Stack:
     root = Path(tempfile.mkdtemp(prefix="chatd-edge-"))
     for sub in ("logs", "nginx/tmp"):
         (root / sub).mkdir(parents=True)
     root.chmod(0o755)
     (root / "nginx/tmp").chmod(0o777)
     other = dataclasses.replace(stack, root=root, http_port=free_port(), pids={}, **limits)  # type: ignore[arg-type]
-    other.start_nginx()
+    other.start_nginx(**(site_vars or {}))
     return other
 
 
@@ -43,9 +46,11 @@ def _edge_down(other: Stack) -> None:
 
 
 @asynccontextmanager
-async def edge(stack: Stack, **limits: object) -> AsyncIterator[str]:
+async def edge(
+    stack: Stack, site_vars: dict[str, object] | None = None, **limits: object
+) -> AsyncIterator[str]:
     """Another nginx from the production template, with `limits`, in front of the same workers."""
-    other = await asyncio.to_thread(_edge_stack, stack, **limits)
+    other = await asyncio.to_thread(_edge_stack, stack, site_vars, **limits)
     try:
         yield other.url
     finally:
@@ -128,3 +133,76 @@ def test_stack_json_holding_passwords_is_private(stack: Stack, tmp_path: Path) -
     finally:
         os.umask(old)
     assert [p.name for p in tmp_path.iterdir()] == [STATE]
+
+
+def _tls_files(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, and an ACME webroot holding one token."""
+    directory.chmod(0o755)
+    challenges = directory / "acme" / ".well-known" / "acme-challenge"
+    challenges.mkdir(parents=True)
+    (challenges / "token1").write_text("token1.thumbprint")
+    cert, key = directory / "edge.crt", directory / "edge.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    key.chmod(0o644)  # nginx's workers run as nobody here
+    return cert, key
+
+
+async def test_with_tls_plain_http_only_redirects_and_https_has_hsts(stack: Stack) -> None:
+    """The production shape (nginx_tls): the API never answers on plain HTTP."""
+    tmp_path = Path(tempfile.mkdtemp(prefix="chatd-tls-"))  # nginx's user (nobody) must read it
+    cert, key = await asyncio.to_thread(_tls_files, tmp_path)
+    https_port = free_port()
+    site_vars: dict[str, object] = {
+        "nginx_tls": "true",  # as an INI inventory gives it
+        "nginx_listen_https": [f"127.0.0.1:{https_port}"],
+        "nginx_tls_certificate": str(cert),
+        "nginx_tls_certificate_key": str(key),
+        "nginx_hsts_max_age": 63072000,
+        "nginx_acme_challenge_root": str(tmp_path / "acme"),
+    }
+    async with edge(stack, site_vars) as plain:
+        async with httpx.AsyncClient(base_url=plain) as client:
+            for method, path in (("POST", "/v1/login"), ("GET", "/v1/me"), ("GET", "/readyz?x=1")):
+                response = await client.request(method, path)
+                assert response.status_code == 301, (method, path, response.text)
+                assert response.headers["location"] == f"https://127.0.0.1{path}"
+            challenge = await client.get("/.well-known/acme-challenge/token1")
+            assert (challenge.status_code, challenge.text) == (200, "token1.thumbprint")
+        tls = ssl.create_default_context(cafile=str(cert))
+        secure = f"https://127.0.0.1:{https_port}"
+        async with httpx.AsyncClient(base_url=secure, verify=tls) as client:
+            ready = await client.get("/readyz")
+            assert ready.status_code == 200
+            assert ready.headers["strict-transport-security"] == "max-age=63072000"
+            assert ready.headers["server"] == "nginx"
+            user = unique_name("tls")
+            body = {"username": user, "password": "correct horse battery"}
+            assert (await client.post("/v1/register", json=body)).status_code == 201
+            login = await client.post("/v1/login", json=body)
+            assert login.status_code == 200
+        ws = await websockets.connect(secure.replace("https", "wss") + "/v1/ws", ssl=tls)
+        await ws.send(orjson.dumps({"type": "auth", "token": login.json()["token"]}).decode())
+        assert orjson.loads(await ws.recv())["type"] == "ready"
+        await ws.close()
+    await asyncio.to_thread(shutil.rmtree, tmp_path, True)

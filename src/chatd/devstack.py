@@ -297,9 +297,11 @@ class Stack:
         raise RuntimeError(f"worker {index + 1} not ready after {timeout}s")
 
     # -- nginx ---------------------------------------------------------------------------
-    def start_nginx(self) -> None:
+    def start_nginx(self, **site_vars: object) -> None:
+        """Start nginx with the production site; `site_vars` override template variables
+        (the local stack is plain HTTP; tests render the TLS variant this way)."""
         listen = f"127.0.0.1:{self.http_port}" + (" reuseport" if self.nginx_reuseport else "")
-        site = nginx_template().render(
+        defaults: dict[str, object] = dict(
             chatd_upstreams=[self.worker_bind(i) for i in range(self.workers)],
             nginx_listen_http=[listen],
             nginx_tls=False,
@@ -311,6 +313,7 @@ class Stack:
             chatd_ws_read_timeout=75,
             nginx_access_log=str(self.root / "logs" / "nginx-access.log"),
         )
+        site = nginx_template().render(**{**defaults, **site_vars})
         nginx = self.root / "nginx"
         (nginx / "chatd.conf").write_text(site)
         tmp = nginx / "tmp"
