@@ -126,7 +126,7 @@ async def _ready(url: str, token: str) -> dict[str, Any]:
     import orjson
     import websockets
 
-    async with websockets.connect(url.replace("http", "ws", 1) + "/v1/ws", max_size=2**22) as ws:
+    async with websockets.connect(url.replace("http", "ws", 1) + "/v1/ws", max_size=2**20) as ws:
         await ws.send(orjson.dumps({"type": "auth", "token": token}).decode())
         frame: dict[str, Any] = orjson.loads(await ws.recv())
     if frame.get("type") != "ready":

@@ -7,9 +7,12 @@ A profile also keeps the lines typed but not yet acknowledged, so they are resen
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -45,6 +48,16 @@ def _store(data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    """Two terminals saving at once must not drop each other's profile."""
+    path = config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def find(url: str, username: str | None) -> Profile:
     """The profile for this URL: the named user's, or the only one there is."""
     mine = [p for p in _load()["profiles"] if p.get("url") == url]
@@ -64,11 +77,12 @@ def find(url: str, username: str | None) -> Profile:
 
 def save(profile: Profile) -> None:
     """Insert or replace the profile with the same URL and username."""
-    data = _load()
     key = (profile["url"], profile["username"])
-    data["profiles"] = [p for p in data["profiles"] if (p.get("url"), p.get("username")) != key]
-    data["profiles"].append(profile)
-    _store(data)
+    with _locked():
+        data = _load()
+        data["profiles"] = [p for p in data["profiles"] if (p.get("url"), p.get("username")) != key]
+        data["profiles"].append(profile)
+        _store(data)
 
 
 def remove(url: str, username: str) -> None:

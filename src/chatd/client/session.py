@@ -147,7 +147,7 @@ class ChatSession:
     async def _connect_once(self) -> int | None:
         self.status = "connecting"
         try:
-            async with websockets.connect(self.ws_url, max_size=2**22, open_timeout=10) as ws:
+            async with websockets.connect(self.ws_url, max_size=2**20, open_timeout=10) as ws:
                 auth = {"type": "auth", "token": self.token, "since": {str(self.cid): self.last_seq}}
                 await ws.send(orjson.dumps(auth).decode())
                 self.ws = ws
