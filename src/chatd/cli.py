@@ -173,7 +173,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     stack = devstack.Stack.load(root)
     status = stack.status()
     for name, up in status.items():
-        pid = stack.pids.get(name, "")
+        pid: object = stack.pids.get(name, "")
+        if name == "postgres" and up:
+            pid = (root / "pg" / "postmaster.pid").read_text().split("\n", 1)[0]
         print(f"{name:10} {'up' if up else 'down':5} {pid if up else ''}".rstrip())
     if not all(status.values()):
         print(f"start what is down: {_prog(args, 'up')}", file=sys.stderr)
