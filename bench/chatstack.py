@@ -21,6 +21,10 @@ BENCH_ENV = {
     "CHATD_ARGON2_TIME_COST": "1",
     "CHATD_ARGON2_MEMORY_KIB": "1024",
     "CHATD_LOGIN_RATE_LIMIT": "1000000",
+    # the population registers and logs in thousands of users from one address, many at once
+    "CHATD_LOGIN_ADDRESS_RATE_LIMIT": "1000000",
+    "CHATD_REGISTER_RATE_LIMIT": "1000000",
+    "CHATD_ARGON2_QUEUE": "100000",
     "CHATD_SEND_QUEUE_FRAMES": "20000",
 }
 NGINX_WORKER_CONNECTIONS = 19500

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import websockets
 
 PASSWORD = "bench-password-not-secret"  # noqa: S105
 _run = secrets.token_hex(3)
@@ -19,6 +21,7 @@ _names = itertools.count(1)
 class User:
     id: int
     token: str
+    name: str
 
 
 class Api:
@@ -49,16 +52,32 @@ class Api:
         name = f"b{_run}x{next(_names)}"
         await self.call("POST", "/v1/register", json={"username": name, "password": PASSWORD})
         login = await self.call("POST", "/v1/login", json={"username": name, "password": PASSWORD})
-        return User(login["user_id"], login["token"])
+        return User(login["user_id"], login["token"], name)
 
     async def users(self, count: int) -> list[User]:
         return list(await asyncio.gather(*(self.user() for _ in range(count))))
 
+    async def speak(self, user: User, cid: int) -> None:
+        """Send one message as `user` in `cid`: a member who never did has not taken part, and
+        chatd shares nobody's presence through such a conversation (docs/protocol.md §4.9)."""
+        url = str(self.http.base_url).rstrip("/").replace("http", "ws", 1) + "/v1/ws"
+        async with self.sem, websockets.connect(url) as ws:
+            await ws.send(json.dumps({"type": "auth", "token": user.token}))
+            frame = {"type": "send", "conversation_id": cid, "client_msg_id": "hello", "body": "hello"}
+            await ws.send(json.dumps(frame))
+            async for raw in ws:
+                reply = json.loads(raw)
+                if reply["type"] == "error":
+                    raise RuntimeError(f"speak: {reply}")
+                if reply["type"] == "ack":
+                    return
+
     async def direct(self, a: User, b: User) -> int:
-        conv = await self.call("POST", "/v1/conversations/direct", a.token, {"user_id": b.id})
+        # By username: ids are accepted only for people one already shares a conversation with.
+        conv = await self.call("POST", "/v1/conversations/direct", a.token, {"username": b.name})
         return int(conv["id"])
 
     async def group(self, owner: User, members: list[User], title: str = "bench") -> int:
-        body = {"title": title, "user_ids": [m.id for m in members if m.id != owner.id]}
+        body = {"title": title, "usernames": [m.name for m in members if m.id != owner.id]}
         conv = await self.call("POST", "/v1/conversations/group", owner.token, body)
         return int(conv["id"])

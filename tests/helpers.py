@@ -136,10 +136,16 @@ class Api:
         self.http = httpx.AsyncClient(base_url=base_url, timeout=30)
 
     async def call(
-        self, method: str, path: str, token: str | None = None, json: Any = None, **kw: Any
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        **kw: Any,
     ) -> httpx.Response:
-        headers = {"authorization": f"Bearer {token}"} if token else {}
-        return await self.http.request(method, path, json=json, headers=headers, **kw)
+        sent = {**(headers or {}), **({"authorization": f"Bearer {token}"} if token else {})}
+        return await self.http.request(method, path, json=json, headers=sent, **kw)
 
     async def user(self, prefix: str = "u") -> User:
         name = unique_name(prefix)
@@ -151,7 +157,8 @@ class Api:
         return User(login.json()["user_id"], name, login.json()["token"])
 
     async def direct(self, a: User, b: User) -> int:
-        response = await self.call("POST", "/v1/conversations/direct", a.token, {"user_id": b.id})
+        # By username: an id is only accepted for someone `a` already shares a conversation with.
+        response = await self.call("POST", "/v1/conversations/direct", a.token, {"username": b.name})
         assert response.status_code in (200, 201), response.text
         cid: int = response.json()["id"]
         return cid
@@ -161,7 +168,7 @@ class Api:
             "POST",
             "/v1/conversations/group",
             owner.token,
-            {"title": title, "user_ids": [m.id for m in members]},
+            {"title": title, "usernames": [m.name for m in members]},
         )
         assert response.status_code == 201, response.text
         cid: int = response.json()["id"]

@@ -38,7 +38,7 @@ async def test_added_member_follows_live_from_the_add(w1: Api, w2: Api) -> None:
     o = await Ws.connect(w1.base_url, owner.token)
     await o.send(cid, "before you came")
     n = await Ws.connect(w2.base_url, new.token)  # connected before being added
-    added = await w1.call("POST", f"/v1/conversations/{cid}/members", owner.token, {"user_ids": [new.id]})
+    added = await w1.call("POST", f"/v1/conversations/{cid}/members", owner.token, {"usernames": [new.name]})
     assert added.status_code == 200 and added.json()["event"]["kind"] == "members_added"
     event_seq = added.json()["event"]["seq"]
     announced = await n.expect(lambda f: f["type"] == "conversation_added")
@@ -90,7 +90,7 @@ async def test_direct_conversation_members_are_fixed(w1: Api) -> None:
     alice, bob, carol = await w1.user(), await w1.user(), await w1.user()
     cid = await w1.direct(alice, bob)
     response = await w1.call(
-        "POST", f"/v1/conversations/{cid}/members", alice.token, {"user_ids": [carol.id]}
+        "POST", f"/v1/conversations/{cid}/members", alice.token, {"usernames": [carol.name]}
     )
     assert response.status_code == 409 and response.json()["error"]["code"] == "not_a_group"
     outsider = await w1.call(

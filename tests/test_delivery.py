@@ -33,7 +33,7 @@ async def test_direct_message_reaches_recipient_on_other_worker(w1: Api, w2: Api
 
 async def test_direct_conversation_is_one_per_pair(w1: Api) -> None:
     alice, bob = await w1.user(), await w1.user()
-    first = await w1.call("POST", "/v1/conversations/direct", alice.token, {"user_id": bob.id})
+    first = await w1.call("POST", "/v1/conversations/direct", alice.token, {"username": bob.name})
     again = await w1.call("POST", "/v1/conversations/direct", bob.token, {"username": alice.name})
     assert first.status_code == 201 and again.status_code == 200
     assert first.json()["id"] == again.json()["id"]

@@ -28,8 +28,9 @@ async def test_ten_thousand_member_group(w1: Api, w2: Api, db: asyncpg.Connectio
     members = await bulk_users(db, 10_000)
     cid = await w1.group(owner, [], title="everyone")
     for start in range(0, len(members), 2000):
-        batch = [m.id for m in members[start : start + 2000]]
-        response = await w1.call("POST", f"/v1/conversations/{cid}/members", owner.token, {"user_ids": batch})
+        batch = [m.name for m in members[start : start + 2000]]
+        body = {"usernames": batch}
+        response = await w1.call("POST", f"/v1/conversations/{cid}/members", owner.token, body)
         assert response.status_code == 200, response.text
     conv = (await w1.call("GET", f"/v1/conversations/{cid}", owner.token)).json()
     assert conv["member_count"] == 10_001
@@ -58,11 +59,11 @@ async def test_group_size_limit(spawn_worker: Callable[..., Worker], db: asyncpg
     api = Api(worker.url)
     owner, a, b, c = [await api.user() for _ in range(4)]
     too_big = await api.call(
-        "POST", "/v1/conversations/group", owner.token, {"title": "t", "user_ids": [a.id, b.id, c.id]}
+        "POST", "/v1/conversations/group", owner.token, {"title": "t", "usernames": [a.name, b.name, c.name]}
     )
     assert too_big.status_code == 409 and too_big.json()["error"]["code"] == "group_full"
     cid = await api.group(owner, [a, b])
-    full = await api.call("POST", f"/v1/conversations/{cid}/members", owner.token, {"user_ids": [c.id]})
+    full = await api.call("POST", f"/v1/conversations/{cid}/members", owner.token, {"usernames": [c.name]})
     assert full.status_code == 409 and full.json()["error"]["code"] == "group_full"
     assert await db.fetchval("SELECT count(*) FROM members WHERE conversation_id = $1", cid) == 3
     await api.http.aclose()

@@ -38,8 +38,9 @@ async def watched(api: Api, observer_url: str, *device_urls: str) -> tuple[User,
 
 async def test_online_on_connect_then_snapshot_for_later_observers(w1: Api, w2: Api) -> None:
     user, observer, later = await w1.user(), await w1.user(), await w1.user()
-    await w1.group(user, [observer, later])
+    cid = await w1.group(user, [observer, later])
     o = await Ws.connect(w2.base_url, observer.token)
+    assert (await o.send(cid, "here"))["type"] == "ack"  # took part: others may see them (§4.9)
     u = await Ws.connect(w1.base_url, user.token)
     await o.expect(about(user.id, "online"))
     late = await Ws.connect(w1.base_url, later.token)

@@ -210,7 +210,7 @@ async def test_readded_member_starts_fresh_and_unread_counts_from_joining(
     assert await db.fetchval("SELECT count(*) FROM read_pointers WHERE conversation_id = $1", cid) == 0
     await send_n(o, cid, 2)  # sent while the member was away
     readded = await w1.call(
-        "POST", f"/v1/conversations/{cid}/members", owner.token, {"user_ids": [member.id]}
+        "POST", f"/v1/conversations/{cid}/members", owner.token, {"usernames": [member.name]}
     )
     joined_at = readded.json()["event"]["seq"]
     await send_n(o, cid, 1)

@@ -165,8 +165,9 @@ async def test_mark_and_count_cost_the_same_redis_work_at_10000_members(
     members = await bulk_users(db, 10_000)
     big = await api.group(owner, [], title="big")
     for start in range(0, 10_000, 2000):
-        ids = [m.id for m in members[start : start + 2000]]
-        added = await api.call("POST", f"/v1/conversations/{big}/members", owner.token, {"user_ids": ids})
+        names = [m.name for m in members[start : start + 2000]]
+        body = {"usernames": names}
+        added = await api.call("POST", f"/v1/conversations/{big}/members", owner.token, body)
         assert added.status_code == 200
     small = await api.group(owner, [partner], title="small")
     o = await Ws.connect(worker.url, owner.token)

@@ -81,7 +81,7 @@ def settings() -> dict[str, float]:
 
 
 async def _population(
-    url: str, groups: int, members: int, churners: int
+    url: str, groups: int, members: int, churners: int, settle_s: float
 ) -> tuple[list[list[User]], list[int], list[tuple[User, int]]]:
     async with Api(url) as api:
         users = await api.users(groups * members + churners)
@@ -89,6 +89,10 @@ async def _population(
         pool = users[groups * members :]
         extra = [[u for k, u in enumerate(pool) if k % groups == g] for g in range(groups)]
         cids = await asyncio.gather(*(api.group(rows[g][0], rows[g] + extra[g], "s5") for g in range(groups)))
+        # Churners take part (one message each), or the members would never see their presence;
+        # then wait until those short sessions have gone offline again.
+        await asyncio.gather(*(api.speak(u, cids[k % groups]) for k, u in enumerate(pool)))
+        await asyncio.sleep(settle_s)
         return rows, list(cids), [(u, k % groups) for k, u in enumerate(pool)]
 
 
@@ -265,7 +269,8 @@ def run(ctx: Ctx) -> dict[str, Any]:
     markers = members - 1
     agents = ctx.agents
     churners = sum(int(r * cfg.step_s) for r in cfg.churn_rates)
-    rows, cids, pool = asyncio.run(_population(ctx.stack.url, groups, members, churners))
+    settle_s = conf["CHATD_PRESENCE_GRACE_S"] + 2 * conf["CHATD_PRESENCE_SWEEP_S"] + 1
+    rows, cids, pool = asyncio.run(_population(ctx.stack.url, groups, members, churners, settle_s))
     marks_per_group = sum(math.ceil(r * cfg.step_s / groups) for r in cfg.mark_rates)
     seeded = math.ceil(marks_per_group / markers) + 1
     fleet = ctx.fleet(agents)

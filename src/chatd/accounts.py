@@ -33,14 +33,23 @@ def normalise_username(raw: str) -> str:
     return name
 
 
+@dataclass(frozen=True, slots=True)
+class Limiters:
+    """Login attempts per (address, username) and per address; registrations per address."""
+
+    login: RateLimiter
+    login_address: RateLimiter
+    register: RateLimiter
+
+
 class Accounts:
-    def __init__(self, stores: Stores, passwords: Passwords, login_limiter: RateLimiter, hub: Hub) -> None:
+    def __init__(self, stores: Stores, passwords: Passwords, limiters: Limiters, hub: Hub) -> None:
         self._stores = stores
         self._passwords = passwords
-        self._login_limiter = login_limiter
+        self._limiters = limiters
         self._hub = hub
 
-    async def register(self, username: str, password: str) -> dict[str, object]:
+    async def register(self, username: str, password: str, client: str) -> dict[str, object]:
         name = normalise_username(username)
         if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
             raise ChatdError(
@@ -48,6 +57,8 @@ class Accounts:
                 f"password: {MIN_PASSWORD} to {MAX_PASSWORD} characters",
                 field="password",
             )
+        # Counted once the request is well-formed, before the (costly) hash.
+        await self._limiters.register.hit(client)
         user_id = await self._stores.accounts.create_user(name, await self._passwords.hash(password))
         if user_id is None:
             raise ChatdError(Code.USERNAME_TAKEN, "that username is taken")
@@ -55,8 +66,11 @@ class Accounts:
 
     async def login(self, username: str, password: str, client: str) -> dict[str, object]:
         name = username.strip().lower()
-        # Per address and name: guessing is slowed, yet nobody elsewhere can lock the user out.
-        await self._login_limiter.hit(f"{client}:{name}")
+        # Per address: one address cannot spray many usernames (each attempt costs an argon2
+        # hash). Per address and name: guessing is slowed, yet nobody elsewhere can lock the
+        # user out.
+        await self._limiters.login_address.hit(client)
+        await self._limiters.login.hit(f"{client}:{name}")
         found = await self._stores.accounts.credentials(name)
         ok = await self._passwords.verify(found[1] if found else None, password)
         if not ok or found is None:
@@ -72,6 +86,9 @@ class Accounts:
         if found is None:
             raise ChatdError(Code.UNAUTHORIZED, "invalid or revoked token")
         return Identity(found[0], found[1], token_hash, found[2])
+
+    async def is_live(self, token_hash: bytes) -> bool:
+        return await self._stores.accounts.user_for_token(token_hash) is not None
 
     async def logout(self, token_hash: bytes) -> None:
         """Revoke the token and close every live WebSocket that authenticated with it."""

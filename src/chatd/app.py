@@ -18,8 +18,9 @@ from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatd import http_api, migrations, ws
-from chatd.accounts import Accounts
+from chatd.accounts import Accounts, Limiters
 from chatd.config import Settings
+from chatd.conncap import ConnectionCap
 from chatd.connection import CLOSE_SERVICE_RESTART, Connection
 from chatd.errors import ChatdError, Code
 from chatd.fanout import Hub
@@ -57,14 +58,25 @@ class Runtime:
             settings.rate_limit_window_s,
             timeout_s=settings.redis_send_timeout_s,
         )
-        login_limiter = RateLimiter(redis, "login", settings.login_rate_limit, 60)
-        passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib)
-        self.accounts = Accounts(stores, passwords, login_limiter, self.hub)
+        limiters = Limiters(
+            login=RateLimiter(redis, "login", settings.login_rate_limit, 60),
+            login_address=RateLimiter(redis, "login-addr", settings.login_address_rate_limit, 60),
+            register=RateLimiter(redis, "register", settings.register_rate_limit, 3600),
+        )
+        self.passwords = Passwords(
+            settings.argon2_time_cost,
+            settings.argon2_memory_kib,
+            settings.argon2_concurrency,
+            settings.argon2_queue,
+        )
+        self.accounts = Accounts(stores, self.passwords, limiters, self.hub)
         read_state = ReadState(redis)
-        self.messaging = Messaging(stores, self.hub, limiter, read_state, settings)
+        lookups = RateLimiter(redis, "lookup", settings.user_lookup_rate_limit, 60)
+        self.messaging = Messaging(stores, self.hub, limiter, read_state, settings, lookups)
         self.receipts = Receipts(stores, read_state, self.hub, settings)
         self.flusher = Flusher(stores, read_state, settings.receipt_flush_interval_s)
         self.presence = Presence(redis, stores, self.hub, settings)
+        self.conncap = ConnectionCap(redis, settings.max_connections_per_user, settings.presence_ttl_s)
         self.draining = False
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -155,6 +167,7 @@ async def close_runtime(runtime: Runtime) -> None:
     await runtime.hub.stop()
     await runtime.redis.aclose()
     await runtime.stores.pool.close()
+    runtime.passwords.close()
 
 
 class AccessLog:

@@ -63,11 +63,15 @@ _SPEC: dict[str, tuple[str | None, _Parser]] = {
     "max_http_body_bytes": ("65536", lambda n, v: _int(n, v, 1024, 16 * 1024 * 1024)),
     "max_message_chars": ("4000", lambda n, v: _int(n, v, 1, 1_000_000)),
     "max_group_members": ("100000", lambda n, v: _int(n, v, 2, 1_000_000)),
+    "user_lookup_rate_limit": ("30", lambda n, v: _int(n, v, 1, 1_000_000)),
     "rate_limit_messages": ("50", lambda n, v: _int(n, v, 1, 1_000_000)),
     "rate_limit_window_s": ("10", lambda n, v: _int(n, v, 1, 3600)),
     "login_rate_limit": ("10", lambda n, v: _int(n, v, 1, 1_000_000)),
+    "login_address_rate_limit": ("30", lambda n, v: _int(n, v, 1, 1_000_000)),
+    "register_rate_limit": ("20", lambda n, v: _int(n, v, 1, 1_000_000)),
     "auth_timeout_s": ("10", lambda n, v: _float(n, v, 0.1, 300)),
     "send_queue_frames": ("2000", lambda n, v: _int(n, v, 10, 1_000_000)),
+    "max_connections_per_user": ("20", lambda n, v: _int(n, v, 1, 100_000)),
     "gap_fill_delay_s": ("0.2", lambda n, v: _float(n, v, 0.001, 10)),
     "drain_timeout_s": ("10", lambda n, v: _float(n, v, 0, 300)),
     "receipt_flush_interval_s": ("10", lambda n, v: _float(n, v, 0.05, 3600)),
@@ -80,6 +84,8 @@ _SPEC: dict[str, tuple[str | None, _Parser]] = {
     "presence_snapshot_max": ("1000", lambda n, v: _int(n, v, 0, 1_000_000)),
     "argon2_time_cost": ("3", lambda n, v: _int(n, v, 1, 20)),
     "argon2_memory_kib": ("65536", lambda n, v: _int(n, v, 8, 4 * 1024 * 1024)),
+    "argon2_concurrency": ("1", lambda n, v: _int(n, v, 1, 64)),
+    "argon2_queue": ("16", lambda n, v: _int(n, v, 0, 100_000)),
 }
 
 
@@ -97,11 +103,15 @@ class Settings:
     max_http_body_bytes: int
     max_message_chars: int
     max_group_members: int
+    user_lookup_rate_limit: int
     rate_limit_messages: int
     rate_limit_window_s: int
     login_rate_limit: int
+    login_address_rate_limit: int
+    register_rate_limit: int
     auth_timeout_s: float
     send_queue_frames: int
+    max_connections_per_user: int
     gap_fill_delay_s: float
     drain_timeout_s: float
     receipt_flush_interval_s: float
@@ -114,6 +124,8 @@ class Settings:
     presence_snapshot_max: int
     argon2_time_cost: int
     argon2_memory_kib: int
+    argon2_concurrency: int
+    argon2_queue: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -23,6 +23,7 @@ log = logging.getLogger("chatd.ws")
 CLOSE_UNAUTHORIZED = 4001
 CLOSE_AUTH_TIMEOUT = 4002
 CLOSE_SLOW_CONSUMER = 4008
+CLOSE_TOO_MANY_CONNECTIONS = 4009
 CLOSE_SERVICE_RESTART = 1012
 CLOSE_UNAVAILABLE = 1011
 
@@ -95,7 +96,12 @@ class Connection:
 
     # -- outbound ------------------------------------------------------------------------
     def send(self, frame: dict[str, Any]) -> None:
-        self.send_text(dumps(frame))
+        try:
+            text = dumps(frame)
+        except orjson.JSONEncodeError:  # a bug: answer with an error, never lose the socket
+            log.exception("reply cannot be encoded", extra={"user_id": self.user_id})
+            text = dumps({"type": "error", "code": "internal", "message": "internal error"})
+        self.send_text(text)
 
     def send_text(self, text: str) -> None:
         if self.close_code is not None:

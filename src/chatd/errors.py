@@ -24,6 +24,7 @@ class Code(StrEnum):
     SEQ_OUT_OF_RANGE = "seq_out_of_range"
     GROUP_TOO_LARGE = "group_too_large"
     RATE_LIMITED = "rate_limited"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     UNAVAILABLE = "unavailable"
@@ -49,6 +50,7 @@ HTTP_STATUS: dict[Code, int] = {
     Code.SEQ_OUT_OF_RANGE: 400,
     Code.GROUP_TOO_LARGE: 403,
     Code.RATE_LIMITED: 429,
+    Code.TOO_MANY_CONNECTIONS: 429,
     Code.NOT_FOUND: 404,
     Code.METHOD_NOT_ALLOWED: 405,
     Code.UNAVAILABLE: 503,

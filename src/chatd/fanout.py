@@ -204,12 +204,13 @@ class Hub:
             self._pongs.pop(token, None)
 
     async def add_connection(self, conn: Connection) -> None:
+        """Returns once the user's channel is subscribed: what is published from then on reaches `conn`."""
         self.connections.add(conn)
-        conns = self.users.setdefault(conn.user_id, set())
-        conns.add(conn)
-        if len(conns) == 1:
-            await self._pubsub.subscribe(user_channel(conn.user_id))
-            await self._confirm()
+        self.users.setdefault(conn.user_id, set()).add(conn)
+        # Every connection confirms its own SUBSCRIBE (a repeat is harmless): the one sent for
+        # the user's other connection may still be on its way.
+        await self._pubsub.subscribe(user_channel(conn.user_id))
+        await self._confirm()
 
     def remove_connection(self, conn: Connection) -> None:
         self.connections.discard(conn)

@@ -11,6 +11,7 @@ import orjson
 from chatd.errors import ChatdError, Code
 
 MAX_ID = 2**63 - 1  # ids and seqs are Postgres bigints
+MAX_REF_CHARS = 64
 CLIENT_MSG_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
@@ -86,6 +87,22 @@ def parse_since(raw: dict[str, Any] | None) -> dict[int, int]:
             )
         since[int(key)] = value
     return since
+
+
+def request_id(frame: dict[str, Any]) -> str | int | None:
+    """The frame's `id`, echoed as `ref`: checked first, so any reply to the frame can be encoded."""
+    value = frame.get("id")
+    if value is None:
+        return None
+    if isinstance(value, str) and len(value) <= MAX_REF_CHARS:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID:
+        return value
+    raise ChatdError(
+        Code.BAD_REQUEST,
+        f"id: a string of at most {MAX_REF_CHARS} characters, or an integer from 0 to 2^63-1",
+        field="id",
+    )
 
 
 def decode(text: str, what: str = "frame") -> dict[str, Any]:

@@ -132,7 +132,10 @@ async def readyz(request: Request) -> Response:
 @api
 async def register(request: Request) -> Response:
     body = await read_json(request)
-    result = await runtime(request).accounts.register(string(body, "username"), string(body, "password"))
+    client = request.client.host if request.client else "-"
+    result = await runtime(request).accounts.register(
+        string(body, "username"), string(body, "password"), client
+    )
     return JSON(result, status_code=201)
 
 
@@ -185,9 +188,9 @@ async def open_direct(request: Request) -> Response:
     body = await read_json(request)
     messaging = runtime(request).messaging
     if "user_id" in body:
-        others = await messaging.resolve_users([frames.positive_id(body, "user_id")], [])
+        others = await messaging.resolve_users(user_id, [frames.positive_id(body, "user_id")], [])
     else:
-        others = await messaging.resolve_users([], [string(body, "username")])
+        others = await messaging.resolve_users(user_id, [], [string(body, "username")])
     conv, created = await messaging.open_direct(user_id, others[0])
     return JSON(conv, status_code=201 if created else 200)
 
@@ -200,7 +203,9 @@ async def create_group(request: Request) -> Response:
     if not 1 <= len(title) <= 200:
         raise ChatdError(Code.BAD_REQUEST, "title: 1 to 200 characters", field="title")
     messaging = runtime(request).messaging
-    members = await messaging.resolve_users(id_list(body, "user_ids", int), id_list(body, "usernames", str))
+    members = await messaging.resolve_users(
+        user_id, id_list(body, "user_ids", int), id_list(body, "usernames", str)
+    )
     return JSON(await messaging.create_group(user_id, title, members), status_code=201)
 
 
@@ -224,7 +229,9 @@ async def add_members(request: Request) -> Response:
     user_id, _ = await authenticated(request)
     body = await read_json(request)
     messaging = runtime(request).messaging
-    users = await messaging.resolve_users(id_list(body, "user_ids", int), id_list(body, "usernames", str))
+    users = await messaging.resolve_users(
+        user_id, id_list(body, "user_ids", int), id_list(body, "usernames", str)
+    )
     if not users:
         raise ChatdError(Code.BAD_REQUEST, "user_ids or usernames: name at least one user")
     event = await messaging.add_members(user_id, path_id(request), users)
@@ -264,9 +271,7 @@ async def receipts(request: Request) -> Response:
 @api
 async def readers(request: Request) -> Response:
     user_id, _ = await authenticated(request)
-    seq: int = request.path_params["seq"]
-    if not 0 < seq <= frames.MAX_ID:
-        raise ChatdError(Code.BAD_REQUEST, "seq: a positive integer", field="seq")
+    seq = path_id(request, "seq")  # like the ids: out of range is `not_member` (403), as documented
     users = await runtime(request).receipts.readers(user_id, path_id(request), seq)
     return JSON({"conversation_id": path_id(request), "seq": seq, "user_ids": users})
 

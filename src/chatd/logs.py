@@ -36,13 +36,24 @@ def setup(level: str) -> None:
     root.setLevel(level.upper())
     # uvicorn's own access log is replaced by ours (chatd.http), which knows the user.
     logging.getLogger("uvicorn.access").disabled = True
-    # Per-connection lines from uvicorn repeat what chatd.ws logs, without the user.
-    logging.getLogger("uvicorn.error").addFilter(
-        lambda r: r.getMessage() not in ("connection open", "connection closed")
-    )
+    logging.getLogger("uvicorn.error").addFilter(_uvicorn_filter)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+
+
+def _uvicorn_filter(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    # Per-connection lines from uvicorn repeat what chatd.ws logs, without the user.
+    if message in ("connection open", "connection closed"):
+        return False
+    # A client's text frame that is not UTF-8 (closed with 1007) is bad input, not a server
+    # error: uvicorn logs it at ERROR with a traceback; keep one line at info instead.
+    if message.startswith("Invalid UTF-8 sequence received from client"):
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        record.exc_info, record.exc_text = None, None
+        return logging.getLogger("uvicorn.error").isEnabledFor(logging.INFO)
+    return True
 
 
 def monotonic_ms(start: float) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 from chatd.batching import Batcher
@@ -17,13 +19,27 @@ HISTORY_MAX = 200
 # Group commit: sends arriving while these many statements are in flight share the next one.
 COMMITS_IN_FLIGHT = 4
 COMMIT_BATCH_MAX = 256
+TOOK_PART_CACHE = 100_000
+# A member removed on another worker and added back sets the flag again on a send at most this
+# long after this worker last set it (docs/protocol.md §4.9).
+TOOK_PART_RECHECK_S = 60.0
+log = logging.getLogger("chatd.messaging")
 
 
 class Messaging:
     def __init__(
-        self, stores: Stores, hub: Hub, limiter: RateLimiter, read_state: ReadState, settings: Settings
+        self,
+        stores: Stores,
+        hub: Hub,
+        limiter: RateLimiter,
+        read_state: ReadState,
+        settings: Settings,
+        lookups: RateLimiter,
     ) -> None:
         self._read_state = read_state
+        self._lookups = lookups
+        # (conversation, user) pairs this worker knows have taken part (presence consent).
+        self._took_part: dict[tuple[int, int], float] = {}  # -> when to set it again
         self._stores = stores
         self._hub = hub
         self._limiter = limiter
@@ -45,6 +61,7 @@ class Messaging:
         # A resend re-publishes too: if the first attempt died between COMMIT and PUBLISH,
         # this delivers it now; subscribers drop the copy if they already have it.
         await self._hub.publish(event)
+        await self._mark_took_part(conversation_id, user_id)
         return {
             "type": "ack",
             "conversation_id": conversation_id,
@@ -55,6 +72,23 @@ class Messaging:
             "duplicate": duplicate,
         }
 
+    async def _mark_took_part(self, conversation_id: int, user_id: int) -> None:
+        """Sending makes the sender's presence visible in the conversation (docs/protocol.md
+        §4.9). One UPDATE per (conversation, user) and worker a minute at most; a failure only
+        leaves the flag for the next send to set."""
+        key = (conversation_id, user_id)
+        now = time.monotonic()
+        if self._took_part.get(key, 0.0) > now:
+            return
+        try:
+            await self._stores.presence.mark_took_part(conversation_id, user_id)
+        except Exception:
+            log.warning("took_part not recorded", extra={"conversation_id": conversation_id})
+            return
+        if len(self._took_part) >= TOOK_PART_CACHE:
+            self._took_part.clear()
+        self._took_part[key] = now + TOOK_PART_RECHECK_S
+
     async def history(
         self, user_id: int, conversation_id: int, *, after: int | None, before: int | None, limit: int
     ) -> list[dict[str, Any]]:
@@ -64,17 +98,27 @@ class Messaging:
         )
 
     # -- conversations -------------------------------------------------------------------
-    async def resolve_users(self, user_ids: list[int], usernames: list[str]) -> list[int]:
+    async def resolve_users(self, caller: int, user_ids: list[int], usernames: list[str]) -> list[int]:
+        """Ids for the users `caller` names, or `user_not_found` without telling more than needed.
+
+        An id resolves only if `caller` could know it (itself, or someone it shares a
+        conversation with); any other id gets the same answer as one that does not exist.
+        Usernames resolve for anyone (that is how one reaches a new contact), but names that
+        do not exist are counted per caller, and past the limit every username lookup is
+        refused, so a dictionary of names cannot be probed.
+        """
         ids = set(user_ids)
         if usernames:
+            await self._lookups.check(caller)
             names = {name.strip().lower() for name in usernames}
             found = await self._stores.accounts.ids_by_username(sorted(names))
             if missing := names - set(found):
+                await self._lookups.add(caller, len(missing))
                 raise ChatdError(Code.USER_NOT_FOUND, "no such user", usernames=sorted(missing))
             ids.update(found.values())
         if user_ids:
-            existing = await self._stores.accounts.existing_ids(sorted(set(user_ids)))
-            if missing_ids := set(user_ids) - existing:
+            known = await self._stores.accounts.known_ids(caller, sorted(set(user_ids)))
+            if missing_ids := set(user_ids) - known:
                 raise ChatdError(Code.USER_NOT_FOUND, "no such user", user_ids=sorted(missing_ids))
         return sorted(ids)
 
@@ -128,6 +172,8 @@ class Messaging:
         if event is not None:
             await self._hub.publish(event)
             await self._read_state.forget(conversation_id, event["user_ids"])
+            for uid in event["user_ids"]:
+                self._took_part.pop((conversation_id, uid), None)
         return event
 
     async def _announce(self, conv: dict[str, Any], user_ids: list[int], since: int) -> None:

@@ -19,6 +19,7 @@ from chatd.accounts import Identity
 from chatd.connection import (
     CLOSE_AUTH_TIMEOUT,
     CLOSE_SERVICE_RESTART,
+    CLOSE_TOO_MANY_CONNECTIONS,
     CLOSE_UNAUTHORIZED,
     CLOSE_UNAVAILABLE,
     Connection,
@@ -49,10 +50,18 @@ async def endpoint(websocket: WebSocket) -> None:
         websocket, user_id, identity.token_hash, runtime.settings.send_queue_frames, runtime.hub.detach_one
     )
     conn.share_read_state = identity.share_read_state
+    if not await _admitted(websocket, runtime, conn):
+        return
     started = time.perf_counter()
     log.info("ws connected", extra={"user_id": user_id})
     try:
         await runtime.hub.add_connection(conn)
+        # A logout between the token check and that subscription published its revoke to
+        # nobody: check again, now that a revoke would reach this connection.
+        if not await runtime.accounts.is_live(identity.token_hash):
+            conn.send(frames.error(ChatdError(Code.UNAUTHORIZED, "invalid or revoked token")))
+            conn.close(CLOSE_UNAUTHORIZED, Code.UNAUTHORIZED)
+            return
         await runtime.presence.connect(conn)
         await _sync(runtime, conn, since)
         await _read_loop(runtime, conn)
@@ -99,6 +108,24 @@ async def _authenticate(websocket: WebSocket, runtime: Runtime) -> tuple[Identit
     return identity, frame.since
 
 
+async def _admitted(websocket: WebSocket, runtime: Runtime, conn: Connection) -> bool:
+    """The per-user connection cap (across workers), checked after auth: else close 4009."""
+    cap = runtime.settings.max_connections_per_user
+    try:
+        if await runtime.conncap.admit(conn.user_id, conn.id):
+            return True
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        await websocket.close(CLOSE_UNAVAILABLE, "temporarily unavailable")
+        return False
+    log.info("ws refused: connection cap", extra={"user_id": conn.user_id})
+    error = ChatdError(Code.TOO_MANY_CONNECTIONS, f"at most {cap} connections per user", limit=cap)
+    await websocket.send_text(dumps(frames.error(error)))
+    await websocket.close(CLOSE_TOO_MANY_CONNECTIONS, "too many connections")
+    return False
+
+
 async def _sync(runtime: Runtime, conn: Connection, since: dict[int, int]) -> None:
     """Attach to every conversation, say `ready`, send what was missed, then go live."""
     convs = await runtime.messaging.conversations(conn.user_id)
@@ -134,6 +161,7 @@ async def _sync(runtime: Runtime, conn: Connection, since: dict[int, int]) -> No
                 ChatdError(Code.NOT_MEMBER, "not a member of this conversation", conversation_id=cid)
             )
         )
+        await conn.drained()  # paced like catch-up: any number of refusals fits the queue
     conn.send({"type": "synced"})
     conn.mark_synced()
     for conv, after in conn.deferred:
@@ -200,7 +228,7 @@ async def _read_loop(runtime: Runtime, conn: Connection) -> None:
             if message.get("text") is None:
                 raise ChatdError(Code.BAD_JSON, "binary frames are not accepted; send JSON text")
             raw = frames.decode(message["text"])
-            ref = raw.get("id")
+            ref = frames.request_id(raw)
             frame = frames.parse(raw)
             if isinstance(frame, frames.Send):
                 await _on_send(runtime, conn, frame, ref)

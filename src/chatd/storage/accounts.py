@@ -27,9 +27,17 @@ class AccountStore:
         )
         return {row["username"]: row["id"] for row in rows}
 
-    async def existing_ids(self, user_ids: list[int]) -> set[int]:
-        rows = await self._pool.fetch("SELECT id FROM users WHERE id = ANY($1::bigint[])", user_ids)
-        return {row["id"] for row in rows}
+    async def known_ids(self, caller: int, user_ids: list[int]) -> set[int]:
+        """Of `user_ids`, those `caller` may know exist: itself and anyone it shares a
+        conversation with. Other ids, existing or not, are left out alike."""
+        rows = await self._pool.fetch(
+            "SELECT u FROM unnest($2::bigint[]) AS u WHERE u = $1 OR EXISTS ("
+            " SELECT 1 FROM members mine JOIN members o ON o.conversation_id = mine.conversation_id"
+            " WHERE mine.user_id = $1 AND o.user_id = u)",
+            caller,
+            user_ids,
+        )
+        return {row["u"] for row in rows}
 
     async def usernames(self, user_ids: list[int]) -> dict[int, str]:
         rows = await self._pool.fetch("SELECT id, username FROM users WHERE id = ANY($1::bigint[])", user_ids)

@@ -18,6 +18,14 @@ def conversation(row: asyncpg.Record) -> dict[str, Any]:
 Conn = asyncpg.Connection | PoolConnectionProxy
 
 
+async def _took_part(conn: Conn, conversation_id: int, user_id: int) -> None:
+    await conn.execute(
+        "UPDATE members SET took_part = true WHERE conversation_id = $1 AND user_id = $2 AND NOT took_part",
+        conversation_id,
+        user_id,
+    )
+
+
 class ConversationStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -35,11 +43,15 @@ class ConversationStore:
                 hi,
             )
             if row is not None:
+                # The opener took part (presence consent, §4.9); the other user not yet.
                 await conn.execute(
-                    "INSERT INTO members (conversation_id, user_id) VALUES ($1, $2), ($1, $3)",
+                    "INSERT INTO members (conversation_id, user_id, took_part)"
+                    " VALUES ($1, $2, $4), ($1, $3, $5)",
                     row["id"],
                     lo,
                     hi,
+                    lo == a,
+                    hi == a,
                 )
                 return conversation(row), True
             row = await conn.fetchrow(
@@ -49,6 +61,7 @@ class ConversationStore:
                 hi,
             )
             assert row is not None
+            await _took_part(conn, row["id"], a)  # opening it again is taking part too
             return conversation(row), False
 
     async def create_group(self, creator: int, title: str, others: list[int]) -> dict[str, Any]:
@@ -61,7 +74,8 @@ class ConversationStore:
             )
             assert row is not None
             await conn.execute(
-                "INSERT INTO members (conversation_id, user_id, role) VALUES ($1, $2, 'owner')",
+                "INSERT INTO members (conversation_id, user_id, role, took_part)"
+                " VALUES ($1, $2, 'owner', true)",
                 row["id"],
                 creator,
             )
@@ -169,6 +183,7 @@ class ConversationStore:
         """Add users; returns the sequenced `members_added` event, or None if all were members."""
         async with self._pool.acquire() as conn, conn.transaction():
             await self._lock_group(conn, conversation_id, actor)
+            await _took_part(conn, conversation_id, actor)
             added = [
                 row["user_id"]
                 for row in await conn.fetch(

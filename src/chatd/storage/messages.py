@@ -10,49 +10,18 @@ from chatd.errors import ChatdError, Code
 
 EVENT_COLUMNS = "id, conversation_id, seq, sender_id, client_msg_id, kind, body, user_ids, created_at"
 
-# One autocommit statement: take the next seq under the conversation's row lock (only if the
-# sender is a member) and insert the row. A duplicate client_msg_id raises a unique violation,
-# which aborts the whole statement, so the seq increment is undone and no gap is left.
-_APPEND = f"""
-WITH next AS (
-    UPDATE conversations SET last_seq = last_seq + 1
-    WHERE id = $1
-      AND EXISTS (SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2)
-    RETURNING id, last_seq
-)
-INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, kind, body)
-SELECT id, last_seq, $2, $3, 'text', $4 FROM next
-RETURNING {EVENT_COLUMNS}
-"""
+# Both take the conversation row lock before they read the membership (migration 0006 says
+# why that needs a function): nothing of a removed member is stored after the removal.
+# One send: no row if the sender is not a member; a duplicate client_msg_id raises a unique
+# violation, which undoes the seq increment too, so no gap is left.
+_APPEND = f"SELECT {EVENT_COLUMNS} FROM chatd_append($1, $2, $3, $4)"
 
-
-# Group commit: many sends (any conversations) in one autocommit statement. Rows that fail the
+# Group commit: many sends (any conversations) in one statement. Rows that fail the
 # membership or dedupe check are left out (the caller retries them one by one for the exact
 # error); conversation rows are locked in id order, so concurrent batches cannot deadlock.
-_APPEND_MANY = f"""
-WITH input AS (
-    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[])
-        WITH ORDINALITY AS i (cid, sender, cmid, body, ord)
-), ok AS (
-    SELECT i.* FROM input i
-    WHERE EXISTS (SELECT 1 FROM members m WHERE m.conversation_id = i.cid AND m.user_id = i.sender)
-      AND NOT EXISTS (SELECT 1 FROM messages x WHERE x.sender_id = i.sender AND x.client_msg_id = i.cmid)
-), counts AS (
-    SELECT cid, count(*) AS n FROM ok GROUP BY cid
-), locked AS (
-    SELECT c.id, counts.n FROM conversations c JOIN counts ON counts.cid = c.id
-    ORDER BY c.id FOR UPDATE OF c
-), bumped AS (
-    UPDATE conversations c SET last_seq = c.last_seq + locked.n
-    FROM locked WHERE c.id = locked.id
-    RETURNING c.id, c.last_seq - locked.n AS base
+_APPEND_MANY = (
+    f"SELECT {EVENT_COLUMNS} FROM chatd_append_many($1::bigint[], $2::bigint[], $3::text[], $4::text[])"
 )
-INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, kind, body)
-SELECT ok.cid, b.base + row_number() OVER (PARTITION BY ok.cid ORDER BY ok.ord),
-       ok.sender, ok.cmid, 'text', ok.body
-FROM ok JOIN bumped b ON b.id = ok.cid
-RETURNING {EVENT_COLUMNS}
-"""
 
 Append = tuple[int, int, str, str]  # conversation_id, sender_id, client_msg_id, body
 
