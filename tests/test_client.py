@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -105,12 +106,15 @@ def test_history_states_and_presence(local: Local) -> None:
     if f"{alice} is offline" not in str(them.after):  # still in alice's grace period
         them.expect(f"{alice} is offline")
     me = local.chat(alice, bob)
+    screen = io.StringIO()
+    me.logfile_read = screen
     assert f"{bob} is online" in str(me.after)  # presence of the peer
     them.expect(f"{alice} is online")
     me.sendline("are you there")
     me.expect("saved: are you there")
     them.expect(f"{alice}: are you there")  # bob's client shows it and marks it read
     me.expect(f"read by {bob}: are you there")
+    assert screen.getvalue().count(f"{alice}: are you there") == 1  # own line shown once
     assert quit_with(them, "c") == 0
     me.expect(f"{bob} is offline")
     assert quit_with(me, "d") == 0
