@@ -59,11 +59,19 @@ def _need(binary: str, package: str) -> str:
     return found
 
 
+def _bool(value: object) -> bool:
+    """Ansible's `bool` filter, which the site template uses for values from INI inventories."""
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("yes", "on", "1", "true", "y")
+
+
 def nginx_template() -> jinja2.Template:
     here = Path(__file__).resolve().parent
     for directory in (here / "nginx", here.parent.parent / "nginx"):
         if (directory / "chatd.conf.j2").exists():
             env = jinja2.Environment(loader=jinja2.FileSystemLoader(directory), autoescape=False)  # noqa: S701
+            env.filters["bool"] = _bool
             return env.get_template("chatd.conf.j2")
     raise FileNotFoundError("nginx/chatd.conf.j2 not found")
 
@@ -76,6 +84,12 @@ class Stack:
     extra_env: dict[str, str] = field(default_factory=dict)
     nginx_worker_connections: int = 10000  # per nginx worker; a proxied WebSocket takes two
     nginx_reuseport: bool = False  # one listening socket per worker: the kernel spreads connections
+    # Edge limits per client address (nginx/chatd.conf.j2). Production (the Ansible nginx role)
+    # is strict; here everything comes from 127.0.0.1 (tests register hundreds of users, the
+    # benchmark holds thousands of sockets), so the defaults are permissive.
+    nginx_auth_rate: str = "100000r/s"
+    nginx_auth_burst: int = 100000
+    nginx_ws_conn_per_addr: int = 65535  # nginx's maximum
     pg_port: int = 0
     redis_port: int = 0
     http_port: int = 0
@@ -327,17 +341,23 @@ class Stack:
         raise RuntimeError(f"worker {index + 1} not ready after {timeout}s")
 
     # -- nginx ---------------------------------------------------------------------------
-    def start_nginx(self) -> None:
+    def start_nginx(self, **site_vars: object) -> None:
+        """Start nginx with the production site; `site_vars` override template variables
+        (the local stack is plain HTTP; tests render the TLS variant this way)."""
         listen = f"127.0.0.1:{self.http_port}" + (" reuseport" if self.nginx_reuseport else "")
-        site = nginx_template().render(
+        defaults: dict[str, object] = dict(
             chatd_upstreams=[self.worker_bind(i) for i in range(self.workers)],
             nginx_listen_http=[listen],
             nginx_tls=False,
             nginx_server_name="localhost",
             nginx_client_max_body_size="1m",
+            nginx_auth_rate=self.nginx_auth_rate,
+            nginx_auth_burst=self.nginx_auth_burst,
+            nginx_ws_conn_per_addr=self.nginx_ws_conn_per_addr,
             chatd_ws_read_timeout=75,
             nginx_access_log=str(self.root / "logs" / "nginx-access.log"),
         )
+        site = nginx_template().render(**{**defaults, **site_vars})
         nginx = self.root / "nginx"
         (nginx / "chatd.conf").write_text(site)
         tmp = nginx / "tmp"
