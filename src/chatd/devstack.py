@@ -6,7 +6,6 @@ nginx uses the production site template (nginx/chatd.conf.j2).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -28,6 +27,21 @@ from chatd.processes import free_port as free_port  # re-exported for bench/ and
 from chatd.processes import wait_tcp
 
 STATE = "stack.json"
+
+
+class StackError(Exception):
+    """A child command failed; the message carries its own error output."""
+
+
+def _run(argv: list[str], what: str, env: dict[str, str] | None = None, log: Path | None = None) -> str:
+    """Run a child command; on failure raise StackError with what it printed (and its log's tail)."""
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if done.returncode == 0:
+        return done.stdout
+    said = (done.stderr.strip() or done.stdout.strip()).splitlines()[-15:]
+    if log is not None and log.exists():
+        said += [f"--- last lines of {log}:", *log.read_text(errors="replace").splitlines()[-8:]]
+    raise StackError(f"{what} failed (exit {done.returncode}):\n  " + "\n  ".join(said))
 
 
 def _pg_bin(name: str) -> str:
@@ -132,7 +146,29 @@ class Stack:
         return cls(**state)
 
     # -- lifecycle -----------------------------------------------------------------------
+    def process_names(self) -> list[str]:
+        return ["postgres", "redis", *(f"worker-{i + 1}" for i in range(self.workers)), "nginx"]
+
+    def running(self, name: str) -> bool:
+        if name == "postgres":
+            status = [_pg_bin("pg_ctl"), "-D", str(self.root / "pg"), "status"]
+            return (self.root / "pg" / "postmaster.pid").exists() and subprocess.run(
+                self._as_postgres(status), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
+            ).returncode == 0
+        pid = self.pids.get(name)
+        if not pid or not _alive(pid):
+            return False
+        try:  # a recycled pid is some other program
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        return (b"chatd" if name.startswith("worker-") else name.encode()) in cmdline
+
+    def status(self) -> dict[str, bool]:
+        return {name: self.running(name) for name in self.process_names()}
+
     def up(self) -> None:
+        """Start whatever is not running: a fresh stack, a stopped one, or a partly running one."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)  # nginx's and postgres's users must traverse it
         for sub in ("logs", "run", "redis", "nginx/tmp"):
@@ -147,12 +183,16 @@ class Stack:
         self.db_password = self.db_password or secrets.token_urlsafe(18)
         self.redis_password = self.redis_password or secrets.token_urlsafe(18)
         self.save()
-        self.start_postgres(init=True)
-        self.start_redis()
+        if not self.running("postgres"):
+            self.start_postgres(init=True)
+        if not self.running("redis"):
+            self.start_redis()
         self.migrate()
         for index in range(self.workers):
-            self.start_worker(index)
-        self.start_nginx()
+            if not self.running(f"worker-{index + 1}"):
+                self.start_worker(index)
+        if not self.running("nginx"):
+            self.start_nginx()
         self.save()
 
     def down(self) -> None:
@@ -184,7 +224,7 @@ class Stack:
             if owner:
                 os.chown(data, owner.pw_uid, owner.pw_gid)
                 os.chown(pwfile, owner.pw_uid, owner.pw_gid)
-            subprocess.run(
+            _run(
                 self._as_postgres(
                     [
                         _pg_bin("initdb"),
@@ -199,8 +239,7 @@ class Stack:
                         "--locale=C.UTF-8",
                     ]
                 ),
-                check=True,
-                stdout=subprocess.DEVNULL,
+                "initdb",
             )
             pwfile.unlink()
             with (data / "postgresql.conf").open("a") as conf:
@@ -209,18 +248,18 @@ class Stack:
                     f"unix_socket_directories = '{data}'\nmax_connections = 300\n"
                     "shared_buffers = 256MB\nfsync = on\nsynchronous_commit = on\n"
                 )
-        log = str(data / "server.log")
-        start = [_pg_bin("pg_ctl"), "-D", str(data), "-l", log, "-w", "-t", "60", "start"]
-        subprocess.run(self._as_postgres(start), check=True, stdout=subprocess.DEVNULL)
+        log = data / "server.log"
+        start = [_pg_bin("pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "start"]
+        _run(self._as_postgres(start), "pg_ctl start (PostgreSQL)", log=log)
         if init:
             self._psql("SELECT 1 FROM pg_database WHERE datname = 'chatd'", create=True)
 
     def _psql(self, sql: str, create: bool = False) -> None:
         env = {**os.environ, "PGPASSWORD": self.db_password}
         base = ["psql", "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "chatd", "-d", "postgres", "-tAc"]
-        out = subprocess.run([*base, sql], env=env, check=True, capture_output=True, text=True)
-        if create and not out.stdout.strip():
-            subprocess.run([*base, "CREATE DATABASE chatd"], env=env, check=True, capture_output=True)
+        out = _run([*base, sql], "psql", env=env)
+        if create and not out.strip():
+            _run([*base, "CREATE DATABASE chatd"], "psql CREATE DATABASE", env=env)
 
     def stop_postgres(self, mode: str = "fast") -> None:
         data = self.root / "pg"
@@ -257,9 +296,7 @@ class Stack:
 
     # -- workers -------------------------------------------------------------------------
     def migrate(self) -> None:
-        subprocess.run(
-            [sys.executable, "-m", "chatd", "migrate"], env=self.env(), check=True, stdout=subprocess.DEVNULL
-        )
+        _run([sys.executable, "-m", "chatd", "migrate"], "chatd migrate", env=self.env())
 
     def start_worker(self, index: int) -> None:
         bind = self.worker_bind(index)
@@ -271,6 +308,11 @@ class Stack:
         self._spawn(name, [sys.executable, "-m", "chatd", "serve", *where], env=self.env())
         self._wait_ready(index)
         self.save()
+
+    def restart_worker(self, index: int) -> None:
+        """Drain and stop one worker (SIGTERM), then start it again; nginx sends to the others meanwhile."""
+        self.stop_worker(index)
+        self.start_worker(index)
 
     def stop_worker(self, index: int, sig: signal.Signals = signal.SIGTERM, wait: float = 15) -> None:
         name = f"worker-{index + 1}"
@@ -287,7 +329,9 @@ class Stack:
             while time.monotonic() < deadline:
                 pid = self.pids[f"worker-{index + 1}"]
                 if not _alive(pid):
-                    raise RuntimeError(f"worker {index + 1} exited; see {self.root}/logs")
+                    log = self.root / "logs" / f"worker-{index + 1}.log"
+                    tail = "\n  ".join(log.read_text(errors="replace").splitlines()[-8:])
+                    raise StackError(f"worker {index + 1} exited; the end of {log}:\n  {tail}")
                 try:
                     if client.get(f"{base}/readyz").status_code == 200:
                         return
@@ -336,7 +380,7 @@ class Stack:
             "-e",
             str(self.root / "logs" / "nginx-error.log"),
         ]
-        subprocess.run([binary, *conf, "-t", "-q"], check=True)
+        _run([binary, *conf, "-t", "-q"], "nginx -t")
         self._spawn("nginx", [binary, *conf, "-g", "daemon off;"])
         self._wait_tcp(self.http_port)
 
@@ -372,47 +416,3 @@ class Stack:
             wait_tcp(port, timeout)
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}; see {self.root}/logs") from None
-
-
-def cmd_up(args: argparse.Namespace) -> int:
-    root = Path(args.dir).resolve()
-    if (root / STATE).exists() and any(_alive(p) for p in Stack.load(root).pids.values()):
-        print(f"chatd: a stack is already running in {root}; `chatd dev down` first", file=sys.stderr)
-        return 1
-    stack = Stack(root=root, workers=args.workers, http_port=args.port)
-    try:
-        stack.up()
-    except BaseException:
-        stack.down()
-        raise
-    print(f"chatd is up: {stack.url}  (WebSocket: ws://127.0.0.1:{stack.http_port}/v1/ws)")
-    print(
-        f"  {stack.workers} workers, Postgres :{stack.pg_port}, Redis :{stack.redis_port}; "
-        f"logs in {root / 'logs'}"
-    )
-    print(f"  chat:  chatd client --url {stack.url} register alice")
-    print(f"  stop:  chatd dev down --dir {args.dir}")
-    return 0
-
-
-def cmd_down(args: argparse.Namespace) -> int:
-    root = Path(args.dir).resolve()
-    if not (root / STATE).exists():
-        print(f"chatd: no stack in {root}", file=sys.stderr)
-        return 1
-    Stack.load(root).down()
-    print("chatd: stopped")
-    return 0
-
-
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    dev = sub.add_parser("dev", help="run a private local stack (Postgres, Redis, workers, nginx)")
-    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
-    up = dev_sub.add_parser("up", help="start the stack and print its URL")
-    up.add_argument("--dir", default=".chatd-dev")
-    up.add_argument("--workers", type=int, default=2)
-    up.add_argument("--port", type=int, default=8080, help="nginx port on 127.0.0.1")
-    up.set_defaults(func=cmd_up)
-    down = dev_sub.add_parser("down", help="stop the stack")
-    down.add_argument("--dir", default=".chatd-dev")
-    down.set_defaults(func=cmd_down)
