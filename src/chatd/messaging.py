@@ -81,7 +81,7 @@ class Messaging:
         if self._took_part.get(key, 0.0) > now:
             return
         try:
-            await self._stores.presence.mark_took_part(conversation_id, user_id)
+            await self._stores.conversations.mark_took_part(conversation_id, user_id)
         except Exception:
             log.warning("took_part not recorded", extra={"conversation_id": conversation_id})
             return

@@ -18,7 +18,8 @@ def conversation(row: asyncpg.Record) -> dict[str, Any]:
 Conn = asyncpg.Connection | PoolConnectionProxy
 
 
-async def _took_part(conn: Conn, conversation_id: int, user_id: int) -> None:
+async def _took_part(conn: Conn | asyncpg.Pool, conversation_id: int, user_id: int) -> None:
+    """Presence consent (docs/protocol.md §4.9): `user_id` took part in the conversation."""
     await conn.execute(
         "UPDATE members SET took_part = true WHERE conversation_id = $1 AND user_id = $2 AND NOT took_part",
         conversation_id,
@@ -29,6 +30,9 @@ async def _took_part(conn: Conn, conversation_id: int, user_id: int) -> None:
 class ConversationStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+
+    async def mark_took_part(self, conversation_id: int, user_id: int) -> None:
+        await _took_part(self._pool, conversation_id, user_id)
 
     async def find_or_create_direct(self, a: int, b: int) -> tuple[dict[str, Any], bool]:
         lo, hi = min(a, b), max(a, b)
