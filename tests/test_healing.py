@@ -207,3 +207,31 @@ async def test_presence_is_rebuilt_soon_after_redis_loses_its_data(
     assert seen[-1] == "online", "presence rebuilt within a few sweeps, not at the next heartbeat"
     await u.close()
     await api.http.aclose()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open (review of issue 10): `read` and `presence` frames wait on Redis without a bound,"
+    " and a socket's frames are handled in order, so a hung Redis holds up every later send on it"
+    " until the ping timeout closes the socket with 1011",
+)
+async def test_a_read_or_status_frame_while_redis_hangs_does_not_hold_up_later_sends(
+    spawn_worker: Callable[..., Worker], redis_server: RedisServer
+) -> None:
+    # Frames of one socket are handled in order: a `read` or `presence` frame stuck on a hung
+    # Redis would hold up every `send` behind it, however bounded the send path itself is.
+    worker = spawn_worker(CHATD_REDIS_URL=redis_server.url)
+    cid, a, b = await pair(worker)
+    redis_server.pause()
+    try:
+        await a.send_json({"type": "read", "id": "r", "conversation_id": cid, "seq": 1})
+        await a.send_json({"type": "presence", "status": "idle"})
+        ack = await asyncio.wait_for(a.send(cid, "after a read"), 2 * ACK_BOUND_S + MARGIN_S)
+        assert ack["type"] == "ack" and ack["seq"] == 2, ack
+        read = await a.expect(lambda f: f.get("ref") == "r")
+        assert read["type"] == "error" and read["code"] == "unavailable", read
+    finally:
+        redis_server.resume()
+    await b.wait_seq(cid, 2, timeout=HEAL_BOUND_S + MARGIN_S)
+    await a.close()
+    await b.close()
