@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from chatd.devstack import Stack
 from chatd.processes import free_port
 from tests.conftest import Worker
-from tests.helpers import Api, Ws
+from tests.helpers import Api, Ws, ack_for
 
 # docs/protocol.md §7 and §10: an acked message reaches connected members within 3 s after Redis
 # takes commands again; a send is answered within about a second while Redis hangs. The
@@ -209,12 +209,6 @@ async def test_presence_is_rebuilt_soon_after_redis_loses_its_data(
     await api.http.aclose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (review of issue 10): `read` and `presence` frames wait on Redis without a bound,"
-    " and a socket's frames are handled in order, so a hung Redis holds up every later send on it"
-    " until the ping timeout closes the socket with 1011",
-)
 async def test_a_read_or_status_frame_while_redis_hangs_does_not_hold_up_later_sends(
     spawn_worker: Callable[..., Worker], redis_server: RedisServer
 ) -> None:
@@ -226,8 +220,11 @@ async def test_a_read_or_status_frame_while_redis_hangs_does_not_hold_up_later_s
     try:
         await a.send_json({"type": "read", "id": "r", "conversation_id": cid, "seq": 1})
         await a.send_json({"type": "presence", "status": "idle"})
-        ack = await asyncio.wait_for(a.send(cid, "after a read"), 2 * ACK_BOUND_S + MARGIN_S)
-        assert ack["type"] == "ack" and ack["seq"] == 2, ack
+        await a.send_json(
+            {"type": "send", "conversation_id": cid, "client_msg_id": "after-read", "body": "x"}
+        )
+        ack = await a.expect(ack_for("after-read"), timeout=2 * ACK_BOUND_S + MARGIN_S)
+        assert ack["seq"] == 2, ack
         read = await a.expect(lambda f: f.get("ref") == "r")
         assert read["type"] == "error" and read["code"] == "unavailable", read
     finally:
