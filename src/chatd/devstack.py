@@ -53,6 +53,12 @@ def nginx_template() -> jinja2.Template:
     raise FileNotFoundError("nginx/chatd.conf.j2 not found")
 
 
+def web_root() -> Path | None:
+    """The web app's files (web/app in a checkout), served by nginx at `/`."""
+    found = Path(__file__).resolve().parent.parent.parent / "web" / "app"
+    return found if (found / "index.html").exists() else None
+
+
 @dataclass
 class Stack:
     root: Path
@@ -285,6 +291,7 @@ class Stack:
             nginx_client_max_body_size="1m",
             chatd_ws_read_timeout=75,
             nginx_access_log=str(self.root / "logs" / "nginx-access.log"),
+            chatd_web_root=str(web_root() or ""),
         )
         nginx = self.root / "nginx"
         (nginx / "chatd.conf").write_text(site)
@@ -362,6 +369,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         f"  {stack.workers} workers, Postgres :{stack.pg_port}, Redis :{stack.redis_port}; "
         f"logs in {root / 'logs'}"
     )
+    if web_root() is not None:
+        print(f"  web app: open {stack.url}/ in a browser")
     print(f"  chat:  chatd client --url {stack.url} register alice")
     print(f"  stop:  chatd dev down --dir {args.dir}")
     return 0
