@@ -71,12 +71,11 @@ class Person:
         return page
 
     async def open_app(self) -> Page:
-        """A new tab with the app, logged in as `user` (the token the app would have stored)."""
+        """A new tab with the app; logged in as `user` (its context starts with the token the app
+        stores at login)."""
         page = await self.new_page()
         await page.goto(self.base_url + "/")
         if self.user is not None:
-            await page.evaluate("token => localStorage.setItem('chatd.token', token)", self.user.token)
-            await page.reload()
             await page.locator("#link[data-connection='online']").wait_for()
         return page
 
@@ -104,6 +103,9 @@ async def people(browser: Browser, stack: Stack, nginx: Api) -> AsyncIterator[Pe
     ) -> Person:
         if user is None and register:
             user = await nginx.user(prefix)
+        if user is not None:
+            token = {"name": "chatd.token", "value": user.token}
+            options.setdefault("storage_state", {"origins": [{"origin": stack.url, "localStorage": [token]}]})
         context = await browser.new_context(**options)  # type: ignore[arg-type]
         person = Person(context, stack.url, user)
         made.append(person)
