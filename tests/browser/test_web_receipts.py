@@ -59,7 +59,9 @@ async def test_group_counts_second_tab_and_reload(people: PersonFactory, nginx: 
     await a.locator("#messages li[data-read-by='2'][data-read-of='2']", has_text="read by whom").wait_for()
     assert await row.get_attribute("data-state") == "read"
     # Carol's other tab learns her pointer moved (read_state) and clears the badge, no reload.
-    await c2.locator(f"{carol.conversation(c2, group)} .badge[hidden][data-unread='0']").wait_for(state="attached")
+    await c2.locator(f"{carol.conversation(c2, group)} .badge[hidden][data-unread='0']").wait_for(
+        state="attached"
+    )
     # Who read it (the group is small enough for the server to keep the list).
     await row.locator(".readers-button").click()
     readers = await row.locator(".readers").get_attribute("data-readers")

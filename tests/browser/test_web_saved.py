@@ -28,11 +28,15 @@ async def test_pending_until_commit(
         await alice.send(page, "held by a lock")
         await row.wait_for()
         # Barrier: the send is inside Postgres, waiting for our lock; it cannot have committed.
-        async with asyncio.timeout(10):
-            while not await db.fetchval(
+        for _ in range(200):
+            blocked = await db.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
-            ):
-                await asyncio.sleep(0.05)
+            )
+            if blocked:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the send never reached the locked row")
         assert await row.get_attribute("data-state") == "pending"
         assert await row.locator(".status").inner_text() == "Sending…"
         await shot(page, artifacts, "2-pending-under-lock")
