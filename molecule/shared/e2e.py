@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """End-to-end checks of a deployed chatd, from outside the hosts, through nginx.
 
-    e2e.py setup    --base http://HOST --state FILE
+    e2e.py setup    --base https://HOST --cafile CERT --state FILE
     e2e.py exchange --state FILE [--disrupt "SHELL COMMAND"] [--timeout 150]
+    e2e.py edge     --base https://HOST --cafile CERT
 
 setup registers two users, logs them in and opens a direct conversation.  exchange
 connects both users' WebSockets (one after the other, so nginx's least_conn puts them
 on different workers), optionally runs a disruptive command (restart a service, reboot
 a host) and waits for the clients to reconnect, then checks that a message sent by
 each is acked and delivered in real time to the other, and that the conversation's
-history holds every message sent so far, in order.  Prints one JSON line.
+history holds every message sent so far, in order.  edge checks the front end: plain
+HTTP only redirects to HTTPS (and serves ACME challenges), HTTPS carries HSTS, nginx hides
+its version, and a password spray from this address is cut off with a JSON 429.  TLS is
+verified against CERT (the deployment's self-signed certificate).  Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import argparse
 import asyncio
 import json
 import secrets
+import ssl
 import subprocess
 import sys
 import time
@@ -26,6 +31,10 @@ from pathlib import Path
 
 import httpx
 import websockets
+
+
+def tls(cafile: str | None) -> ssl.SSLContext | bool:
+    return ssl.create_default_context(cafile=cafile) if cafile else True
 
 
 def ws_url(base: str) -> str:
@@ -50,7 +59,7 @@ async def setup(args: argparse.Namespace) -> dict:
     deadline = time.monotonic() + args.timeout
     suffix = secrets.token_hex(3)
     users = {}
-    async with httpx.AsyncClient(base_url=args.base, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=args.base, timeout=10, verify=tls(args.cafile)) as client:
         for who in ("alice", "bob"):
             name, password = f"{who}{suffix}", secrets.token_urlsafe(12)
             r = await http_retry(client, "POST", "/v1/register", deadline,
@@ -65,14 +74,14 @@ async def setup(args: argparse.Namespace) -> dict:
                              json={"username": users["bob"]["username"]},
                              headers={"Authorization": f"Bearer {users['alice']['token']}"})
         assert r.status_code in (200, 201), (r.status_code, r.text)
-    state = {"base": args.base, "users": users, "conversation_id": r.json()["id"], "sent": []}
+    state = {"base": args.base, "cafile": args.cafile, "users": users, "conversation_id": r.json()["id"], "sent": []}
     Path(args.state).write_text(json.dumps(state))
     return {"setup": "ok", "conversation_id": state["conversation_id"]}
 
 
 class Client:
-    def __init__(self, base: str, user: dict) -> None:
-        self.base, self.user = base, user
+    def __init__(self, base: str, user: dict, cafile: str | None) -> None:
+        self.base, self.user, self.cafile = base, user, cafile
         self.ws = None
         self.frames: asyncio.Queue = asyncio.Queue()
         self.close_codes: list[int | None] = []
@@ -81,7 +90,8 @@ class Client:
     async def connect(self, deadline: float) -> None:
         while True:
             try:
-                self.ws = await websockets.connect(ws_url(self.base), open_timeout=5)
+                ssl_context = tls(self.cafile) if self.base.startswith("https://") else None
+                self.ws = await websockets.connect(ws_url(self.base), open_timeout=5, ssl=ssl_context)
                 await self.ws.send(json.dumps({"type": "auth", "token": self.user["token"]}))
                 while True:
                     frame = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
@@ -120,8 +130,8 @@ async def exchange(args: argparse.Namespace) -> dict:
     state = json.loads(Path(args.state).read_text())
     base, cid = state["base"], state["conversation_id"]
     deadline = time.monotonic() + args.timeout
-    alice = Client(base, state["users"]["alice"])
-    bob = Client(base, state["users"]["bob"])
+    alice = Client(base, state["users"]["alice"], state.get("cafile"))
+    bob = Client(base, state["users"]["bob"], state.get("cafile"))
     await alice.connect(deadline)
     await bob.connect(deadline)
     result: dict = {}
@@ -159,7 +169,7 @@ async def exchange(args: argparse.Namespace) -> dict:
         assert msg is not None, "message not delivered in real time"
         assert msg["seq"] == ack["seq"], (msg, ack)
         state["sent"].append(cmid)
-    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=base, timeout=10, verify=tls(state.get("cafile"))) as client:
         r = await http_retry(client, "GET", f"/v1/conversations/{cid}/messages?limit=200",
                              deadline, headers={"Authorization": f"Bearer {alice.user['token']}"})
         assert r.status_code == 200, (r.status_code, r.text)
@@ -176,20 +186,57 @@ async def exchange(args: argparse.Namespace) -> dict:
     return result
 
 
+async def edge(args: argparse.Namespace) -> dict:
+    base = args.base
+    plain = base.replace("https://", "http://")
+    host = base.removeprefix("https://")
+    async with httpx.AsyncClient(timeout=10) as client:
+        # Port 80 never reaches chatd: a login over plain HTTP is redirected, not served.
+        for method, path in (("GET", "/v1/me"), ("POST", "/v1/login"), ("GET", "/readyz")):
+            r = await client.request(method, plain + path, json={} if method == "POST" else None)
+            assert r.status_code == 301, (method, path, r.status_code, r.text)
+            assert r.headers["location"] == f"https://{host}{path}", r.headers
+            assert "strict-transport-security" not in r.headers
+        # ... except ACME http-01 challenges, served from a directory (none here: 404).
+        r = await client.get(plain + "/.well-known/acme-challenge/no-such-token")
+        assert r.status_code == 404, (r.status_code, r.headers)
+        assert r.headers["server"] == "nginx", r.headers
+    async with httpx.AsyncClient(base_url=base, timeout=10, verify=tls(args.cafile)) as client:
+        r = await client.get("/readyz")
+        assert r.status_code == 200, (r.status_code, r.text)
+        assert r.headers["strict-transport-security"] == "max-age=63072000", r.headers
+        assert r.headers["server"] == "nginx", r.headers
+        # A spray of logins from one address: nginx cuts it off (burst 20) in chatd's shape.
+        codes = []
+        for i in range(30):
+            r = await client.post("/v1/login", json={"username": f"spray{i}x{secrets.token_hex(3)}",
+                                                     "password": "not the password"})
+            codes.append(r.status_code)
+        assert codes[0] == 401 and codes[-1] == 429, codes
+        assert r.json()["error"]["code"] == "rate_limited", r.text
+        assert r.headers["strict-transport-security"] == "max-age=63072000", r.headers
+    return {"edge": "ok", "first_429": codes.index(429) + 1}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("setup")
     p.add_argument("--base", required=True)
     p.add_argument("--state", required=True)
+    p.add_argument("--cafile", help="CA (or self-signed) certificate to verify HTTPS with")
     p.add_argument("--timeout", type=float, default=120)
     p = sub.add_parser("exchange")
     p.add_argument("--state", required=True)
     p.add_argument("--disrupt")
     p.add_argument("--settle", type=float, default=3, help="seconds to wait after --disrupt")
     p.add_argument("--timeout", type=float, default=150)
+    p = sub.add_parser("edge")
+    p.add_argument("--base", required=True)
+    p.add_argument("--cafile")
     args = parser.parse_args()
-    out = asyncio.run(setup(args) if args.cmd == "setup" else exchange(args))
+    commands = {"setup": setup, "exchange": exchange, "edge": edge}
+    out = asyncio.run(commands[args.cmd](args))
     print(json.dumps(out))
     sys.stdout.flush()
 

@@ -5,11 +5,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import shlex
+import shutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from chatd import __version__, logs
+from chatd import __version__, devstack, logs
 from chatd.config import ConfigError, Settings, documented_defaults
+
+
+def program() -> str:
+    """`chatd` as the user ran it, for hints that must work when pasted (`.venv/bin/chatd`)."""
+    argv0 = sys.argv[0]
+    if Path(argv0).name in ("__main__.py", "-c") or not argv0:
+        return f"{shlex.quote(sys.executable)} -m chatd"
+    if os.sep not in argv0:
+        return argv0  # found on PATH
+    on_path = shutil.which(Path(argv0).name)
+    if on_path and Path(on_path).resolve() == Path(argv0).resolve():
+        return Path(argv0).name
+    return shlex.quote(argv0)
 
 
 def _settings() -> Settings:
@@ -66,6 +83,150 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- chatd dev: the local stack (src/chatd/devstack.py) -------------------------------------
+
+
+def _prog(args: argparse.Namespace, rest: str) -> str:
+    """A command to print in a hint, spelled so that it works when pasted (`.venv/bin/chatd ...`)."""
+    where = "" if args.dir == DEFAULT_DIR else f" --dir {args.dir}"
+    return f"{program()} dev {rest}{where}"
+
+
+def _open(root: Path) -> devstack.Stack | None:
+    if (root / devstack.STATE).exists():
+        return devstack.Stack.load(root)
+    if (root / "pg" / "PG_VERSION").exists():
+        raise devstack.StackError(
+            f"{root}/pg holds a database but {root}/{devstack.STATE} (its ports and passwords) is gone; "
+            f"move {root} away to start afresh"
+        )
+    return None
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    root = Path(args.dir).resolve()
+    try:
+        stack = _open(root)
+    except devstack.StackError as exc:
+        print(f"chatd: {exc}", file=sys.stderr)
+        return 1
+    before = stack.status() if stack else {}
+    if stack is None:
+        stack = devstack.Stack(root=root, workers=args.workers or 2, http_port=args.port or 8080)
+    elif all(before.values()):
+        print(
+            f"chatd: a stack is already running in {root} ({stack.url}); see `{_prog(args, 'status')}`",
+            file=sys.stderr,
+        )
+        return 1
+    elif any(before.values()) and (args.port or stack.http_port, args.workers or stack.workers) != (
+        stack.http_port,
+        stack.workers,
+    ):
+        down = _prog(args, "down")
+        print(
+            f"chatd: part of the stack is running; `{down}` first to change --port or --workers",
+            file=sys.stderr,
+        )
+        return 1
+    else:
+        stack.http_port, stack.workers = args.port or stack.http_port, args.workers or stack.workers
+    try:
+        stack.up()
+    except (devstack.StackError, RuntimeError) as exc:
+        print(f"chatd: {exc}", file=sys.stderr)
+        if not any(before.values()):
+            stack.down()
+        print(f"chatd: logs in {root / 'logs'}; state: `{_prog(args, 'status')}`", file=sys.stderr)
+        return 1
+    started = [name for name, was_up in before.items() if not was_up]
+    if any(before.values()):
+        print(f"chatd: repaired: started {', '.join(started)}")
+    print(f"chatd is up: {stack.url}  (WebSocket: ws://127.0.0.1:{stack.http_port}/v1/ws)")
+    print(
+        f"  {stack.workers} workers, Postgres :{stack.pg_port}, Redis :{stack.redis_port}; "
+        f"logs in {root / 'logs'}"
+    )
+    if devstack.web_root() is not None:
+        print(f"  web app: {stack.url}/  (open it in a browser)")
+    url = "" if stack.http_port == 8080 else f" --url {stack.url}"
+    print(f"  chat:    {program()} client{url} register alice")
+    print(f"  status:  {_prog(args, 'status')}")
+    print(f"  stop:    {_prog(args, 'down')}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    root = Path(args.dir).resolve()
+    if not (root / devstack.STATE).exists():
+        print(f"chatd: no stack in {root}", file=sys.stderr)
+        return 1
+    devstack.Stack.load(root).down()
+    print(f"chatd: stopped; the data stays in {root}, `{_prog(args, 'up')}` brings it back")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Exit 0 when everything runs, 3 (as `systemctl status`) when something is down."""
+    root = Path(args.dir).resolve()
+    if not (root / devstack.STATE).exists():
+        print(f"chatd: no stack in {root}", file=sys.stderr)
+        return 3
+    stack = devstack.Stack.load(root)
+    status = stack.status()
+    for name, up in status.items():
+        pid: object = stack.pids.get(name, "")
+        if name == "postgres" and up:
+            pid = (root / "pg" / "postmaster.pid").read_text().split("\n", 1)[0]
+        print(f"{name:10} {'up' if up else 'down':5} {pid if up else ''}".rstrip())
+    if not all(status.values()):
+        print(f"start what is down: {_prog(args, 'up')}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    root = Path(args.dir).resolve()
+    if not (root / devstack.STATE).exists():
+        print(f"chatd: no stack in {root}", file=sys.stderr)
+        return 1
+    stack = devstack.Stack.load(root)
+    name = args.process
+    if not name.startswith("worker-") or name.removeprefix("worker-") not in {
+        str(i + 1) for i in range(stack.workers)
+    }:
+        print(f"chatd: {name}: expected worker-1 .. worker-{stack.workers}", file=sys.stderr)
+        return 2
+    try:
+        stack.restart_worker(int(name.removeprefix("worker-")) - 1)
+    except (devstack.StackError, RuntimeError) as exc:
+        print(f"chatd: {exc}", file=sys.stderr)
+        return 1
+    print(f"chatd: restarted {name} (pid {stack.pids[name]})")
+    return 0
+
+
+DEFAULT_DIR = ".chatd-dev"
+
+
+def add_dev_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dev = sub.add_parser("dev", help="run a private local stack (Postgres, Redis, workers, nginx)")
+    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
+    up = dev_sub.add_parser("up", help="start the stack (or what of it is down) and print its URL")
+    up.add_argument("--workers", type=int, help="default 2, or what the stack had")
+    up.add_argument("--port", type=int, help="nginx port on 127.0.0.1; default 8080, or what the stack had")
+    up.set_defaults(func=cmd_up)
+    down = dev_sub.add_parser("down", help="stop the stack; its data stays")
+    down.set_defaults(func=cmd_down)
+    status = dev_sub.add_parser("status", help="each process, up or down")
+    status.set_defaults(func=cmd_status)
+    restart = dev_sub.add_parser("restart", help="drain and restart one worker")
+    restart.add_argument("process", help="worker-1, worker-2, ...")
+    restart.set_defaults(func=cmd_restart)
+    for cmd in (up, down, status, restart):
+        cmd.add_argument("--dir", default=DEFAULT_DIR, help=f"where the stack lives (default {DEFAULT_DIR})")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="chatd", description=__doc__)
     top.add_argument("--version", action="version", version=f"chatd {__version__}")
@@ -84,10 +245,10 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--list", action="store_true", help="list every setting and its default")
     check.set_defaults(func=cmd_check_config)
 
-    from chatd import client, devstack
+    from chatd import client
 
     client.add_parser(sub)
-    devstack.add_parser(sub)
+    add_dev_parser(sub)
     return top
 
 

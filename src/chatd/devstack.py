@@ -6,7 +6,7 @@ nginx uses the production site template (nginx/chatd.conf.j2).
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import json
 import os
 import pwd
@@ -29,6 +29,21 @@ from chatd.processes import wait_tcp
 STATE = "stack.json"
 
 
+class StackError(Exception):
+    """A child command failed; the message carries its own error output."""
+
+
+def _run(argv: list[str], what: str, env: dict[str, str] | None = None, log: Path | None = None) -> str:
+    """Run a child command; on failure raise StackError with what it printed (and its log's tail)."""
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if done.returncode == 0:
+        return done.stdout
+    said = (done.stderr.strip() or done.stdout.strip()).splitlines()[-15:]
+    if log is not None and log.exists():
+        said += [f"--- last lines of {log}:", *log.read_text(errors="replace").splitlines()[-8:]]
+    raise StackError(f"{what} failed (exit {done.returncode}):\n  " + "\n  ".join(said))
+
+
 def _pg_bin(name: str) -> str:
     versions = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda p: p.parts[-3])
     found = str(versions[-1]) if versions else shutil.which(name)
@@ -44,11 +59,19 @@ def _need(binary: str, package: str) -> str:
     return found
 
 
+def _bool(value: object) -> bool:
+    """Ansible's `bool` filter, which the site template uses for values from INI inventories."""
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("yes", "on", "1", "true", "y")
+
+
 def nginx_template() -> jinja2.Template:
     here = Path(__file__).resolve().parent
     for directory in (here / "nginx", here.parent.parent / "nginx"):
         if (directory / "chatd.conf.j2").exists():
             env = jinja2.Environment(loader=jinja2.FileSystemLoader(directory), autoescape=False)  # noqa: S701
+            env.filters["bool"] = _bool
             return env.get_template("chatd.conf.j2")
     raise FileNotFoundError("nginx/chatd.conf.j2 not found")
 
@@ -67,6 +90,12 @@ class Stack:
     extra_env: dict[str, str] = field(default_factory=dict)
     nginx_worker_connections: int = 10000  # per nginx worker; a proxied WebSocket takes two
     nginx_reuseport: bool = False  # one listening socket per worker: the kernel spreads connections
+    # Edge limits per client address (nginx/chatd.conf.j2). Production (the Ansible nginx role)
+    # is strict; here everything comes from 127.0.0.1 (tests register hundreds of users, the
+    # benchmark holds thousands of sockets), so the defaults are permissive.
+    nginx_auth_rate: str = "100000r/s"
+    nginx_auth_burst: int = 100000
+    nginx_ws_conn_per_addr: int = 65535  # nginx's maximum
     pg_port: int = 0
     redis_port: int = 0
     http_port: int = 0
@@ -106,8 +135,15 @@ class Stack:
         }
 
     def save(self) -> None:
+        """Write stack.json (it holds the passwords): created 0600, replaced atomically."""
         state = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
-        (self.root / STATE).write_text(json.dumps(state, indent=2))
+        tmp = self.root / f".{STATE}.{os.getpid()}.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(state, indent=2))
+        os.replace(tmp, self.root / STATE)
 
     @classmethod
     def load(cls, root: Path) -> Stack:
@@ -116,7 +152,29 @@ class Stack:
         return cls(**state)
 
     # -- lifecycle -----------------------------------------------------------------------
+    def process_names(self) -> list[str]:
+        return ["postgres", "redis", *(f"worker-{i + 1}" for i in range(self.workers)), "nginx"]
+
+    def running(self, name: str) -> bool:
+        if name == "postgres":
+            status = [_pg_bin("pg_ctl"), "-D", str(self.root / "pg"), "status"]
+            return (self.root / "pg" / "postmaster.pid").exists() and subprocess.run(
+                self._as_postgres(status), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
+            ).returncode == 0
+        pid = self.pids.get(name)
+        if not pid or not _alive(pid):
+            return False
+        try:  # a recycled pid is some other program
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        return (b"chatd" if name.startswith("worker-") else name.encode()) in cmdline
+
+    def status(self) -> dict[str, bool]:
+        return {name: self.running(name) for name in self.process_names()}
+
     def up(self) -> None:
+        """Start whatever is not running: a fresh stack, a stopped one, or a partly running one."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)  # nginx's and postgres's users must traverse it
         for sub in ("logs", "run", "redis", "nginx/tmp"):
@@ -131,12 +189,16 @@ class Stack:
         self.db_password = self.db_password or secrets.token_urlsafe(18)
         self.redis_password = self.redis_password or secrets.token_urlsafe(18)
         self.save()
-        self.start_postgres(init=True)
-        self.start_redis()
+        if not self.running("postgres"):
+            self.start_postgres(init=True)
+        if not self.running("redis"):
+            self.start_redis()
         self.migrate()
         for index in range(self.workers):
-            self.start_worker(index)
-        self.start_nginx()
+            if not self.running(f"worker-{index + 1}"):
+                self.start_worker(index)
+        if not self.running("nginx"):
+            self.start_nginx()
         self.save()
 
     def down(self) -> None:
@@ -168,7 +230,7 @@ class Stack:
             if owner:
                 os.chown(data, owner.pw_uid, owner.pw_gid)
                 os.chown(pwfile, owner.pw_uid, owner.pw_gid)
-            subprocess.run(
+            _run(
                 self._as_postgres(
                     [
                         _pg_bin("initdb"),
@@ -183,8 +245,7 @@ class Stack:
                         "--locale=C.UTF-8",
                     ]
                 ),
-                check=True,
-                stdout=subprocess.DEVNULL,
+                "initdb",
             )
             pwfile.unlink()
             with (data / "postgresql.conf").open("a") as conf:
@@ -193,18 +254,18 @@ class Stack:
                     f"unix_socket_directories = '{data}'\nmax_connections = 300\n"
                     "shared_buffers = 256MB\nfsync = on\nsynchronous_commit = on\n"
                 )
-        log = str(data / "server.log")
-        start = [_pg_bin("pg_ctl"), "-D", str(data), "-l", log, "-w", "-t", "60", "start"]
-        subprocess.run(self._as_postgres(start), check=True, stdout=subprocess.DEVNULL)
+        log = data / "server.log"
+        start = [_pg_bin("pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "start"]
+        _run(self._as_postgres(start), "pg_ctl start (PostgreSQL)", log=log)
         if init:
             self._psql("SELECT 1 FROM pg_database WHERE datname = 'chatd'", create=True)
 
     def _psql(self, sql: str, create: bool = False) -> None:
         env = {**os.environ, "PGPASSWORD": self.db_password}
         base = ["psql", "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "chatd", "-d", "postgres", "-tAc"]
-        out = subprocess.run([*base, sql], env=env, check=True, capture_output=True, text=True)
-        if create and not out.stdout.strip():
-            subprocess.run([*base, "CREATE DATABASE chatd"], env=env, check=True, capture_output=True)
+        out = _run([*base, sql], "psql", env=env)
+        if create and not out.strip():
+            _run([*base, "CREATE DATABASE chatd"], "psql CREATE DATABASE", env=env)
 
     def stop_postgres(self, mode: str = "fast") -> None:
         data = self.root / "pg"
@@ -241,9 +302,7 @@ class Stack:
 
     # -- workers -------------------------------------------------------------------------
     def migrate(self) -> None:
-        subprocess.run(
-            [sys.executable, "-m", "chatd", "migrate"], env=self.env(), check=True, stdout=subprocess.DEVNULL
-        )
+        _run([sys.executable, "-m", "chatd", "migrate"], "chatd migrate", env=self.env())
 
     def start_worker(self, index: int) -> None:
         bind = self.worker_bind(index)
@@ -255,6 +314,11 @@ class Stack:
         self._spawn(name, [sys.executable, "-m", "chatd", "serve", *where], env=self.env())
         self._wait_ready(index)
         self.save()
+
+    def restart_worker(self, index: int) -> None:
+        """Drain and stop one worker (SIGTERM), then start it again; nginx sends to the others meanwhile."""
+        self.stop_worker(index)
+        self.start_worker(index)
 
     def stop_worker(self, index: int, sig: signal.Signals = signal.SIGTERM, wait: float = 15) -> None:
         name = f"worker-{index + 1}"
@@ -271,7 +335,9 @@ class Stack:
             while time.monotonic() < deadline:
                 pid = self.pids[f"worker-{index + 1}"]
                 if not _alive(pid):
-                    raise RuntimeError(f"worker {index + 1} exited; see {self.root}/logs")
+                    log = self.root / "logs" / f"worker-{index + 1}.log"
+                    tail = "\n  ".join(log.read_text(errors="replace").splitlines()[-8:])
+                    raise StackError(f"worker {index + 1} exited; the end of {log}:\n  {tail}")
                 try:
                     if client.get(f"{base}/readyz").status_code == 200:
                         return
@@ -281,18 +347,24 @@ class Stack:
         raise RuntimeError(f"worker {index + 1} not ready after {timeout}s")
 
     # -- nginx ---------------------------------------------------------------------------
-    def start_nginx(self) -> None:
+    def start_nginx(self, **site_vars: object) -> None:
+        """Start nginx with the production site; `site_vars` override template variables
+        (the local stack is plain HTTP; tests render the TLS variant this way)."""
         listen = f"127.0.0.1:{self.http_port}" + (" reuseport" if self.nginx_reuseport else "")
-        site = nginx_template().render(
+        defaults: dict[str, object] = dict(
             chatd_upstreams=[self.worker_bind(i) for i in range(self.workers)],
             nginx_listen_http=[listen],
             nginx_tls=False,
             nginx_server_name="localhost",
             nginx_client_max_body_size="1m",
+            nginx_auth_rate=self.nginx_auth_rate,
+            nginx_auth_burst=self.nginx_auth_burst,
+            nginx_ws_conn_per_addr=self.nginx_ws_conn_per_addr,
             chatd_ws_read_timeout=75,
             nginx_access_log=str(self.root / "logs" / "nginx-access.log"),
             chatd_web_root=str(web_root() or ""),
         )
+        site = nginx_template().render(**{**defaults, **site_vars})
         nginx = self.root / "nginx"
         (nginx / "chatd.conf").write_text(site)
         tmp = nginx / "tmp"
@@ -315,7 +387,7 @@ class Stack:
             "-e",
             str(self.root / "logs" / "nginx-error.log"),
         ]
-        subprocess.run([binary, *conf, "-t", "-q"], check=True)
+        _run([binary, *conf, "-t", "-q"], "nginx -t")
         self._spawn("nginx", [binary, *conf, "-g", "daemon off;"])
         self._wait_tcp(self.http_port)
 
@@ -351,49 +423,3 @@ class Stack:
             wait_tcp(port, timeout)
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}; see {self.root}/logs") from None
-
-
-def cmd_up(args: argparse.Namespace) -> int:
-    root = Path(args.dir).resolve()
-    if (root / STATE).exists() and any(_alive(p) for p in Stack.load(root).pids.values()):
-        print(f"chatd: a stack is already running in {root}; `chatd dev down` first", file=sys.stderr)
-        return 1
-    stack = Stack(root=root, workers=args.workers, http_port=args.port)
-    try:
-        stack.up()
-    except BaseException:
-        stack.down()
-        raise
-    print(f"chatd is up: {stack.url}  (WebSocket: ws://127.0.0.1:{stack.http_port}/v1/ws)")
-    print(
-        f"  {stack.workers} workers, Postgres :{stack.pg_port}, Redis :{stack.redis_port}; "
-        f"logs in {root / 'logs'}"
-    )
-    if web_root() is not None:
-        print(f"  web app: open {stack.url}/ in a browser")
-    print(f"  chat:  chatd client --url {stack.url} register alice")
-    print(f"  stop:  chatd dev down --dir {args.dir}")
-    return 0
-
-
-def cmd_down(args: argparse.Namespace) -> int:
-    root = Path(args.dir).resolve()
-    if not (root / STATE).exists():
-        print(f"chatd: no stack in {root}", file=sys.stderr)
-        return 1
-    Stack.load(root).down()
-    print("chatd: stopped")
-    return 0
-
-
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    dev = sub.add_parser("dev", help="run a private local stack (Postgres, Redis, workers, nginx)")
-    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
-    up = dev_sub.add_parser("up", help="start the stack and print its URL")
-    up.add_argument("--dir", default=".chatd-dev")
-    up.add_argument("--workers", type=int, default=2)
-    up.add_argument("--port", type=int, default=8080, help="nginx port on 127.0.0.1")
-    up.set_defaults(func=cmd_up)
-    down = dev_sub.add_parser("down", help="stop the stack")
-    down.add_argument("--dir", default=".chatd-dev")
-    down.set_defaults(func=cmd_down)

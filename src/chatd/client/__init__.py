@@ -1,0 +1,251 @@
+"""The terminal client: `chatd client register|login|logout|list|chat|group` (see README)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from chatd.client import profiles
+from chatd.client.api import Api, ApiError
+from chatd.client.session import ChatSession, Stop, clock
+
+Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+def _program() -> str:
+    from chatd.cli import program
+
+    return program()
+
+
+def _hint(args: argparse.Namespace, rest: str) -> str:
+    user = f" --user {args.user}" if args.user else ""
+    url = "" if args.url == DEFAULT_URL else f" --url {args.url}"
+    return f"{_program()} client{url}{user} {rest}"
+
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def _profile(args: argparse.Namespace) -> profiles.Profile:
+    try:
+        return profiles.find(args.url, args.user)
+    except profiles.ProfileError as exc:
+        if exc.args[0].startswith("several"):
+            raise SystemExit(f"chatd: {exc}") from None
+        url = "" if args.url == DEFAULT_URL else f" --url {args.url}"
+        raise SystemExit(f"chatd: {exc}; log in with `{_program()} client{url} login NAME`") from None
+
+
+def _password(args: argparse.Namespace) -> str:
+    return args.password or os.environ.get("CHATD_PASSWORD") or getpass.getpass("password: ")
+
+
+async def cmd_register(args: argparse.Namespace) -> int:
+    async with Api(args.url) as api:
+        try:
+            user = await api.call(
+                "POST", "/v1/register", {"username": args.username, "password": _password(args)}
+            )
+        except ApiError as exc:
+            if exc.code == "username_taken":
+                print(
+                    f"chatd: {args.username} is already registered; log in: "
+                    f"{_hint(args, 'login ' + args.username)}",
+                    file=sys.stderr,
+                )
+                return 1
+            raise
+    login = _hint(args, "login " + user["username"])
+    print(f"registered {user['username']} (user {user['user_id']}); now: {login}")
+    return 0
+
+
+async def cmd_login(args: argparse.Namespace) -> int:
+    async with Api(args.url) as api:
+        body = {"username": args.username, "password": _password(args)}
+        result = await api.call("POST", "/v1/login", body)
+    old: profiles.Profile = {}
+    with contextlib.suppress(profiles.ProfileError):
+        old = profiles.find(args.url, result["username"])
+    profiles.save(
+        {
+            "url": args.url,
+            **{k: result[k] for k in ("username", "user_id", "token")},
+            "outbox": old.get("outbox", {}),
+        }
+    )
+    print(f"logged in as {result['username']} (profile {result['username']} @ {args.url})")
+    return 0
+
+
+async def cmd_logout(args: argparse.Namespace) -> int:
+    profile = _profile(args)
+    async with Api(args.url, profile["token"]) as api:
+        try:
+            await api.call("POST", "/v1/logout")
+        except ApiError as exc:
+            if exc.code != "unauthorized":
+                raise
+    profiles.remove(args.url, profile["username"])
+    print(f"logged out {profile['username']}")
+    return 0
+
+
+async def cmd_list(args: argparse.Namespace) -> int:
+    profile = _profile(args)
+    ready = await _ready(args.url, profile["token"])
+    async with Api(args.url, profile["token"]) as api:
+        rows = []
+        for conv in ready["conversations"]:
+            if conv["kind"] == "group":
+                name = f"{conv['title']} ({conv['member_count']} members)"
+            else:
+                names = await api.members(conv["id"])
+                name = ", ".join(n for uid, n in names.items() if uid != profile["user_id"])
+            last = await api.history(conv["id"], limit=1)
+            when = clock(last[-1]["created_at"]) if last else "-"
+            rows.append((f"#{conv['id']}", conv["kind"], name, str(conv["unread"]), when))
+    if not rows:
+        print(f"no conversations yet; start one: {_hint(args, 'chat USERNAME')}")
+        return 0
+    header = ("id", "kind", "with", "unread", "last activity")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+async def _ready(url: str, token: str) -> dict[str, Any]:
+    import orjson
+    import websockets
+
+    async with websockets.connect(url.replace("http", "ws", 1) + "/v1/ws", max_size=2**20) as ws:
+        await ws.send(orjson.dumps({"type": "auth", "token": token}).decode())
+        frame: dict[str, Any] = orjson.loads(await ws.recv())
+    if frame.get("type") != "ready":
+        raise ApiError(frame.get("code", "unauthorized"), frame.get("message", "auth failed"))
+    return frame
+
+
+async def cmd_chat(args: argparse.Namespace) -> int:
+    try:
+        from chatd.client import ui
+    except ImportError:
+        print(
+            "chatd: the chat screen needs prompt_toolkit, the `client` extra: "
+            f"{sys.executable} -m pip install 'chatd[client]' (in a checkout: ./scripts/bootstrap)",
+            file=sys.stderr,
+        )
+        return 2
+    profile = _profile(args)
+    async with Api(args.url, profile["token"]) as api:
+        conv = await api.conversation(args.target)
+        names = await api.members(conv["id"])
+    session = ChatSession(args.url, profile, conv, names, ui.out, ui.refresh)
+    print(f"{session.title()}: type a line and press Enter; ^D or ^C quits")
+    for saved in profile.get("outbox", {}).get(str(conv["id"]), []):
+        session.submit(saved["body"], saved["client_msg_id"])  # unsent last time: same client_msg_id
+    try:
+        await ui.run_chat(session)
+    except Stop as exc:
+        if exc.auth:  # the token is dead: forget it, so nothing uses it again
+            profiles.remove(args.url, profile["username"])
+            print(
+                f"chatd: {exc}; log in again: {_hint(args, 'login ' + profile['username'])}", file=sys.stderr
+            )
+            return 1
+        print(f"chatd: {exc}", file=sys.stderr)
+        _keep_outbox(profile, conv["id"], session)
+        return 1
+    _keep_outbox(profile, conv["id"], session)
+    return 0
+
+
+def _keep_outbox(profile: profiles.Profile, cid: int, session: ChatSession) -> None:
+    profile.setdefault("outbox", {})[str(cid)] = session.pending()
+    profiles.save(profile)
+    if session.outbox:
+        print(f"{len(session.outbox)} unsent line(s) kept; they are sent when you open this chat again")
+
+
+async def cmd_group(args: argparse.Namespace) -> int:
+    profile = _profile(args)
+    async with Api(args.url, profile["token"]) as api:
+        if args.group_command == "create":
+            conv = await api.call(
+                "POST", "/v1/conversations/group", {"title": args.title, "usernames": args.users}
+            )
+            print(
+                f"created #{conv['id']} {conv['title']} ({conv['member_count']} members); "
+                f"chat: {_hint(args, repr('#' + str(conv['id'])))}"
+            )
+            return 0
+        cid = int(args.group.lstrip("#")) if args.group.lstrip("#").isdigit() else -1
+        if cid < 1:
+            raise SystemExit(f"chatd: {args.group!r}: expected a group id such as '#12'")
+        if args.group_command == "add":
+            result = await api.call("POST", f"/v1/conversations/{cid}/members", {"usernames": args.users})
+            print("added" if result["event"] else "already members")
+            return 0
+        names = {n: uid for uid, n in (await api.members(cid)).items()}
+        uid = names.get(args.user_to_remove.strip().lower())
+        if uid is None:
+            raise SystemExit(f"chatd: {args.user_to_remove} is not a member of #{cid}")
+        await api.call("DELETE", f"/v1/conversations/{cid}/members/{uid}")
+        print(f"removed {args.user_to_remove} from #{cid}")
+        return 0
+
+
+def _run(command: Command) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return asyncio.run(command(args))
+        except ApiError as exc:
+            print(f"chatd: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 130
+
+    return run
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    client = sub.add_parser("client", help="a terminal chat client")
+    client.add_argument("--url", default=os.environ.get("CHATD_URL", DEFAULT_URL))
+    client.add_argument(
+        "--user",
+        default=os.environ.get("CHATD_USER"),
+        help="which logged-in user (needed once several are logged in to the URL)",
+    )
+    client_sub = client.add_subparsers(dest="client_command", required=True)
+    for name, func in (("register", cmd_register), ("login", cmd_login)):
+        cmd = client_sub.add_parser(name)
+        cmd.add_argument("username")
+        cmd.add_argument("--password", help="or CHATD_PASSWORD, or asked for")
+        cmd.set_defaults(func=_run(func))
+    client_sub.add_parser("logout").set_defaults(func=_run(cmd_logout))
+    client_sub.add_parser("list", help="conversations, unread counts, last activity").set_defaults(
+        func=_run(cmd_list)
+    )
+    chat = client_sub.add_parser("chat", help="chat with a user (NAME) or in a conversation (#ID)")
+    chat.add_argument("target")
+    chat.set_defaults(func=_run(cmd_chat))
+    group = client_sub.add_parser("group", help="create a group, add or remove members")
+    group_sub = group.add_subparsers(dest="group_command", required=True)
+    create = group_sub.add_parser("create")
+    create.add_argument("title")
+    create.add_argument("users", nargs="*")
+    add = group_sub.add_parser("add")
+    add.add_argument("group", help="#ID")
+    add.add_argument("users", nargs="+")
+    remove = group_sub.add_parser("remove")
+    remove.add_argument("group", help="#ID")
+    remove.add_argument("user_to_remove", metavar="user")
+    group.set_defaults(func=_run(cmd_group))

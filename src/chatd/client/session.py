@@ -1,0 +1,286 @@
+"""One open conversation: history, live events, own messages' states, presence, reconnects.
+
+It follows docs/protocol.md §8: `since` catch-up, an outbox resent with the same
+`client_msg_id` after every reconnect, backoff with full jitter (reset after `synced`),
+1012 reconnects at once, 4001 stops. It writes lines through `out` and knows nothing of
+the terminal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from chatd.client.api import Api
+
+Frame = dict[str, Any]
+RETRYABLE = {"rate_limited", "unavailable", "internal", "shutting_down"}
+
+
+class Stop(Exception):
+    """The session cannot go on (token revoked, removed from the conversation)."""
+
+    def __init__(self, reason: str, auth: bool = False) -> None:
+        super().__init__(reason)
+        self.auth = auth
+
+
+@dataclass
+class Own:
+    client_msg_id: str
+    body: str
+    seq: int | None = None
+    state: str = "pending"
+
+
+def clock(created_at: str) -> str:
+    when = datetime.fromisoformat(created_at).astimezone()
+    if when.date() == datetime.now().astimezone().date():
+        return when.strftime("%H:%M")
+    return when.strftime("%Y-%m-%d %H:%M")
+
+
+def _short(body: str) -> str:
+    return body if len(body) <= 30 else body[:29] + "…"
+
+
+class ChatSession:
+    def __init__(
+        self,
+        url: str,
+        profile: dict[str, Any],
+        conversation: dict[str, Any],
+        names: dict[int, str],
+        out: Callable[[str], None],
+        refresh: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.url = url
+        self.ws_url = url.replace("http", "ws", 1) + "/v1/ws"
+        self.token: str = profile["token"]
+        self.me: int = profile["user_id"]
+        self.conv = conversation
+        self.cid: int = conversation["id"]
+        self.names = names
+        self.out = out
+        self.refresh = refresh
+        self.last_seq = 0
+        self.read_seq = 0
+        self.outbox: dict[str, Own] = {}  # not yet acknowledged, in send order
+        self.mine: dict[int, Own] = {}  # acknowledged, by seq
+        self.presence: dict[int, tuple[str, int]] = {}
+        self.status = "connecting"
+        self.ws: ClientConnection | None = None
+        self.synced = False
+
+    # -- what the UI reads -------------------------------------------------------------------
+    def title(self) -> str:
+        if self.conv["kind"] == "group":
+            return f"#{self.cid} {self.conv['title']}"
+        peers = [n for uid, n in self.names.items() if uid != self.me]
+        return f"#{self.cid} {', '.join(peers)}"
+
+    def toolbar(self) -> str:
+        others = [uid for uid in sorted(self.names) if uid != self.me][:8]
+        who = ", ".join(f"{self.names[u]} {self.presence.get(u, ('offline', 0))[0]}" for u in others)
+        unsent = f" · {len(self.outbox)} unsent" if self.outbox else ""
+        return f" {self.title()} · {self.status}{unsent} · {who} · ^D quits"
+
+    def pending(self) -> list[dict[str, str]]:
+        return [{"client_msg_id": o.client_msg_id, "body": o.body} for o in self.outbox.values()]
+
+    def name(self, uid: int | None) -> str:
+        return "?" if uid is None else self.names.get(uid, f"user {uid}")
+
+    # -- input -------------------------------------------------------------------------------
+    def submit(self, body: str, client_msg_id: str | None = None) -> None:
+        own = Own(client_msg_id or uuid.uuid4().hex, body)
+        self.outbox[own.client_msg_id] = own
+        note = "" if self.synced else " (offline: sent on reconnect)"
+        self.out(f"{datetime.now().astimezone():%H:%M} {self.name(self.me)}: {body}  · pending{note}")
+        if self.ws is not None:
+            asyncio.get_running_loop().create_task(self._send(own))
+        self.refresh()
+
+    async def _send(self, own: Own) -> None:
+        frame = {"type": "send", "id": own.client_msg_id, "conversation_id": self.cid}
+        frame |= {"client_msg_id": own.client_msg_id, "body": own.body}
+        if self.ws is not None:
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await self.ws.send(orjson.dumps(frame).decode())
+
+    # -- the connection loop -----------------------------------------------------------------
+    async def run(self) -> None:
+        async with Api(self.url, self.token) as api:
+            history = await api.history(self.cid)
+            counts = await api.receipts(self.cid, history)
+        for event in history:
+            self._message(event, counts.get(event["seq"]))
+        attempt = 0
+        while True:
+            code = await self._connect_once()
+            self.ws, self.synced = None, False
+            if code == 4001:
+                raise Stop("the server refused the token (revoked or invalid)", auth=True)
+            if self.status == "synced":
+                attempt = 0
+            delay = random.uniform(0, 1) if code == 1012 and attempt == 0 else self._backoff(attempt)
+            attempt += 1
+            self.status = "offline"
+            self.out(f"* disconnected ({code or 'no connection'}); reconnecting in {delay:.1f} s")
+            self.refresh()
+            await asyncio.sleep(delay)
+
+    @staticmethod
+    def _backoff(attempt: int) -> float:
+        return random.uniform(0, min(30.0, 0.5 * 2**attempt))
+
+    async def _connect_once(self) -> int | None:
+        self.status = "connecting"
+        try:
+            async with websockets.connect(self.ws_url, max_size=2**20, open_timeout=10) as ws:
+                auth = {"type": "auth", "token": self.token, "since": {str(self.cid): self.last_seq}}
+                await ws.send(orjson.dumps(auth).decode())
+                self.ws = ws
+                for own in list(self.outbox.values()):
+                    await self._send(own)
+                async for raw in ws:
+                    self._frame(orjson.loads(raw))
+                return ws.close_code
+        except websockets.ConnectionClosed as exc:
+            return exc.rcvd.code if exc.rcvd else None
+        except (OSError, TimeoutError, websockets.InvalidHandshake):
+            return None
+
+    # -- frames ------------------------------------------------------------------------------
+    def _frame(self, frame: Frame) -> None:
+        kind = frame.get("type")
+        if kind == "ready":
+            self._ready(frame)
+        elif kind == "synced":
+            self.synced, self.status = True, "synced"
+            others = [uid for uid in sorted(self.names) if uid != self.me][:8]
+            who = "; ".join(f"{self.name(u)} is {self.presence.get(u, ('offline', 0))[0]}" for u in others)
+            self.out(f"* connected as {self.name(self.me)} · {who}")
+            self._mark_read()
+        elif kind == "message" and frame["conversation_id"] == self.cid:
+            self._message(frame)
+            self._mark_read()
+        elif kind == "ack" and frame["conversation_id"] == self.cid:
+            self._saved(frame["client_msg_id"], frame["seq"])
+        elif kind == "error":
+            self._error(frame)
+        elif kind == "read" and frame["conversation_id"] == self.cid and frame["user_id"] != self.me:
+            self._read_by_peer(frame["user_id"], frame["seq"])
+        elif kind == "read_state" and frame["conversation_id"] == self.cid:
+            self.read_seq = max(self.read_seq, frame["last_read_seq"])
+        elif kind == "receipts" and frame["conversation_id"] == self.cid:
+            self._receipts(frame["counts"])
+        elif kind == "presence":
+            self._presence(frame, announce=True)
+        self.refresh()
+
+    def _ready(self, frame: Frame) -> None:
+        mine = [c for c in frame["conversations"] if c["id"] == self.cid]
+        if not mine:
+            raise Stop(f"you are no longer a member of #{self.cid}")
+        self.read_seq = max(self.read_seq, mine[0]["last_read_seq"])
+        for entry in frame["presence"]:
+            self._presence(entry, announce=False)
+
+    def _message(self, event: Frame, count: Frame | None = None) -> None:
+        seq = event["seq"]
+        if seq <= self.last_seq:
+            return
+        self.last_seq = seq
+        when, who = clock(event["created_at"]), self.name(event["sender_id"])
+        if event["kind"] != "text":
+            users = ", ".join(self.name(u) for u in event.get("user_ids", []))
+            verb = "added" if event["kind"] == "members_added" else "removed"
+            self.out(f"{when} * {who} {verb} {users}")
+            if event["kind"] == "members_removed" and self.me in event.get("user_ids", []):
+                raise Stop(f"you were removed from #{self.cid}")
+            asyncio.get_running_loop().create_task(self._reload_members())
+            return
+        cmid = event.get("client_msg_id")
+        if event["sender_id"] == self.me and cmid in self.outbox:
+            self._saved(cmid, seq)  # typed here: already on screen
+            return
+        if event["sender_id"] != self.me:
+            self.out(f"{when} {who}: {event['body']}")
+            return
+        own = Own(cmid or "", event["body"], seq, "saved")
+        if count and count["read_by"]:
+            direct = self.conv["kind"] == "direct"
+            own.state = "read" if direct else f"read by {count['read_by']} of {count['of']}"
+        self.mine[seq] = own
+        self.out(f"{when} {who}: {event['body']}  · {own.state}")
+
+    def _saved(self, client_msg_id: str, seq: int) -> None:
+        own = self.outbox.pop(client_msg_id, None)
+        if own is None:
+            return
+        own.seq, own.state = seq, "saved"
+        self.mine[seq] = own
+        self.out(f"  ✓ saved: {_short(own.body)}")
+
+    def _read_by_peer(self, user_id: int, seq: int) -> None:
+        for own in sorted((o for s, o in self.mine.items() if s <= seq), key=lambda o: o.seq or 0):
+            if own.state != "read":
+                own.state = "read"
+                self.out(f"  ✓✓ read by {self.name(user_id)}: {_short(own.body)}")
+
+    def _receipts(self, counts: list[Frame]) -> None:
+        for count in counts:
+            own = self.mine.get(count["seq"])
+            state = f"read by {count['read_by']} of {count['of']}"
+            if own is not None and count["read_by"] and own.state != state:
+                own.state = state
+                self.out(f"  ✓✓ {state}: {_short(own.body)}")
+
+    def _presence(self, entry: Frame, announce: bool) -> None:
+        uid, version = entry["user_id"], entry["version"]
+        if uid == self.me or uid not in self.names or version <= self.presence.get(uid, ("", -1))[1]:
+            return
+        before = self.presence.get(uid, ("", 0))[0]
+        self.presence[uid] = (entry["status"], version)
+        if announce and before != entry["status"]:  # the snapshot goes in the "connected" line
+            seen = f" (last seen {clock(entry['last_seen'])})" if entry.get("last_seen") else ""
+            self.out(f"* {self.name(uid)} is {entry['status']}{seen}")
+
+    def _error(self, frame: Frame) -> None:
+        own = self.outbox.get(str(frame.get("ref")))
+        if own is None:
+            self.out(f"* error {frame['code']}: {frame['message']}")
+            return
+        if frame["code"] in RETRYABLE:
+            delay = frame.get("retry_after_ms", 1000) / 1000
+            asyncio.get_running_loop().call_later(delay, lambda: asyncio.ensure_future(self._send(own)))
+            return
+        del self.outbox[own.client_msg_id]
+        self.out(f"* not sent ({frame['code']}: {frame['message']}): {_short(own.body)}")
+
+    def _mark_read(self) -> None:
+        if self.synced and self.ws is not None and self.last_seq > self.read_seq:
+            self.read_seq = self.last_seq
+            frame = {"type": "read", "conversation_id": self.cid, "seq": self.last_seq}
+            asyncio.get_running_loop().create_task(self._raw(frame))
+
+    async def _raw(self, frame: Frame) -> None:
+        if self.ws is not None:
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await self.ws.send(orjson.dumps(frame).decode())
+
+    async def _reload_members(self) -> None:
+        with contextlib.suppress(Exception):
+            async with Api(self.url, self.token) as api:
+                self.names = await api.members(self.cid)

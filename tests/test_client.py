@@ -1,0 +1,178 @@
+"""`chatd client` driven in a pseudo-terminal against a local stack of its own (`chatd dev up`)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pexpect
+import pytest
+
+from chatd.processes import free_port
+from tests.helpers import unique_name
+
+CHATD = str(Path(sys.executable).parent / "chatd")
+PASSWORD = "correct horse battery"
+STACK_ENV = {
+    "CHATD_ARGON2_TIME_COST": "1",
+    "CHATD_ARGON2_MEMORY_KIB": "1024",
+    "CHATD_PRESENCE_TTL_S": "3",
+    "CHATD_PRESENCE_HEARTBEAT_S": "1",
+    "CHATD_PRESENCE_SWEEP_S": "0.5",
+    "CHATD_PRESENCE_GRACE_S": "1",
+    "CHATD_RECEIPT_PUSH_INTERVAL_MS": "200",
+}
+
+
+class Local:
+    def __init__(self, root: Path, port: int) -> None:
+        self.root = root
+        self.url = f"http://127.0.0.1:{port}"
+        self.config = root / "client.json"  # one file for every user: profiles must not collide
+
+    def dev(self, *args: str) -> None:
+        done = subprocess.run(
+            [CHATD, "dev", *args, "--dir", str(self.root)],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={**os.environ, **STACK_ENV},
+        )
+        assert done.returncode == 0, done.stderr
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "CHATD_CLIENT_CONFIG": str(self.config),
+            "CHATD_PASSWORD": PASSWORD,
+            "PROMPT_TOOLKIT_NO_CPR": "1",  # pexpect answers no cursor position requests
+            "TERM": "xterm",
+        }
+
+    def client(self, user: str, *args: str) -> subprocess.CompletedProcess[str]:
+        argv = [CHATD, "client", "--url", self.url, "--user", user, *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=self.env())
+
+    def user(self) -> str:
+        name = unique_name("c").replace("-", "")[:20]
+        assert self.client(name, "register", name).returncode == 0
+        login = self.client(name, "login", name)
+        assert login.returncode == 0, login.stderr
+        return name
+
+    def chat(self, user: str, target: str) -> pexpect.spawn[str]:
+        argv = ["client", "--url", self.url, "--user", user, "chat", target]
+        child = pexpect.spawn(CHATD, argv, env=self.env(), encoding="utf-8", timeout=30, dimensions=(40, 200))
+        child.expect(f"connected as {user}[^\r\n]*")
+        return child
+
+
+@pytest.fixture(scope="module")
+def local() -> Iterator[Local]:
+    root = Path(tempfile.mkdtemp(prefix="chatd-clienttest-"))
+    stack = Local(root, free_port())
+    stack.dev("up", "--port", stack.url.rsplit(":", 1)[1])
+    try:
+        yield stack
+    finally:
+        subprocess.run([CHATD, "dev", "down", "--dir", str(root)], capture_output=True, timeout=120)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def quit_with(child: pexpect.spawn[str], key: str) -> int:
+    child.sendcontrol(key)
+    child.expect(pexpect.EOF, timeout=10)  # at once: no Enter needed, no hang
+    child.close()
+    assert "Traceback" not in (child.before or "")
+    return int(child.exitstatus or 0)
+
+
+def test_history_states_and_presence(local: Local) -> None:
+    alice, bob = local.user(), local.user()
+    first = local.chat(alice, bob)
+    first.sendline("sent before bob ever opened the chat")
+    first.expect("saved: sent before bob")
+    assert quit_with(first, "d") == 0
+
+    them = local.chat(bob, alice)  # first open: the history is there
+    assert "sent before bob ever opened the chat" in (them.before or "")
+    if f"{alice} is offline" not in str(them.after):  # still in alice's grace period
+        them.expect(f"{alice} is offline")
+    me = local.chat(alice, bob)
+    screen = io.StringIO()
+    me.logfile_read = screen
+    assert f"{bob} is online" in str(me.after)  # presence of the peer
+    them.expect(f"{alice} is online")
+    me.sendline("are you there")
+    me.expect("saved: are you there")
+    them.expect(f"{alice}: are you there")  # bob's client shows it and marks it read
+    me.expect(f"read by {bob}: are you there")
+    assert screen.getvalue().count(f"{alice}: are you there") == 1  # own line shown once
+    assert quit_with(them, "c") == 0
+    me.expect(f"{bob} is offline")
+    assert quit_with(me, "d") == 0
+
+
+def test_client_stops_on_a_revoked_token(local: Local) -> None:
+    alice, bob = local.user(), local.user()
+    chat = local.chat(alice, bob)
+    assert local.client(alice, "logout").returncode == 0  # another terminal logs the token out
+    chat.expect("log in again", timeout=15)
+    chat.expect(pexpect.EOF, timeout=10)
+    chat.close()
+    assert chat.exitstatus == 1
+    assert local.client(alice, "list").returncode != 0  # the dead token is forgotten
+
+
+def test_group_create_add_remove_and_receipts(local: Local) -> None:
+    alice, bob, carol = local.user(), local.user(), local.user()
+    created = local.client(alice, "group", "create", "team", bob)
+    assert created.returncode == 0, created.stderr
+    gid = created.stdout.split("#", 1)[1].split()[0]
+    assert local.client(alice, "group", "add", f"#{gid}", carol).returncode == 0
+    me = local.chat(alice, f"#{gid}")
+    them = local.chat(bob, f"#{gid}")
+    me.sendline("hello team")
+    me.expect("saved: hello team")
+    them.expect(f"{alice}: hello team")
+    me.expect("read by 1 of 2: hello team")
+    removed = local.client(alice, "group", "remove", f"#{gid}", bob)
+    assert removed.returncode == 0, removed.stderr
+    them.expect("you were removed")
+    them.expect(pexpect.EOF, timeout=10)
+    listed = local.client(alice, "list")
+    assert listed.returncode == 0 and "team (2 members)" in listed.stdout, listed.stdout
+    assert quit_with(me, "d") == 0
+
+
+def test_a_line_typed_while_the_stack_is_down_is_delivered_once(local: Local) -> None:
+    alice, bob = local.user(), local.user()
+    chat = local.chat(alice, bob)
+    local.dev("down")
+    chat.expect("disconnected", timeout=20)
+    chat.sendline("typed while down")
+    chat.expect("pending")
+    local.dev("up")
+    chat.expect("saved: typed while down", timeout=90)
+    assert quit_with(chat, "d") == 0
+
+    login = httpx.post(f"{local.url}/v1/login", json={"username": bob, "password": PASSWORD}).json()
+    auth = {"authorization": f"Bearer {login['token']}"}
+    conv = httpx.post(f"{local.url}/v1/conversations/direct", json={"username": alice}, headers=auth).json()
+    history = httpx.get(f"{local.url}/v1/conversations/{conv['id']}/messages", headers=auth).json()
+    assert [m["body"] for m in history["messages"]] == ["typed while down"]
+
+
+def test_chat_without_prompt_toolkit_names_the_extra() -> None:
+    hide = "import sys; sys.modules['prompt_toolkit'] = None; from chatd.cli import main; main()"
+    argv = [sys.executable, "-c", hide, "client", "--user", "nobody", "chat", "somebody"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "chatd[client]" in done.stderr and "Traceback" not in done.stderr, done.stderr
