@@ -56,6 +56,10 @@ async function startSession(token) {
     since: () => Object.fromEntries([...store.convs.values()].map((c) => [String(c.id), c.last])),
     frame: onFrame,
     state: (state) => {
+      if (state === "online" && !store.presence.has(store.me.user_id)) {
+        // Our own dot until the server reports a change of ours (version 0 is the oldest).
+        store.setPresence({ user_id: store.me.user_id, status: activity.idle ? "away" : "online", version: 0, last_seen: null });
+      }
       setAttr($("#link"), "data-connection", state);
       setText($("#link"), { connecting: "Connecting…", online: "Online", reconnecting: "Reconnecting…", stopped: "Offline" }[state]);
     },
@@ -482,6 +486,8 @@ function bindStatic() {
     panel.hidden = !panel.hidden;
     $("#members-toggle").setAttribute("aria-expanded", String(!panel.hidden));
     if (!panel.hidden) renderMembers(store, store.convs.get(store.openId), removeMember);
+    const scroller = $("#scroller");
+    scroller.scrollTop = scroller.scrollHeight;
   });
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && !$("#members").hidden) $("#members-toggle").click();
