@@ -44,7 +44,9 @@ async def test_keyboard_only_on_a_phone_in_dark_mode(
     await a.locator(f"#thread-body[data-conversation-id='{cid}']").wait_for()
     assert await a.locator("#sidebar").is_hidden()  # one pane at a time on a phone
     assert await a.locator("#back").is_visible()
-    await a.keyboard.type("typed with the keyboard")  # the message box has the focus
+    # Opening a conversation moves the focus to the message box once its history is shown.
+    await a.wait_for_function("document.activeElement && document.activeElement.id === 'composer-input'")
+    await a.keyboard.type("typed with the keyboard")
     await a.keyboard.press("Enter")
     await b.locator("#messages .body", has_text="typed with the keyboard").wait_for()
     await no_sideways_scroll(a)

@@ -51,7 +51,8 @@ async function startSession(token) {
   hideLogin();
   $("#main").hidden = false;
   setText($("#me"), store.me.username);
-  const saved = JSON.parse(localStorage.getItem(outboxKey()) || "[]");
+  // Per tab, and kept across a reload of it: unacknowledged sends are resent from here.
+  const saved = JSON.parse(sessionStorage.getItem(outboxKey()) || "[]");
   socket = new Socket(wsUrl(), token, {
     since: () => Object.fromEntries([...store.convs.values()].map((c) => [String(c.id), c.last])),
     frame: onFrame,
@@ -71,7 +72,7 @@ async function startSession(token) {
       own.error = ERROR_TEXT[error.code] || error.message;
       refreshRow(conv, `c:${entry.client_msg_id}`);
     },
-    saveOutbox: (entries) => localStorage.setItem(outboxKey(), JSON.stringify(entries)),
+    saveOutbox: (entries) => sessionStorage.setItem(outboxKey(), JSON.stringify(entries)),
     unauthorized: () => endSession(),
     idle: () => activity.idle,
   }, saved);
@@ -81,6 +82,8 @@ async function startSession(token) {
 function endSession() {
   socket?.stop();
   socket = null;
+  if (store.me) sessionStorage.removeItem(outboxKey());
+  presenceAsked.clear();
   localStorage.removeItem(TOKEN_KEY);
   api.token = null;
   store = new Store();

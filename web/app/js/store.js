@@ -143,7 +143,7 @@ export class Store {
 
   /** @param {Conv} conv @param {ChatEvent} event */
   remember(conv, event) {
-    if (conv.oldest !== null || conv.events.size < 1) conv.events.set(event.seq, event);
+    conv.events.set(event.seq, event);
     if (!conv.lastEvent || event.seq > conv.lastEvent.seq) conv.lastEvent = event;
   }
 
