@@ -23,7 +23,12 @@ async def tab_to(page: Page, selector: str, limit: int = 30) -> None:
 
 
 async def no_sideways_scroll(page: Page) -> None:
-    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    wide = await page.evaluate(
+        """() => [...document.querySelectorAll('body *')]
+            .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
+            .map(e => `${e.tagName}#${e.id}.${e.className}`)"""
+    )
+    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), wide
 
 
 async def test_keyboard_only_on_a_phone_in_dark_mode(
