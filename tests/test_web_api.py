@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 import websockets
 
+from chatd.config import ConfigError, Settings
 from tests.conftest import Worker
 from tests.helpers import Api, Ws, ack_for, ws_url
 
@@ -60,6 +61,18 @@ async def test_read_state_over_http(nginx: Api) -> None:
     assert (await nginx.call("GET", "/v1/me/read_state")).status_code == 401
     for sock in (ws, reader, again):
         await sock.close()
+
+
+def test_allowed_origins_setting() -> None:
+    base = {"CHATD_DATABASE_URL": "postgresql://x/y"}
+    assert Settings.from_env(base).allowed_origins == ()
+    listed = Settings.from_env(
+        {**base, "CHATD_ALLOWED_ORIGINS": "https://Chat.Example.org, http://localhost:3000,"}
+    )
+    assert listed.allowed_origins == ("https://chat.example.org", "http://localhost:3000")
+    for bad in ("chat.example.org", "https://chat.example.org/app", "ftp://x", "*"):
+        with pytest.raises(ConfigError, match="CHATD_ALLOWED_ORIGINS"):
+            Settings.from_env({**base, "CHATD_ALLOWED_ORIGINS": bad})
 
 
 async def test_cors_only_for_allowed_origins(nginx: Api, spawn_worker: Callable[..., Worker]) -> None:

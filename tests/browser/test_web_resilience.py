@@ -12,12 +12,18 @@ from playwright.async_api import Page
 
 from chatd.devstack import Stack
 from tests.browser.conftest import Person, PersonFactory, shot
-from tests.helpers import Api
+from tests.helpers import Api, Ws
 
 WATCH_LINK = """() => { window.linkStates = [];
   const link = document.getElementById('link');
   new MutationObserver(() => window.linkStates.push(link.dataset.connection))
     .observe(link, {attributes: true, attributeFilter: ['data-connection']}); }"""
+
+
+WATCH_BADGE = """(selector) => { window.badgeValues = [];
+  const badge = document.querySelector(selector);
+  new MutationObserver(() => window.badgeValues.push(badge.hidden ? 'hidden' : badge.dataset.unread))
+    .observe(badge, {attributes: true, childList: true, characterData: true, subtree: true}); }"""
 
 
 async def bodies(page: Page) -> list[str]:
@@ -38,7 +44,16 @@ async def test_restarts_and_outbox(
     for person in (alice, bob):  # the browser's own report of a refused WebSocket while all are down
         person.expect_errors(r"WebSocket connection to .* failed")
     cid = await nginx.direct(alice.user, bob.user)
+    # Bob also has one unread message elsewhere: its badge must not move across reconnects.
+    carol = await nginx.user("carol")
+    other = await nginx.direct(carol, bob.user)
+    ws = await Ws.connect(nginx.base_url, carol.token)
+    assert (await ws.send(other, "unread across restarts"))["type"] == "ack"
+    await ws.close()
     a, b = await alice.open_app(), await bob.open_app()
+    badge = f"#conversations li[data-conversation-id='{other}'] .badge"
+    await b.locator(f"{badge}[data-unread='1']").wait_for()
+    await b.evaluate(WATCH_BADGE, badge)
     pages: list[tuple[Person, Page]] = [(alice, a), (bob, b)]
     for person, page in pages:
         await person.open_conversation(page, cid)
@@ -96,6 +111,9 @@ async def test_restarts_and_outbox(
     await b.locator("#messages .body", has_text="typed while offline").wait_for(timeout=60_000)
     for _, page in pages:
         assert await bodies(page) == expected
+    # Two restarts and an outage later, the badge never showed anything but 1 (no flicker).
+    assert await b.locator(badge).get_attribute("data-unread") == "1"
+    assert set(await b.evaluate("window.badgeValues")) <= {"1"}
     stored = await db.fetch(
         "SELECT body FROM messages WHERE conversation_id = $1 AND kind = 'text' ORDER BY seq", cid
     )
