@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import redis.asyncio as aioredis
+
+from chatd.devstack import Stack
 from tests.conftest import Worker
 from tests.helpers import Api, Ws
 
 
 async def test_connections_per_user_are_capped_across_workers(
-    w1: Api, spawn_worker: Callable[..., Worker]
+    w1: Api, stack: Stack, spawn_worker: Callable[..., Worker]
 ) -> None:
     capped = spawn_worker(CHATD_MAX_CONNECTIONS_PER_USER="3")
     user, other = await w1.user(), await w1.user()
@@ -23,6 +26,14 @@ async def test_connections_per_user_are_capped_across_workers(
     unrelated = await Ws.connect(capped.url, other.token)
     assert unrelated.ready["type"] == "ready", "the cap is per user"
     await first[0].close()  # a closed connection stops counting at once (grace does not count)
+    # Barrier: the client's close returns before the worker has handled it; wait until that
+    # worker has moved the connection to its presence grace period.
+    redis = aioredis.Redis.from_url(stack.redis_url)
+    for _ in range(1000):
+        if await redis.scard(f"chatd:pgrace:{user.id}"):
+            break
+        await asyncio.sleep(0.01)
+    await redis.aclose()
     again = await Ws.connect(capped.url, user.token)
     assert again.ready["type"] == "ready"
     for ws in (*first[1:], third, unrelated, again):

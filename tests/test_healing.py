@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from chatd.devstack import Stack
 from chatd.processes import free_port
 from tests.conftest import Worker
-from tests.helpers import Api, Ws
+from tests.helpers import Api, Ws, ack_for
 
 # docs/protocol.md §7 and §10: an acked message reaches connected members within 3 s after Redis
 # takes commands again; a send is answered within about a second while Redis hangs. The
@@ -207,3 +207,28 @@ async def test_presence_is_rebuilt_soon_after_redis_loses_its_data(
     assert seen[-1] == "online", "presence rebuilt within a few sweeps, not at the next heartbeat"
     await u.close()
     await api.http.aclose()
+
+
+async def test_a_read_or_status_frame_while_redis_hangs_does_not_hold_up_later_sends(
+    spawn_worker: Callable[..., Worker], redis_server: RedisServer
+) -> None:
+    # Frames of one socket are handled in order: a `read` or `presence` frame stuck on a hung
+    # Redis would hold up every `send` behind it, however bounded the send path itself is.
+    worker = spawn_worker(CHATD_REDIS_URL=redis_server.url)
+    cid, a, b = await pair(worker)
+    redis_server.pause()
+    try:
+        await a.send_json({"type": "read", "id": "r", "conversation_id": cid, "seq": 1})
+        await a.send_json({"type": "presence", "status": "idle"})
+        await a.send_json(
+            {"type": "send", "conversation_id": cid, "client_msg_id": "after-read", "body": "x"}
+        )
+        ack = await a.expect(ack_for("after-read"), timeout=2 * ACK_BOUND_S + MARGIN_S)
+        assert ack["seq"] == 2, ack
+        read = await a.expect(lambda f: f.get("ref") == "r")
+        assert read["type"] == "error" and read["code"] == "unavailable", read
+    finally:
+        redis_server.resume()
+    await b.wait_seq(cid, 2, timeout=HEAL_BOUND_S + MARGIN_S)
+    await a.close()
+    await b.close()

@@ -112,3 +112,19 @@ async def test_sending_marks_taking_part_once(w1: Api) -> None:
         await ws.expect(ack_for(cmid))
     assert (await presence_of(w1, watcher, member.id))["hidden"] == []
     await ws.close()
+
+
+async def test_one_request_naming_many_usernames_does_not_tell_which_exist(
+    w1: Api, spawn_worker: Callable[..., Worker]
+) -> None:
+    worker = spawn_worker(CHATD_USER_LOOKUP_RATE_LIMIT="5")
+    api = Api(worker.url)
+    prober, real = await w1.user(), await w1.user()
+    names = [real.name] + [f"nobody-{uuid.uuid4().hex[:12]}" for _ in range(20)]
+    group = await api.call(
+        "POST", "/v1/conversations/group", prober.token, {"title": "t", "usernames": names}
+    )
+    assert group.status_code == 429, "20 names not found at once are past the limit of 5"
+    assert group.json()["error"]["code"] == "rate_limited"
+    assert "usernames" not in group.json()["error"], "a refused request does not list the missing names"
+    await api.http.aclose()

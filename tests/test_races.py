@@ -14,6 +14,7 @@ import websockets
 
 from chatd.devstack import Stack
 from chatd.errors import ChatdError, Code
+from chatd.storage.conversations import ConversationStore
 from chatd.storage.messages import MessageStore
 from tests.conftest import Worker
 from tests.helpers import Api, Frame, User, Ws, ws_url
@@ -89,6 +90,30 @@ async def test_batched_append_after_a_concurrent_removal_is_refused(
     assert not isinstance(fine, BaseException) and fine[0]["seq"] == 1
     assert not isinstance(owners, BaseException) and owners[0]["seq"] == 1
     assert await db.fetchval("SELECT count(*) FROM messages WHERE sender_id = $1", bob.id) == 1
+
+
+@pytest.mark.parametrize("action", ["add", "remove"])
+async def test_membership_change_by_a_concurrently_removed_member_is_refused(
+    w1: Api, stack: Stack, db: asyncpg.Connection, action: str
+) -> None:
+    """The actor's own membership and role are read after the lock too: a removed member cannot
+    add anyone (themselves included, which would undo the removal), nor a removed owner remove."""
+    owner, bob, carol, dave = await w1.user(), await w1.user(), await w1.user(), await w1.user()
+    cid = await w1.group(owner, [bob, carol])
+    pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=2)
+    try:
+        store = ConversationStore(pool)
+        if action == "add":  # bob, being removed, adds himself back and a friend
+            actor, change = bob.id, lambda: store.add_members(cid, bob.id, [bob.id, dave.id], 100)
+        else:  # the owner, being removed, removes carol
+            actor, change = owner.id, lambda: store.remove_members(cid, owner.id, [carol.id])
+        (outcome,) = await _removed_while_waiting(stack, db, cid, actor, change)
+    finally:
+        await pool.close()
+    assert isinstance(outcome, ChatdError) and outcome.code == Code.NOT_MEMBER, outcome
+    members = await db.fetch("SELECT user_id FROM members WHERE conversation_id = $1", cid)
+    assert {m["user_id"] for m in members} == {owner.id, bob.id, carol.id} - {actor}
+    assert await db.fetchval("SELECT count(*) FROM messages WHERE conversation_id = $1", cid) == 0
 
 
 async def test_no_message_of_a_removed_member_is_stored_after_the_removal(

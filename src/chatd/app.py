@@ -71,13 +71,15 @@ class Runtime:
             settings.argon2_queue,
         )
         self.accounts = Accounts(stores, self.passwords, limiters, self.hub)
-        read_state = ReadState(redis)
+        read_state = ReadState(redis, settings.redis_send_timeout_s)
         lookups = RateLimiter(redis, "lookup", settings.user_lookup_rate_limit, 60)
         self.messaging = Messaging(stores, self.hub, limiter, read_state, settings, lookups)
         self.receipts = Receipts(stores, read_state, self.hub, settings)
         self.flusher = Flusher(stores, read_state, settings.receipt_flush_interval_s)
         self.presence = Presence(redis, stores, self.hub, settings)
-        self.conncap = ConnectionCap(redis, settings.max_connections_per_user, settings.presence_ttl_s)
+        self.conncap = ConnectionCap(
+            redis, settings.max_connections_per_user, settings.presence_ttl_s, settings.redis_send_timeout_s
+        )
         self.draining = False
         self._inflight = 0
         self._idle = asyncio.Event()

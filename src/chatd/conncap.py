@@ -8,6 +8,8 @@ concurrent connects on any number of workers cannot overshoot.
 
 from __future__ import annotations
 
+import asyncio
+
 import redis.asyncio as aioredis
 
 # KEYS: conns, grace; ARGV: conn, cap, ttl_ms -> 1 admitted, 0 refused
@@ -25,13 +27,15 @@ return 1
 
 
 class ConnectionCap:
-    def __init__(self, redis: aioredis.Redis, cap: int, ttl_s: float) -> None:
+    def __init__(self, redis: aioredis.Redis, cap: int, ttl_s: float, timeout_s: float | None = None) -> None:
         self._admit = redis.register_script(_ADMIT)
         self._cap = cap
         self._ttl_ms = int(ttl_s * 1000)
+        self._timeout_s = timeout_s  # a hung Redis: the connect fails fast (1011), it does not hang
 
     async def admit(self, user_id: int, conn_id: str) -> bool:
         """Count `conn_id` as live for `user_id` unless the user already has `cap` live ones."""
         keys = [f"chatd:pc:{user_id}", f"chatd:pgrace:{user_id}"]
-        admitted = await self._admit(keys=keys, args=[conn_id, self._cap, self._ttl_ms])
+        async with asyncio.timeout(self._timeout_s):
+            admitted = await self._admit(keys=keys, args=[conn_id, self._cap, self._ttl_ms])
         return bool(int(admitted))

@@ -81,7 +81,7 @@ class Messaging:
         if self._took_part.get(key, 0.0) > now:
             return
         try:
-            await self._stores.presence.mark_took_part(conversation_id, user_id)
+            await self._stores.conversations.mark_took_part(conversation_id, user_id)
         except Exception:
             log.warning("took_part not recorded", extra={"conversation_id": conversation_id})
             return
@@ -105,7 +105,8 @@ class Messaging:
         conversation with); any other id gets the same answer as one that does not exist.
         Usernames resolve for anyone (that is how one reaches a new contact), but names that
         do not exist are counted per caller, and past the limit every username lookup is
-        refused, so a dictionary of names cannot be probed.
+        refused, so a dictionary of names cannot be probed; a request whose missing names take
+        the count past the limit is refused too, without saying which names were missing.
         """
         ids = set(user_ids)
         if usernames:
@@ -113,7 +114,7 @@ class Messaging:
             names = {name.strip().lower() for name in usernames}
             found = await self._stores.accounts.ids_by_username(sorted(names))
             if missing := names - set(found):
-                await self._lookups.add(caller, len(missing))
+                await self._lookups.add(caller, len(missing))  # past the limit: rate_limited
                 raise ChatdError(Code.USER_NOT_FOUND, "no such user", usernames=sorted(missing))
             ids.update(found.values())
         if user_ids:

@@ -176,7 +176,11 @@ class Presence:
             await self.change(conn.user_id, "disconnect", conn.id, self._grace_ms)
 
     async def set_idle(self, conn: Connection, idle: bool) -> None:
-        await self.change(conn.user_id, "idle" if idle else "active", conn.id)
+        """Bounded like the send path: a hung Redis answers `unavailable` rather than holding
+        up the connection's later frames. A transition applied but not yet published when the
+        bound cuts it off stays in the pending set, and the sweeper publishes it."""
+        async with asyncio.timeout(self._settings.redis_send_timeout_s):
+            await self.change(conn.user_id, "idle" if idle else "active", conn.id)
 
     async def _announce(self, uid: int, state: str, version: int, last_alive_ms: int = 0) -> None:
         last_seen = None

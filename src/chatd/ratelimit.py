@@ -49,8 +49,7 @@ class RateLimiter:
             log.warning("rate limiter unavailable; allowing", extra={"key": self._prefix, "error": repr(exc)})
             return
         if int(count) > self._limit:
-            retry_after_ms = (window + 1) * self._window_ms - now_ms
-            raise ChatdError(Code.RATE_LIMITED, "too many requests", retry_after_ms=retry_after_ms)
+            raise self._refusal(window, now_ms)
 
     async def check(self, key: str | int) -> None:
         """Raise `rate_limited` if `key` is already over the limit, without counting (fail open)."""
@@ -62,20 +61,28 @@ class RateLimiter:
             log.warning("rate limiter unavailable; allowing", extra={"key": self._prefix})
             return
         if count is not None and int(count) >= self._limit:
-            retry_after_ms = (window + 1) * self._window_ms - now_ms
-            raise ChatdError(Code.RATE_LIMITED, "too many requests", retry_after_ms=retry_after_ms)
+            raise self._refusal(window, now_ms)
 
     async def add(self, key: str | int, amount: int) -> None:
-        """Count `amount` actions at once (fail open); `check` then tells whether the key is over."""
-        window = int(time.time() * 1000) // self._window_ms
+        """Count `amount` actions at once; raises `rate_limited` if that takes `key` past the
+        limit (fail open). `check` then refuses the key until the window ends."""
+        now_ms = int(time.time() * 1000)
+        window = now_ms // self._window_ms
         name = f"chatd:rl:{self._prefix}:{key}:{window}"
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.incrby(name, amount)
                 pipe.pexpire(name, self._window_ms, nx=True)
-                await pipe.execute()
+                count, _ = await pipe.execute()
         except redis.exceptions.RedisError:
             log.warning("rate limiter unavailable; not counted", extra={"key": self._prefix})
+            return
+        if int(count) > self._limit:
+            raise self._refusal(window, now_ms)
+
+    def _refusal(self, window: int, now_ms: int) -> ChatdError:
+        retry_after_ms = (window + 1) * self._window_ms - now_ms
+        return ChatdError(Code.RATE_LIMITED, "too many requests", retry_after_ms=retry_after_ms)
 
     async def _count_many(self, keys: list[str]) -> list[int]:
         # INCR, then an expiry only where none is set yet (Redis >= 7); a key left without one

@@ -11,6 +11,7 @@ rebuilt from Postgres on demand.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -91,8 +92,11 @@ Loader = Callable[[], Awaitable[Iterable[tuple[int, int]]]]
 
 
 class ReadState:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, timeout_s: float | None = None) -> None:
         self.redis = redis
+        # Bounds each Redis call of a read mark (a hung Redis answers `unavailable`, it does
+        # not hold up the connection's later frames); the Postgres loads are not bounded.
+        self._timeout_s = timeout_s
         self._mark = redis.register_script(_MARK)
         self._load_room = redis.register_script(_LOAD_ROOM)
         self._load_user = redis.register_script(_LOAD_USER)
@@ -106,13 +110,18 @@ class ReadState:
     ) -> tuple[bool, int]:
         """Move the pointer forward; returns (moved, previous). Loads lost state as needed."""
         for _ in range(3):
-            status, previous = await self._mark(
-                keys=[room_key(cid), user_key(uid), DIRTY], args=[uid, cid, seq, int(shared)]
-            )
+            async with asyncio.timeout(self._timeout_s):
+                status, previous = await self._mark(
+                    keys=[room_key(cid), user_key(uid), DIRTY], args=[uid, cid, seq, int(shared)]
+                )
             if status == -1:
-                await self.load_room(cid, await load_room())
+                pointers = await load_room()
+                async with asyncio.timeout(self._timeout_s):
+                    await self.load_room(cid, pointers)
             elif status == -2:
-                await self.load_user(uid, await load_user())
+                pointers = await load_user()
+                async with asyncio.timeout(self._timeout_s):
+                    await self.load_user(uid, pointers)
             else:
                 return status == 1, int(previous)
         raise RuntimeError("read state could not be loaded")
@@ -178,9 +187,10 @@ class ReadState:
     # -- coalescing group pushes ---------------------------------------------------------
     async def widen(self, cid: int, lo: int, hi: int, window_ms: int) -> bool:
         """Record that seqs lo..hi changed; True if the caller must publish after the window."""
-        opened = await self._widen(
-            keys=[f"chatd:rrange:{cid}", f"chatd:rwindow:{cid}"], args=[lo, hi, window_ms]
-        )
+        async with asyncio.timeout(self._timeout_s):
+            opened = await self._widen(
+                keys=[f"chatd:rrange:{cid}", f"chatd:rwindow:{cid}"], args=[lo, hi, window_ms]
+            )
         return bool(opened)
 
     async def take_range(self, cid: int) -> tuple[int, int] | None:

@@ -18,7 +18,8 @@ def conversation(row: asyncpg.Record) -> dict[str, Any]:
 Conn = asyncpg.Connection | PoolConnectionProxy
 
 
-async def _took_part(conn: Conn, conversation_id: int, user_id: int) -> None:
+async def _took_part(conn: Conn | asyncpg.Pool, conversation_id: int, user_id: int) -> None:
+    """Presence consent (docs/protocol.md §4.9): `user_id` took part in the conversation."""
     await conn.execute(
         "UPDATE members SET took_part = true WHERE conversation_id = $1 AND user_id = $2 AND NOT took_part",
         conversation_id,
@@ -29,6 +30,9 @@ async def _took_part(conn: Conn, conversation_id: int, user_id: int) -> None:
 class ConversationStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+
+    async def mark_took_part(self, conversation_id: int, user_id: int) -> None:
+        await _took_part(self._pool, conversation_id, user_id)
 
     async def find_or_create_direct(self, a: int, b: int) -> tuple[dict[str, Any], bool]:
         lo, hi = min(a, b), max(a, b)
@@ -146,19 +150,20 @@ class ConversationStore:
         return [dict(row.items()) for row in rows]
 
     async def _lock_group(self, conn: Conn, conversation_id: int, actor: int) -> str:
-        """Lock the conversation row (serialising with sends) and return the actor's role."""
-        row = await conn.fetchrow(
-            "SELECT c.kind, m.role FROM conversations c"
-            " JOIN members m ON m.conversation_id = c.id AND m.user_id = $2"
-            " WHERE c.id = $1 FOR UPDATE OF c",
-            conversation_id,
-            actor,
+        """Lock the conversation row (serialising with sends) and return the actor's role.
+
+        The role is read by a second statement, once the lock is held: a statement that waited
+        for the lock keeps its old snapshot of `members`, so an actor removed meanwhile would
+        still pass (and could even add themselves back). See migration 0006.
+        """
+        kind = await conn.fetchval("SELECT kind FROM conversations WHERE id = $1 FOR UPDATE", conversation_id)
+        role: str | None = await conn.fetchval(
+            "SELECT role FROM members WHERE conversation_id = $1 AND user_id = $2", conversation_id, actor
         )
-        if row is None:
+        if kind is None or role is None:
             raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
-        if row["kind"] != "group":
+        if kind != "group":
             raise ChatdError(Code.NOT_A_GROUP, "members of a direct conversation cannot change")
-        role: str = row["role"]
         return role
 
     async def _append_event(

@@ -20,14 +20,6 @@ class PresenceStore:
         )
         return [row["conversation_id"] for row in rows]
 
-    async def mark_took_part(self, conversation_id: int, uid: int) -> None:
-        await self._pool.execute(
-            "UPDATE members SET took_part = true"
-            " WHERE conversation_id = $1 AND user_id = $2 AND NOT took_part",
-            conversation_id,
-            uid,
-        )
-
     async def co_members(self, uid: int, limit: int) -> list[tuple[int, datetime | None]]:
         """Users whose presence `uid` may see (not `uid`), with when they were last seen."""
         rows = await self._pool.fetch(
