@@ -35,7 +35,7 @@ async def test_scroll_back_and_day_separators(
     await a.locator("#messages .body", has_text="history 60").wait_for()
     assert await bodies.count() == 50  # one page (limit 50), newest last
     await a.locator("#older").click()
-    await a.locator("#messages .body", has_text="history 1").first.wait_for()
+    await a.locator("#messages .body").get_by_text("history 1", exact=True).wait_for()
     texts = await bodies.all_inner_texts()
     assert texts == [f"history {i}" for i in range(1, 61)]
     assert await a.locator("#older").is_hidden()  # the start of the conversation

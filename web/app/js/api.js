@@ -15,7 +15,8 @@ export class ApiError extends Error {
   }
 }
 
-/** What an error code means to a person (§5), for messages shown in the app. */
+/** What an error code means to a person (§5), for messages shown in the app.
+ * @type {Record<string, string>} */
 export const ERROR_TEXT = {
   rate_limited: "Too many messages; it will be sent shortly",
   message_too_long: "Too long to send",
@@ -86,9 +87,11 @@ export class Api {
     return data;
   }
 
+  /** @param {string} username @param {string} password */
   register(username, password) {
     return this.call("POST", "/v1/register", { username, password });
   }
+  /** @param {string} username @param {string} password */
   login(username, password) {
     return this.call("POST", "/v1/login", { username, password });
   }
@@ -113,15 +116,19 @@ export class Api {
   createGroup(title, usernames) {
     return this.call("POST", "/v1/conversations/group", { title, usernames });
   }
+  /** @param {number} cid */
   conversation(cid) {
     return this.call("GET", `/v1/conversations/${cid}`);
   }
+  /** @param {number} cid */
   members(cid) {
     return this.call("GET", `/v1/conversations/${cid}/members?limit=1000`);
   }
+  /** @param {number} cid @param {string[]} usernames */
   addMembers(cid, usernames) {
     return this.call("POST", `/v1/conversations/${cid}/members`, { usernames });
   }
+  /** @param {number} cid @param {number} uid */
   removeMember(cid, uid) {
     return this.call("DELETE", `/v1/conversations/${cid}/members/${uid}`);
   }
@@ -131,9 +138,11 @@ export class Api {
     if (page.before) query.set("before", String(page.before));
     return this.call("GET", `/v1/conversations/${cid}/messages?${query}`);
   }
+  /** @param {number} cid @param {number} from @param {number} to */
   receipts(cid, from, to) {
     return this.call("GET", `/v1/conversations/${cid}/receipts?from=${from}&to=${to}`);
   }
+  /** @param {number} cid @param {number} seq */
   readers(cid, seq) {
     return this.call("GET", `/v1/conversations/${cid}/messages/${seq}/readers`);
   }

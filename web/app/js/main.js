@@ -8,6 +8,8 @@ import { renderList } from "./view/list.js";
 import { keyOf, renderHead, renderMembers, renderMessages, renderTyping, showReaders, upsertRow } from "./view/thread.js";
 import { showLogin, hideLogin } from "./view/login.js";
 
+/** @typedef {import("./store.js").Conv} Conv @typedef {import("./store.js").ChatEvent} ChatEvent */
+
 const TOKEN_KEY = "chatd.token";
 const TYPING_EVERY_MS = 2000;
 const PAGE = 50;
@@ -39,6 +41,7 @@ async function login(action, username, password) {
   await startSession(result.token);
 }
 
+/** @param {string} token */
 async function startSession(token) {
   api.token = token;
   try {
@@ -93,7 +96,8 @@ function endSession() {
   showLogin(login);
 }
 
-// -- frames ---------------------------------------------------------------------------------
+// -- frames (docs/protocol.md §4.3) -----------------------------------------------------------
+/** @param {any} frame */
 function onFrame(frame) {
   switch (frame.type) {
     case "ready":
@@ -120,6 +124,7 @@ function onFrame(frame) {
   }
 }
 
+/** @param {any} frame */
 function onReady(frame) {
   const before = new Map([...store.convs.values()].map((c) => [c.id, c.read]));
   const removed = store.ready(frame);
@@ -145,6 +150,7 @@ function onReady(frame) {
   }
 }
 
+/** @param {ChatEvent} event */
 function onMessage(event) {
   if (!store.message(event)) return;
   const conv = store.convs.get(event.conversation_id);
@@ -173,6 +179,7 @@ function onMessage(event) {
   renderList(store, openThread);
 }
 
+/** @param {any} ack */
 function onAck(ack) {
   const conv = store.convs.get(ack.conversation_id);
   const own = conv?.own.get(ack.client_msg_id);
@@ -183,6 +190,7 @@ function onAck(ack) {
   refreshRow(conv, `c:${ack.client_msg_id}`);
 }
 
+/** @param {any} frame */
 function onError(frame) {
   if (frame.code === "not_member" && frame.conversation_id && !frame.ref) {
     store.convs.delete(frame.conversation_id); // a `since` entry refused: removed while away
@@ -201,6 +209,7 @@ function onError(frame) {
   }
 }
 
+/** @param {any} raw */
 function onAdded(raw) {
   const known = store.convs.has(raw.id);
   const conv = store.upsert(raw);
@@ -209,6 +218,7 @@ function onAdded(raw) {
   renderList(store, openThread);
 }
 
+/** @param {number} cid @param {number} seq */
 function onPointer(cid, seq) {
   const conv = store.convs.get(cid);
   if (!conv || !store.pointer(cid, seq)) return;
@@ -216,6 +226,7 @@ function onPointer(cid, seq) {
   renderList(store, openThread);
 }
 
+/** @param {any} frame */
 function onRead(frame) {
   const conv = store.convs.get(frame.conversation_id);
   if (!conv) return;
@@ -225,6 +236,7 @@ function onRead(frame) {
   if (store.openId === conv.id) renderMessages(store, conv, threadActions);
 }
 
+/** @param {any} frame */
 function onReceipts(frame) {
   const conv = store.convs.get(frame.conversation_id);
   if (!conv) return;
@@ -237,6 +249,7 @@ function onReceipts(frame) {
   }
 }
 
+/** @param {any} frame */
 function onTyping(frame) {
   const conv = store.convs.get(frame.conversation_id);
   if (!conv || frame.user_id === store.me.user_id) return;
@@ -248,8 +261,12 @@ function onTyping(frame) {
 }
 
 // -- loading ----------------------------------------------------------------------------------
+/** @typedef {{user_id: number, username: string, role: string}} Member */
+
+/** @param {Conv} conv */
 async function loadMembers(conv) {
   try {
+    /** @type {{members: Member[]}} */
     const { members } = await api.members(conv.id);
     conv.members = new Map(members.map((m) => [m.user_id, { username: m.username, role: m.role }]));
     for (const m of members) store.names.set(m.user_id, m.username);
@@ -273,14 +290,17 @@ async function loadMembers(conv) {
   }
 }
 
+/** @type {Set<number>} */
 const presenceAsked = new Set();
+/** @param {number} uid */
 async function lookupPresence(uid) {
   if (presenceAsked.has(uid)) return;
   presenceAsked.add(uid);
   const seen = await api.presence([uid]);
-  if (seen.presence.some((entry) => store.setPresence(entry))) refreshPresence();
+  if (seen.presence.some((/** @type {any} */ entry) => store.setPresence(entry))) refreshPresence();
 }
 
+/** @param {Conv} conv */
 async function loadPreview(conv) {
   const { messages } = await api.history(conv.id, { limit: 1 });
   if (messages.length && (!conv.lastEvent || messages[0].seq > conv.lastEvent.seq)) conv.lastEvent = messages[0];
@@ -288,6 +308,7 @@ async function loadPreview(conv) {
 }
 
 async function refreshUnread() {
+  /** @type {{conversations: {conversation_id: number, last_read_seq: number, unread: number}[]}} */
   const { conversations } = await api.readState();
   for (const entry of conversations) {
     const conv = store.convs.get(entry.conversation_id);
@@ -301,6 +322,7 @@ async function refreshUnread() {
 
 /** @param {import("./store.js").Conv} conv @param {number} [before] */
 async function loadHistory(conv, before) {
+  /** @type {{messages: ChatEvent[]}} */
   const { messages } = await api.history(conv.id, { before, limit: PAGE });
   store.history(conv, messages, PAGE);
   const texts = messages.filter((m) => m.kind === "text");
@@ -315,6 +337,7 @@ async function loadHistory(conv, before) {
 }
 
 // -- the open conversation ----------------------------------------------------------------------
+/** @param {number} cid */
 async function openThread(cid) {
   const conv = store.convs.get(cid);
   if (!conv) return;
@@ -345,6 +368,7 @@ function closeThread() {
   $("#empty").hidden = false;
 }
 
+/** @param {Conv} conv @param {string} key */
 function refreshRow(conv, key) {
   if (store.openId === conv.id) upsertRow(store, conv, key, threadActions);
 }
@@ -367,6 +391,7 @@ function markRead() {
   }
 }
 
+/** @type {import("./view/thread.js").ThreadActions} */
 const threadActions = {
   retry(cid, cmid) {
     const conv = store.convs.get(cid);
@@ -377,11 +402,13 @@ const threadActions = {
     socket.send({ client_msg_id: cmid, conversation_id: cid, body: own.body });
   },
   async readers(cid, seq, li) {
+    /** @type {{user_ids: number[]}} */
     const { user_ids } = await api.readers(cid, seq);
     showReaders(li, user_ids.map((uid) => store.name(uid)));
   },
 };
 
+/** @param {number} uid */
 async function removeMember(uid) {
   try {
     await api.removeMember(store.openId, uid);
@@ -390,6 +417,7 @@ async function removeMember(uid) {
   }
 }
 
+/** @param {string} body */
 function send(body) {
   const cid = store.openId;
   if (cid === null || !body.trim()) return;
@@ -401,6 +429,7 @@ function send(body) {
   socket.send({ client_msg_id: cmid, conversation_id: cid, body });
 }
 
+/** New messages, for screen readers (a polite live region). @param {string} text */
 function announce(text) {
   const region = $("#announcer");
   region.append(h("p", { text }));

@@ -134,7 +134,7 @@ export class Socket {
     this.hooks.frame(frame);
   }
 
-  /** An `error` answering one of our sends (its `ref` is the client_msg_id). */
+  /** An `error` answering one of our sends (its `ref` is the client_msg_id). @param {any} frame */
   sendFailed(frame) {
     const entry = this.outbox.get(frame.ref);
     if (FINAL.has(frame.code)) {
@@ -163,7 +163,8 @@ export class Socket {
     this.raw({ type: "send", id: entry.client_msg_id, ...entry });
   }
 
-  /** Frames that are only worth sending on a live socket (read, presence, typing). */
+  /** Frames that are only worth sending on a live socket (read, presence, typing).
+   * @param {Record<string, any>} frame */
   raw(frame) {
     if (this.live) this.ws.send(JSON.stringify(frame));
   }

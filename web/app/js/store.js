@@ -92,6 +92,7 @@ export class Store {
    * `ready` (§4.1, §8 step 4): merge conversations, unread and presence; returns the ids of
    * conversations I was removed from while away. Unread is taken as the server counts it up to
    * its last_seq, and catch-up events up to there are not counted again.
+   * @param {any} frame
    */
   ready(frame) {
     const seen = new Set();
@@ -154,7 +155,8 @@ export class Store {
     conv.members = null; // re-read when needed
   }
 
-  /** An older (or first) page of history. @param {Conv} conv @param {ChatEvent[]} events */
+  /** An older (or first) page of history.
+   * @param {Conv} conv @param {ChatEvent[]} events @param {number} limit the page size asked for */
   history(conv, events, limit) {
     for (const event of events) {
       conv.events.set(event.seq, event);
@@ -168,7 +170,7 @@ export class Store {
     if (events.length < limit || lowest <= 1) conv.complete = true;
   }
 
-  /** My pointer moved (my `read_state`, another tab's, or a reply). */
+  /** My pointer moved (my `read_state`, another tab's, or a reply). @param {number} cid @param {number} seq */
   pointer(cid, seq) {
     const conv = this.convs.get(cid);
     if (!conv || seq <= conv.read) return false;
@@ -189,6 +191,7 @@ export class Store {
     return conv.peer !== null ? this.names.get(conv.peer) || `user ${conv.peer}` : "…";
   }
 
+  /** @param {number} uid */
   name(uid) {
     return this.names.get(uid) || `user ${uid}`;
   }

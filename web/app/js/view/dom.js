@@ -23,12 +23,14 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
-/** Change text only when it differs, so observers see real changes only. */
+/** Change text only when it differs, so observers see real changes only.
+ * @param {Element} el @param {string} text */
 export function setText(el, text) {
   if (el.textContent !== text) el.textContent = text;
 }
 
-/** Set (or with null remove) an attribute only when it differs. */
+/** Set (or with null remove) an attribute only when it differs.
+ * @param {Element} el @param {string} name @param {string|number|null|undefined} value */
 export function setAttr(el, name, value) {
   if (value === null || value === undefined) {
     if (el.hasAttribute(name)) el.removeAttribute(name);
@@ -42,17 +44,18 @@ export function $(selector, root = document) {
   return /** @type {HTMLElement} */ (root.querySelector(selector));
 }
 
-/** "14:05" for today, a date otherwise. */
+/** "14:05": the time of day of a timestamp. @param {string} iso */
 export function clock(iso) {
   return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 }
 
-/** The day of a timestamp, in the reader's time zone: "2026-11-29". */
+/** The day of a timestamp, in the reader's time zone: "2026-11-29". @param {string} iso */
 export function dayKey(iso) {
   const d = new Date(iso);
   return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
 }
 
+/** "Today", "Yesterday" or the date, for a day separator. @param {string} iso */
 export function dayLabel(iso) {
   const key = dayKey(iso);
   if (key === dayKey(new Date().toISOString())) return "Today";
@@ -61,7 +64,7 @@ export function dayLabel(iso) {
   return new Date(iso).toLocaleDateString([], { weekday: "short", year: "numeric", month: "short", day: "numeric" });
 }
 
-/** "last seen 5 min ago" style text for an offline user. */
+/** "last seen 5 min ago" style text for an offline user. @param {string|null} iso */
 export function lastSeen(iso) {
   if (!iso) return "offline";
   const minutes = Math.round((Date.now() - new Date(iso).getTime()) / 60000);

@@ -39,6 +39,7 @@ export function renderList(store, open) {
   for (const li of /** @type {NodeListOf<HTMLElement>} */ (list.querySelectorAll("li[data-conversation-id]"))) {
     existing.set(li.dataset.conversationId, li);
   }
+  /** @type {Element|null} */
   let previous = null;
   for (const conv of ordered) {
     let li = existing.get(String(conv.id));

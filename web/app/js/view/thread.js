@@ -8,11 +8,13 @@ import { h, setAttr, setText, $, clock, dayKey, dayLabel, lastSeen } from "./dom
  * @typedef {import("../store.js").ChatEvent} ChatEvent
  * @typedef {import("../store.js").Own} Own
  * @typedef {{retry: (cid: number, cmid: string) => void, readers: (cid: number, seq: number, li: HTMLElement) => void}} ThreadActions
+ * @typedef {{key: string, seq: number|null, event: ChatEvent|null, own: Own|null, at: string}} Row
  */
 
-/** One row: an event from the server, or one of my sends not yet seen as an event. */
+/** One row per event from the server, and per send of mine not yet seen as an event.
+ * @param {Store} store @param {Conv} conv @returns {Row[]} */
 function rowsOf(store, conv) {
-  /** @type {{key: string, seq: number|null, event: ChatEvent|null, own: Own|null, at: string}[]} */
+  /** @type {Row[]} */
   const rows = [];
   const ownSeen = new Set();
   for (const seq of [...conv.events.keys()].sort((a, b) => a - b)) {
@@ -34,7 +36,8 @@ export function keyOf(store, event) {
   return event.sender_id === store.me.user_id && event.client_msg_id ? `c:${event.client_msg_id}` : `s:${event.seq}`;
 }
 
-/** The whole list, e.g. after opening or loading an older page. */
+/** The whole list, e.g. after opening or loading an older page.
+ * @param {Store} store @param {Conv} conv @param {ThreadActions} actions */
 export function renderMessages(store, conv, actions) {
   const list = $("#messages");
   list.replaceChildren();
@@ -50,7 +53,8 @@ export function renderMessages(store, conv, actions) {
   $("#older").hidden = conv.complete;
 }
 
-/** Add or update one row in place (live event, ack, own send). */
+/** Add or update one row in place (live event, ack, own send).
+ * @param {Store} store @param {Conv} conv @param {string} key @param {ThreadActions} actions */
 export function upsertRow(store, conv, key, actions) {
   const list = $("#messages");
   const row = rowsOf(store, conv).find((r) => r.key === key);
@@ -70,7 +74,10 @@ export function upsertRow(store, conv, key, actions) {
   list.append(messageRow(store, conv, row, actions));
 }
 
-/** @param {Store} store @param {Conv} conv */
+/**
+ * @param {Store} store @param {Conv} conv @param {Row} row
+ * @returns {{state: string, text: string, counts?: {read_by: number, of: number}}}
+ */
 function statusOf(store, conv, row) {
   const own = row.own;
   if (own && own.state === "failed") return { state: "failed", text: own.error || "Not sent" };
@@ -88,6 +95,7 @@ function statusOf(store, conv, row) {
   return { state: counts.read_by > 0 && counts.read_by >= counts.of ? "read" : "saved", text, counts };
 }
 
+/** @param {Store} store @param {Conv} conv @param {Row} row @param {ThreadActions} actions */
 function messageRow(store, conv, row, actions) {
   const event = row.event;
   if (event && event.kind !== "text") {
