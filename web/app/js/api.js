@@ -30,6 +30,7 @@ export const ERROR_TEXT = {
   username_taken: "That username is taken",
   invalid_credentials: "Wrong username or password",
   forbidden: "Only an owner can do that",
+  group_too_large: "Who read it is not kept for groups this large",
   network: "Cannot reach the server",
 };
 

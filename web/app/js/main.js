@@ -139,10 +139,10 @@ function onReady(frame) {
     // A mark that never got its reply: send it again (§4.8).
     const mine = before.get(conv.id) || 0;
     if (mine > conv.read) socket.raw({ type: "read", conversation_id: conv.id, seq: mine });
-    if (conv.members === null) loadMembers(conv);
-    if (!conv.lastEvent && conv.last > 0) loadPreview(conv);
+    if (conv.members === null) quietly(loadMembers(conv));
+    if (!conv.lastEvent && conv.last > 0) quietly(loadPreview(conv));
   }
-  renderList(store, openThread);
+  renderList(store, showThread);
   if (store.openId !== null) {
     const conv = store.convs.get(store.openId);
     renderHead(store, conv);
@@ -155,10 +155,10 @@ function onMessage(event) {
   if (!store.message(event)) return;
   const conv = store.convs.get(event.conversation_id);
   const removedMe = event.kind === "members_removed" && event.user_ids.includes(store.me.user_id);
-  if (event.kind !== "text") loadMembers(conv);
+  if (event.kind !== "text") quietly(loadMembers(conv));
   if (event.sender_id !== store.me.user_id && !store.presence.has(event.sender_id)) {
     // Sending counts as taking part (§4.9): their presence may be visible from now on.
-    lookupPresence(event.sender_id);
+    quietly(lookupPresence(event.sender_id));
   }
   if (event.sender_id !== store.me.user_id && event.kind === "text") {
     announce(`${store.name(event.sender_id)} in ${store.title(conv)}: ${event.body}`);
@@ -176,7 +176,7 @@ function onMessage(event) {
     store.convs.delete(conv.id);
     if (store.openId === conv.id) closeThread();
   }
-  renderList(store, openThread);
+  renderList(store, showThread);
 }
 
 /** @param {any} ack */
@@ -195,7 +195,7 @@ function onError(frame) {
   if (frame.code === "not_member" && frame.conversation_id && !frame.ref) {
     store.convs.delete(frame.conversation_id); // a `since` entry refused: removed while away
     if (store.openId === frame.conversation_id) closeThread();
-    renderList(store, openThread);
+    renderList(store, showThread);
     return;
   }
   if (typeof frame.ref !== "string") return;
@@ -214,16 +214,16 @@ function onAdded(raw) {
   const known = store.convs.has(raw.id);
   const conv = store.upsert(raw);
   if (!known) conv.counted = raw.last_seq;
-  loadMembers(conv);
-  renderList(store, openThread);
+  quietly(loadMembers(conv));
+  renderList(store, showThread);
 }
 
 /** @param {number} cid @param {number} seq */
 function onPointer(cid, seq) {
   const conv = store.convs.get(cid);
   if (!conv || !store.pointer(cid, seq)) return;
-  if (conv.unread > 0) refreshUnread();
-  renderList(store, openThread);
+  if (conv.unread > 0) quietly(refreshUnread());
+  renderList(store, showThread);
 }
 
 /** @param {any} frame */
@@ -282,7 +282,7 @@ async function loadMembers(conv) {
     if (err instanceof ApiError && err.code === "not_member") return;
     throw err;
   }
-  renderList(store, openThread);
+  renderList(store, showThread);
   if (store.openId === conv.id) {
     renderHead(store, conv);
     renderMembers(store, conv, removeMember);
@@ -304,7 +304,7 @@ async function lookupPresence(uid) {
 async function loadPreview(conv) {
   const { messages } = await api.history(conv.id, { limit: 1 });
   if (messages.length && (!conv.lastEvent || messages[0].seq > conv.lastEvent.seq)) conv.lastEvent = messages[0];
-  renderList(store, openThread);
+  renderList(store, showThread);
 }
 
 async function refreshUnread() {
@@ -317,7 +317,7 @@ async function refreshUnread() {
     // Exact only up to what the server had; never raise a badge from a stale answer.
     conv.unread = Math.min(conv.unread, entry.unread);
   }
-  renderList(store, openThread);
+  renderList(store, showThread);
 }
 
 /** @param {import("./store.js").Conv} conv @param {number} [before] */
@@ -350,7 +350,7 @@ async function openThread(cid) {
   setAttr($("#thread-body"), "data-conversation-id", cid);
   renderHead(store, conv);
   renderTyping(store, conv);
-  renderList(store, openThread);
+  renderList(store, showThread);
   $("#messages").replaceChildren();
   await loadHistory(conv);
   if (store.openId !== cid) return;
@@ -359,6 +359,11 @@ async function openThread(cid) {
   scroller.scrollTop = scroller.scrollHeight;
   $("#composer-input").focus();
   markRead();
+}
+
+/** @param {number} cid */
+function showThread(cid) {
+  quietly(openThread(cid));
 }
 
 function closeThread() {
@@ -387,7 +392,7 @@ function markRead() {
   if (seen > conv.read && seen <= conv.last) {
     socket?.raw({ type: "read", conversation_id: cid, seq: seen });
     store.pointer(cid, seen);
-    renderList(store, openThread);
+    renderList(store, showThread);
   }
 }
 
@@ -402,9 +407,13 @@ const threadActions = {
     socket.send({ client_msg_id: cmid, conversation_id: cid, body: own.body });
   },
   async readers(cid, seq, li) {
-    /** @type {{user_ids: number[]}} */
-    const { user_ids } = await api.readers(cid, seq);
-    showReaders(li, user_ids.map((uid) => store.name(uid)));
+    try {
+      /** @type {{user_ids: number[]}} */
+      const { user_ids } = await api.readers(cid, seq);
+      showReaders(li, user_ids.map((uid) => store.name(uid)));
+    } catch (err) {
+      showReaders(li, null, describe(err)); // e.g. group_too_large: only counts are kept
+    }
   },
 };
 
@@ -429,6 +438,12 @@ function send(body) {
   socket.send({ client_msg_id: cmid, conversation_id: cid, body });
 }
 
+/** Background loads: a failure leaves what is shown (the next event or reconnect refreshes it).
+ * @param {Promise<unknown>} promise */
+function quietly(promise) {
+  promise.catch((err) => console.warn("chatd:", describe(err)));
+}
+
 /** New messages, for screen readers (a polite live region). @param {string} text */
 function announce(text) {
   const region = $("#announcer");
@@ -437,7 +452,7 @@ function announce(text) {
 }
 
 function refreshPresence() {
-  renderList(store, openThread);
+  renderList(store, showThread);
   if (store.openId === null) return;
   const conv = store.convs.get(store.openId);
   renderHead(store, conv);
@@ -524,9 +539,9 @@ function bindStatic() {
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && !$("#members").hidden) $("#members-toggle").click();
   });
-  $("#older").addEventListener("click", () => loadOlder());
+  $("#older").addEventListener("click", () => quietly(loadOlder()));
   $("#scroller").addEventListener("scroll", () => {
-    if ($("#scroller").scrollTop < 40) loadOlder();
+    if ($("#scroller").scrollTop < 40) quietly(loadOlder());
     markRead();
   });
   document.addEventListener("visibilitychange", markRead);

@@ -140,11 +140,12 @@ function messageRow(store, conv, row, actions) {
   return li;
 }
 
-/** Readers of one message, under it. @param {HTMLElement} li @param {string[]} names */
-export function showReaders(li, names) {
+/** Readers of one message, under it.
+ * @param {HTMLElement} li @param {string[]|null} names @param {string} [problem] why there is no list */
+export function showReaders(li, names, problem) {
   li.querySelector(".readers")?.remove();
-  li.append(h("p", { class: "readers muted", "data-readers": names.join(","),
-    text: names.length ? `Read by ${names.join(", ")}` : "Nobody has read it yet" }));
+  const text = names === null ? problem : names.length ? `Read by ${names.join(", ")}` : "Nobody has read it yet";
+  li.append(h("p", { class: "readers muted", "data-readers": names === null ? undefined : names.join(","), text }));
   const button = li.querySelector(".readers-button");
   if (button) button.setAttribute("aria-expanded", "true");
 }
