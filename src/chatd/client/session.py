@@ -215,6 +215,8 @@ class ChatSession:
         if event["sender_id"] == self.me and cmid in self.outbox:
             self._saved(cmid, seq)  # typed here: already on screen
             return
+        if event["sender_id"] == self.me and seq in self.mine:
+            return  # typed here and its ack came first: already on screen
         if event["sender_id"] != self.me:
             self.out(f"{when} {who}: {event['body']}")
             return
