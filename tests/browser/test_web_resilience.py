@@ -60,25 +60,27 @@ async def test_restarts_and_outbox(
         await page.evaluate(WATCH_LINK)
     expected: list[str] = []
 
-    async def say(person: Person, page: Page, text: str) -> None:
+    async def say(person: Person, page: Page, text: str, acked: bool = True) -> None:
+        """Send; by default wait for the ack, so the order of `expected` is the commit order."""
         await person.send(page, text)
         expected.append(text)
+        if acked:
+            await (
+                page.locator("#messages li.mine[data-state]", has_text=text)
+                .and_(page.locator(":not([data-state='pending'])"))
+                .wait_for()
+            )
 
     await say(alice, a, "before the restart")
     await say(bob, b, "me too")
     # A rolling restart, mid-conversation: each page's worker goes away under it once.
     for index in range(stack.workers):
         stopping = asyncio.create_task(restart(stack, index))
+        # Acked perhaps only after a `shutting_down` and a resend on the next connection.
         await say(alice, a, f"during restart {index + 1}")
         await stopping
         for _, page in pages:
             await page.locator("#link[data-connection='online']").wait_for()
-        # Alice's send is committed (acked, perhaps resent after a `shutting_down`) before Bob's.
-        await (
-            a.locator("#messages li.mine[data-state]", has_text=f"during restart {index + 1}")
-            .and_(a.locator(":not([data-state='pending'])"))
-            .wait_for()
-        )
         await say(bob, b, f"after restart {index + 1}")
     for _, page in pages:
         assert "reconnecting" in await page.evaluate("window.linkStates")
@@ -96,7 +98,7 @@ async def test_restarts_and_outbox(
     try:
         for _, page in pages:
             await page.locator("#link[data-connection='reconnecting']").wait_for()
-        await say(alice, a, "typed while offline")
+        await say(alice, a, "typed while offline", acked=False)
         pending = a.locator("#messages li.mine[data-state='pending']", has_text="typed while offline")
         await pending.wait_for()
         await shot(a, artifacts, "5-pending-while-down")
