@@ -38,6 +38,9 @@ def test_dev_up_serves_through_nginx_and_dev_down_stops_everything() -> None:
         state = json.loads((root / "stack.json").read_text())
         assert sorted(state["pids"]) == ["nginx", "redis", "worker-1", "worker-2", "worker-3"]
         assert httpx.get(f"http://127.0.0.1:{port}/readyz").json() == {"status": "ready"}
+        # The web app, at the URL `up` prints (issue 11).
+        assert f"web app: http://127.0.0.1:{port}/" in up.stdout
+        assert "<title>chatd</title>" in httpx.get(f"http://127.0.0.1:{port}/").text
         again = subprocess.run([*chatd, "up", "--dir", str(root)], capture_output=True, text=True, timeout=60)
         assert again.returncode == 1 and "already running" in again.stderr
     finally:

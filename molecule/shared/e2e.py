@@ -4,6 +4,7 @@
     e2e.py setup    --base https://HOST --cafile CERT --state FILE
     e2e.py exchange --state FILE [--disrupt "SHELL COMMAND"] [--timeout 150]
     e2e.py edge     --base https://HOST --cafile CERT
+    e2e.py web      --base https://HOST --cafile CERT
 
 setup registers two users, logs them in and opens a direct conversation.  exchange
 connects both users' WebSockets (one after the other, so nginx's least_conn puts them
@@ -13,7 +14,9 @@ each is acked and delivered in real time to the other, and that the conversation
 history holds every message sent so far, in order.  edge checks the front end: plain
 HTTP only redirects to HTTPS (and serves ACME challenges), HTTPS carries HSTS, nginx hides
 its version, and a password spray from this address is cut off with a JSON 429.  TLS is
-verified against CERT (the deployment's self-signed certificate).  Prints one JSON line.
+web fetches the web app over HTTPS and checks its security headers (CSP, nosniff, referrer
+policy, no-cache with ETag revalidation, HSTS).  TLS is verified against CERT (the
+deployment's self-signed certificate).  Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -218,6 +221,30 @@ async def edge(args: argparse.Namespace) -> dict:
     return {"edge": "ok", "first_429": codes.index(429) + 1}
 
 
+async def web(args: argparse.Namespace) -> dict:
+    async with httpx.AsyncClient(base_url=args.base, timeout=10, verify=tls(args.cafile)) as client:
+        index = await client.get("/")
+        assert index.status_code == 200 and '<script type="module" src="/web/js/main.js">' in index.text, (
+            index.status_code, index.text[:200])
+        module = await client.get("/web/js/main.js")
+        assert module.status_code == 200 and module.headers["content-type"].startswith("text/javascript")
+        again = await client.get("/web/js/main.js", headers={"If-None-Match": module.headers["etag"]})
+        assert again.status_code == 304, again.status_code
+        for r in (index, module, await client.get("/web/app.css")):
+            csp = r.headers["content-security-policy"]
+            for directive in ("default-src 'none'", "script-src 'self'", "connect-src 'self'",
+                              "frame-ancestors 'none'"):
+                assert directive in csp, (r.url, csp)
+            assert "unsafe-inline" not in csp, csp
+            assert r.headers["x-content-type-options"] == "nosniff", r.headers
+            assert r.headers["referrer-policy"] == "no-referrer", r.headers
+            assert r.headers["cache-control"] == "no-cache", r.headers
+            assert r.headers["strict-transport-security"] == "max-age=63072000", r.headers
+        # The API still answers beside it.
+        assert (await client.get("/v1/me")).status_code == 401
+    return {"web": "ok", "index_bytes": len(index.content)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -234,8 +261,11 @@ def main() -> None:
     p = sub.add_parser("edge")
     p.add_argument("--base", required=True)
     p.add_argument("--cafile")
+    p = sub.add_parser("web")
+    p.add_argument("--base", required=True)
+    p.add_argument("--cafile")
     args = parser.parse_args()
-    commands = {"setup": setup, "exchange": exchange, "edge": edge}
+    commands = {"setup": setup, "exchange": exchange, "edge": edge, "web": web}
     out = asyncio.run(commands[args.cmd](args))
     print(json.dumps(out))
     sys.stdout.flush()

@@ -25,6 +25,7 @@ from chatd.connection import CLOSE_SERVICE_RESTART, Connection
 from chatd.errors import ChatdError, Code
 from chatd.fanout import Hub
 from chatd.messaging import Messaging
+from chatd.origins import ApiCors
 from chatd.presence import Presence
 from chatd.ratelimit import RateLimiter
 from chatd.readstate import ReadState
@@ -245,5 +246,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
+    app.add_middleware(ApiCors, allowed=settings.allowed_origins)
     app.add_middleware(AccessLog)
     return app

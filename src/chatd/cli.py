@@ -154,6 +154,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         f"  {stack.workers} workers, Postgres :{stack.pg_port}, Redis :{stack.redis_port}; "
         f"logs in {root / 'logs'}"
     )
+    if devstack.web_root() is not None:
+        print(f"  web app: {stack.url}/  (open it in a browser)")
     url = "" if stack.http_port == 8080 else f" --url {stack.url}"
     print(f"  chat:    {program()} client{url} register alice")
     print(f"  status:  {_prog(args, 'status')}")

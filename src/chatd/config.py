@@ -48,6 +48,19 @@ def _switch(name: str, raw: str) -> bool:
     return value == "on"
 
 
+def _origins(name: str, raw: str) -> tuple[str, ...]:
+    """Comma-separated web origins (scheme://host[:port]); empty = none besides the same origin."""
+    found = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        parts = urlsplit(item)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query:
+            raise ConfigError(f"{name}: expected origins like https://chat.example.org, got {item!r}")
+        found.append(item.lower())
+    return tuple(found)
+
+
 def _log_level(name: str, raw: str) -> str:
     level = raw.lower()
     if level not in ("debug", "info", "warning", "error"):
@@ -63,6 +76,7 @@ _SPEC: dict[str, tuple[str | None, _Parser]] = {
     "log_level": ("info", _log_level),
     "metrics": ("on", _switch),
     "forwarded_allow_ips": ("127.0.0.1,::1", lambda n, v: v),
+    "allowed_origins": ("", _origins),
     "db_pool_min": ("2", lambda n, v: _int(n, v, 1, 200)),
     "db_pool_max": ("20", lambda n, v: _int(n, v, 1, 500)),
     "redis_pool_max": ("100", lambda n, v: _int(n, v, 2, 10_000)),
@@ -104,6 +118,7 @@ class Settings:
     log_level: str
     metrics: bool
     forwarded_allow_ips: str
+    allowed_origins: tuple[str, ...]
     db_pool_min: int
     db_pool_max: int
     redis_pool_max: int

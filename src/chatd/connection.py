@@ -29,6 +29,7 @@ CLOSE_SLOW_CONSUMER = 4008
 CLOSE_TOO_MANY_CONNECTIONS = 4009
 CLOSE_SERVICE_RESTART = 1012
 CLOSE_UNAVAILABLE = 1011
+CLOSE_POLICY_VIOLATION = 1008  # before accept: the upgrade is refused with HTTP 403
 
 Event = dict[str, Any]
 # A queued frame: its text, or (text, since, histogram) to observe time.time() - since once written.
@@ -60,6 +61,7 @@ class Connection:
         "share_read_state",
         "synced",
         "token_hash",
+        "typing_at",
         "user_id",
         "websocket",
     )
@@ -84,6 +86,7 @@ class Connection:
         self.deferred: list[tuple[dict[str, Any], int]] = []  # conversations added during sync
         self.early: list[tuple[str, Event]] = []  # state events that arrived before `ready`
         self.presence_versions: dict[int, int] = {}
+        self.typing_at: dict[int, float] | None = None  # conversation -> last relayed `typing`
         self.close_code: int | None = None
         self._frames: deque[Queued] | None = None  # None: nothing queued
         self._queue_limit = queue_limit

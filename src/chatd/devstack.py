@@ -76,6 +76,12 @@ def nginx_template() -> jinja2.Template:
     raise FileNotFoundError("nginx/chatd.conf.j2 not found")
 
 
+def web_root() -> Path | None:
+    """The web app's files (web/app in a checkout), served by nginx at `/`."""
+    found = Path(__file__).resolve().parent.parent.parent / "web" / "app"
+    return found if (found / "index.html").exists() else None
+
+
 @dataclass
 class Stack:
     root: Path
@@ -363,6 +369,7 @@ class Stack:
             nginx_ws_conn_per_addr=self.nginx_ws_conn_per_addr,
             chatd_ws_read_timeout=75,
             nginx_access_log=str(self.root / "logs" / "nginx-access.log"),
+            chatd_web_root=str(web_root() or ""),
         )
         site = nginx_template().render(**{**defaults, **site_vars})
         nginx = self.root / "nginx"

@@ -160,6 +160,7 @@ class Hub:
         self._reader: asyncio.Task[None] | None = None
         # One queue, one pipeline at a time: this worker's publishes go out in commit order.
         self.outbox = Outbox(redis, publish_timeout_s)
+        self._publish_timeout_s = publish_timeout_s
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -190,6 +191,15 @@ class Hub:
         A publish Redis does not take now is retried until it does, in commit order.
         """
         await self.outbox.publish([(conversation_channel(event["conversation_id"]), dumps(event))])
+
+    async def publish_state(self, event: Event) -> None:
+        """An ephemeral state event (typing): one bounded attempt, never queued or retried,
+        since a late one would be wrong rather than useful."""
+        try:
+            async with asyncio.timeout(self._publish_timeout_s):
+                await self.redis.publish(conversation_channel(event["conversation_id"]), dumps(event))
+        except (TimeoutError, redis.exceptions.RedisError):
+            log.info("ephemeral publish dropped", extra={"conversation_id": event["conversation_id"]})
 
     async def publish_to_users(self, user_ids: list[int], message: dict[str, Any]) -> None:
         payload = dumps(message)

@@ -45,7 +45,12 @@ class Ping:
     pass
 
 
-Frame = Auth | Send | Read | Status | Ping
+@dataclass(frozen=True, slots=True)
+class Typing:
+    conversation_id: int
+
+
+Frame = Auth | Send | Read | Status | Ping | Typing
 
 
 def _field(frame: dict[str, Any], name: str, kind: type, required: bool = True) -> Any:
@@ -139,6 +144,8 @@ def parse(frame: dict[str, Any]) -> Frame:
         return Status(status == "idle")
     if kind == "ping":
         return Ping()
+    if kind == "typing":
+        return Typing(positive_id(frame, "conversation_id"))
     if kind == "auth":
         token: str = _field(frame, "token", str)
         return Auth(token, parse_since(_field(frame, "since", dict, required=False)))

@@ -180,6 +180,22 @@ async def settings(request: Request) -> Response:
     return JSON({"share_read_state": share})
 
 
+@api
+async def read_state(request: Request) -> Response:
+    user_id, _ = await authenticated(request)
+    return JSON({"conversations": await runtime(request).receipts.read_state(user_id)})
+
+
+@api
+async def find_user(request: Request) -> Response:
+    """Who has this username, without opening a conversation (counted like naming users, §3)."""
+    user_id, _ = await authenticated(request)
+    name = request.query_params.get("username")
+    if name is None or not name.strip():
+        raise ChatdError(Code.BAD_REQUEST, "username: expected a username", field="username")
+    return JSON(await runtime(request).messaging.find_user(user_id, frames.check_text(name, "username")))
+
+
 # -- conversations -----------------------------------------------------------------------
 @api
 async def list_conversations(request: Request) -> Response:
@@ -302,6 +318,8 @@ routes = [
     Route("/v1/logout", logout, methods=["POST"]),
     Route("/v1/me", me),
     Route("/v1/me/settings", settings, methods=["PUT"]),
+    Route("/v1/me/read_state", read_state),
+    Route("/v1/users", find_user),
     Route("/v1/presence", presence, methods=["POST"]),
     Route("/v1/conversations", list_conversations),
     Route("/v1/conversations/direct", open_direct, methods=["POST"]),

@@ -142,6 +142,10 @@ class Messaging:
                 raise ChatdError(Code.USER_NOT_FOUND, "no such user", user_ids=sorted(missing_ids))
         return sorted(ids)
 
+    async def find_user(self, caller: int, username: str) -> dict[str, Any]:
+        (found,) = await self.resolve_users(caller, [], [username])
+        return {"user_id": found, "username": username.strip().lower()}
+
     async def open_direct(self, user_id: int, other: int) -> tuple[dict[str, Any], bool]:
         if other == user_id:
             raise ChatdError(Code.BAD_REQUEST, "a direct conversation needs another user")

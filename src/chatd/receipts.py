@@ -143,6 +143,14 @@ class Receipts:
         unread = await self._stores.receipts.unread(uid, mine)
         return {cid: (mine[cid], unread.get(cid, 0)) for cid in cids}
 
+    async def read_state(self, uid: int) -> list[dict[str, int]]:
+        """Every conversation's pointer and unread count, as `ready` gives them (§4.1)."""
+        cids = [conv["id"] for conv in await self._stores.conversations.of_user(uid)]
+        state = await self.sync(uid, cids)
+        return [
+            {"conversation_id": cid, "last_read_seq": state[cid][0], "unread": state[cid][1]} for cid in cids
+        ]
+
     async def set_share(self, uid: int, share: bool) -> None:
         await self._stores.receipts.set_share(uid, share)
         await self._state.set_shared(uid, await self.pointers(uid), share)

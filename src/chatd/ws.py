@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket
 
-from chatd import frames, logs, metrics
+from chatd import frames, logs, metrics, origins
 from chatd.accounts import Identity
 from chatd.connection import (
     CLOSE_AUTH_TIMEOUT,
+    CLOSE_POLICY_VIOLATION,
     CLOSE_SERVICE_RESTART,
     CLOSE_TOO_MANY_CONNECTIONS,
     CLOSE_UNAUTHORIZED,
@@ -33,10 +34,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chatd.ws")
 CATCH_UP_PAGE = 500
+TYPING_INTERVAL_S = 1.0  # protocol.md §4.10: receivers show "typing" for 5 s after the last one
 
 
 async def endpoint(websocket: WebSocket) -> None:
     runtime: Runtime = websocket.app.state.runtime
+    if not origins.websocket_allowed(dict(websocket.headers), runtime.settings.allowed_origins):
+        # Before accepting: the upgrade is answered 403 and no socket opens (protocol.md §11).
+        log.info("ws refused: origin", extra={"origin": websocket.headers.get("origin")})
+        await websocket.close(CLOSE_POLICY_VIOLATION)
+        return
     await websocket.accept()
     if runtime.draining:
         await websocket.close(CLOSE_SERVICE_RESTART, "service restart")
@@ -244,6 +251,8 @@ async def _read_loop(runtime: Runtime, conn: Connection) -> None:
                 await runtime.presence.set_idle(conn, frame.idle)
             elif isinstance(frame, frames.Ping):
                 conn.send({"type": "pong"})
+            elif isinstance(frame, frames.Typing):
+                await _on_typing(runtime, conn, frame)
             else:
                 raise ChatdError(Code.BAD_REQUEST, "already authenticated")
         except ChatdError as exc:
@@ -268,6 +277,21 @@ async def _on_send(runtime: Runtime, conn: Connection, frame: frames.Send, ref: 
     if ref is not None:
         ack["ref"] = ref
     conn.send(ack, received, metrics.ACK_LATENCY if metrics.ENABLED else None)
+
+
+async def _on_typing(runtime: Runtime, conn: Connection, frame: frames.Typing) -> None:
+    """Relay "typing" to the conversation's connections: never stored, at most one a second
+    per connection and conversation (extra frames are dropped without a reply)."""
+    cid = frame.conversation_id
+    if cid not in conn.delivered:  # this connection follows exactly the user's conversations
+        raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
+    now = time.monotonic()
+    seen = conn.typing_at if conn.typing_at is not None else {}
+    if now - seen.get(cid, -TYPING_INTERVAL_S) < TYPING_INTERVAL_S:
+        return
+    seen[cid] = now
+    conn.typing_at = seen
+    await runtime.hub.publish_state({"type": "typing", "conversation_id": cid, "user_id": conn.user_id})
 
 
 async def _on_read(runtime: Runtime, conn: Connection, frame: frames.Read, ref: Any) -> None:

@@ -1,0 +1,55 @@
+"""Browser origins: CORS on /v1/ and the Origin check on the WebSocket upgrade (protocol.md §11).
+
+The app itself is served from the API's origin, so by default no other origin is allowed;
+``CHATD_ALLOWED_ORIGINS`` lists the origins of other web apps that may use this server.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+# What the API uses: every method of §3 and the two request headers a client sends.
+CORS_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE"]
+CORS_HEADERS = ["Authorization", "Content-Type"]
+CORS_MAX_AGE_S = 600
+
+
+def same_origin(origin: str, host: str) -> bool:
+    """True when the Origin header names the host the request was sent to (port included)."""
+    try:
+        netloc = urlsplit(origin).netloc
+    except ValueError:
+        return False
+    return bool(netloc) and netloc.lower() == host.strip().lower()
+
+
+def websocket_allowed(headers: dict[str, str], allowed: tuple[str, ...]) -> bool:
+    """A browser always sends Origin on a WebSocket upgrade; other clients usually send none."""
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    return origin.lower() in allowed or same_origin(origin, headers.get("host", ""))
+
+
+class ApiCors:
+    """Starlette's CORS middleware, applied to /v1/ only, when any origin is allowed."""
+
+    def __init__(self, app: ASGIApp, allowed: tuple[str, ...]) -> None:
+        self.app = app
+        self.cors = CORSMiddleware(
+            app,
+            allow_origins=list(allowed),
+            allow_methods=CORS_METHODS,
+            allow_headers=CORS_HEADERS,
+            max_age=CORS_MAX_AGE_S,
+        )
+        self.enabled = bool(allowed)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.enabled and scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            await self.cors(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)

@@ -1,0 +1,94 @@
+"""The rest of what a user does: scroll back through history by pages with day separators,
+see a refused send's meaning with a retry, manage a group's members, and be sent back to the
+login screen when the token is revoked (close 4001)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+from tests.browser.conftest import PersonFactory, shot
+from tests.helpers import Api, Ws
+
+
+async def test_scroll_back_and_day_separators(
+    people: PersonFactory, nginx: Api, db: asyncpg.Connection, artifacts: Path
+) -> None:
+    alice, bob = await people("alice"), await people("bob")
+    assert alice.user and bob.user
+    cid = await nginx.direct(alice.user, bob.user)
+    ws = await Ws.connect(nginx.base_url, bob.user.token)
+    for i in range(1, 61):
+        assert (await ws.send(cid, f"history {i}"))["type"] == "ack"
+    await ws.close()
+    # The first ten happened two days ago (a separator of their own).
+    await db.execute(
+        "UPDATE messages SET created_at = created_at - interval '2 days'"
+        " WHERE conversation_id = $1 AND seq <= 10",
+        cid,
+    )
+    a = await alice.open_app()
+    await alice.open_conversation(a, cid)
+    bodies = a.locator("#messages li.message .body")
+    await a.locator("#messages .body", has_text="history 60").wait_for()
+    assert await bodies.count() == 50  # one page (limit 50), newest last
+    await a.locator("#older").click()
+    await a.locator("#messages .body").get_by_text("history 1", exact=True).wait_for()
+    texts = await bodies.all_inner_texts()
+    assert texts == [f"history {i}" for i in range(1, 61)]
+    assert await a.locator("#older").is_hidden()  # the start of the conversation
+    days = await a.locator("#messages li.day").all_inner_texts()
+    assert len(days) == 2 and days[1] == "Today"
+    # Everything on screen was marked read: no badge left.
+    await a.locator(f"{alice.conversation(a, cid)} .badge[data-unread='0']").wait_for(state="attached")
+    await shot(a, artifacts, "history-paged")
+
+
+async def test_refused_send_shows_why_and_retries(people: PersonFactory, nginx: Api) -> None:
+    alice, bob = await people("alice"), await people("bob")
+    assert alice.user and bob.user
+    cid = await nginx.direct(alice.user, bob.user)
+    a = await alice.open_app()
+    await alice.open_conversation(a, cid)
+    await alice.send(a, "x" * 4001)  # over CHATD_MAX_MESSAGE_CHARS
+    failed = a.locator("#messages li.mine[data-state='failed']")
+    await failed.wait_for()
+    assert "Too long to send" in await failed.locator(".status").inner_text()
+    await failed.get_by_role("button", name="Retry").click()  # refused again, as it must be
+    await a.locator("#messages li.mine[data-state='failed'] .retry").wait_for()
+    assert await a.locator("#messages li.mine").count() == 1
+
+
+async def test_group_members_and_revoked_token(people: PersonFactory, nginx: Api) -> None:
+    owner, member, newcomer = await people("owner"), await people("member"), await people("newcomer")
+    assert owner.user and member.user and newcomer.user
+    o = await owner.open_app()
+    await o.locator("#group-details summary").click()
+    await o.get_by_label("Group title").fill("planning")
+    await o.get_by_label("Members (usernames, separated by commas)").fill(member.user.name)
+    await o.get_by_role("button", name="Create group").click()
+    await o.locator("#thread-title", has_text="planning").wait_for()
+    await o.locator("#members-toggle").click()
+    await o.get_by_label("Add a member (username)").fill(newcomer.user.name)
+    await o.get_by_label("Add a member (username)").press("Enter")
+    await o.locator("#messages li.system", has_text=f"added {newcomer.user.name}").wait_for()
+    await o.locator(f"#member-list li[data-user-id='{newcomer.user.id}']").wait_for()
+    await o.get_by_role("button", name=f"Remove {member.user.name}").click()
+    await o.locator("#messages li.system", has_text=f"removed {member.user.name}").wait_for()
+    await o.locator(f"#member-list li[data-user-id='{member.user.id}']").wait_for(state="detached")
+    # A name that does not exist: the form says so, nothing is created.
+    await o.locator("#group-details summary").click()
+    await o.get_by_label("Group title").fill("ghosts")
+    ghost = "ghost-" + uuid.uuid4().hex[:8]
+    owner.expect_errors(r"status of 404")  # the lookup's answer, reported by the browser
+    await o.get_by_label("Members (usernames, separated by commas)").fill(ghost)
+    await o.get_by_role("button", name="Create group").click()
+    await o.locator("#sidebar-error", has_text=f"No such user: {ghost}").wait_for()
+
+    # Two tabs share a token; logging out in one closes the other's socket with 4001.
+    m1 = await member.open_app()
+    m2 = await member.open_app()
+    await m1.get_by_role("button", name="Log out").click()
+    await m2.locator("#login:not([hidden])").wait_for()

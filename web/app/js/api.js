@@ -1,0 +1,154 @@
+// HTTP client for /v1/ (docs/protocol.md §3). Every call returns parsed JSON or throws ApiError.
+
+export class ApiError extends Error {
+  /**
+   * @param {number} status HTTP status (0 when the network failed)
+   * @param {string} code chatd's error code (§5), or "network" / "http_<status>"
+   * @param {string} message
+   * @param {Record<string, any>} [data] the whole error object (retry_after_ms, usernames, ...)
+   */
+  constructor(status, code, message, data = {}) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.data = data;
+  }
+}
+
+/** What an error code means to a person (§5), for messages shown in the app.
+ * @type {Record<string, string>} */
+export const ERROR_TEXT = {
+  rate_limited: "Too many messages; it will be sent shortly",
+  message_too_long: "Too long to send",
+  not_member: "You are not a member of this conversation",
+  client_msg_id_conflict: "Could not send (duplicate id)",
+  bad_request: "The server refused this message",
+  unavailable: "The server is busy; retrying",
+  shutting_down: "The server is restarting; retrying",
+  internal: "Server error; retrying",
+  user_not_found: "No such user",
+  username_taken: "That username is taken",
+  invalid_credentials: "Wrong username or password",
+  forbidden: "Only an owner can do that",
+  group_too_large: "Who read it is not kept for groups this large",
+  network: "Cannot reach the server",
+};
+
+/** @param {ApiError|Error} err */
+export function describe(err) {
+  if (err instanceof ApiError) {
+    const text = ERROR_TEXT[err.code] || err.message;
+    const names = err.data.usernames ? `: ${err.data.usernames.join(", ")}` : "";
+    return text + names;
+  }
+  return String(err.message || err);
+}
+
+export class Api {
+  /** @param {string} base origin of the API, "" for this page's own */
+  constructor(base = "") {
+    this.base = base;
+    /** @type {string|null} */
+    this.token = null;
+  }
+
+  /**
+   * @param {string} method
+   * @param {string} path
+   * @param {object} [body]
+   * @returns {Promise<any>}
+   */
+  async call(method, path, body) {
+    /** @type {Record<string, string>} */
+    const headers = {};
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    let response;
+    try {
+      response = await fetch(this.base + path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (err) {
+      throw new ApiError(0, "network", String(err));
+    }
+    if (response.status === 204) return null;
+    const text = await response.text();
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch {
+      data = null;
+    }
+    if (!response.ok) {
+      const error = data && data.error ? data.error : { code: `http_${response.status}`, message: text };
+      throw new ApiError(response.status, error.code, error.message, error);
+    }
+    return data;
+  }
+
+  /** @param {string} username @param {string} password */
+  register(username, password) {
+    return this.call("POST", "/v1/register", { username, password });
+  }
+  /** @param {string} username @param {string} password */
+  login(username, password) {
+    return this.call("POST", "/v1/login", { username, password });
+  }
+  logout() {
+    return this.call("POST", "/v1/logout");
+  }
+  me() {
+    return this.call("GET", "/v1/me");
+  }
+  readState() {
+    return this.call("GET", "/v1/me/read_state");
+  }
+  /** @param {string} username */
+  findUser(username) {
+    return this.call("GET", `/v1/users?username=${encodeURIComponent(username)}`);
+  }
+  /** @param {string} username */
+  openDirect(username) {
+    return this.call("POST", "/v1/conversations/direct", { username });
+  }
+  /** @param {string} title @param {string[]} usernames */
+  createGroup(title, usernames) {
+    return this.call("POST", "/v1/conversations/group", { title, usernames });
+  }
+  /** @param {number} cid */
+  conversation(cid) {
+    return this.call("GET", `/v1/conversations/${cid}`);
+  }
+  /** @param {number} cid */
+  members(cid) {
+    return this.call("GET", `/v1/conversations/${cid}/members?limit=1000`);
+  }
+  /** @param {number} cid @param {string[]} usernames */
+  addMembers(cid, usernames) {
+    return this.call("POST", `/v1/conversations/${cid}/members`, { usernames });
+  }
+  /** @param {number} cid @param {number} uid */
+  removeMember(cid, uid) {
+    return this.call("DELETE", `/v1/conversations/${cid}/members/${uid}`);
+  }
+  /** @param {number} cid @param {{before?: number, limit?: number}} [page] */
+  history(cid, page = {}) {
+    const query = new URLSearchParams({ limit: String(page.limit || 50) });
+    if (page.before) query.set("before", String(page.before));
+    return this.call("GET", `/v1/conversations/${cid}/messages?${query}`);
+  }
+  /** @param {number} cid @param {number} from @param {number} to */
+  receipts(cid, from, to) {
+    return this.call("GET", `/v1/conversations/${cid}/receipts?from=${from}&to=${to}`);
+  }
+  /** @param {number} cid @param {number} seq */
+  readers(cid, seq) {
+    return this.call("GET", `/v1/conversations/${cid}/messages/${seq}/readers`);
+  }
+  /** @param {number[]} userIds */
+  presence(userIds) {
+    return this.call("POST", "/v1/presence", { user_ids: userIds });
+  }
+}

@@ -1,0 +1,567 @@
+// The app: log in, hold one WebSocket session, keep the store current and the views in step.
+import { Api, ApiError, ERROR_TEXT, describe } from "./api.js";
+import { Socket } from "./socket.js";
+import { Store, TYPING_SHOWN_MS } from "./store.js";
+import { Activity } from "./activity.js";
+import { $, setAttr, setText, h } from "./view/dom.js";
+import { renderList } from "./view/list.js";
+import { keyOf, renderHead, renderMembers, renderMessages, renderTyping, showReaders, upsertRow } from "./view/thread.js";
+import { showLogin, hideLogin } from "./view/login.js";
+
+/** @typedef {import("./store.js").Conv} Conv @typedef {import("./store.js").ChatEvent} ChatEvent */
+
+const TOKEN_KEY = "chatd.token";
+const TYPING_EVERY_MS = 2000;
+const PAGE = 50;
+
+const api = new Api("");
+/** @type {Store} */
+let store = new Store();
+/** @type {Socket|null} */
+let socket = null;
+const activity = new Activity((idle) => socket?.raw({ type: "presence", status: idle ? "idle" : "active" }));
+let lastTyping = 0;
+
+const wsUrl = () => `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/v1/ws`;
+const outboxKey = () => `chatd.outbox.${store.me.user_id}`;
+
+// -- session -------------------------------------------------------------------------------
+async function boot() {
+  bindStatic();
+  const token = localStorage.getItem(TOKEN_KEY);
+  if (token) await startSession(token);
+  else showLogin(login);
+}
+
+/** @param {"login"|"register"} action @param {string} username @param {string} password */
+async function login(action, username, password) {
+  if (action === "register") await api.register(username, password);
+  const result = await api.login(username, password);
+  localStorage.setItem(TOKEN_KEY, result.token);
+  await startSession(result.token);
+}
+
+/** @param {string} token */
+async function startSession(token) {
+  api.token = token;
+  try {
+    store.me = await api.me();
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) return endSession();
+    throw err;
+  }
+  store.names.set(store.me.user_id, store.me.username);
+  hideLogin();
+  $("#main").hidden = false;
+  setText($("#me"), store.me.username);
+  // Per tab, and kept across a reload of it: unacknowledged sends are resent from here.
+  const saved = JSON.parse(sessionStorage.getItem(outboxKey()) || "[]");
+  socket = new Socket(wsUrl(), token, {
+    since: () => Object.fromEntries([...store.convs.values()].map((c) => [String(c.id), c.last])),
+    frame: onFrame,
+    state: (state) => {
+      if (state === "online" && !store.presence.has(store.me.user_id)) {
+        // Our own dot until the server reports a change of ours (version 0 is the oldest).
+        store.setPresence({ user_id: store.me.user_id, status: activity.idle ? "away" : "online", version: 0, last_seen: null });
+      }
+      setAttr($("#link"), "data-connection", state);
+      setText($("#link"), { connecting: "Connecting…", online: "Online", reconnecting: "Reconnecting…", stopped: "Offline" }[state]);
+    },
+    failed: (entry, error) => {
+      const conv = store.convs.get(entry.conversation_id);
+      const own = conv?.own.get(entry.client_msg_id);
+      if (!own) return;
+      own.state = "failed";
+      own.error = ERROR_TEXT[error.code] || error.message;
+      refreshRow(conv, `c:${entry.client_msg_id}`);
+    },
+    saveOutbox: (entries) => sessionStorage.setItem(outboxKey(), JSON.stringify(entries)),
+    unauthorized: () => endSession(),
+    idle: () => activity.idle,
+  }, saved);
+  socket.start();
+}
+
+function endSession() {
+  socket?.stop();
+  socket = null;
+  if (store.me) sessionStorage.removeItem(outboxKey());
+  presenceAsked.clear();
+  localStorage.removeItem(TOKEN_KEY);
+  api.token = null;
+  store = new Store();
+  $("#main").hidden = true;
+  $("#conversations").replaceChildren();
+  closeThread();
+  showLogin(login);
+}
+
+// -- frames (docs/protocol.md §4.3) -----------------------------------------------------------
+/** @param {any} frame */
+function onFrame(frame) {
+  switch (frame.type) {
+    case "ready":
+      return onReady(frame);
+    case "message":
+      return onMessage(frame);
+    case "ack":
+      return onAck(frame);
+    case "error":
+      return onError(frame);
+    case "conversation_added":
+      return onAdded(frame.conversation);
+    case "read_state":
+      return onPointer(frame.conversation_id, frame.last_read_seq);
+    case "read":
+      return onRead(frame);
+    case "receipts":
+      return onReceipts(frame);
+    case "presence":
+      if (store.setPresence(frame)) refreshPresence();
+      return;
+    case "typing":
+      return onTyping(frame);
+  }
+}
+
+/** @param {any} frame */
+function onReady(frame) {
+  const before = new Map([...store.convs.values()].map((c) => [c.id, c.read]));
+  const removed = store.ready(frame);
+  if (store.openId !== null && removed.includes(store.openId)) closeThread();
+  for (const entry of socket.outbox.values()) {
+    const conv = store.convs.get(entry.conversation_id);
+    if (conv && !conv.own.has(entry.client_msg_id)) {
+      conv.own.set(entry.client_msg_id, { ...entry, state: "pending", error: null, seq: null, created_at: new Date().toISOString() });
+    }
+  }
+  for (const conv of store.convs.values()) {
+    // A mark that never got its reply: send it again (§4.8).
+    const mine = before.get(conv.id) || 0;
+    if (mine > conv.read) socket.raw({ type: "read", conversation_id: conv.id, seq: mine });
+    if (conv.members === null) quietly(loadMembers(conv));
+    if (!conv.lastEvent && conv.last > 0) quietly(loadPreview(conv));
+  }
+  renderList(store, showThread);
+  if (store.openId !== null) {
+    const conv = store.convs.get(store.openId);
+    renderHead(store, conv);
+    renderMessages(store, conv, threadActions);
+  }
+}
+
+/** @param {ChatEvent} event */
+function onMessage(event) {
+  if (!store.message(event)) return;
+  const conv = store.convs.get(event.conversation_id);
+  const removedMe = event.kind === "members_removed" && event.user_ids.includes(store.me.user_id);
+  if (event.kind !== "text") quietly(loadMembers(conv));
+  if (event.sender_id !== store.me.user_id && !store.presence.has(event.sender_id)) {
+    // Sending counts as taking part (§4.9): their presence may be visible from now on.
+    quietly(lookupPresence(event.sender_id));
+  }
+  if (event.sender_id !== store.me.user_id && event.kind === "text") {
+    announce(`${store.name(event.sender_id)} in ${store.title(conv)}: ${event.body}`);
+  }
+  if (store.openId === conv.id) {
+    const scroller = $("#scroller");
+    const atBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40;
+    upsertRow(store, conv, keyOf(store, event), threadActions);
+    renderTyping(store, conv);
+    if (atBottom || event.sender_id === store.me.user_id) scroller.scrollTop = scroller.scrollHeight;
+    markRead();
+  }
+  if (removedMe) {
+    // The last frame of this conversation for us (§4.4).
+    store.convs.delete(conv.id);
+    if (store.openId === conv.id) closeThread();
+  }
+  renderList(store, showThread);
+}
+
+/** @param {any} ack */
+function onAck(ack) {
+  const conv = store.convs.get(ack.conversation_id);
+  const own = conv?.own.get(ack.client_msg_id);
+  if (!own) return;
+  own.state = "saved";
+  own.error = null;
+  own.seq = ack.seq;
+  refreshRow(conv, `c:${ack.client_msg_id}`);
+}
+
+/** @param {any} frame */
+function onError(frame) {
+  if (frame.code === "not_member" && frame.conversation_id && !frame.ref) {
+    store.convs.delete(frame.conversation_id); // a `since` entry refused: removed while away
+    if (store.openId === frame.conversation_id) closeThread();
+    renderList(store, showThread);
+    return;
+  }
+  if (typeof frame.ref !== "string") return;
+  for (const conv of store.convs.values()) {
+    const own = conv.own.get(frame.ref);
+    if (own && own.state === "pending") {
+      // Retryable: stays pending, resent by the socket; say why it waits.
+      own.error = `${ERROR_TEXT[frame.code] || frame.message}`;
+      refreshRow(conv, `c:${frame.ref}`);
+    }
+  }
+}
+
+/** @param {any} raw */
+function onAdded(raw) {
+  const known = store.convs.has(raw.id);
+  const conv = store.upsert(raw);
+  if (!known) conv.counted = raw.last_seq;
+  quietly(loadMembers(conv));
+  renderList(store, showThread);
+}
+
+/** @param {number} cid @param {number} seq */
+function onPointer(cid, seq) {
+  const conv = store.convs.get(cid);
+  if (!conv || !store.pointer(cid, seq)) return;
+  if (conv.unread > 0) quietly(refreshUnread());
+  renderList(store, showThread);
+}
+
+/** @param {any} frame */
+function onRead(frame) {
+  const conv = store.convs.get(frame.conversation_id);
+  if (!conv) return;
+  if (frame.user_id === store.me.user_id) return onPointer(conv.id, frame.seq);
+  if (frame.seq <= conv.peerRead) return;
+  conv.peerRead = frame.seq;
+  if (store.openId === conv.id) renderMessages(store, conv, threadActions);
+}
+
+/** @param {any} frame */
+function onReceipts(frame) {
+  const conv = store.convs.get(frame.conversation_id);
+  if (!conv) return;
+  for (const c of frame.counts) conv.receipts.set(c.seq, { read_by: c.read_by, of: c.of });
+  if (store.openId === conv.id) {
+    for (const c of frame.counts) {
+      const event = conv.events.get(c.seq);
+      if (event) refreshRow(conv, keyOf(store, event));
+    }
+  }
+}
+
+/** @param {any} frame */
+function onTyping(frame) {
+  const conv = store.convs.get(frame.conversation_id);
+  if (!conv || frame.user_id === store.me.user_id) return;
+  conv.typing.set(frame.user_id, Date.now() + TYPING_SHOWN_MS);
+  if (store.openId === conv.id) renderTyping(store, conv);
+  setTimeout(() => {
+    if (store.openId === conv.id) renderTyping(store, conv);
+  }, TYPING_SHOWN_MS + 50);
+}
+
+// -- loading ----------------------------------------------------------------------------------
+/** @typedef {{user_id: number, username: string, role: string}} Member */
+
+/** @param {Conv} conv */
+async function loadMembers(conv) {
+  try {
+    /** @type {{members: Member[]}} */
+    const { members } = await api.members(conv.id);
+    conv.members = new Map(members.map((m) => [m.user_id, { username: m.username, role: m.role }]));
+    for (const m of members) store.names.set(m.user_id, m.username);
+    conv.member_count = members.length;
+    conv.role = conv.members.get(store.me.user_id)?.role || conv.role;
+    if (conv.kind === "direct") conv.peer = members.find((m) => m.user_id !== store.me.user_id)?.user_id ?? null;
+    const others = members.map((m) => m.user_id).filter((uid) => uid !== store.me.user_id);
+    if (others.length) {
+      const seen = await api.presence(others.slice(0, 1000));
+      for (const entry of seen.presence) store.setPresence(entry);
+    }
+  } catch (err) {
+    if (err instanceof ApiError && err.code === "not_member") return;
+    throw err;
+  }
+  renderList(store, showThread);
+  if (store.openId === conv.id) {
+    renderHead(store, conv);
+    renderMembers(store, conv, removeMember);
+    renderMessages(store, conv, threadActions);
+  }
+}
+
+/** @type {Set<number>} */
+const presenceAsked = new Set();
+/** @param {number} uid */
+async function lookupPresence(uid) {
+  if (presenceAsked.has(uid)) return;
+  presenceAsked.add(uid);
+  const seen = await api.presence([uid]);
+  if (seen.presence.some((/** @type {any} */ entry) => store.setPresence(entry))) refreshPresence();
+}
+
+/** @param {Conv} conv */
+async function loadPreview(conv) {
+  const { messages } = await api.history(conv.id, { limit: 1 });
+  if (messages.length && (!conv.lastEvent || messages[0].seq > conv.lastEvent.seq)) conv.lastEvent = messages[0];
+  renderList(store, showThread);
+}
+
+async function refreshUnread() {
+  /** @type {{conversations: {conversation_id: number, last_read_seq: number, unread: number}[]}} */
+  const { conversations } = await api.readState();
+  for (const entry of conversations) {
+    const conv = store.convs.get(entry.conversation_id);
+    if (!conv) continue;
+    conv.read = Math.max(conv.read, entry.last_read_seq);
+    // Exact only up to what the server had; never raise a badge from a stale answer.
+    conv.unread = Math.min(conv.unread, entry.unread);
+  }
+  renderList(store, showThread);
+}
+
+/** @param {import("./store.js").Conv} conv @param {number} [before] */
+async function loadHistory(conv, before) {
+  /** @type {{messages: ChatEvent[]}} */
+  const { messages } = await api.history(conv.id, { before, limit: PAGE });
+  store.history(conv, messages, PAGE);
+  const texts = messages.filter((m) => m.kind === "text");
+  if (texts.length) {
+    const lo = Math.max(texts[0].seq, texts[texts.length - 1].seq - 199);
+    const receipts = await api.receipts(conv.id, lo, texts[texts.length - 1].seq);
+    for (const c of receipts.counts) {
+      if (!conv.receipts.has(c.seq) || before === undefined) conv.receipts.set(c.seq, { read_by: c.read_by, of: c.of });
+      if (conv.kind === "direct" && c.read_by > 0) conv.peerRead = Math.max(conv.peerRead, c.seq);
+    }
+  }
+}
+
+// -- the open conversation ----------------------------------------------------------------------
+/** @param {number} cid */
+async function openThread(cid) {
+  const conv = store.convs.get(cid);
+  if (!conv) return;
+  store.openId = cid;
+  document.body.dataset.view = "thread";
+  $("#empty").hidden = true;
+  $("#thread-body").hidden = false;
+  $("#members").hidden = true;
+  $("#members-toggle").setAttribute("aria-expanded", "false");
+  setAttr($("#thread-body"), "data-conversation-id", cid);
+  renderHead(store, conv);
+  renderTyping(store, conv);
+  renderList(store, showThread);
+  $("#messages").replaceChildren();
+  await loadHistory(conv);
+  if (store.openId !== cid) return;
+  renderMessages(store, conv, threadActions);
+  const scroller = $("#scroller");
+  scroller.scrollTop = scroller.scrollHeight;
+  $("#composer-input").focus();
+  markRead();
+}
+
+/** @param {number} cid */
+function showThread(cid) {
+  quietly(openThread(cid));
+}
+
+function closeThread() {
+  store.openId = null;
+  document.body.dataset.view = "list";
+  $("#thread-body").hidden = true;
+  $("#empty").hidden = false;
+}
+
+/** @param {Conv} conv @param {string} key */
+function refreshRow(conv, key) {
+  if (store.openId === conv.id) upsertRow(store, conv, key, threadActions);
+}
+
+/** Mark read what is on screen, when the window is focused and visible (§4.8). */
+function markRead() {
+  const cid = store.openId;
+  if (cid === null || document.visibilityState !== "visible" || !document.hasFocus()) return;
+  const conv = store.convs.get(cid);
+  const view = $("#scroller").getBoundingClientRect();
+  let seen = 0;
+  for (const li of /** @type {NodeListOf<HTMLElement>} */ ($("#messages").querySelectorAll("li[data-seq]"))) {
+    const box = li.getBoundingClientRect();
+    if (box.bottom > view.top && box.top < view.bottom) seen = Math.max(seen, Number(li.dataset.seq));
+  }
+  if (seen > conv.read && seen <= conv.last) {
+    socket?.raw({ type: "read", conversation_id: cid, seq: seen });
+    store.pointer(cid, seen);
+    renderList(store, showThread);
+  }
+}
+
+/** @type {import("./view/thread.js").ThreadActions} */
+const threadActions = {
+  retry(cid, cmid) {
+    const conv = store.convs.get(cid);
+    const own = conv.own.get(cmid);
+    own.state = "pending";
+    own.error = null;
+    refreshRow(conv, `c:${cmid}`);
+    socket.send({ client_msg_id: cmid, conversation_id: cid, body: own.body });
+  },
+  async readers(cid, seq, li) {
+    try {
+      /** @type {{user_ids: number[]}} */
+      const { user_ids } = await api.readers(cid, seq);
+      showReaders(li, user_ids.map((uid) => store.name(uid)));
+    } catch (err) {
+      showReaders(li, null, describe(err)); // e.g. group_too_large: only counts are kept
+    }
+  },
+};
+
+/** @param {number} uid */
+async function removeMember(uid) {
+  try {
+    await api.removeMember(store.openId, uid);
+  } catch (err) {
+    setText($("#members-error"), describe(err));
+  }
+}
+
+/** @param {string} body */
+function send(body) {
+  const cid = store.openId;
+  if (cid === null || !body.trim()) return;
+  const conv = store.convs.get(cid);
+  const cmid = crypto.randomUUID();
+  conv.own.set(cmid, { client_msg_id: cmid, body, state: "pending", error: null, seq: null, created_at: new Date().toISOString() });
+  upsertRow(store, conv, `c:${cmid}`, threadActions);
+  $("#scroller").scrollTop = $("#scroller").scrollHeight;
+  socket.send({ client_msg_id: cmid, conversation_id: cid, body });
+}
+
+/** Background loads: a failure leaves what is shown (the next event or reconnect refreshes it).
+ * @param {Promise<unknown>} promise */
+function quietly(promise) {
+  promise.catch((err) => console.warn("chatd:", describe(err)));
+}
+
+/** New messages, for screen readers (a polite live region). @param {string} text */
+function announce(text) {
+  const region = $("#announcer");
+  region.append(h("p", { text }));
+  while (region.childElementCount > 5) region.firstElementChild.remove();
+}
+
+function refreshPresence() {
+  renderList(store, showThread);
+  if (store.openId === null) return;
+  const conv = store.convs.get(store.openId);
+  renderHead(store, conv);
+  if (!$("#members").hidden) renderMembers(store, conv, removeMember);
+}
+
+// -- static controls ------------------------------------------------------------------------------
+/** @param {string} id @param {(form: HTMLFormElement) => Promise<void>} handler @param {string} errorId */
+function onSubmit(id, handler, errorId) {
+  const form = /** @type {HTMLFormElement} */ ($(id));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    setText($(errorId), "");
+    try {
+      await handler(form);
+    } catch (err) {
+      setText($(errorId), describe(err));
+    }
+  });
+}
+
+function bindStatic() {
+  onSubmit("#direct-form", async () => {
+    const input = /** @type {HTMLInputElement} */ ($("#direct-username"));
+    const conv = store.upsert(await api.openDirect(input.value));
+    input.value = "";
+    await loadMembers(conv);
+    await openThread(conv.id);
+  }, "#sidebar-error");
+  onSubmit("#group-form", async () => {
+    const title = /** @type {HTMLInputElement} */ ($("#group-title"));
+    const names = /** @type {HTMLInputElement} */ ($("#group-members"));
+    const usernames = names.value.split(",").map((n) => n.trim()).filter(Boolean);
+    for (const name of usernames) {
+      const found = await api.findUser(name); // says which name is wrong before creating anything
+      store.names.set(found.user_id, found.username);
+    }
+    const conv = store.upsert(await api.createGroup(title.value, usernames));
+    title.value = "";
+    names.value = "";
+    /** @type {HTMLDetailsElement} */ ($("#group-details")).open = false;
+    await loadMembers(conv);
+    await openThread(conv.id);
+  }, "#sidebar-error");
+  onSubmit("#add-form", async () => {
+    const input = /** @type {HTMLInputElement} */ ($("#add-username"));
+    await api.addMembers(store.openId, [input.value]);
+    input.value = "";
+  }, "#members-error");
+  $("#composer").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = /** @type {HTMLTextAreaElement} */ ($("#composer-input"));
+    send(input.value);
+    input.value = "";
+  });
+  const composer = /** @type {HTMLTextAreaElement} */ ($("#composer-input"));
+  composer.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey) {
+      event.preventDefault();
+      /** @type {HTMLFormElement} */ ($("#composer")).requestSubmit();
+    }
+  });
+  composer.addEventListener("input", () => {
+    if (store.openId === null || !composer.value.trim() || Date.now() - lastTyping < TYPING_EVERY_MS) return;
+    lastTyping = Date.now();
+    socket?.raw({ type: "typing", conversation_id: store.openId });
+  });
+  $("#logout").addEventListener("click", async () => {
+    try {
+      await api.logout(); // closes this token's sockets with 4001
+    } finally {
+      endSession();
+    }
+  });
+  $("#back").addEventListener("click", () => closeThread());
+  $("#members-toggle").addEventListener("click", () => {
+    const panel = $("#members");
+    panel.hidden = !panel.hidden;
+    $("#members-toggle").setAttribute("aria-expanded", String(!panel.hidden));
+    if (!panel.hidden) renderMembers(store, store.convs.get(store.openId), removeMember);
+    const scroller = $("#scroller");
+    scroller.scrollTop = scroller.scrollHeight;
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && !$("#members").hidden) $("#members-toggle").click();
+  });
+  $("#older").addEventListener("click", () => quietly(loadOlder()));
+  $("#scroller").addEventListener("scroll", () => {
+    if ($("#scroller").scrollTop < 40) quietly(loadOlder());
+    markRead();
+  });
+  document.addEventListener("visibilitychange", markRead);
+  window.addEventListener("focus", markRead);
+}
+
+let loadingOlder = false;
+async function loadOlder() {
+  const conv = store.openId !== null ? store.convs.get(store.openId) : null;
+  if (!conv || conv.complete || loadingOlder || conv.oldest === null) return;
+  loadingOlder = true;
+  try {
+    const scroller = $("#scroller");
+    const fromBottom = scroller.scrollHeight - scroller.scrollTop;
+    await loadHistory(conv, conv.oldest);
+    renderMessages(store, conv, threadActions);
+    scroller.scrollTop = scroller.scrollHeight - fromBottom;
+  } finally {
+    loadingOlder = false;
+  }
+}
+
+boot();

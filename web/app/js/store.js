@@ -1,0 +1,198 @@
+// What the client knows (docs/protocol.md §8: last[cid], read[cid], presence by version), and
+// the rules that keep it right across reconnects: no duplicate events, no unread over-count.
+
+/**
+ * @typedef {{type: "message", conversation_id: number, seq: number, id: number, kind: string,
+ *   sender_id: number, client_msg_id: string|null, body: string, created_at: string,
+ *   user_ids?: number[]}} ChatEvent
+ * @typedef {{status: string, version: number, last_seen: string|null}} PresenceEntry
+ * @typedef {{client_msg_id: string, body: string, state: "pending"|"saved"|"failed",
+ *   error: string|null, seq: number|null, created_at: string}} Own
+ * @typedef {object} Conv
+ * @property {number} id
+ * @property {"direct"|"group"} kind
+ * @property {string|null} title
+ * @property {string} created_at
+ * @property {number} member_count
+ * @property {string|null} role
+ * @property {number} last  highest seq held (the `since` value)
+ * @property {number} read  my read pointer
+ * @property {number} unread
+ * @property {number} counted  unread is exact up to this seq (from `ready` or the HTTP query)
+ * @property {Map<number, ChatEvent>} events  loaded events by seq
+ * @property {Map<string, Own>} own  my sends by client_msg_id
+ * @property {number|null} oldest  smallest seq loaded (null: history not loaded yet)
+ * @property {boolean} complete  history reaches seq 1
+ * @property {Map<number, {username: string, role: string}>|null} members
+ * @property {number|null} peer  the other user of a direct conversation
+ * @property {number} peerRead  the peer's read pointer (direct)
+ * @property {Map<number, {read_by: number, of: number}>} receipts  group counts by seq
+ * @property {ChatEvent|null} lastEvent
+ * @property {Map<number, number>} typing  user -> when their "typing" expires (ms)
+ */
+
+export const TYPING_SHOWN_MS = 5000;
+
+export class Store {
+  constructor() {
+    /** @type {{user_id: number, username: string}|null} */
+    this.me = null;
+    /** @type {Map<number, Conv>} */
+    this.convs = new Map();
+    /** @type {Map<number, PresenceEntry>} */
+    this.presence = new Map();
+    /** @type {Map<number, string>} */
+    this.names = new Map();
+    /** @type {number|null} */
+    this.openId = null;
+    /** @type {Set<(what: string, cid?: number) => void>} */
+    this.listeners = new Set();
+  }
+
+  /** @param {string} what @param {number} [cid] */
+  emit(what, cid) {
+    for (const fn of this.listeners) fn(what, cid);
+  }
+
+  /** @param {any} raw a conversation object (§3) @returns {Conv} */
+  upsert(raw) {
+    let conv = this.convs.get(raw.id);
+    if (!conv) {
+      conv = {
+        id: raw.id,
+        kind: raw.kind,
+        title: raw.title,
+        created_at: raw.created_at,
+        member_count: raw.member_count,
+        role: raw.role || null,
+        last: raw.last_seq,
+        read: 0,
+        unread: 0,
+        counted: raw.last_seq,
+        events: new Map(),
+        own: new Map(),
+        oldest: null,
+        complete: false,
+        members: null,
+        peer: null,
+        peerRead: 0,
+        receipts: new Map(),
+        lastEvent: null,
+        typing: new Map(),
+      };
+      this.convs.set(raw.id, conv);
+    } else {
+      conv.member_count = raw.member_count;
+      conv.title = raw.title;
+    }
+    return conv;
+  }
+
+  /**
+   * `ready` (§4.1, §8 step 4): merge conversations, unread and presence; returns the ids of
+   * conversations I was removed from while away. Unread is taken as the server counts it up to
+   * its last_seq, and catch-up events up to there are not counted again.
+   * @param {any} frame
+   */
+  ready(frame) {
+    const seen = new Set();
+    for (const raw of frame.conversations) {
+      const known = this.convs.has(raw.id);
+      const conv = this.upsert(raw);
+      seen.add(raw.id);
+      if (!known) conv.last = raw.last_seq; // not in `since`: live from last_seq
+      conv.read = Math.max(conv.read, raw.last_read_seq);
+      conv.unread = raw.unread;
+      conv.counted = raw.last_seq;
+    }
+    const removed = [...this.convs.keys()].filter((cid) => !seen.has(cid));
+    for (const cid of removed) this.convs.delete(cid);
+    for (const entry of frame.presence) this.setPresence(entry);
+    return removed;
+  }
+
+  /** @param {{user_id: number} & PresenceEntry} entry */
+  setPresence(entry) {
+    const held = this.presence.get(entry.user_id);
+    if (held && held.version >= entry.version) return false;
+    this.presence.set(entry.user_id, { status: entry.status, version: entry.version, last_seen: entry.last_seen });
+    return true;
+  }
+
+  /**
+   * A `message` frame (live or caught up). Returns false for a seq already held.
+   * @param {ChatEvent} event
+   */
+  message(event) {
+    const conv = this.convs.get(event.conversation_id);
+    if (!conv) return false;
+    if (event.seq <= conv.last && conv.events.has(event.seq)) return false;
+    conv.last = Math.max(conv.last, event.seq);
+    this.remember(conv, event);
+    const mine = event.sender_id === this.me.user_id;
+    if (mine && event.client_msg_id && conv.own.has(event.client_msg_id)) {
+      conv.own.get(event.client_msg_id).seq = event.seq;
+    }
+    if (!mine && event.kind === "text" && event.seq > conv.counted && event.seq > conv.read) {
+      conv.unread += 1;
+    }
+    conv.counted = Math.max(conv.counted, event.seq);
+    conv.typing.delete(event.sender_id);
+    if (event.kind !== "text") this.membershipChanged(conv, event);
+    return true;
+  }
+
+  /** @param {Conv} conv @param {ChatEvent} event */
+  remember(conv, event) {
+    conv.events.set(event.seq, event);
+    if (!conv.lastEvent || event.seq > conv.lastEvent.seq) conv.lastEvent = event;
+  }
+
+  /** @param {Conv} conv @param {ChatEvent} event */
+  membershipChanged(conv, event) {
+    const delta = event.user_ids.length;
+    conv.member_count += event.kind === "members_added" ? delta : -delta;
+    conv.members = null; // re-read when needed
+  }
+
+  /** An older (or first) page of history.
+   * @param {Conv} conv @param {ChatEvent[]} events @param {number} limit the page size asked for */
+  history(conv, events, limit) {
+    for (const event of events) {
+      conv.events.set(event.seq, event);
+      if (!conv.lastEvent || event.seq > conv.lastEvent.seq) conv.lastEvent = event;
+      if (event.sender_id === this.me?.user_id && event.client_msg_id && conv.own.has(event.client_msg_id)) {
+        conv.own.get(event.client_msg_id).seq = event.seq;
+      }
+    }
+    const lowest = events.length ? events[0].seq : conv.oldest ?? conv.last + 1;
+    conv.oldest = conv.oldest === null ? lowest : Math.min(conv.oldest, lowest);
+    if (events.length < limit || lowest <= 1) conv.complete = true;
+  }
+
+  /** My pointer moved (my `read_state`, another tab's, or a reply). @param {number} cid @param {number} seq */
+  pointer(cid, seq) {
+    const conv = this.convs.get(cid);
+    if (!conv || seq <= conv.read) return false;
+    conv.read = seq;
+    if (seq >= conv.counted) conv.unread = 0;
+    return true;
+  }
+
+  /** Time-ordered list for the sidebar: latest activity first. */
+  ordered() {
+    const activity = (/** @type {Conv} */ c) => (c.lastEvent ? c.lastEvent.created_at : c.created_at);
+    return [...this.convs.values()].sort((a, b) => activity(b).localeCompare(activity(a)) || b.id - a.id);
+  }
+
+  /** @param {Conv} conv */
+  title(conv) {
+    if (conv.kind === "group") return conv.title;
+    return conv.peer !== null ? this.names.get(conv.peer) || `user ${conv.peer}` : "…";
+  }
+
+  /** @param {number} uid */
+  name(uid) {
+    return this.names.get(uid) || `user ${uid}`;
+  }
+}

@@ -1,0 +1,74 @@
+// The sidebar: conversations by latest activity, each with its last message, unread badge and
+// (1:1) the peer's presence dot. Items are updated in place, so a badge only changes when its
+// number does.
+import { h, setAttr, setText, $ } from "./dom.js";
+
+/** @typedef {import("../store.js").Store} Store @typedef {import("../store.js").Conv} Conv */
+
+/** @param {Store} store @param {Conv} conv */
+function preview(store, conv) {
+  const event = conv.lastEvent;
+  if (!event) return "No messages yet";
+  if (event.kind !== "text") return event.kind === "members_added" ? "Members added" : "Members removed";
+  const who = event.sender_id === store.me.user_id ? "You" : store.name(event.sender_id);
+  return `${who}: ${event.body}`;
+}
+
+/** @param {Conv} conv @param {(cid: number) => void} open */
+function item(conv, open) {
+  return h(
+    "li",
+    { "data-conversation-id": conv.id, class: "conversation" },
+    h(
+      "button",
+      { type: "button", class: "conversation-button", onclick: () => open(conv.id) },
+      h("span", { class: "dot", "data-presence": "unknown", "aria-hidden": "true" }),
+      h("span", { class: "conversation-title" }),
+      h("span", { class: "badge", "data-unread": "0", hidden: true }),
+      h("span", { class: "preview muted" }),
+    ),
+  );
+}
+
+/** @param {Store} store @param {(cid: number) => void} open */
+export function renderList(store, open) {
+  const list = $("#conversations");
+  const ordered = store.ordered();
+  /** @type {Map<string, HTMLElement>} */
+  const existing = new Map();
+  for (const li of /** @type {NodeListOf<HTMLElement>} */ (list.querySelectorAll("li[data-conversation-id]"))) {
+    existing.set(li.dataset.conversationId, li);
+  }
+  /** @type {Element|null} */
+  let previous = null;
+  for (const conv of ordered) {
+    let li = existing.get(String(conv.id));
+    existing.delete(String(conv.id));
+    if (!li) li = item(conv, open);
+    const wanted = previous ? previous.nextElementSibling : list.firstElementChild;
+    if (wanted !== li) list.insertBefore(li, wanted);
+    previous = li;
+    updateItem(store, conv, li);
+  }
+  for (const stale of existing.values()) stale.remove();
+}
+
+/** @param {Store} store @param {Conv} conv @param {HTMLElement} li */
+function updateItem(store, conv, li) {
+  const title = store.title(conv);
+  setText($(".conversation-title", li), title);
+  setText($(".preview", li), preview(store, conv));
+  const badge = $(".badge", li);
+  const unread = conv.unread >= 1000 ? "999+" : String(conv.unread);
+  setAttr(badge, "data-unread", String(conv.unread));
+  setText(badge, unread);
+  setAttr(badge, "aria-label", `${conv.unread} unread`);
+  setAttr(badge, "hidden", conv.unread > 0 ? null : "");
+  setAttr(li, "aria-current", store.openId === conv.id ? "true" : null);
+  const dot = $(".dot", li);
+  const peer = conv.kind === "direct" && conv.peer !== null ? store.presence.get(conv.peer) : null;
+  setAttr(dot, "data-presence", peer ? peer.status : conv.kind === "group" ? "group" : "unknown");
+  const button = $(".conversation-button", li);
+  const status = peer ? `, ${peer.status}` : "";
+  setAttr(button, "aria-label", `${title}${status}${conv.unread ? `, ${conv.unread} unread` : ""}`);
+}
