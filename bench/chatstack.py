@@ -8,7 +8,7 @@ nginx workers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.procstat import tree
@@ -32,6 +32,18 @@ NGINX_WORKER_CONNECTIONS = 19500
 
 @dataclass
 class BenchStack(Stack):
+    # settings for one worker only (0-based index), e.g. CHATD_METRICS=off on one of two workers
+    # to compare their CPU under the same load in the same run
+    worker_env: dict[int, dict[str, str]] = field(default_factory=dict)
+
+    def start_worker(self, index: int) -> None:
+        common = self.extra_env
+        self.extra_env = {**common, **self.worker_env.get(index, {})}
+        try:
+            super().start_worker(index)
+        finally:
+            self.extra_env = common
+
     def postmaster_pid(self) -> int:
         return int((self.root / "pg" / "postmaster.pid").read_text().split()[0])
 
@@ -51,12 +63,18 @@ class BenchStack(Stack):
         return [pid for pid in tree(master) if pid != master]
 
 
-def start(root: Path, workers: int, extra_env: dict[str, str] | None = None) -> BenchStack:
+def start(
+    root: Path,
+    workers: int,
+    extra_env: dict[str, str] | None = None,
+    worker_env: dict[int, dict[str, str]] | None = None,
+) -> BenchStack:
     env = {**BENCH_ENV, **(extra_env or {})}
     stack = BenchStack(
         root=root,
         workers=workers,
         extra_env=env,
+        worker_env=worker_env or {},
         nginx_worker_connections=NGINX_WORKER_CONNECTIONS,
         nginx_reuseport=True,
     )

@@ -73,6 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "load_generators": args.agents,
             "deflate": args.deflate,
             "chatd_env": chatstack.BENCH_ENV,
+            "metrics_off_workers": args.metrics_off,
         },
         "scenarios": {},
     }
@@ -80,7 +81,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if any(SCENARIOS[n][1] for n in names):
             log(f"starting chatd stack ({args.workers} workers) in {work}")
-            ctx.stack = chatstack.start(work / "stack", args.workers)
+            off = {n - 1: {"CHATD_METRICS": "off"} for n in args.metrics_off}
+            ctx.stack = chatstack.start(work / "stack", args.workers, worker_env=off)
         for scenario in names:
             module = importlib.import_module(f"bench.{SCENARIOS[scenario][0]}")
             log(f"== {scenario}")
@@ -181,6 +183,14 @@ def main(argv: list[str] | None = None) -> int:
         help="exit 1 if any scenario recorded an error (CI; timing is not checked)",
     )
     run.add_argument("--keep", action="store_true", help="keep the temporary stack directory")
+    run.add_argument(
+        "--metrics-off",
+        type=int,
+        action="append",
+        default=[],
+        metavar="N",
+        help="run worker N (1-based) with CHATD_METRICS=off: compare its CPU (worker-N) with the others'",
+    )
     run.add_argument("--merge", metavar="NAME", help="put these scenarios' results into results/NAME.json")
     run.set_defaults(func=cmd_run)
     rep = sub.add_parser("report", help="rewrite docs/benchmarks.md from a results file")

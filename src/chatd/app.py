@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chatd import http_api, migrations, ws
+from chatd import http_api, logs, metrics, migrations, ws
 from chatd.accounts import Accounts, Limiters
 from chatd.config import Settings
 from chatd.conncap import ConnectionCap
@@ -30,6 +30,7 @@ from chatd.presence import Presence
 from chatd.ratelimit import RateLimiter
 from chatd.readstate import ReadState
 from chatd.receipts import Flusher, Receipts
+from chatd.sampler import Sampler, TimedRedisPool
 from chatd.security import Passwords
 from chatd.storage import Stores, create_pool
 
@@ -80,6 +81,7 @@ class Runtime:
         self.conncap = ConnectionCap(
             redis, settings.max_connections_per_user, settings.presence_ttl_s, settings.redis_send_timeout_s
         )
+        self.sampler = Sampler(self)
         self.draining = False
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -146,7 +148,8 @@ async def open_runtime(settings: Settings) -> Runtime:
             )
         # Past `redis_pool_max` connections a command waits for a free one (up to 10 s)
         # instead of failing: a burst then queues rather than answering `unavailable`.
-        redis_pool = aioredis.BlockingConnectionPool.from_url(
+        pool_class = TimedRedisPool if metrics.ENABLED else aioredis.BlockingConnectionPool
+        redis_pool = pool_class.from_url(
             settings.redis_url,
             max_connections=settings.redis_pool_max,
             timeout=10,
@@ -158,6 +161,7 @@ async def open_runtime(settings: Settings) -> Runtime:
         await runtime.hub.start()
         runtime.flusher.start()
         runtime.presence.start()
+        runtime.sampler.start()
     except BaseException:
         await pool.close()
         raise
@@ -165,6 +169,7 @@ async def open_runtime(settings: Settings) -> Runtime:
 
 
 async def close_runtime(runtime: Runtime) -> None:
+    await runtime.sampler.stop()
     await runtime.presence.stop()
     await runtime.flusher.stop()  # writes every pointer still only in Redis
     await runtime.hub.stop()
@@ -203,6 +208,9 @@ class AccessLog:
                     "status": status,
                     "ms": round((time.perf_counter() - started) * 1000, 2),
                     "user_id": scope.get("chatd.user_id"),
+                    # The real client: uvicorn's proxy-headers middleware has applied nginx's
+                    # X-Forwarded-For by now.
+                    "client": (scope.get("client") or (None,))[0],
                 },
             )
 
@@ -216,7 +224,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
-    log.error("unhandled error", exc_info=exc)
+    metrics.ERRORS.labels("unhandled").inc()
+    logs.throttled(log, "internal", "unhandled error", logging.ERROR, path=request.url.path, exc_info=exc)
     return http_api.error_response(ChatdError(Code.INTERNAL, "internal error"))
 
 

@@ -47,7 +47,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from chatd.server import serve
 
     try:
-        serve(settings, uds=args.uds, host=args.host, port=args.port)
+        serve(
+            settings,
+            uds=args.uds,
+            host=args.host,
+            port=args.port,
+            metrics_host=args.metrics_host,
+            metrics_port=args.metrics_port,
+        )
     except SchemaOutdated as exc:
         print(f"chatd: {exc}", file=sys.stderr)
         return 3
@@ -236,6 +243,14 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--uds", help="listen on this unix socket")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8001)
+    serve.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address for /metrics: loopback or a private address, never a public one",
+    )
+    serve.add_argument(
+        "--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port (0: not served)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")

@@ -41,6 +41,13 @@ def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     return raw
 
 
+def _switch(name: str, raw: str) -> bool:
+    value = raw.lower()
+    if value not in ("on", "off"):
+        raise ConfigError(f"{name}: expected on or off, got {raw!r}")
+    return value == "on"
+
+
 def _origins(name: str, raw: str) -> tuple[str, ...]:
     """Comma-separated web origins (scheme://host[:port]); empty = none besides the same origin."""
     found = []
@@ -67,6 +74,7 @@ _SPEC: dict[str, tuple[str | None, _Parser]] = {
     "database_url": (None, lambda n, v: _url(n, v, ("postgresql", "postgres"))),
     "redis_url": ("redis://127.0.0.1:6379/0", lambda n, v: _url(n, v, ("redis", "rediss", "unix"))),
     "log_level": ("info", _log_level),
+    "metrics": ("on", _switch),
     "forwarded_allow_ips": ("127.0.0.1,::1", lambda n, v: v),
     "allowed_origins": ("", _origins),
     "db_pool_min": ("2", lambda n, v: _int(n, v, 1, 200)),
@@ -108,6 +116,7 @@ class Settings:
     database_url: str
     redis_url: str
     log_level: str
+    metrics: bool
     forwarded_allow_ips: str
     allowed_origins: tuple[str, ...]
     db_pool_min: int

@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 from starlette.websockets import WebSocket, WebSocketState
+
+from chatd import metrics
 
 log = logging.getLogger("chatd.ws")
 
@@ -29,6 +32,8 @@ CLOSE_UNAVAILABLE = 1011
 CLOSE_POLICY_VIOLATION = 1008  # before accept: the upgrade is refused with HTTP 403
 
 Event = dict[str, Any]
+# A queued frame: its text, or (text, since, histogram) to observe time.time() - since once written.
+Queued = str | tuple[str, float, Any] | None
 
 
 def dumps(frame: dict[str, Any]) -> str:
@@ -83,7 +88,7 @@ class Connection:
         self.presence_versions: dict[int, int] = {}
         self.typing_at: dict[int, float] | None = None  # conversation -> last relayed `typing`
         self.close_code: int | None = None
-        self._frames: deque[str | None] | None = None  # None: nothing queued
+        self._frames: deque[Queued] | None = None  # None: nothing queued
         self._queue_limit = queue_limit
         self._close_reason = ""
         self._writer: asyncio.Task[None] | None = None  # runs only while frames are queued
@@ -97,25 +102,31 @@ class Connection:
     def conversations(self) -> set[int]:
         return set(self.delivered)
 
+    @property
+    def queued(self) -> int:
+        return len(self._frames) if self._frames is not None else 0
+
     # -- outbound ------------------------------------------------------------------------
-    def send(self, frame: dict[str, Any]) -> None:
+    def send(self, frame: dict[str, Any], since: float = 0.0, latency: Any = None) -> None:
         try:
             text = dumps(frame)
         except orjson.JSONEncodeError:  # a bug: answer with an error, never lose the socket
             log.exception("reply cannot be encoded", extra={"user_id": self.user_id})
             text = dumps({"type": "error", "code": "internal", "message": "internal error"})
-        self.send_text(text)
+        self.send_text(text, since, latency)
 
-    def send_text(self, text: str) -> None:
+    def send_text(self, text: str, since: float = 0.0, latency: Any = None) -> None:
+        """Queue `text`; with `latency` (a histogram), observe the time from `since` to its write."""
         if self.close_code is not None:
             return
         if self._frames is not None and len(self._frames) >= self._queue_limit:
             log.warning("slow consumer", extra={"user_id": self.user_id})
+            metrics.SLOW_CONSUMERS.inc()
             self.close(CLOSE_SLOW_CONSUMER, "slow consumer: reconnect and catch up")
             return
-        self._enqueue(text)
+        self._enqueue(text if latency is None else (text, since, latency))
 
-    def _enqueue(self, text: str | None) -> None:
+    def _enqueue(self, text: Queued) -> None:
         if self._frames is None:
             self._frames = deque()
         self._frames.append(text)
@@ -141,7 +152,11 @@ class Connection:
                         await ws.close(self.close_code or 1000, self._close_reason)
                     self._finish_writing()
                     return
-                await ws.send_text(text)
+                if isinstance(text, tuple):
+                    await ws.send_text(text[0])
+                    text[2].observe(time.time() - text[1])
+                else:
+                    await ws.send_text(text)
                 if self._waiters and len(frames) <= self._queue_limit // 2:
                     self._wake()
         except Exception:  # the peer went away; the reader notices and cleans up
@@ -207,14 +222,18 @@ class Connection:
         self.delivered[cid] = after
         self.pending[cid] = []
 
-    def push(self, cid: int, seq: int, text: str, event: Event) -> bool:
+    def push(self, cid: int, seq: int, text: str, event: Event, live: bool = False) -> bool:
         """Hand over one event in seq order; False once the user has left the conversation."""
         if cid not in self.delivered:
             return False
         if seq <= self.delivered[cid]:
             return True
         self.delivered[cid] = seq
-        self.send_text(text)
+        if live and metrics.ENABLED:
+            metrics.DELIVERED_LIVE.inc()
+            self.send_text(text, metrics.commit_time(event), metrics.DELIVERY_LATENCY)
+        else:
+            self.send_text(text)
         if event["kind"] == "members_removed" and self.user_id in event["user_ids"]:
             self.leave(cid)
             return False
@@ -225,11 +244,11 @@ class Connection:
         if pending is not None:
             pending.append((seq, text, event))
         else:
-            self.push(cid, seq, text, event)
+            self.push(cid, seq, text, event, live=True)
 
     def end_catch_up(self, cid: int) -> None:
         for seq, text, event in self.pending.pop(cid, ()):
-            if not self.push(cid, seq, text, event):
+            if not self.push(cid, seq, text, event, live=True):
                 break
 
     def broadcast(self, text: str, event: Event) -> None:

@@ -100,6 +100,7 @@ class Stack:
     redis_port: int = 0
     http_port: int = 0
     worker_ports: list[int] = field(default_factory=list)
+    metrics_ports: list[int] = field(default_factory=list)  # each worker's /metrics on loopback
     db_password: str = ""
     redis_password: str = ""
     pids: dict[str, int] = field(default_factory=dict)
@@ -125,6 +126,9 @@ class Stack:
     def worker_url(self, index: int) -> str:
         """Direct URL of one worker (TCP workers only), bypassing nginx."""
         return f"http://127.0.0.1:{self.worker_ports[index]}"
+
+    def metrics_url(self, index: int) -> str:
+        return f"http://127.0.0.1:{self.metrics_ports[index]}/metrics"
 
     def env(self) -> dict[str, str]:
         return {
@@ -186,6 +190,8 @@ class Stack:
         self.http_port = self.http_port or free_port()
         if self.tcp_workers and not self.worker_ports:
             self.worker_ports = [free_port() for _ in range(self.workers)]
+        if not self.metrics_ports:
+            self.metrics_ports = [free_port() for _ in range(self.workers)]
         self.db_password = self.db_password or secrets.token_urlsafe(18)
         self.redis_password = self.redis_password or secrets.token_urlsafe(18)
         self.save()
@@ -311,6 +317,7 @@ class Stack:
         else:
             where = ["--host", "127.0.0.1", "--port", str(self.worker_ports[index])]
         name = f"worker-{index + 1}"
+        where += ["--metrics-port", str(self.metrics_ports[index])]
         self._spawn(name, [sys.executable, "-m", "chatd", "serve", *where], env=self.env())
         self._wait_ready(index)
         self.save()

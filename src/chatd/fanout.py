@@ -24,6 +24,7 @@ import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from chatd import metrics
 from chatd.connection import Connection, Event, dumps
 from chatd.outbox import CONTROL_CHANNEL, RESYNC, Outbox
 from chatd.storage import Stores
@@ -116,9 +117,11 @@ class Topic:
         try:
             while self.next_seq <= self._fill_to:
                 first, last = self.next_seq, self._fill_to
+                metrics.GAP_FILLS.inc()
                 try:
                     events = await self.hub.stores.messages.range(self.cid, first, last)
                 except Exception:
+                    metrics.ERRORS.labels("gap_fill").inc()
                     log.warning("gap fill failed; retrying", extra={"conversation_id": self.cid})
                     failed = True
                     break
@@ -358,9 +361,11 @@ class Hub:
         topics = [t for t in self.topics.values() if t.next_seq is not None]
         if not topics:
             return
+        metrics.RESYNCS.inc()
         try:
             last = await self.stores.conversations.last_seqs([t.cid for t in topics])
         except Exception:
+            metrics.ERRORS.labels("resync").inc()
             log.warning("resync failed", exc_info=True)
             return
         for topic in topics:

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from chatd import metrics
 from chatd.errors import ChatdError, Code
 
 MAX_ID = 2**63 - 1  # ids and seqs are Postgres bigints
@@ -154,6 +155,7 @@ def parse(frame: dict[str, Any]) -> Frame:
 
 
 def error(exc: ChatdError, ref: Any = None) -> dict[str, Any]:
+    metrics.error_reply(exc)
     frame: dict[str, Any] = {"type": "error", **exc.to_dict()}
     if ref is not None:
         frame["ref"] = ref

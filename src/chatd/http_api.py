@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -10,9 +11,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from chatd import frames
+from chatd import frames, logs, metrics
 from chatd.errors import HTTP_STATUS, ChatdError, Code
 from chatd.storage import is_unavailable
+
+log = logging.getLogger("chatd.http")
 
 if TYPE_CHECKING:
     from chatd.app import Runtime
@@ -28,6 +31,7 @@ class JSON(Response):
 
 
 def error_response(exc: ChatdError) -> JSON:
+    metrics.error_reply(exc)
     return JSON({"error": exc.to_dict()}, status_code=HTTP_STATUS[exc.code])
 
 
@@ -40,6 +44,7 @@ def api(fn: Handler) -> Handler:
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
+            logs.throttled(log, "unavailable", "unavailable reply", path=request.url.path, cause=repr(exc))
             return error_response(ChatdError(Code.UNAVAILABLE, "storage unavailable; retry"))
 
     return wrapped

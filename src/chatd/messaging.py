@@ -6,13 +6,14 @@ import logging
 import time
 from typing import Any
 
+from chatd import metrics
 from chatd.batching import Batcher
 from chatd.config import Settings
 from chatd.errors import ChatdError, Code
 from chatd.fanout import Hub
 from chatd.ratelimit import RateLimiter
 from chatd.readstate import ReadState
-from chatd.storage import Stores
+from chatd.storage import Stores, is_unavailable
 from chatd.storage.messages import Append
 
 HISTORY_MAX = 200
@@ -45,12 +46,30 @@ class Messaging:
         self._limiter = limiter
         self._settings = settings
         self._appends: Batcher[Append, tuple[dict[str, Any], bool]] = Batcher(
-            stores.messages.append_many, max_size=COMMIT_BATCH_MAX, concurrency=COMMITS_IN_FLIGHT
+            self._append_many, max_size=COMMIT_BATCH_MAX, concurrency=COMMITS_IN_FLIGHT
         )
+
+    async def _append_many(self, items: list[Append]) -> list[tuple[dict[str, Any], bool] | BaseException]:
+        metrics.COMMIT_BATCH.observe(len(items))
+        return await self._stores.messages.append_many(items)
 
     # -- messages ------------------------------------------------------------------------
     async def send(self, user_id: int, conversation_id: int, client_msg_id: str, body: str) -> dict[str, Any]:
         """Store, then publish; the returned ack is only built after the COMMIT."""
+        try:
+            ack = await self._send(user_id, conversation_id, client_msg_id, body)
+        except ChatdError as exc:
+            metrics.SENDS.labels(exc.code.value).inc()
+            raise
+        except Exception as exc:
+            metrics.SENDS.labels("unavailable" if is_unavailable(exc) else "internal").inc()
+            raise
+        (metrics.SENDS_DUPLICATE if ack["duplicate"] else metrics.SENDS_ACKED).inc()
+        return ack
+
+    async def _send(
+        self, user_id: int, conversation_id: int, client_msg_id: str, body: str
+    ) -> dict[str, Any]:
         if len(body) > self._settings.max_message_chars:
             raise ChatdError(
                 Code.MESSAGE_TOO_LONG,

@@ -26,6 +26,8 @@ from collections import deque
 
 import redis.asyncio as aioredis
 
+from chatd import metrics
+
 log = logging.getLogger("chatd.outbox")
 
 CONTROL_CHANNEL = "chatd:ctl"
@@ -53,6 +55,10 @@ class Outbox:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
 
     async def stop(self, grace_s: float) -> None:
         """Give what is still queued up to `grace_s` to go out, then stop."""
@@ -105,6 +111,7 @@ class Outbox:
                             pipe.publish(CONTROL_CHANNEL, RESYNC)
                         await pipe.execute()
             except Exception as exc:
+                metrics.PUBLISH_FAILURES.inc()
                 if not self._failing:
                     self._failing = True
                     log.warning(
@@ -137,3 +144,4 @@ class Outbox:
                 future.set_result(False)
         if excess > 0:
             self._dropped += excess
+            metrics.PUBLISH_DROPPED.inc(excess)

@@ -24,6 +24,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from chatd import metrics
 from chatd.config import Settings
 from chatd.connection import Connection, dumps
 from chatd.fanout import Hub, conversation_channel
@@ -166,6 +167,7 @@ class Presence:
     async def _after(self, uid: int, result: list[Any]) -> None:
         changed, state, version, last_alive_ms = result
         if changed:
+            metrics.PRESENCE_TRANSITIONS.labels(_text(state) or "offline").inc()
             await self._announce(uid, _text(state) or "offline", int(version), int(last_alive_ms))
 
     async def connect(self, conn: Connection) -> None:
@@ -202,6 +204,10 @@ class Presence:
                 pipe.publish(conversation_channel(cid), payload)
             await pipe.execute()
         await self._published(keys=[PENDING, f"chatd:ps:{uid}"], args=[uid, version])
+
+    async def connected_users(self) -> int:
+        """Users with a live (or grace-period) connection on any worker: online or away."""
+        return int(await self._redis.zcard(EXPIRIES))
 
     async def statuses(self, uids: list[int]) -> dict[int, tuple[str, int]]:
         if not uids:
@@ -250,6 +256,7 @@ class Presence:
             try:
                 await work()
             except Exception:
+                metrics.ERRORS.labels("presence").inc()
                 log.warning("presence %s failed", work.__name__, exc_info=True)
 
     async def heartbeat(self) -> None:
@@ -290,6 +297,7 @@ class Presence:
         due = await self._redis.zrangebyscore(EXPIRIES, "-inf", now_ms, start=0, num=500)
         for raw in due:
             await self.change(int(_text(raw) or 0), "sweep")  # type: ignore[arg-type]
+        metrics.SWEEPER_REMOVALS.inc(len(due))
         stale = await self._redis.zrangebyscore(
             PENDING, "-inf", now_ms - REPUBLISH_AFTER_MS, start=0, num=100
         )

@@ -4,6 +4,7 @@
                     readers of message m are ``ZCOUNT(m.seq, +inf)`` minus its sender.
 ``chatd:lr:<uid>``  hash: conversation id -> the user's own last_read_seq (all conversations).
 ``chatd:rdirty``    set of ``cid:uid`` pairs changed since the last flush to Postgres.
+``chatd:rflushed-before``  a Unix time: every pointer changed before it is in Postgres (metrics).
 Both the sorted set and the hash carry a sentinel (member ``0`` scored -1, field ``_``) so a key
 lost to a Redis restart or FLUSHALL is told apart from "nobody has read anything": it is then
 rebuilt from Postgres on demand.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Iterable
 
 import redis.asyncio as aioredis
@@ -20,6 +22,7 @@ import redis.asyncio as aioredis
 DIRTY = "chatd:rdirty"
 FLUSHING = "chatd:rflushing"
 FLUSH_LOCK = "chatd:rflush-lock"
+FLUSHED_BEFORE = "chatd:rflushed-before"
 SENTINEL = "0"
 
 
@@ -224,6 +227,21 @@ class ReadState:
 
     async def dirty_count(self) -> int:
         return int(await self.redis.scard(DIRTY))
+
+    async def mark_flushed_before(self, at: float) -> None:
+        await self.redis.set(FLUSHED_BEFORE, repr(at))
+
+    async def backlog(self) -> tuple[int, float]:
+        """Pointers not yet in Postgres, and an upper bound on the oldest one's age (seconds)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.scard(DIRTY)
+            pipe.scard(FLUSHING)
+            pipe.set(FLUSHED_BEFORE, repr(time.time()), nx=True, get=True)  # first time: from now
+            dirty, flushing, before = await pipe.execute()
+        pending = int(dirty) + int(flushing)
+        if not pending or before is None:
+            return pending, 0.0
+        return pending, max(0.0, time.time() - float(_text(before)))
 
 
 def _text(value: bytes | str) -> str:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
+from chatd import metrics
 from chatd.config import Settings
 from chatd.errors import ChatdError, Code
 from chatd.fanout import Hub
@@ -185,12 +187,16 @@ class Flusher:
                 return
             await asyncio.sleep(0.1)
 
+    async def backlog(self) -> tuple[int, float]:
+        return await self._state.backlog()
+
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
             try:
                 await self.flush_once()
             except Exception:
+                metrics.FLUSH_FAILURES.inc()
                 log.warning("flush failed; the pointers stay dirty in Redis", exc_info=True)
 
     async def flush_once(self) -> int | None:
@@ -198,6 +204,7 @@ class Flusher:
         token = await self._state.acquire_flush_lock(ttl_ms=max(30_000, int(self._interval * 3000)))
         if token is None:
             return None
+        started, clock = time.time(), time.perf_counter()
         try:
             written = 0
             for _ in range(2):  # a batch a crashed flusher left behind, then the current one
@@ -207,6 +214,9 @@ class Flusher:
                 for start in range(0, len(rows), 5000):
                     written += await self._stores.receipts.upsert(rows[start : start + 5000])
                 await self._state.flushed()
+            await self._state.mark_flushed_before(started)
+            metrics.FLUSH_DURATION.observe(time.perf_counter() - clock)
+            metrics.POINTERS_FLUSHED.inc(written)
             if written:
                 log.info("read pointers flushed", extra={"rows": written})
             return written

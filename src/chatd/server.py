@@ -13,6 +13,7 @@ from types import FrameType
 
 import uvicorn
 
+from chatd import metrics
 from chatd.app import Runtime, create_app, open_runtime
 from chatd.config import Settings
 
@@ -47,7 +48,14 @@ class DrainingServer(uvicorn.Server):
         self._draining = asyncio.ensure_future(drain())
 
 
-def serve(settings: Settings, *, uds: str | None, host: str, port: int) -> None:
+def serve(
+    settings: Settings, *, uds: str | None, host: str, port: int, metrics_host: str, metrics_port: int
+) -> None:
+    if not settings.metrics:
+        metrics.disable()
+    elif metrics_port:
+        metrics.serve(metrics_host, metrics_port)
+
     async def main() -> None:
         runtime = await open_runtime(settings)
         config = uvicorn.Config(

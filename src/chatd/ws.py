@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket
 
-from chatd import frames, origins
+from chatd import frames, logs, metrics, origins
 from chatd.accounts import Identity
 from chatd.connection import (
     CLOSE_AUTH_TIMEOUT,
@@ -60,7 +60,9 @@ async def endpoint(websocket: WebSocket) -> None:
     if not await _admitted(websocket, runtime, conn):
         return
     started = time.perf_counter()
-    log.info("ws connected", extra={"user_id": user_id})
+    client = websocket.client.host if websocket.client else None
+    log.info("ws connected", extra={"user_id": user_id, "client": client})
+    metrics.WS_OPENED.inc()
     try:
         await runtime.hub.add_connection(conn)
         # A logout between the token check and that subscription published its revoke to
@@ -80,10 +82,12 @@ async def endpoint(websocket: WebSocket) -> None:
         runtime.hub.remove_connection(conn)
         await runtime.presence.disconnect(conn)
         await conn.finish()
+        metrics.WS_CLOSED.labels(metrics.close_code(conn.close_code)).inc()
         log.info(
             "ws closed",
             extra={
                 "user_id": user_id,
+                "client": client,
                 "code": conn.close_code,
                 "seconds": round(time.perf_counter() - started, 3),
             },
@@ -179,6 +183,7 @@ async def _sync(runtime: Runtime, conn: Connection, since: dict[int, int]) -> No
 async def _catch_up(runtime: Runtime, conn: Connection, cid: int) -> None:
     while cid in conn.delivered:
         page = await runtime.stores.messages.page(cid, after=conn.delivered[cid], limit=CATCH_UP_PAGE)
+        metrics.DELIVERED_CATCH_UP.inc(len(page))
         for event in page:
             if not conn.push(cid, event["seq"], dumps(event), event):
                 return
@@ -231,6 +236,7 @@ async def _read_loop(runtime: Runtime, conn: Connection) -> None:
             conn.close_code = conn.close_code or message.get("code", 1000)
             return
         ref = None
+        received = time.time()
         try:
             if message.get("text") is None:
                 raise ChatdError(Code.BAD_JSON, "binary frames are not accepted; send JSON text")
@@ -238,7 +244,7 @@ async def _read_loop(runtime: Runtime, conn: Connection) -> None:
             ref = frames.request_id(raw)
             frame = frames.parse(raw)
             if isinstance(frame, frames.Send):
-                await _on_send(runtime, conn, frame, ref)
+                await _on_send(runtime, conn, frame, ref, received)
             elif isinstance(frame, frames.Read):
                 await _on_read(runtime, conn, frame, ref)
             elif isinstance(frame, frames.Status):
@@ -253,13 +259,15 @@ async def _read_loop(runtime: Runtime, conn: Connection) -> None:
             conn.send(frames.error(exc, ref))
         except Exception as exc:
             if is_unavailable(exc):
+                logs.throttled(log, "unavailable", "unavailable reply", cause=repr(exc))
                 conn.send(frames.error(ChatdError(Code.UNAVAILABLE, "try again"), ref))
             else:
-                log.exception("frame failed", extra={"user_id": conn.user_id})
+                logs.throttled(log, "internal", "frame failed", user_id=conn.user_id, exc_info=exc)
+                metrics.ERRORS.labels("unhandled").inc()
                 conn.send(frames.error(ChatdError(Code.INTERNAL, "internal error"), ref))
 
 
-async def _on_send(runtime: Runtime, conn: Connection, frame: frames.Send, ref: Any) -> None:
+async def _on_send(runtime: Runtime, conn: Connection, frame: frames.Send, ref: Any, received: float) -> None:
     if runtime.draining:
         raise ChatdError(Code.SHUTTING_DOWN, "this worker is restarting; resend after reconnect")
     with runtime.in_flight():
@@ -268,7 +276,7 @@ async def _on_send(runtime: Runtime, conn: Connection, frame: frames.Send, ref: 
         )
     if ref is not None:
         ack["ref"] = ref
-    conn.send(ack)
+    conn.send(ack, received, metrics.ACK_LATENCY if metrics.ENABLED else None)
 
 
 async def _on_typing(runtime: Runtime, conn: Connection, frame: frames.Typing) -> None:
@@ -288,6 +296,7 @@ async def _on_typing(runtime: Runtime, conn: Connection, frame: frames.Typing) -
 
 async def _on_read(runtime: Runtime, conn: Connection, frame: frames.Read, ref: Any) -> None:
     cid = frame.conversation_id
+    metrics.READ_MARKS.inc()
     pointer = await runtime.receipts.mark(
         conn.user_id, cid, frame.seq, conn.share_read_state, conn.delivered.get(cid, 0), conn.id
     )
