@@ -15,12 +15,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
 
 from chatd.devstack import Stack
 from chatd.processes import free_port
+from chatd.security import hash_token
 from tests.conftest import Worker
 from tests.helpers import Api, Ws, ack_for
 
@@ -232,3 +234,20 @@ async def test_a_read_or_status_frame_while_redis_hangs_does_not_hold_up_later_s
     await b.wait_seq(cid, 2, timeout=HEAL_BOUND_S + MARGIN_S)
     await a.close()
     await b.close()
+
+
+async def test_a_token_revoked_while_no_revoke_can_arrive_closes_its_socket_after_a_resync(
+    spawn_worker: Callable[..., Worker], redis_server: RedisServer, db: asyncpg.Connection
+) -> None:
+    # The token is gone from Postgres but no revoke will ever be published for it (the worker
+    # that logged it out died between its DELETE and its PUBLISH, or this worker's subscriber
+    # was away when it came): the subscriber's resync after Redis returns must close the socket.
+    worker = spawn_worker(CHATD_REDIS_URL=redis_server.url)
+    api = Api(worker.url)
+    alice = await api.user()
+    await api.http.aclose()
+    a = await Ws.connect(worker.url, alice.token)
+    redis_server.stop()
+    await db.execute("DELETE FROM tokens WHERE token_hash = $1", hash_token(alice.token))
+    redis_server.start()
+    assert await a.wait_closed(timeout=HEAL_BOUND_S + MARGIN_S) == 4001

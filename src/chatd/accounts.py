@@ -90,6 +90,10 @@ class Accounts:
     async def is_live(self, token_hash: bytes) -> bool:
         return await self._stores.accounts.user_for_token(token_hash) is not None
 
+    async def live_tokens(self, token_hashes: list[bytes]) -> set[bytes]:
+        """Which of these tokens are still valid (one query for a whole worker's sockets)."""
+        return await self._stores.accounts.live_tokens(token_hashes)
+
     async def logout(self, token_hash: bytes) -> None:
         """Revoke the token and close every live WebSocket that authenticated with it."""
         user_id = await self._stores.accounts.delete_token(token_hash)

@@ -51,7 +51,12 @@ class Runtime:
         self.stores = stores
         self.redis = redis
         self.hub = Hub(
-            redis, stores, settings.gap_fill_delay_s, self._on_user_message, settings.redis_send_timeout_s
+            redis,
+            stores,
+            settings.gap_fill_delay_s,
+            self._on_user_message,
+            settings.redis_send_timeout_s,
+            on_resync=self._on_resync,
         )
         limiter = RateLimiter(
             redis,
@@ -101,6 +106,9 @@ class Runtime:
 
     def _on_user_message(self, conn: Connection, payload: dict[str, Any]) -> None:
         ws.on_user_message(self, conn, payload)
+
+    async def _on_resync(self, conns: list[Connection]) -> None:
+        await ws.recheck_tokens(self, conns)
 
     async def readiness(self) -> list[str]:
         problems = []

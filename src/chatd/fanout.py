@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -144,9 +144,13 @@ class Hub:
         gap_fill_delay: float,
         on_user_message: Callable[[Connection, dict[str, Any]], None],
         publish_timeout_s: float = 0.5,
+        on_resync: Callable[[list[Connection]], Awaitable[None]] | None = None,
     ) -> None:
         # Per-user control messages are acted on by the WebSocket layer (attach, catch up, close).
         self.on_user_message = on_user_message
+        # After a subscriber outage the per-user messages sent meanwhile (a token revoke) are
+        # gone: the WebSocket layer re-checks every local connection instead.
+        self.on_resync = on_resync
         self.redis = redis
         self.stores = stores
         self.gap_fill_delay = gap_fill_delay
@@ -358,6 +362,12 @@ class Hub:
 
     async def resync(self) -> None:
         """After the subscriber reconnects, read whatever was published while it was away."""
+        conns = [c for c in self.connections if c.close_code is None]
+        if conns and self.on_resync is not None:
+            try:
+                await self.on_resync(conns)
+            except Exception:
+                log.warning("resync of connections failed", exc_info=True)
         topics = [t for t in self.topics.values() if t.next_seq is not None]
         if not topics:
             return

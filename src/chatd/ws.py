@@ -228,6 +228,15 @@ def on_user_message(runtime: Runtime, conn: Connection, payload: dict[str, Any])
         conn.close(CLOSE_UNAUTHORIZED, "token revoked")
 
 
+async def recheck_tokens(runtime: Runtime, conns: list[Connection]) -> None:
+    """Close connections whose token was revoked while no revoke could reach them (this
+    worker's Redis subscriber was away, or the logging-out worker died before its publish)."""
+    live = await runtime.accounts.live_tokens(sorted({conn.token_hash for conn in conns}))
+    for conn in conns:
+        if conn.token_hash not in live:
+            conn.close(CLOSE_UNAUTHORIZED, "token revoked")  # as a live revoke does
+
+
 async def _read_loop(runtime: Runtime, conn: Connection) -> None:
     websocket = conn.websocket
     while conn.close_code is None:

@@ -48,6 +48,12 @@ class AccountStore:
             "INSERT INTO tokens (token_hash, user_id) VALUES ($1, $2)", token_hash, user_id
         )
 
+    async def live_tokens(self, token_hashes: list[bytes]) -> set[bytes]:
+        rows = await self._pool.fetch(
+            "SELECT token_hash FROM tokens WHERE token_hash = ANY($1::bytea[])", token_hashes
+        )
+        return {bytes(row["token_hash"]) for row in rows}
+
     async def user_for_token(self, token_hash: bytes) -> tuple[int, str, bool] | None:
         """(user id, username, shares read state) for a live token."""
         row = await self._pool.fetchrow(
