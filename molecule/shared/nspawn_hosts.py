@@ -12,6 +12,8 @@ under a small supervisor that boots it again when the guest reboots (nspawn exit
 HOST is NAME[:INDEX]; host INDEX gets 10.213.INDEX.2 (the controller side is .1).
 State lives in /var/lib/chatd-molecule/<scenario>/, the pristine root and the shared
 apt/pip download caches in /var/cache/chatd-molecule/.  Must run as root.
+CHATD_MOLECULE_SLOT=N (N >= 1) runs a separate copy of a scenario beside others: names get
+an "sN-" prefix and the subnet's second octet moves up by 2N.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ INCLUDE = "systemd,systemd-sysv,dbus,openssh-server,python3,sudo,iproute2,ca-cer
 TAG = "chatd-molecule"
 CGROUP_ROOTS = [Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified")]
 MTU = "1400"
+# Several checkouts may run the same scenarios at once: slot N (CHATD_MOLECULE_SLOT) gives
+# them their own state directory, machine, namespace and cgroup names, and subnets.
+SLOT = int(os.environ.get("CHATD_MOLECULE_SLOT", "0") or 0)
+PFX = f"s{SLOT}-" if SLOT else ""
 
 
 def log(msg: str) -> None:
@@ -157,7 +163,7 @@ def ipt(*rule: str, table: str = "filter", check_first: bool = True) -> None:
 
 
 def setup_network(scenario: str, name: str, idx: int, subnet: str) -> None:
-    ns = f"cm-{name}"
+    ns = f"cm-{PFX}{name}"
     veth = netns_veth(scenario, idx)
     run("ip", "netns", "add", ns)
     run("ip", "link", "add", veth, "mtu", MTU, "type", "veth", "peer", "name", "eth0",
@@ -190,7 +196,7 @@ def netns_veth(scenario: str, idx: int) -> str:
 def make_cgroups(name: str) -> None:
     for base in CGROUP_ROOTS:
         if base.is_dir():
-            (base / TAG / name).mkdir(parents=True, exist_ok=True)
+            (base / TAG / f"{PFX}{name}").mkdir(parents=True, exist_ok=True)
 
 
 def remove_cgroup_tree(path: Path) -> None:
@@ -207,13 +213,13 @@ def remove_cgroup_tree(path: Path) -> None:
 def supervise(args: argparse.Namespace) -> None:
     """Run nspawn; boot again on exit 133 (guest reboot), stop on anything else."""
     for base in CGROUP_ROOTS:
-        procs = base / TAG / args.name / "cgroup.procs"
+        procs = base / TAG / f"{PFX}{args.name}" / "cgroup.procs"
         if procs.exists():
             procs.write_text(f"{os.getpid()}\n")
     paths = host_paths(args.scenario, args.name)
     cmd = ["systemd-nspawn", "--quiet", "--boot", "--register=no", "--keep-unit",
-           "-D", str(paths["root"]), f"--machine={args.name}",
-           f"--network-namespace-path=/run/netns/cm-{args.name}",
+           "-D", str(paths["root"]), f"--machine={PFX}{args.name}",
+           f"--network-namespace-path=/run/netns/cm-{PFX}{args.name}",
            "--resolv-conf=off", "--timezone=off", "--link-journal=no",
            "--console=read-only", "--capability=CAP_NET_ADMIN",
            f"--bind={CACHE}/pip:/root/.cache/pip"]
@@ -274,7 +280,7 @@ def create(args: argparse.Namespace) -> None:
             log(f"{name} already running")
         else:
             prepare_root(args.scenario, name, hosts, args.subnet, pubkey)
-            if not Path(f"/run/netns/cm-{name}").exists():
+            if not Path(f"/run/netns/cm-{PFX}{name}").exists():
                 setup_network(args.scenario, name, idx, args.subnet)
             make_cgroups(name)
             with open(paths["log"], "ab") as out:
@@ -323,7 +329,7 @@ def destroy(args: argparse.Namespace) -> None:
     while any(alive(p) for p in pids.values()) and time.monotonic() < deadline:
         time.sleep(0.5)
     for name, idx in hosts.items():
-        ns = f"cm-{name}"
+        ns = f"cm-{PFX}{name}"
         if (pid := pids.get(name)) and alive(pid):
             log(f"{name} did not power off; killing it")
             with contextlib.suppress(ProcessLookupError):
@@ -334,7 +340,7 @@ def destroy(args: argparse.Namespace) -> None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(p), signal.SIGKILL)
         for base in CGROUP_ROOTS:
-            procs = base / TAG / name
+            procs = base / TAG / f"{PFX}{name}"
             for f in procs.rglob("cgroup.procs") if procs.is_dir() else []:
                 for p in f.read_text().split():
                     with contextlib.suppress(ProcessLookupError):
@@ -344,12 +350,12 @@ def destroy(args: argparse.Namespace) -> None:
         run("ip", "link", "del", veth, check=False, stderr=subprocess.DEVNULL)
         run("ip", "netns", "del", ns, check=False, stderr=subprocess.DEVNULL)
         for base in CGROUP_ROOTS:
-            remove_cgroup_tree(base / TAG / name)
+            remove_cgroup_tree(base / TAG / f"{PFX}{name}")
         root = host_paths(args.scenario, name)["root"]
         harvest_debs(root)
         (root.parent / f".#{name}.lck").unlink(missing_ok=True)
-        Path(f"/run/systemd/nspawn/propagate/{name}").exists() and shutil.rmtree(
-            f"/run/systemd/nspawn/propagate/{name}", ignore_errors=True)
+        Path(f"/run/systemd/nspawn/propagate/{PFX}{name}").exists() and shutil.rmtree(
+            f"/run/systemd/nspawn/propagate/{PFX}{name}", ignore_errors=True)
         shutil.rmtree(root, ignore_errors=True)
         host_paths(args.scenario, name)["pid"].unlink(missing_ok=True)
     for lock in Path("/run/systemd/nspawn/locks").glob("inode-*"):
@@ -417,6 +423,11 @@ def main() -> None:
     p.add_argument("name")
     p.set_defaults(func=supervise)
     args = parser.parse_args()
+    if SLOT and not args.scenario.startswith(PFX):
+        args.scenario = PFX + args.scenario
+        if args.cmd == "create":
+            first, second = args.subnet.split(".")
+            args.subnet = f"{first}.{int(second) + 2 * SLOT}"
     args.func(args)
 
 
