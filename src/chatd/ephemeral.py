@@ -51,11 +51,16 @@ class Ephemeral:
         self._ids = itertools.count()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()  # nothing queued or being sent
+        self._idle.set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 0.0) -> None:
+        """Give what is queued up to `grace_s` to go out, then drop the rest."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace_s)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -85,19 +90,24 @@ class Ephemeral:
             future.set_result(False)
         else:
             self._pending[slot] = _Pending(messages, future)
+            self._idle.clear()
             self._wake.set()
         return future
 
     async def _run(self) -> None:
         while True:
             if not self._pending:
+                self._idle.set()
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             keys = list(itertools.islice(self._pending, BATCH_MAX))
             batch = [self._pending.pop(key) for key in keys]
-            ok = await self._send(batch)
-            self._settle(batch, ok)
+            ok = False
+            try:
+                ok = await self._send(batch)
+            finally:
+                self._settle(batch, ok)
 
     async def _send(self, batch: list[_Pending]) -> bool:
         try:

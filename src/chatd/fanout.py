@@ -99,7 +99,7 @@ class Hub:
 
     async def stop(self, grace_s: float = 1.0) -> None:
         await self.outbox.stop(grace_s)
-        await self.ephemeral_state.stop()
+        await self.ephemeral_state.stop(grace_s)
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

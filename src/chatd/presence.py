@@ -210,7 +210,7 @@ class Presence:
     def _sent(self, uid: int, version: int, sent: asyncio.Future[bool]) -> None:
         """Published: the transition leaves the pending set. If not, the sweeper re-publishes
         it after REPUBLISH_AFTER_MS (a worker that dies before this point is covered too)."""
-        if sent.result():
+        if not sent.cancelled() and sent.result():
             task = asyncio.create_task(self._mark_published(uid, version))
             self._marking.add(task)
             task.add_done_callback(self._marking.discard)
