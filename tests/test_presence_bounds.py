@@ -6,6 +6,7 @@ transitions (the session's workers, with the default threshold, would sweep them
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from tests.conftest import Worker
@@ -51,9 +52,14 @@ async def test_big_group_gets_no_presence_pushes_but_may_query_small_ones_are_pu
     assert await status_of(api, observer.token, big.id) == "online"
 
     await b.close()
-    await s.close()  # expires after `big`'s: the sweeper turns `big` offline first
+    for _ in range(150):  # `big` is offline (after the grace) before `small` closes
+        if await status_of(api, observer.token, big.id) == "offline":
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("`big` never went offline")
+    await s.close()  # goes offline a grace period later, published after `big`'s offline
     await o.expect(about(small.id, "offline"), timeout=15)
     assert [f for f in o.frames if about(big.id)(f)] == [], "pushed to a group above the threshold"
-    assert await status_of(api, observer.token, big.id) == "offline"
     await o.close()
     await api.http.aclose()
