@@ -21,7 +21,8 @@ async def test_dropped_and_counted_when_redis_refuses_and_the_latest_value_wins(
     redis = aioredis.Redis.from_url(private_redis)
     listener = redis.pubsub()
     await listener.subscribe("state")
-    assert (await listener.get_message(timeout=5))["type"] == "subscribe"  # type: ignore[index]
+    confirmed = await listener.get_message(timeout=5)
+    assert confirmed is not None and confirmed["type"] == "subscribe"
     state = Ephemeral(redis, timeout_s=0.5)
     state.start()
     try:
@@ -34,7 +35,7 @@ async def test_dropped_and_counted_when_redis_refuses_and_the_latest_value_wins(
         new = state.publish([("state", "new")], key="user-1")  # replaces `old`, not yet sent
         after = state.publish([("state", "after")])
         assert (await old, await new, await after) == (True, True, True)
-        received = []
+        received: list[bytes] = []
         while not received or received[-1] != b"after":  # barrier: the last value published
             message = await listener.get_message(timeout=5)
             assert message is not None
