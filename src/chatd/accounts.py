@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from chatd import notices
 from chatd.errors import ChatdError, Code
 from chatd.fanout import Hub
 from chatd.ratelimit import RateLimiter
@@ -98,4 +99,4 @@ class Accounts:
         """Revoke the token and close every live WebSocket that authenticated with it."""
         user_id = await self._stores.accounts.delete_token(token_hash)
         if user_id is not None:
-            await self._hub.publish_to_users([user_id], {"op": "revoke", "token": token_hash.hex()})
+            await self._hub.publish_to_users([user_id], notices.revoke(token_hash))

@@ -50,14 +50,7 @@ class Runtime:
         self.settings = settings
         self.stores = stores
         self.redis = redis
-        self.hub = Hub(
-            redis,
-            stores,
-            settings.gap_fill_delay_s,
-            self._on_user_message,
-            settings.redis_send_timeout_s,
-            on_resync=self._on_resync,
-        )
+        self.hub = Hub(redis, stores, settings.gap_fill_delay_s, self, settings.redis_send_timeout_s)
         limiter = RateLimiter(
             redis,
             "send",
@@ -104,10 +97,11 @@ class Runtime:
             if not self._inflight:
                 self._idle.set()
 
-    def _on_user_message(self, conn: Connection, payload: dict[str, Any]) -> None:
-        ws.on_user_message(self, conn, payload)
+    # The hub's `Sessions` (fanout.py): per-user notices are acted on by the WebSocket layer.
+    def on_notice(self, conn: Connection, notice: dict[str, Any]) -> None:
+        ws.on_user_message(self, conn, notice)
 
-    async def _on_resync(self, conns: list[Connection]) -> None:
+    async def on_resync(self, conns: list[Connection]) -> None:
         await ws.recheck_tokens(self, conns)
 
     async def readiness(self) -> list[str]:

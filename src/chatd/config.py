@@ -104,6 +104,7 @@ _SPEC: dict[str, tuple[str | None, _Parser]] = {
     "presence_sweep_s": ("2", lambda n, v: _float(n, v, 0.05, 600)),
     "presence_grace_s": ("5", lambda n, v: _float(n, v, 0, 600)),
     "presence_snapshot_max": ("1000", lambda n, v: _int(n, v, 0, 1_000_000)),
+    "presence_max_group_size": ("100", lambda n, v: _int(n, v, 2, 1_000_000)),
     "argon2_time_cost": ("3", lambda n, v: _int(n, v, 1, 20)),
     "argon2_memory_kib": ("65536", lambda n, v: _int(n, v, 8, 4 * 1024 * 1024)),
     "argon2_concurrency": ("1", lambda n, v: _int(n, v, 1, 64)),
@@ -146,6 +147,7 @@ class Settings:
     presence_sweep_s: float
     presence_grace_s: float
     presence_snapshot_max: int
+    presence_max_group_size: int
     argon2_time_cost: int
     argon2_memory_kib: int
     argon2_concurrency: int

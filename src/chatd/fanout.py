@@ -1,14 +1,23 @@
-"""Cross-worker fan-out: publish after commit, one Redis subscriber per process.
+"""Cross-worker fan-out: two publish APIs after commit, one Redis subscriber per process.
 
-Channels: ``chatd:c:<conversation>`` carries each committed event as the exact JSON frame
-clients receive; ``chatd:u:<user>`` carries per-user control messages (a conversation was
-added, a token was revoked). A ``Topic`` turns its channel back into a gapless, ordered stream:
-publishes from different workers may arrive out of order, and a worker may die between COMMIT
-and PUBLISH, so an event ahead of the expected seq waits briefly and the gap is then read from
-Postgres. Subscribing is confirmed (SUBSCRIBE then PING; the PONG comes back after the
-subscription is active) before the baseline seq is read, which closes the subscribe-vs-query race.
-A publish that fails is retried by the outbox (outbox.py); a subscriber that reconnects, or a
-``resync`` on the control channel, re-reads every followed conversation's tail from Postgres.
+Channels: ``chatd:c:<conversation>`` carries a conversation's events as the exact JSON frames
+clients receive; ``chatd:u:<user>`` carries per-user notices (notices.py).
+
+Everything published goes through one of two APIs, each with one error policy:
+
+- ``sequenced``: events whose durable source is Postgres (messages, membership events,
+  per-user notices such as ``conversation_added`` or a token revoke). Queued in commit order
+  in the outbox (outbox.py) and retried until Redis takes them; past the outbox's limit the
+  oldest are dropped and every worker resyncs. A subscriber that was away re-reads what it
+  missed: each followed conversation's tail (``Topic.fill``) and the per-user notices, rebuilt
+  from their source (``notices.rebuild``).
+- ``ephemeral``: state where the latest value wins (presence, typing, read counts, the own
+  read pointer). Queued, coalesced by key, one bounded attempt, dropped and counted on failure
+  (ephemeral.py); the caller never waits.
+
+A ``Topic`` (topics.py) turns a conversation channel back into a gapless, ordered stream.
+Subscribing is confirmed (SUBSCRIBE then PING; the PONG comes back after the subscription is
+active) before the baseline seq is read, which closes the subscribe-vs-query race.
 """
 
 from __future__ import annotations
@@ -17,17 +26,20 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Hashable, Sequence
+from typing import Any, Protocol
 
 import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from chatd import metrics
+from chatd import metrics, notices
 from chatd.connection import Connection, Event, dumps
+from chatd.ephemeral import Ephemeral
+from chatd.notices import Notice
 from chatd.outbox import CONTROL_CHANNEL, RESYNC, Outbox
 from chatd.storage import Stores
+from chatd.topics import Topic
 
 log = logging.getLogger("chatd.fanout")
 
@@ -43,97 +55,14 @@ def user_channel(uid: int) -> str:
     return f"chatd:u:{uid}"
 
 
-class Topic:
-    """This process's ordered view of one conversation's event stream."""
+class Sessions(Protocol):
+    """What the hub hands per-user notices to: the layer that owns the connections."""
 
-    def __init__(self, hub: Hub, cid: int) -> None:
-        self.hub = hub
-        self.cid = cid
-        self.conns: set[Connection] = set()
-        self.next_seq: int | None = None  # None until the baseline is read
-        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.ahead: dict[int, tuple[str, Event]] = {}
-        self._gap_timer: asyncio.TimerHandle | None = None
-        self._filling = False
-        self._fill_to = 0  # the highest seq a fill was asked for
+    def on_notice(self, conn: Connection, notice: Notice) -> None:
+        """A notice on `conn`'s user channel, live or rebuilt after an outage (notices.py)."""
 
-    def start(self, last_seq: int) -> None:
-        self.next_seq = last_seq + 1
-        early, self.ahead = self.ahead, {}
-        for seq in sorted(early):
-            self.accept(seq, *early[seq])
-        if not self.ready.done():
-            self.ready.set_result(None)
-
-    def accept(self, seq: int, text: str, event: Event) -> None:
-        if self.next_seq is None or seq > self.next_seq:
-            self.ahead[seq] = (text, event)
-            if self.next_seq is not None:
-                self._arm_gap_fill()
-            return
-        if seq < self.next_seq:
-            return
-        self._dispatch(seq, text, event)
-        while self.next_seq in self.ahead:
-            self._dispatch(self.next_seq, *self.ahead.pop(self.next_seq))
-        if not self.ahead and self._gap_timer is not None:
-            self._gap_timer.cancel()
-            self._gap_timer = None
-
-    def _dispatch(self, seq: int, text: str, event: Event) -> None:
-        self.next_seq = seq + 1
-        for conn in list(self.conns):
-            conn.deliver(self.cid, seq, text, event)
-
-    def broadcast(self, text: str, event: Event) -> None:
-        for conn in list(self.conns):
-            if self.cid in conn.delivered:
-                conn.broadcast(text, event)
-
-    def _arm_gap_fill(self) -> None:
-        if self._gap_timer is None and not self._filling:
-            loop = asyncio.get_running_loop()
-            self._gap_timer = loop.call_later(self.hub.gap_fill_delay, self._start_fill)
-
-    def _start_fill(self) -> None:
-        self._gap_timer = None
-        if self.hub.topics.get(self.cid) is not self:  # detached meanwhile
-            return
-        upto = max(self.ahead, default=0) - 1
-        if self.ahead or (self.next_seq is not None and self._fill_to >= self.next_seq):
-            self.hub.spawn(self.fill(upto))
-
-    async def fill(self, upto: int) -> None:
-        """Read events next_seq..upto from Postgres (a lost or late publish).
-
-        A fill asked for while one runs extends it; a failed read is retried after the gap
-        fill delay, so a resync is never lost to a concurrent gap fill or a Postgres blip.
-        """
-        self._fill_to = max(self._fill_to, upto)
-        if self.next_seq is None or self._filling:
-            return
-        self._filling = True
-        failed = False
-        try:
-            while self.next_seq <= self._fill_to:
-                first, last = self.next_seq, self._fill_to
-                metrics.GAP_FILLS.inc()
-                try:
-                    events = await self.hub.stores.messages.range(self.cid, first, last)
-                except Exception:
-                    metrics.ERRORS.labels("gap_fill").inc()
-                    log.warning("gap fill failed; retrying", extra={"conversation_id": self.cid})
-                    failed = True
-                    break
-                for event in events:
-                    self.accept(event["seq"], dumps(event), event)
-                if self.next_seq == first:  # nothing there (e.g. deleted): stop asking
-                    self._fill_to = first - 1
-                    break
-        finally:
-            self._filling = False
-        if self.ahead or failed:
-            self._arm_gap_fill()
+    async def on_resync(self, conns: list[Connection]) -> None:
+        """This worker's subscriber was away: re-check what no notice can rebuild (tokens)."""
 
 
 class Hub:
@@ -142,20 +71,14 @@ class Hub:
         redis: aioredis.Redis,
         stores: Stores,
         gap_fill_delay: float,
-        on_user_message: Callable[[Connection, dict[str, Any]], None],
+        sessions: Sessions,
         publish_timeout_s: float = 0.5,
-        on_resync: Callable[[list[Connection]], Awaitable[None]] | None = None,
     ) -> None:
-        # Per-user control messages are acted on by the WebSocket layer (attach, catch up, close).
-        self.on_user_message = on_user_message
-        # After a subscriber outage the per-user messages sent meanwhile (a token revoke) are
-        # gone: the WebSocket layer re-checks every local connection instead.
-        self.on_resync = on_resync
+        self.sessions = sessions
         self.redis = redis
         self.stores = stores
         self.gap_fill_delay = gap_fill_delay
         self.topics: dict[int, Topic] = {}
-        self.kinds: dict[int, str] = {}  # conversation kinds never change: a safe cache
         self.users: dict[int, set[Connection]] = {}
         self.connections: set[Connection] = set()
         self._pubsub = redis.pubsub()
@@ -164,7 +87,7 @@ class Hub:
         self._reader: asyncio.Task[None] | None = None
         # One queue, one pipeline at a time: this worker's publishes go out in commit order.
         self.outbox = Outbox(redis, publish_timeout_s)
-        self._publish_timeout_s = publish_timeout_s
+        self.ephemeral_state = Ephemeral(redis, publish_timeout_s)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -172,9 +95,11 @@ class Hub:
         self._reader = asyncio.create_task(self._read_loop())
         await self._confirm()
         self.outbox.start()
+        self.ephemeral_state.start()
 
     async def stop(self, grace_s: float = 1.0) -> None:
         await self.outbox.stop(grace_s)
+        await self.ephemeral_state.stop(grace_s)
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -188,26 +113,40 @@ class Hub:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # -- publishing (always after COMMIT) ------------------------------------------------
-    async def publish(self, event: Event) -> None:
-        """Queue `event` for its conversation's channel; waits a bounded time (outbox.py).
+    # -- the two publish APIs (always after COMMIT) ---------------------------------------
+    async def sequenced(self, channels: Sequence[str], payload: dict[str, Any]) -> None:
+        """Publish `payload` to `channels` in commit order; waits a bounded time (outbox.py).
 
-        A publish Redis does not take now is retried until it does, in commit order.
+        What Redis does not take now is retried until it does; a subscriber that was away
+        rebuilds it from Postgres.
         """
-        await self.outbox.publish([(conversation_channel(event["conversation_id"]), dumps(event))])
+        text = dumps(payload)
+        await self.outbox.publish([(channel, text) for channel in channels])
 
-    async def publish_state(self, event: Event) -> None:
-        """An ephemeral state event (typing): one bounded attempt, never queued or retried,
-        since a late one would be wrong rather than useful."""
-        try:
-            async with asyncio.timeout(self._publish_timeout_s):
-                await self.redis.publish(conversation_channel(event["conversation_id"]), dumps(event))
-        except (TimeoutError, redis.exceptions.RedisError):
-            log.info("ephemeral publish dropped", extra={"conversation_id": event["conversation_id"]})
+    def ephemeral(
+        self, channels: Sequence[str], payload: dict[str, Any], key: Hashable | None = None
+    ) -> asyncio.Future[bool]:
+        """Queue `payload` for `channels` and return at once; a later call with the same `key`
+        replaces it if not yet sent. The future says whether Redis took it (ephemeral.py)."""
+        text = dumps(payload)
+        return self.ephemeral_state.publish([(channel, text) for channel in channels], key)
 
-    async def publish_to_users(self, user_ids: list[int], message: dict[str, Any]) -> None:
-        payload = dumps(message)
-        await self.outbox.publish([(user_channel(uid), payload) for uid in user_ids])
+    # Uses of the two APIs.
+    async def publish(self, event: Event) -> None:
+        """A conversation's sequenced event (a message, a membership change)."""
+        await self.sequenced([conversation_channel(event["conversation_id"])], event)
+
+    async def publish_to_users(self, user_ids: list[int], notice: Notice) -> None:
+        """A sequenced per-user notice (notices.py says which are, and their source)."""
+        await self.sequenced([user_channel(uid) for uid in user_ids], notice)
+
+    def publish_state(self, event: Event, key: Hashable | None = None) -> None:
+        """A conversation's state event (typing, read counts): dropped if Redis fails."""
+        self.ephemeral([conversation_channel(event["conversation_id"])], event, key)
+
+    def notify_state(self, user_ids: list[int], notice: Notice, key: Hashable | None = None) -> None:
+        """An ephemeral per-user notice (the own read pointer moved elsewhere)."""
+        self.ephemeral([user_channel(uid) for uid in user_ids], notice, key)
 
     # -- subscriptions -------------------------------------------------------------------
     async def _confirm(self) -> None:
@@ -358,25 +297,47 @@ class Hub:
         elif prefix == "chatd:u":
             payload = orjson.loads(data)
             for conn in list(self.users.get(int(ident), ())):
-                self.on_user_message(conn, payload)
+                self.sessions.on_notice(conn, payload)
 
     async def resync(self) -> None:
-        """After the subscriber reconnects, read whatever was published while it was away."""
-        conns = [c for c in self.connections if c.close_code is None]
-        if conns and self.on_resync is not None:
+        """After the subscriber reconnects, recover whatever was published while it was away.
+
+        Token revokes first (the session layer re-checks every token), then each followed
+        conversation's tail, then the per-user notices rebuilt from Postgres: after the fills,
+        so that a removal and re-addition while away is a `members_removed` then a fresh
+        `conversation_added`.
+        """
+        metrics.RESYNCS.inc()
+        conns = self._live()
+        if conns:
             try:
-                await self.on_resync(conns)
+                await self.sessions.on_resync(conns)
             except Exception:
+                metrics.ERRORS.labels("resync").inc()
                 log.warning("resync of connections failed", exc_info=True)
         topics = [t for t in self.topics.values() if t.next_seq is not None]
-        if not topics:
+        if topics:
+            try:
+                last = await self.stores.conversations.last_seqs([t.cid for t in topics])
+            except Exception:
+                metrics.ERRORS.labels("resync").inc()
+                log.warning("resync failed", exc_info=True)
+                last = {}
+            for topic in topics:
+                if topic.cid in last:
+                    await topic.fill(last[topic.cid])
+        conns = self._live()
+        if not conns:
             return
-        metrics.RESYNCS.inc()
         try:
-            last = await self.stores.conversations.last_seqs([t.cid for t in topics])
+            missed = await notices.rebuild(self.stores.notices, conns)
         except Exception:
             metrics.ERRORS.labels("resync").inc()
-            log.warning("resync failed", exc_info=True)
+            log.warning("rebuilding per-user notices failed", exc_info=True)
             return
-        for topic in topics:
-            await topic.fill(last.get(topic.cid, 0))
+        for conn, notice in missed:
+            if conn.close_code is None:
+                self.sessions.on_notice(conn, notice)
+
+    def _live(self) -> list[Connection]:
+        return [c for c in self.connections if c.close_code is None]

@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from chatd import metrics
+from chatd import metrics, notices
 from chatd.batching import Batcher
 from chatd.config import Settings
 from chatd.errors import ChatdError, Code
@@ -201,7 +201,4 @@ class Messaging:
         return event
 
     async def _announce(self, conv: dict[str, Any], user_ids: list[int], since: int) -> None:
-        public = {key: conv[key] for key in ("id", "kind", "title", "created_at", "last_seq", "member_count")}
-        await self._hub.publish_to_users(
-            user_ids, {"op": "conversation_added", "conversation": public, "since": since}
-        )
+        await self._hub.publish_to_users(user_ids, notices.conversation_added(conv, since))

@@ -66,6 +66,10 @@ PUBLISH_FAILURES = Counter("chatd_publish_failures_total", "Publish pipelines Re
 PUBLISH_DROPPED = Counter(
     "chatd_publish_dropped_total", "Queued publishes dropped past the outbox limit (subscribers resync)"
 )
+EPHEMERAL_DROPPED = Counter(
+    "chatd_ephemeral_dropped_total",
+    "Ephemeral state messages (presence, typing, read counts) dropped: Redis failed or the queue was full",
+)
 OUTBOX_PENDING = Gauge("chatd_publish_pending", "Publishes waiting in this worker's outbox")
 
 # -- WebSockets ----------------------------------------------------------------------------

@@ -6,15 +6,19 @@ grace period instead of removing it, so a reconnect within it (a rolling restart
 network blip) changes nothing. Entries of a crashed worker simply expire. One Lua script
 applies a change and recomputes online/away/offline atomically, so among any number of
 sweepers on any number of hosts exactly one sees a given transition; it gets a version
-(strictly increasing per user) and is published to the user's conversations, where each
-connection drops versions it has already seen. A transition whose publisher dies is
-re-published from ``chatd:ppending``.
+(strictly increasing per user) and is published as ephemeral state (fanout.py) to the
+conversations the user took part in that have at most CHATD_PRESENCE_MAX_GROUP_SIZE members,
+where each connection drops versions it has already seen. Bigger groups get no presence pushes
+at all, so a change costs the same whatever the size of the user's groups; their members ask
+(``POST /v1/presence``). A transition whose publish is lost (Redis failed, the publisher died)
+is re-published from ``chatd:ppending``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import time
@@ -26,7 +30,7 @@ import redis.asyncio as aioredis
 
 from chatd import metrics
 from chatd.config import Settings
-from chatd.connection import Connection, dumps
+from chatd.connection import Connection
 from chatd.fanout import Hub, conversation_channel
 from chatd.storage import Stores
 
@@ -146,6 +150,7 @@ class Presence:
         self._published = redis.register_script(_PUBLISHED)
         self._statuses = redis.register_script(_STATUSES)
         self._tasks: list[asyncio.Task[None]] = []
+        self._marking: set[asyncio.Task[None]] = set()
         self._marker = f"chatd:pmark:{secrets.token_hex(8)}"
         self._marked = False
 
@@ -197,13 +202,24 @@ class Presence:
             "version": version,
             "last_seen": last_seen,
         }
-        payload = dumps(event)
-        cids = await self._stores.presence.conversation_ids(uid)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for cid in cids:
-                pipe.publish(conversation_channel(cid), payload)
-            await pipe.execute()
-        await self._published(keys=[PENDING, f"chatd:ps:{uid}"], args=[uid, version])
+        cids = await self._stores.presence.conversation_ids(uid, self._settings.presence_max_group_size)
+        channels = [conversation_channel(cid) for cid in cids]
+        sent = self._hub.ephemeral(channels, event, key=("presence", uid))
+        sent.add_done_callback(functools.partial(self._sent, uid, version))
+
+    def _sent(self, uid: int, version: int, sent: asyncio.Future[bool]) -> None:
+        """Published: the transition leaves the pending set. If not, the sweeper re-publishes
+        it after REPUBLISH_AFTER_MS (a worker that dies before this point is covered too)."""
+        if not sent.cancelled() and sent.result():
+            task = asyncio.create_task(self._mark_published(uid, version))
+            self._marking.add(task)
+            task.add_done_callback(self._marking.discard)
+
+    async def _mark_published(self, uid: int, version: int) -> None:
+        try:
+            await self._published(keys=[PENDING, f"chatd:ps:{uid}"], args=[uid, version])
+        except Exception:
+            log.info("presence publish not recorded; the sweeper re-publishes it", extra={"user_id": uid})
 
     async def connected_users(self) -> int:
         """Users with a live (or grace-period) connection on any worker: online or away."""
@@ -230,10 +246,13 @@ class Presence:
         ]
 
     async def snapshot(self, uid: int) -> list[dict[str, Any]]:
-        """Everyone `uid` shares a conversation with (up to the configured cap)."""
+        """Everyone whose changes `uid` is pushed (up to the configured cap): co-members of
+        conversations of at most CHATD_PRESENCE_MAX_GROUP_SIZE members who took part in them."""
         if self._settings.presence_snapshot_max == 0:
             return []
-        found = await self._stores.presence.co_members(uid, self._settings.presence_snapshot_max)
+        found = await self._stores.presence.co_members(
+            uid, self._settings.presence_snapshot_max, self._settings.presence_max_group_size
+        )
         return await self.view(dict(found))
 
     # -- background loops ----------------------------------------------------------------
@@ -244,9 +263,10 @@ class Presence:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._marking]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 

@@ -8,7 +8,7 @@ import logging
 import time
 from typing import Any
 
-from chatd import metrics
+from chatd import metrics, notices
 from chatd.config import Settings
 from chatd.errors import ChatdError, Code
 from chatd.fanout import Hub
@@ -17,6 +17,7 @@ from chatd.storage import Stores
 
 log = logging.getLogger("chatd.receipts")
 COUNTS_MAX = 200
+KINDS_CACHE = 100_000
 
 
 class Receipts:
@@ -25,6 +26,7 @@ class Receipts:
         self._state = state
         self._hub = hub
         self._settings = settings
+        self._kinds: dict[int, str] = {}  # conversation kinds never change: a safe cache
 
     async def _load_room(self, cid: int) -> list[tuple[int, int]]:
         return await self._stores.receipts.room_pointers(cid)
@@ -65,21 +67,24 @@ class Receipts:
         )
         if not moved:
             return previous
-        await self._hub.publish_to_users(
-            [uid], {"op": "read_state", "conversation_id": cid, "last_read_seq": seq, "origin": origin}
-        )
+        # Read state is ephemeral (latest value wins): a pointer only grows, and `ready` and
+        # the HTTP queries give the current value to whoever missed an event.
+        self._hub.notify_state([uid], notices.read_state(cid, seq, origin), key=("read_state", uid, cid))
         if shared:
             kind = target[0] if target else await self._kind(cid)
             if kind == "direct":
-                await self._hub.publish({"type": "read", "conversation_id": cid, "user_id": uid, "seq": seq})
+                event = {"type": "read", "conversation_id": cid, "user_id": uid, "seq": seq}
+                self._hub.publish_state(event, key=("read", cid, uid))
             elif await self._state.widen(cid, previous + 1, seq, self._settings.receipt_push_interval_ms):
                 self._hub.spawn(self._push_counts_later(cid))
         return seq
 
     async def _kind(self, cid: int) -> str:
-        kind = self._hub.kinds.get(cid)
+        kind = self._kinds.get(cid)
         if kind is None:
-            kind = self._hub.kinds[cid] = await self._stores.receipts.kind(cid)
+            if len(self._kinds) >= KINDS_CACHE:
+                self._kinds.clear()
+            kind = self._kinds[cid] = await self._stores.receipts.kind(cid)
         return kind
 
     async def _push_counts_later(self, cid: int) -> None:
@@ -92,7 +97,7 @@ class Receipts:
             lo, hi = max(changed[0], changed[1] - COUNTS_MAX + 1), changed[1]
             event = await self._counts_event(cid, lo, hi)
             if event["counts"]:
-                await self._hub.publish(event)
+                self._hub.publish_state(event)
         except Exception:
             log.warning("receipt push failed", extra={"conversation_id": cid}, exc_info=True)
 
@@ -154,7 +159,7 @@ class Receipts:
     async def set_share(self, uid: int, share: bool) -> None:
         await self._stores.receipts.set_share(uid, share)
         await self._state.set_shared(uid, await self.pointers(uid), share)
-        await self._hub.publish_to_users([uid], {"op": "settings", "share_read_state": share})
+        await self._hub.publish_to_users([uid], notices.settings(share))
 
     async def forget(self, cid: int, uids: list[int]) -> None:
         await self._state.forget(cid, uids)

@@ -300,7 +300,8 @@ async def _on_typing(runtime: Runtime, conn: Connection, frame: frames.Typing) -
         return
     seen[cid] = now
     conn.typing_at = seen
-    await runtime.hub.publish_state({"type": "typing", "conversation_id": cid, "user_id": conn.user_id})
+    event = {"type": "typing", "conversation_id": cid, "user_id": conn.user_id}
+    runtime.hub.publish_state(event, key=("typing", cid, conn.user_id))
 
 
 async def _on_read(runtime: Runtime, conn: Connection, frame: frames.Read, ref: Any) -> None:

@@ -10,6 +10,7 @@ import asyncpg
 from chatd.storage.accounts import AccountStore
 from chatd.storage.conversations import ConversationStore
 from chatd.storage.messages import MessageStore
+from chatd.storage.notices import NoticeStore
 from chatd.storage.presence import PresenceStore
 from chatd.storage.receipts import ReceiptStore
 
@@ -17,6 +18,7 @@ __all__ = [
     "AccountStore",
     "ConversationStore",
     "MessageStore",
+    "NoticeStore",
     "PresenceStore",
     "ReceiptStore",
     "Stores",
@@ -35,6 +37,7 @@ class Stores:
         self.messages = MessageStore(pool)
         self.receipts = ReceiptStore(pool)
         self.presence = PresenceStore(pool)
+        self.notices = NoticeStore(pool)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

@@ -11,29 +11,38 @@ class PresenceStore:
 
     # Presence consent (docs/protocol.md §4.9): B's presence is shared with A only through a
     # conversation both are in and B took part in (created, opened, added members to, or sent
-    # a message in).
+    # a message in). Pushed (live events, the `ready` snapshot) only through conversations of
+    # at most `max_members` members: what a change costs never depends on how big the user's
+    # groups are. Neither query reads a member of a bigger conversation.
 
-    async def conversation_ids(self, uid: int) -> list[int]:
-        """The conversations `uid`'s presence events go to: those it took part in."""
+    async def conversation_ids(self, uid: int, max_members: int) -> list[int]:
+        """The conversations `uid`'s presence events go to: small ones it took part in."""
         rows = await self._pool.fetch(
-            "SELECT conversation_id FROM members WHERE user_id = $1 AND took_part", uid
+            "SELECT m.conversation_id FROM members m"
+            " JOIN conversations c ON c.id = m.conversation_id"
+            " WHERE m.user_id = $1 AND m.took_part AND c.member_count <= $2",
+            uid,
+            max_members,
         )
         return [row["conversation_id"] for row in rows]
 
-    async def co_members(self, uid: int, limit: int) -> list[tuple[int, datetime | None]]:
-        """Users whose presence `uid` may see (not `uid`), with when they were last seen."""
+    async def co_members(self, uid: int, limit: int, max_members: int) -> list[tuple[int, datetime | None]]:
+        """Users whose presence `uid` is pushed (not `uid`), with when they were last seen."""
         rows = await self._pool.fetch(
             "SELECT u.id, u.last_seen FROM users u WHERE u.id IN ("
             " SELECT DISTINCT o.user_id FROM members mine"
+            " JOIN conversations c ON c.id = mine.conversation_id AND c.member_count <= $3"
             " JOIN members o ON o.conversation_id = mine.conversation_id"
             " WHERE mine.user_id = $1 AND o.user_id <> $1 AND o.took_part) ORDER BY u.id LIMIT $2",
             uid,
             limit,
+            max_members,
         )
         return [(row["id"], row["last_seen"]) for row in rows]
 
     async def visible(self, uid: int, others: list[int]) -> dict[int, datetime | None]:
-        """Of `others`, those whose presence `uid` may see (and `uid` itself)."""
+        """Of `others`, those whose presence `uid` may see (and `uid` itself), through a
+        conversation of any size: what is not pushed can still be asked for."""
         rows = await self._pool.fetch(
             "SELECT u.id, u.last_seen FROM users u WHERE u.id = ANY($2::bigint[]) AND (u.id = $1 OR EXISTS ("
             " SELECT 1 FROM members mine JOIN members o ON o.conversation_id = mine.conversation_id"

@@ -1,0 +1,70 @@
+"""Per-user notices: what goes on a user's channel (``chatd:u:<uid>``), and how to rebuild it.
+
+Sequenced notices have a durable source in Postgres. They are published through the outbox
+and, since Redis pub/sub keeps nothing for a subscriber that is away, rebuilt from that source
+when a worker's subscriber comes back (``rebuild``):
+
+=====================  ======================================  =================================
+op                     fields                                  rebuilt from
+=====================  ======================================  =================================
+``conversation_added`` ``conversation``, ``since``              ``members`` (``joined_seq``)
+``settings``           ``share_read_state``                    ``users.share_read_state``
+``revoke``             ``token`` (hex SHA-256)                 ``tokens``: the session layer
+                                                               re-checks every socket's token
+=====================  ======================================  =================================
+
+Ephemeral notices (latest value wins, lost ones are not rebuilt): ``read_state`` (the user's
+own read pointer moved on another device).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from chatd.connection import Connection
+from chatd.storage.notices import NoticeStore
+
+Notice = dict[str, Any]
+PUBLIC_CONVERSATION = ("id", "kind", "title", "created_at", "last_seq", "member_count")
+
+
+def conversation_added(conv: dict[str, Any], since: int) -> Notice:
+    """The user now follows `conv` from the event after seq `since`."""
+    public = {key: conv[key] for key in PUBLIC_CONVERSATION}
+    return {"op": "conversation_added", "conversation": public, "since": since}
+
+
+def settings(share_read_state: bool) -> Notice:
+    return {"op": "settings", "share_read_state": share_read_state}
+
+
+def revoke(token_hash: bytes) -> Notice:
+    return {"op": "revoke", "token": token_hash.hex()}
+
+
+def read_state(cid: int, seq: int, origin: str) -> Notice:
+    return {"op": "read_state", "conversation_id": cid, "last_read_seq": seq, "origin": origin}
+
+
+async def rebuild(store: NoticeStore, conns: Iterable[Connection]) -> list[tuple[Connection, Notice]]:
+    """The notices `conns` may have missed, as their durable source says now.
+
+    Harmless when nothing was missed: a conversation the connection already follows is not in
+    the result, and a `settings` notice is only made when the flag differs.
+    """
+    conns = list(conns)
+    users = sorted({conn.user_id for conn in conns})
+    if not users:
+        return []
+    memberships = await store.memberships(users)
+    shared = await store.share_read_state(users)
+    found: list[tuple[Connection, Notice]] = []
+    for conn in conns:
+        if conn.user_id in shared and shared[conn.user_id] != conn.share_read_state:
+            found.append((conn, settings(shared[conn.user_id])))
+        following = conn.conversations
+        for conv, since in memberships.get(conn.user_id, ()):
+            if conv["id"] not in following:
+                found.append((conn, conversation_added(conv, since)))
+    return found

@@ -1,0 +1,114 @@
+"""One conversation's ordered event stream in this process (a ``Topic`` per followed conversation).
+
+Publishes from different workers may arrive out of order, and a worker may die between COMMIT
+and PUBLISH, so an event ahead of the expected seq waits briefly (`gap_fill_delay`) and the gap
+is then read from Postgres. State events (receipts, presence, typing) are not sequenced: they go
+to every connection that already follows the conversation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from chatd import metrics
+from chatd.connection import Connection, Event, dumps
+
+if TYPE_CHECKING:
+    from chatd.fanout import Hub
+
+log = logging.getLogger("chatd.fanout")
+
+
+class Topic:
+    """This process's ordered view of one conversation's event stream."""
+
+    def __init__(self, hub: Hub, cid: int) -> None:
+        self.hub = hub
+        self.cid = cid
+        self.conns: set[Connection] = set()
+        self.next_seq: int | None = None  # None until the baseline is read
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.ahead: dict[int, tuple[str, Event]] = {}
+        self._gap_timer: asyncio.TimerHandle | None = None
+        self._filling = False
+        self._fill_to = 0  # the highest seq a fill was asked for
+
+    def start(self, last_seq: int) -> None:
+        self.next_seq = last_seq + 1
+        early, self.ahead = self.ahead, {}
+        for seq in sorted(early):
+            self.accept(seq, *early[seq])
+        if not self.ready.done():
+            self.ready.set_result(None)
+
+    def accept(self, seq: int, text: str, event: Event) -> None:
+        if self.next_seq is None or seq > self.next_seq:
+            self.ahead[seq] = (text, event)
+            if self.next_seq is not None:
+                self._arm_gap_fill()
+            return
+        if seq < self.next_seq:
+            return
+        self._dispatch(seq, text, event)
+        while self.next_seq in self.ahead:
+            self._dispatch(self.next_seq, *self.ahead.pop(self.next_seq))
+        if not self.ahead and self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
+
+    def _dispatch(self, seq: int, text: str, event: Event) -> None:
+        self.next_seq = seq + 1
+        for conn in list(self.conns):
+            conn.deliver(self.cid, seq, text, event)
+
+    def broadcast(self, text: str, event: Event) -> None:
+        for conn in list(self.conns):
+            if self.cid in conn.delivered:
+                conn.broadcast(text, event)
+
+    def _arm_gap_fill(self) -> None:
+        if self._gap_timer is None and not self._filling:
+            loop = asyncio.get_running_loop()
+            self._gap_timer = loop.call_later(self.hub.gap_fill_delay, self._start_fill)
+
+    def _start_fill(self) -> None:
+        self._gap_timer = None
+        if self.hub.topics.get(self.cid) is not self:  # detached meanwhile
+            return
+        upto = max(self.ahead, default=0) - 1
+        if self.ahead or (self.next_seq is not None and self._fill_to >= self.next_seq):
+            self.hub.spawn(self.fill(upto))
+
+    async def fill(self, upto: int) -> None:
+        """Read events next_seq..upto from Postgres (a lost or late publish).
+
+        A fill asked for while one runs extends it; a failed read is retried after the gap
+        fill delay, so a resync is never lost to a concurrent gap fill or a Postgres blip.
+        """
+        self._fill_to = max(self._fill_to, upto)
+        if self.next_seq is None or self._filling:
+            return
+        self._filling = True
+        failed = False
+        try:
+            while self.next_seq <= self._fill_to:
+                first, last = self.next_seq, self._fill_to
+                metrics.GAP_FILLS.inc()
+                try:
+                    events = await self.hub.stores.messages.range(self.cid, first, last)
+                except Exception:
+                    metrics.ERRORS.labels("gap_fill").inc()
+                    log.warning("gap fill failed; retrying", extra={"conversation_id": self.cid})
+                    failed = True
+                    break
+                for event in events:
+                    self.accept(event["seq"], dumps(event), event)
+                if self.next_seq == first:  # nothing there (e.g. deleted): stop asking
+                    self._fill_to = first - 1
+                    break
+        finally:
+            self._filling = False
+        if self.ahead or failed:
+            self._arm_gap_fill()
