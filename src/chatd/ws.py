@@ -187,9 +187,10 @@ async def _catch_up(runtime: Runtime, conn: Connection, cid: int) -> None:
         for event in page:
             if not conn.push(cid, event["seq"], dumps(event), event):
                 return
+            # Paced per event: a page may hold more events than the send queue.
+            await conn.drained()
         if len(page) < CATCH_UP_PAGE:
             break
-        await conn.drained()
     conn.end_catch_up(cid)
 
 
