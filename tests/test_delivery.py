@@ -7,7 +7,8 @@ import uuid
 
 import asyncpg
 
-from tests.helpers import Api, Ws, ack_for
+from chatd.devstack import Stack
+from tests.helpers import Api, Ws, ack_for, wait_until_blocked
 
 
 async def test_direct_message_reaches_recipient_on_other_worker(w1: Api, w2: Api) -> None:
@@ -56,11 +57,29 @@ async def test_group_delivery_to_every_device_on_every_worker(w1: Api, w2: Api, 
         await ws.close()
 
 
-async def test_ack_is_sent_only_after_commit(w1: Api, db: asyncpg.Connection) -> None:
+async def test_ack_is_sent_only_after_commit(w1: Api, stack: Stack, db: asyncpg.Connection) -> None:
     alice, bob = await w1.user(), await w1.user()
     cid = await w1.direct(alice, bob)
     a = await Ws.connect(w1.base_url, alice.token)
-    for i in range(20):
+    watcher = await asyncpg.connect(stack.database_url)
+    try:
+        # Hold the conversation row lock every append takes first (migration 0006).
+        async with db.transaction():
+            await db.execute("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", cid)
+            holder = await db.fetchval("SELECT pg_backend_pid()")
+            await a.send_json({"type": "send", "conversation_id": cid, "client_msg_id": "held", "body": "x"})
+            # Barrier: the worker's append is waiting for this lock, so it has not committed.
+            await wait_until_blocked(watcher, holder)
+            assert not [f for f in a.frames if f["type"] in ("ack", "error")], "answered before COMMIT"
+            assert (
+                await watcher.fetchval("SELECT count(*) FROM messages WHERE conversation_id = $1", cid) == 0
+            )
+        ack = await a.expect(ack_for("held"))  # released: now it commits, then acks
+        row = await watcher.fetchrow("SELECT seq, body FROM messages WHERE id = $1", ack["message_id"])
+        assert row is not None and (row["seq"], row["body"]) == (ack["seq"], "x") == (1, "x")
+    finally:
+        await watcher.close()
+    for i in range(1, 20):
         ack = await a.send(cid, f"m{i}")
         # A fresh connection sees the row the moment the ack arrives: it was committed first.
         row = await db.fetchrow(
