@@ -186,13 +186,16 @@ async def test_catch_up_with_messages_sent_during_it(w1: Api, w2: Api) -> None:
         if i % 100 == 0:
             await a.expect(ack_for(f"pre{i}"), timeout=60)
 
+    sending = asyncio.Event()
+
     async def keep_sending() -> None:
         for i in range(1201, 1401):
             ack = await a.send(cid, f"{i}", f"live{i}")
             assert ack["type"] == "ack"
+            sending.set()
 
     sender = asyncio.create_task(keep_sending())
-    await asyncio.sleep(0.05)
+    await sending.wait()  # alice is sending
     # Bob had seen up to seq 100; he reconnects while Alice keeps sending.
     b = await Ws.connect(w2.base_url, bob.token, since={cid: 100}, wait_synced=False)
     await sender
@@ -214,5 +217,24 @@ async def test_ready_reports_last_seq_and_live_continues_from_it(w1: Api, w2: Ap
     await a.send(cid, "new")
     frame = await b.expect(lambda f: f["type"] == "message")
     assert frame["seq"] == 4 and b.messages(cid) == [frame]  # nothing before it is replayed
+    await a.close()
+    await b.close()
+
+
+async def test_a_lost_publish_is_filled_from_postgres_when_a_later_message_arrives(
+    w1: Api, w2: Api, db: asyncpg.Connection
+) -> None:
+    alice, bob = await w1.user(), await w1.user()
+    cid = await w1.direct(alice, bob)
+    a = await Ws.connect(w1.base_url, alice.token)
+    b = await Ws.connect(w2.base_url, bob.token)
+    await a.send(cid, "one")
+    await b.wait_seq(cid, 1)
+    # Committed, never published: as when a worker dies between COMMIT and PUBLISH.
+    await db.fetch("SELECT seq FROM chatd_append($1, $2, $3, $4)", cid, alice.id, "lost", "lost")
+    assert (await a.send(cid, "three"))["seq"] == 3
+    for ws in (b, a):  # both workers see seq 3 ahead of 2 and read the gap from Postgres
+        got = await ws.wait_seq(cid, 3)
+        assert [(f["seq"], f["body"]) for f in got] == [(1, "one"), (2, "lost"), (3, "three")]
     await a.close()
     await b.close()
