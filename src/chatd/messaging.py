@@ -101,8 +101,12 @@ class Messaging:
             return
         try:
             await self._stores.conversations.mark_took_part(conversation_id, user_id)
-        except Exception:
-            log.warning("took_part not recorded", extra={"conversation_id": conversation_id})
+        except Exception as exc:
+            log.warning(
+                "took_part not recorded",
+                extra={"conversation_id": conversation_id},
+                exc_info=None if is_unavailable(exc) else exc,
+            )
             return
         if len(self._took_part) >= TOOK_PART_CACHE:
             self._took_part.clear()

@@ -204,8 +204,12 @@ async def follow(runtime: Runtime, conn: Connection, conv: dict[str, Any], after
     try:
         await runtime.hub.attach(conn, [cid])
         await _catch_up(runtime, conn, cid)
-    except Exception:
-        log.warning("follow failed", extra={"user_id": conn.user_id, "conversation_id": cid})
+    except Exception as exc:
+        log.warning(
+            "follow failed",
+            extra={"user_id": conn.user_id, "conversation_id": cid},
+            exc_info=None if is_unavailable(exc) else exc,
+        )
         conn.close(CLOSE_UNAVAILABLE, "temporarily unavailable")
 
 
