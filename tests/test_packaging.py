@@ -46,7 +46,10 @@ def test_the_daemon_imports_no_client_or_local_stack_library() -> None:
 
 @pytest.mark.parametrize(
     ("argv", "extra"),
-    [(["client", "list"], "client"), (["dev", "status", "--dir", "/nonexistent"], "devstack")],
+    [
+        (["client", "--url", "http://127.0.0.1:1", "--user", "a", "chat", "b"], "client"),
+        (["dev", "status", "--dir", "/nonexistent"], "devstack"),
+    ],
 )
 def test_client_and_dev_without_their_extra_say_how_to_install_it(argv: list[str], extra: str) -> None:
     # As if the extra were not installed: importing any of its libraries fails.

@@ -308,6 +308,8 @@ def parser() -> argparse.ArgumentParser:
     except ImportError as exc:  # without the client extra: `chatd client ...` says how to get it
         missing = exc
         stub = sub.add_parser("client", help="a terminal chat client (the client extra)")
+        stub.add_argument("--url")
+        stub.add_argument("--user")
         stub.add_argument("rest", nargs=argparse.REMAINDER)
         stub.set_defaults(func=lambda _args: needs_extra("client", missing))
     else:

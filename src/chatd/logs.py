@@ -98,4 +98,3 @@ def _uvicorn_filter(record: logging.LogRecord) -> bool:
         record.exc_info, record.exc_text = None, None
         return logging.getLogger("uvicorn.error").isEnabledFor(logging.INFO)
     return True
-
