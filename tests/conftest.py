@@ -132,7 +132,9 @@ def spawn_worker(stack: Stack) -> Iterator[Callable[..., Worker]]:
 
 @pytest.fixture
 def private_redis(stack: Stack) -> Iterator[str]:
-    """A Redis server of its own, for tests that count Redis commands."""
+    """A Redis server of its own: for tests that count Redis commands, and for any worker that
+    must not share the session's Redis state. Never a second DB number on the session's Redis:
+    pub/sub ignores the DB, so its workers would still share every channel."""
     port = free_port()
     directory = Path(tempfile.mkdtemp(prefix="chatd-redis-"))
     proc = subprocess.Popen(

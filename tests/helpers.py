@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 import websockets
@@ -186,3 +187,22 @@ class User:
         self.id = user_id
         self.name = name
         self.token = token
+
+
+async def wait_until_blocked(watcher: asyncpg.Connection, holder_pid: int, timeout: float = 10) -> None:
+    """Barrier: some session is waiting for a lock that backend `holder_pid` holds."""
+    async with asyncio.timeout(timeout):
+        for _ in itertools.count():
+            if await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", holder_pid
+            ):
+                return
+            await asyncio.sleep(0.005)
+
+
+async def sentinel(sender: Ws, receiver: Ws, cid: int) -> None:
+    """Barrier: `sender` sends in `cid` and `receiver` gets it. Whatever the workers published
+    before that send has reached `receiver` by then (one subscriber per worker, in order)."""
+    ack = await sender.send(cid, "sentinel")
+    assert ack["type"] == "ack", ack
+    await receiver.wait_seq(cid, ack["seq"])

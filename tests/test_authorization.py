@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
-from tests.helpers import Api, Ws
+from tests.helpers import Api, Ws, sentinel
 
 
 async def test_non_member_cannot_read_send_or_subscribe(w1: Api, w2: Api) -> None:
     alice, bob, mallory = await w1.user(), await w1.user(), await w1.user("mallory")
     cid = await w1.direct(alice, bob)
+    side = await w1.direct(alice, mallory)  # for the barrier below
     a = await Ws.connect(w1.base_url, alice.token)
     await a.send(cid, "secret")
 
@@ -25,7 +24,7 @@ async def test_non_member_cannot_read_send_or_subscribe(w1: Api, w2: Api) -> Non
     error = await m.send(cid, "let me in")
     assert error["type"] == "error" and error["code"] == "not_member"
     await a.send(cid, "still secret")
-    await asyncio.sleep(0.3)
+    await sentinel(a, m, side)  # sent after "still secret", so it would have come first
     assert m.messages(cid) == []
     assert [f["body"] for f in await w1.history(bob, cid)] == ["secret", "still secret"]
     await a.close()
@@ -55,6 +54,7 @@ async def test_added_member_follows_live_from_the_add(w1: Api, w2: Api) -> None:
 async def test_removed_member_stops_receiving_at_the_removal(w1: Api, w2: Api) -> None:
     owner, member = await w1.user(), await w1.user()
     cid = await w1.group(owner, [member])
+    side = await w1.direct(owner, member)  # for the barrier below
     o = await Ws.connect(w1.base_url, owner.token)
     m = await Ws.connect(w2.base_url, member.token)
     await o.send(cid, "one")
@@ -63,7 +63,7 @@ async def test_removed_member_stops_receiving_at_the_removal(w1: Api, w2: Api) -
     removal_seq = removed.json()["event"]["seq"]
     await o.send(cid, "after removal")
     await m.expect(lambda f: f["type"] == "message" and f["kind"] == "members_removed")
-    await asyncio.sleep(0.3)
+    await sentinel(o, m, side)  # sent after "after removal", so it would have come first
     assert [f["seq"] for f in m.messages(cid)] == [1, removal_seq]
     assert (await m.send(cid, "can I?"))["code"] == "not_member"
     assert (await w1.call("GET", f"/v1/conversations/{cid}/messages", member.token)).status_code == 403

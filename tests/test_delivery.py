@@ -7,7 +7,8 @@ import uuid
 
 import asyncpg
 
-from tests.helpers import Api, Ws, ack_for
+from chatd.devstack import Stack
+from tests.helpers import Api, Ws, ack_for, wait_until_blocked
 
 
 async def test_direct_message_reaches_recipient_on_other_worker(w1: Api, w2: Api) -> None:
@@ -56,11 +57,29 @@ async def test_group_delivery_to_every_device_on_every_worker(w1: Api, w2: Api, 
         await ws.close()
 
 
-async def test_ack_is_sent_only_after_commit(w1: Api, db: asyncpg.Connection) -> None:
+async def test_ack_is_sent_only_after_commit(w1: Api, stack: Stack, db: asyncpg.Connection) -> None:
     alice, bob = await w1.user(), await w1.user()
     cid = await w1.direct(alice, bob)
     a = await Ws.connect(w1.base_url, alice.token)
-    for i in range(20):
+    watcher = await asyncpg.connect(stack.database_url)
+    try:
+        # Hold the conversation row lock every append takes first (migration 0006).
+        async with db.transaction():
+            await db.execute("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", cid)
+            holder = await db.fetchval("SELECT pg_backend_pid()")
+            await a.send_json({"type": "send", "conversation_id": cid, "client_msg_id": "held", "body": "x"})
+            # Barrier: the worker's append is waiting for this lock, so it has not committed.
+            await wait_until_blocked(watcher, holder)
+            assert not [f for f in a.frames if f["type"] in ("ack", "error")], "answered before COMMIT"
+            assert (
+                await watcher.fetchval("SELECT count(*) FROM messages WHERE conversation_id = $1", cid) == 0
+            )
+        ack = await a.expect(ack_for("held"))  # released: now it commits, then acks
+        row = await watcher.fetchrow("SELECT seq, body FROM messages WHERE id = $1", ack["message_id"])
+        assert row is not None and (row["seq"], row["body"]) == (ack["seq"], "x") == (1, "x")
+    finally:
+        await watcher.close()
+    for i in range(1, 20):
         ack = await a.send(cid, f"m{i}")
         # A fresh connection sees the row the moment the ack arrives: it was committed first.
         row = await db.fetchrow(
@@ -167,13 +186,16 @@ async def test_catch_up_with_messages_sent_during_it(w1: Api, w2: Api) -> None:
         if i % 100 == 0:
             await a.expect(ack_for(f"pre{i}"), timeout=60)
 
+    sending = asyncio.Event()
+
     async def keep_sending() -> None:
         for i in range(1201, 1401):
             ack = await a.send(cid, f"{i}", f"live{i}")
             assert ack["type"] == "ack"
+            sending.set()
 
     sender = asyncio.create_task(keep_sending())
-    await asyncio.sleep(0.05)
+    await sending.wait()  # alice is sending
     # Bob had seen up to seq 100; he reconnects while Alice keeps sending.
     b = await Ws.connect(w2.base_url, bob.token, since={cid: 100}, wait_synced=False)
     await sender
@@ -195,5 +217,24 @@ async def test_ready_reports_last_seq_and_live_continues_from_it(w1: Api, w2: Ap
     await a.send(cid, "new")
     frame = await b.expect(lambda f: f["type"] == "message")
     assert frame["seq"] == 4 and b.messages(cid) == [frame]  # nothing before it is replayed
+    await a.close()
+    await b.close()
+
+
+async def test_a_lost_publish_is_filled_from_postgres_when_a_later_message_arrives(
+    w1: Api, w2: Api, db: asyncpg.Connection
+) -> None:
+    alice, bob = await w1.user(), await w1.user()
+    cid = await w1.direct(alice, bob)
+    a = await Ws.connect(w1.base_url, alice.token)
+    b = await Ws.connect(w2.base_url, bob.token)
+    await a.send(cid, "one")
+    await b.wait_seq(cid, 1)
+    # Committed, never published: as when a worker dies between COMMIT and PUBLISH.
+    await db.fetch("SELECT seq FROM chatd_append($1, $2, $3, $4)", cid, alice.id, "lost", "lost")
+    assert (await a.send(cid, "three"))["seq"] == 3
+    for ws in (b, a):  # both workers see seq 3 ahead of 2 and read the gap from Postgres
+        got = await ws.wait_seq(cid, 3)
+        assert [(f["seq"], f["body"]) for f in got] == [(1, "one"), (2, "lost"), (3, "three")]
     await a.close()
     await b.close()

@@ -138,6 +138,60 @@ async def test_acked_message_reaches_online_member_after_redis_restart(
     await b.wait_seq(cid, 2, timeout=HEAL_BOUND_S + MARGIN_S)
     print(f"delivered {time.monotonic() - back:.2f}s after Redis came back")
     assert seqs(b, cid) == [1, 2]
+    # Live again: a later message follows, nothing twice.
+    assert (await a.send(cid, "after"))["seq"] == 3
+    await b.wait_seq(cid, 3)
+    assert seqs(b, cid) == [1, 2, 3]
+    await a.close()
+    await b.close()
+
+
+async def test_subscriber_resync_delivers_what_was_committed_while_it_was_away(
+    spawn_worker: Callable[..., Worker], redis_server: RedisServer, db: asyncpg.Connection
+) -> None:
+    # Committed while the subscriber is disconnected and never published (no outbox holds it):
+    # only the subscriber's resync, reading the tail from Postgres, can deliver it.
+    worker = spawn_worker(CHATD_REDIS_URL=redis_server.url)
+    cid, a, b = await pair(worker)
+    sender = await db.fetchval("SELECT sender_id FROM messages WHERE conversation_id = $1", cid)
+    redis_server.stop()
+    await db.fetch("SELECT seq FROM chatd_append($1, $2, $3, $4)", cid, sender, "away", "while away")
+    redis_server.start()
+    await b.wait_seq(cid, 2, timeout=HEAL_BOUND_S + MARGIN_S)
+    assert (await a.send(cid, "later"))["seq"] == 3  # and a later message follows it
+    await b.wait_seq(cid, 3)
+    assert [(f["seq"], f["body"]) for f in b.messages(cid)] == [
+        (1, "warm up"),
+        (2, "while away"),
+        (3, "later"),
+    ]
+    await a.close()
+    await b.close()
+
+
+async def test_the_send_rate_limit_fails_open_while_redis_is_down(
+    spawn_worker: Callable[..., Worker], redis_server: RedisServer
+) -> None:
+    worker = spawn_worker(
+        CHATD_REDIS_URL=redis_server.url, CHATD_RATE_LIMIT_MESSAGES="3", CHATD_RATE_LIMIT_WINDOW_S="3600"
+    )
+    cid, a, b = await pair(worker)  # one send of three
+    replies = [await a.send(cid, f"up{i}") for i in range(3)]
+    assert [r["type"] for r in replies] == ["ack", "ack", "error"] and replies[2]["code"] == "rate_limited"
+    redis_server.stop()
+    down = [await a.send(cid, f"down{i}") for i in range(5)]
+    assert [r["type"] for r in down] == ["ack"] * 5, "allowed while Redis is away (fail open)"
+    redis_server.start()
+    # Back: the (empty) Redis counts again, once the limiter stops skipping it after the failure.
+    for i in range(200):
+        reply = await a.send(cid, f"back{i}")
+        if reply["type"] == "error":
+            assert reply["code"] == "rate_limited", reply
+            break
+        assert reply["type"] == "ack", reply
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the limit never applied again after Redis came back")
     await a.close()
     await b.close()
 

@@ -66,6 +66,11 @@ async def test_health_and_readiness(stack: Stack) -> None:
         assert down.status_code == 503
         assert any(p.startswith("postgres") for p in down.json()["problems"])
         assert httpx.get(f"{stack.worker_url(0)}/healthz").status_code == 200
+        # A request that needs Postgres is told to retry, not that the server has a bug.
+        login = httpx.post(
+            f"{stack.worker_url(0)}/v1/login", json={"username": "nobody", "password": "x"}, timeout=30
+        )
+        assert login.status_code == 503 and login.json()["error"]["code"] == "unavailable", login.text
     finally:
         stack.start_postgres()
     deadline = time.monotonic() + 20

@@ -7,14 +7,28 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from tests.conftest import Worker
-from tests.helpers import Api, Frame, User, Ws
+from tests.helpers import Api, Frame, User, Ws, ws_url
 
 TTL, SWEEP, GRACE = 3.0, 0.5, 2.0
+
+# A client in a process of its own: authenticates, says so, then only answers pings (the
+# library does that in a background thread) until it is stopped.
+STILL_CLIENT = """
+import json, sys, time
+from websockets.sync.client import connect
+ws = connect(sys.argv[1])
+ws.send(json.dumps({"type": "auth", "token": sys.argv[2]}))
+while json.loads(ws.recv())["type"] != "synced":
+    pass
+print("synced", flush=True)
+time.sleep(3600)
+"""
 
 
 def about(uid: int, status: str | None = None) -> Callable[[Frame], bool]:
@@ -23,6 +37,18 @@ def about(uid: int, status: str | None = None) -> Callable[[Frame], bool]:
 
 def events(ws: Ws, uid: int) -> list[str]:
     return [f["status"] for f in ws.frames if about(uid)(f)]
+
+
+async def sentinel_offline(api: Api, observer: User, o: Ws, url: str) -> None:
+    """Barrier: a sentinel user the observer sees connects on `url`, then closes. Its offline
+    reaches `o` after every event published before the close, and after every sweep that ran
+    before its grace period ran out (sweeps take expired users in deadline order)."""
+    sentinel = await api.user()
+    await api.direct(sentinel, observer)  # the opener took part: the observer sees them (§4.9)
+    ws = await Ws.connect(url, sentinel.token)
+    await o.expect(about(sentinel.id, "online"))
+    await ws.close()
+    await o.expect(about(sentinel.id, "offline"), timeout=GRACE + 2 * SWEEP + 5)
 
 
 async def watched(api: Api, observer_url: str, *device_urls: str) -> tuple[User, User, Ws, list[Ws]]:
@@ -53,14 +79,14 @@ async def test_online_on_connect_then_snapshot_for_later_observers(w1: Api, w2: 
 async def test_offline_on_clean_close_of_the_last_device_only(w1: Api, w2: Api) -> None:
     user, observer, o, (phone, laptop) = await watched(w1, w2.base_url, w1.base_url, w2.base_url)
     await phone.close()
-    await asyncio.sleep(GRACE + 2 * SWEEP + 0.5)
+    await sentinel_offline(w1, observer, o, w1.base_url)
     assert events(o, user.id) == ["online"], "closing one of two devices changes nothing"
     closed = time.monotonic()
     await laptop.close()
     offline = await o.expect(about(user.id, "offline"), timeout=GRACE + 2 * SWEEP + 2)
     assert time.monotonic() - closed >= GRACE - 0.2, "debounced by the grace period"
     assert offline["last_seen"] is not None
-    await asyncio.sleep(1)
+    await sentinel_offline(w1, observer, o, w2.base_url)
     assert events(o, user.id) == ["online", "offline"]
     found = (await w1.call("POST", "/v1/presence", observer.token, {"user_ids": [user.id]})).json()
     [entry] = found["presence"]
@@ -71,10 +97,11 @@ async def test_offline_on_clean_close_of_the_last_device_only(w1: Api, w2: Api) 
 async def test_away_only_when_every_device_is_idle(w1: Api, w2: Api) -> None:
     user, _, o, (d1, d2) = await watched(w1, w2.base_url, w1.base_url, w2.base_url)
     await d1.send_json({"type": "presence", "status": "idle"})
-    await asyncio.sleep(0.5)
-    assert events(o, user.id) == ["online"]
+    await d1.send_json({"type": "ping"})
+    await d1.expect(lambda f: f["type"] == "pong")  # d1's idle is handled (and published)
     await d2.send_json({"type": "presence", "status": "idle"})
     await o.expect(about(user.id, "away"))
+    assert events(o, user.id) == ["online", "away"], "one idle device of two changes nothing"
     await d1.send_json({"type": "presence", "status": "active"})
     await o.expect(about(user.id, "online"))
     assert events(o, user.id) == ["online", "away", "online"]
@@ -88,7 +115,7 @@ async def test_strangers_see_no_presence(w1: Api, w2: Api) -> None:
     s = await Ws.connect(w2.base_url, stranger.token)
     u = await Ws.connect(w1.base_url, user.token)
     await u.close()
-    await asyncio.sleep(GRACE + 2 * SWEEP + 0.5)
+    await sentinel_offline(w1, stranger, s, w1.base_url)  # closes after u, on the same worker
     assert events(s, user.id) == []
     assert all(p["user_id"] != user.id for p in s.ready["presence"])
     found = (
@@ -126,7 +153,7 @@ async def test_crashed_worker_users_go_offline_within_ttl_plus_sweep_exactly_onc
     w1: Api, spawn_worker: Callable[..., Worker]
 ) -> None:
     doomed = spawn_worker()
-    user, _, o, [u] = await watched(w1, w1.base_url, doomed.url)
+    user, observer, o, [u] = await watched(w1, w1.base_url, doomed.url)
     await asyncio.sleep(1.2)  # at least one heartbeat refreshed the entry
     doomed.proc.send_signal(signal.SIGKILL)
     killed = time.monotonic()
@@ -134,7 +161,8 @@ async def test_crashed_worker_users_go_offline_within_ttl_plus_sweep_exactly_onc
     took = time.monotonic() - killed
     print(f"offline seen {took:.2f}s after kill -9 (TTL {TTL}s + sweep {SWEEP}s)")
     assert took <= TTL + SWEEP + 0.5
-    await asyncio.sleep(2 * SWEEP + 1)  # every worker sweeps; still one event
+    # Every worker sweeps several times before the sentinel's grace runs out: still one event.
+    await sentinel_offline(w1, observer, o, w1.base_url)
     assert events(o, user.id) == ["online", "offline"]
     await u.close()
     await o.close()
@@ -143,15 +171,23 @@ async def test_crashed_worker_users_go_offline_within_ttl_plus_sweep_exactly_onc
 async def test_rolling_restart_with_fast_reconnect_does_not_flap(
     w1: Api, w2: Api, spawn_worker: Callable[..., Worker]
 ) -> None:
-    restarting = spawn_worker()
-    user, _, o, [u] = await watched(w1, w1.base_url, restarting.url)
+    restarting, crashing = spawn_worker(), spawn_worker()
+    user, observer, o, [u] = await watched(w1, w1.base_url, restarting.url)
+    # The barrier: a sentinel on another worker that will crash, so its offline comes from a
+    # TTL expiry later than any deadline (grace or TTL) the restart could have set for `user`.
+    sentinel = await w1.user()
+    await w1.direct(sentinel, observer)
+    v = await Ws.connect(crashing.url, sentinel.token)
+    await o.expect(about(sentinel.id, "online"))
     restarting.proc.send_signal(signal.SIGTERM)
     assert await u.wait_closed() == 1012
     moved = await Ws.connect(w2.base_url, user.token)  # reconnect elsewhere within the grace
     assert moved.ready["type"] == "ready"
     assert restarting.proc.wait(20) in (0, -signal.SIGTERM)
-    await asyncio.sleep(TTL + GRACE + 2 * SWEEP)
+    crashing.proc.send_signal(signal.SIGKILL)
+    await o.expect(about(sentinel.id, "offline"), timeout=TTL + GRACE + 2 * SWEEP + 5)
     assert events(o, user.id) == ["online"], "observers see no offline/online pair"
+    await v.close()
     await moved.close()
     await o.close()
 
@@ -163,4 +199,28 @@ async def test_last_seen_is_when_the_last_device_closed(w1: Api) -> None:
     offline = await o.expect(about(user.id, "offline"), timeout=GRACE + 2 * SWEEP + 2)
     seen = datetime.fromisoformat(offline["last_seen"])
     assert abs((seen - closed_at).total_seconds()) < 0.5, "not the later time the grace ran out"
+    await o.close()
+
+
+async def test_a_client_that_vanishes_without_a_close_goes_offline_after_the_ping_timeout(
+    w1: Api, w2: Api
+) -> None:
+    user, observer = await w1.user(), await w1.user()
+    await w1.direct(user, observer)
+    o = await Ws.connect(w2.base_url, observer.token)
+    client = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", STILL_CLIENT, ws_url(w1.base_url), user.token, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert client.stdout is not None
+        assert await client.stdout.readline() == b"synced\n"
+        await o.expect(about(user.id, "online"))
+        # Frozen: the socket stays open (the kernel still acknowledges), but no ping is answered
+        # and no close is ever sent. The worker's ping timeout (the presence TTL) must notice.
+        client.send_signal(signal.SIGSTOP)
+        offline = await o.expect(about(user.id, "offline"), timeout=4 * TTL + GRACE + 5)
+        assert offline["last_seen"] is not None
+    finally:
+        client.kill()
+        await client.wait()
     await o.close()

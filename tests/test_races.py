@@ -12,6 +12,7 @@ import orjson
 import pytest
 import websockets
 
+from chatd import policy
 from chatd.devstack import Stack
 from chatd.errors import ChatdError, Code
 from chatd.storage.conversations import ConversationStore
@@ -103,10 +104,20 @@ async def test_membership_change_by_a_concurrently_removed_member_is_refused(
     pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=2)
     try:
         store = ConversationStore(pool)
-        if action == "add":  # bob, being removed, adds himself back and a friend
-            actor, change = bob.id, lambda: store.add_members(cid, bob.id, [bob.id, dave.id], 100)
-        else:  # the owner, being removed, removes carol
-            actor, change = owner.id, lambda: store.remove_members(cid, owner.id, [carol.id])
+        # bob, being removed, adds himself back and a friend; or the owner, being removed, removes
+        # carol: as Messaging.add_members / remove_members do it, the rules decided on the facts
+        # read under the lock.
+        actor = bob.id if action == "add" else owner.id
+
+        async def change() -> None:
+            async with store.change_group(cid, actor) as group:
+                if action == "add":
+                    policy.may_change_members(group.facts)
+                    await group.add([bob.id, dave.id])
+                else:
+                    policy.may_remove(group.facts, actor, [carol.id])
+                    await group.remove([carol.id])
+
         (outcome,) = await _removed_while_waiting(stack, db, cid, actor, change)
     finally:
         await pool.close()

@@ -31,8 +31,10 @@ async def test_direct_read_event_reaches_sender_and_other_devices(w1: Api, w2: A
     assert (read["conversation_id"], read["user_id"], read["seq"]) == (cid, bob.id, 2)
     synced = await b2.expect(lambda f: f["type"] == "read_state")
     assert synced["last_read_seq"] == 2
-    await asyncio.sleep(0.2)
-    assert [f for f in b1.frames if f["type"] == "read_state"] == [reply]  # no echo to the marker
+    # Barrier: b2's later mark reaches b1 after any echo of b1's own mark would have.
+    await b2.read(cid, 3)
+    later = await b1.expect(lambda f: f["type"] == "read_state" and f["last_read_seq"] == 3)
+    assert [f for f in b1.frames if f["type"] == "read_state"] == [reply, later]  # no echo to the marker
     for ws in (a, b1, b2):
         await ws.close()
 
@@ -144,10 +146,15 @@ async def test_private_read_state_is_not_shared_but_still_syncs(w1: Api, w2: Api
     assert [x["read_by"] for x in counts["counts"]] == [1, 1]  # carol only
     who = (await w1.call("GET", f"/v1/conversations/{group}/messages/2/readers", alice.token)).json()
     assert who["user_ids"] == [carol.id]
-    await asyncio.sleep(0.5)
-    assert not any(f["type"] == "read" for f in a.frames), "bob's reads stay private"
     # Sharing again publishes the pointers bob already has.
     await w1.call("PUT", "/v1/me/settings", bob.token, {"share_read_state": True})
+    # Barrier: a shared mark from the same socket reaches alice after any `read` that bob's
+    # private marks (published before their replies) would have sent.
+    await send_n(a, direct, 1)
+    await b1.wait_seq(direct, 3)
+    await b1.read(direct, 3)
+    shared = await a.expect(lambda f: f["type"] == "read" and f["conversation_id"] == direct)
+    assert [f for f in a.frames if f["type"] == "read"] == [shared], "bob's private reads stayed private"
     counts = (await w1.call("GET", f"/v1/conversations/{group}/receipts?from=1&to=2", alice.token)).json()
     assert [x["read_by"] for x in counts["counts"]] == [2, 2]
     for ws in (a, b1, b2, c):

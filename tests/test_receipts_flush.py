@@ -20,10 +20,6 @@ from tests.helpers import Api, User, Ws
 from tests.test_large_group import bulk_users
 
 
-def redis_db(stack: Stack, db: int) -> str:
-    return stack.redis_url.rsplit("/", 1)[0] + f"/{db}"
-
-
 async def pointer(db: asyncpg.Connection, cid: int, uid: int) -> int | None:
     value: int | None = await db.fetchval(
         "SELECT last_read_seq FROM read_pointers WHERE conversation_id = $1 AND user_id = $2", cid, uid
@@ -57,26 +53,30 @@ async def group_with_flushed_reads(
 
 
 async def test_pointers_reach_postgres_within_one_interval(w1: Api, db: asyncpg.Connection) -> None:
-    alice, bob = await w1.user(), await w1.user()
-    cid = await w1.direct(alice, bob)
+    alice, bob, carol = await w1.user(), await w1.user(), await w1.user()
+    cid = await w1.group(alice, [bob, carol])
     a = await Ws.connect(w1.base_url, alice.token)
     for i in range(4):
         await a.send(cid, f"m{i}")
     b = await Ws.connect(w1.base_url, bob.token)
+    c = await Ws.connect(w1.base_url, carol.token)
     await b.read(cid, 4)
     await wait_pointer(db, cid, bob.id, 4, within=1.0 + 0.5)  # the test stack flushes every 1 s
     await b.read(cid, 2)  # older: Postgres never moves back either
-    await asyncio.sleep(1.5)
+    # Barrier: carol's first mark, made after bob's older one, is in Postgres only once a
+    # flush has run that would have written anything bob's mark changed.
+    await c.read(cid, 1)
+    await wait_pointer(db, cid, carol.id, 1, within=1.0 + 0.5)
     assert await pointer(db, cid, bob.id) == 4
-    await a.close()
-    await b.close()
+    for ws in (a, b, c):
+        await ws.close()
 
 
 async def test_sigterm_flushes_every_pointer(
-    stack: Stack, w1: Api, spawn_worker: Callable[..., Worker], db: asyncpg.Connection
+    private_redis: str, w1: Api, spawn_worker: Callable[..., Worker], db: asyncpg.Connection
 ) -> None:
     # Its own Redis database, and no periodic flush: only the shutdown flush can write these.
-    worker = spawn_worker(CHATD_REDIS_URL=redis_db(stack, 3), CHATD_RECEIPT_FLUSH_INTERVAL_S="3600")
+    worker = spawn_worker(CHATD_REDIS_URL=private_redis, CHATD_RECEIPT_FLUSH_INTERVAL_S="3600")
     owner = await w1.user()
     readers = [await w1.user() for _ in range(20)]
     cid = await w1.group(owner, readers)
@@ -99,13 +99,13 @@ async def test_sigterm_flushes_every_pointer(
 
 
 async def test_state_is_rebuilt_from_postgres_after_flushall(
-    stack: Stack, w1: Api, spawn_worker: Callable[..., Worker], db: asyncpg.Connection
+    private_redis: str, w1: Api, spawn_worker: Callable[..., Worker], db: asyncpg.Connection
 ) -> None:
-    worker = spawn_worker(CHATD_REDIS_URL=redis_db(stack, 4), CHATD_RECEIPT_FLUSH_INTERVAL_S="0.5")
+    worker = spawn_worker(CHATD_REDIS_URL=private_redis, CHATD_RECEIPT_FLUSH_INTERVAL_S="0.5")
     api = Api(worker.url)
     cid, (alice, bob, _), (a, b, c) = await group_with_flushed_reads(api, worker.url, db, 6, (4, 2))
     await b.read(cid, 5)  # newer than the last flush: may be lost, at most one interval's worth
-    redis = aioredis.Redis.from_url(redis_db(stack, 4))
+    redis = aioredis.Redis.from_url(private_redis)
     await redis.flushdb()
     await redis.aclose()
     counts = (await api.call("GET", f"/v1/conversations/{cid}/receipts?from=1&to=6", alice.token)).json()
@@ -121,8 +121,8 @@ async def test_state_is_rebuilt_from_postgres_after_flushall(
     await api.http.aclose()
 
 
-async def test_two_flushers_never_both_run(stack: Stack) -> None:
-    redis = aioredis.Redis.from_url(redis_db(stack, 5))
+async def test_two_flushers_never_both_run(stack: Stack, private_redis: str) -> None:
+    redis = aioredis.Redis.from_url(private_redis)
     pool = await create_pool(stack.database_url, 1, 2)
     state = ReadState(redis)
     first, second = Flusher(Stores(pool), state, 1), Flusher(Stores(pool), state, 1)
@@ -224,12 +224,12 @@ async def test_mark_and_count_cost_the_same_redis_work_at_10000_members(
 
 
 async def test_sharing_again_after_redis_data_loss_keeps_counts_right(
-    stack: Stack, spawn_worker: Callable[..., Worker], db: asyncpg.Connection
+    private_redis: str, spawn_worker: Callable[..., Worker], db: asyncpg.Connection
 ) -> None:
-    worker = spawn_worker(CHATD_REDIS_URL=redis_db(stack, 7), CHATD_RECEIPT_FLUSH_INTERVAL_S="0.5")
+    worker = spawn_worker(CHATD_REDIS_URL=private_redis, CHATD_RECEIPT_FLUSH_INTERVAL_S="0.5")
     api = Api(worker.url)
     cid, (alice, bob, _), (a, b, c) = await group_with_flushed_reads(api, worker.url, db, 3, (3, 2))
-    redis = aioredis.Redis.from_url(redis_db(stack, 7))
+    redis = aioredis.Redis.from_url(private_redis)
     await redis.flushdb()
     await redis.aclose()
     for share in (False, True):

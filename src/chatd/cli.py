@@ -9,11 +9,20 @@ import os
 import shlex
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from chatd import __version__, devstack, logs
+from chatd import __version__, logs
 from chatd.config import ConfigError, Settings, documented_defaults
+
+if TYPE_CHECKING:
+    from chatd import devstack
+
+Command = Callable[[argparse.Namespace], int]
+# The daemon's wheel installs neither: `chatd client` and `chatd dev` need their extra.
+EXTRAS = {"client": ("httpx", "websockets", "prompt_toolkit"), "dev": ("httpx", "jinja2")}
+EXTRA_NAMES = {"client": "client", "dev": "devstack"}
 
 
 def program() -> str:
@@ -27,6 +36,30 @@ def program() -> str:
     if on_path and Path(on_path).resolve() == Path(argv0).resolve():
         return Path(argv0).name
     return shlex.quote(argv0)
+
+
+def needs_extra(command: str, exc: ImportError) -> int:
+    """`chatd client` or `chatd dev` without its extra: one line saying how to install it."""
+    if exc.name is None or exc.name.partition(".")[0] not in EXTRAS[command]:
+        raise exc
+    extra = EXTRA_NAMES[command]
+    print(
+        f"chatd: `chatd {command}` needs the {extra} extra ({exc.name} is not installed): "
+        f"pip install 'chatd[{extra}]'",
+        file=sys.stderr,
+    )
+    return 2
+
+
+def _with_devstack(func: Command) -> Command:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            from chatd import devstack  # noqa: F401  (httpx, jinja2)
+        except ImportError as exc:
+            return needs_extra("dev", exc)
+        return func(args)
+
+    return run
 
 
 def _settings() -> Settings:
@@ -100,6 +133,8 @@ def _prog(args: argparse.Namespace, rest: str) -> str:
 
 
 def _open(root: Path) -> devstack.Stack | None:
+    from chatd import devstack
+
     if (root / devstack.STATE).exists():
         return devstack.Stack.load(root)
     if (root / "pg" / "PG_VERSION").exists():
@@ -111,6 +146,8 @@ def _open(root: Path) -> devstack.Stack | None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from chatd import devstack
+
     root = Path(args.dir).resolve()
     try:
         stack = _open(root)
@@ -164,6 +201,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    from chatd import devstack
+
     root = Path(args.dir).resolve()
     if not (root / devstack.STATE).exists():
         print(f"chatd: no stack in {root}", file=sys.stderr)
@@ -175,6 +214,8 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Exit 0 when everything runs, 3 (as `systemctl status`) when something is down."""
+    from chatd import devstack
+
     root = Path(args.dir).resolve()
     if not (root / devstack.STATE).exists():
         print(f"chatd: no stack in {root}", file=sys.stderr)
@@ -193,6 +234,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
+    from chatd import devstack
+
     root = Path(args.dir).resolve()
     if not (root / devstack.STATE).exists():
         print(f"chatd: no stack in {root}", file=sys.stderr)
@@ -222,14 +265,14 @@ def add_dev_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     up = dev_sub.add_parser("up", help="start the stack (or what of it is down) and print its URL")
     up.add_argument("--workers", type=int, help="default 2, or what the stack had")
     up.add_argument("--port", type=int, help="nginx port on 127.0.0.1; default 8080, or what the stack had")
-    up.set_defaults(func=cmd_up)
+    up.set_defaults(func=_with_devstack(cmd_up))
     down = dev_sub.add_parser("down", help="stop the stack; its data stays")
-    down.set_defaults(func=cmd_down)
+    down.set_defaults(func=_with_devstack(cmd_down))
     status = dev_sub.add_parser("status", help="each process, up or down")
-    status.set_defaults(func=cmd_status)
+    status.set_defaults(func=_with_devstack(cmd_status))
     restart = dev_sub.add_parser("restart", help="drain and restart one worker")
     restart.add_argument("process", help="worker-1, worker-2, ...")
-    restart.set_defaults(func=cmd_restart)
+    restart.set_defaults(func=_with_devstack(cmd_restart))
     for cmd in (up, down, status, restart):
         cmd.add_argument("--dir", default=DEFAULT_DIR, help=f"where the stack lives (default {DEFAULT_DIR})")
 
@@ -260,9 +303,17 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--list", action="store_true", help="list every setting and its default")
     check.set_defaults(func=cmd_check_config)
 
-    from chatd import client
-
-    client.add_parser(sub)
+    try:
+        from chatd import client
+    except ImportError as exc:  # without the client extra: `chatd client ...` says how to get it
+        missing = exc
+        stub = sub.add_parser("client", help="a terminal chat client (the client extra)")
+        stub.add_argument("--url")
+        stub.add_argument("--user")
+        stub.add_argument("rest", nargs=argparse.REMAINDER)
+        stub.set_defaults(func=lambda _args: needs_extra("client", missing))
+    else:
+        client.add_parser(sub)
     add_dev_parser(sub)
     return top
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -68,102 +68,70 @@ def _log_level(name: str, raw: str) -> str:
     return level
 
 
-# variable suffix -> (default, parser); a default of None means required.
 _Parser = Callable[[str, str], Any]
-_SPEC: dict[str, tuple[str | None, _Parser]] = {
-    "database_url": (None, lambda n, v: _url(n, v, ("postgresql", "postgres"))),
-    "redis_url": ("redis://127.0.0.1:6379/0", lambda n, v: _url(n, v, ("redis", "rediss", "unix"))),
-    "log_level": ("info", _log_level),
-    "metrics": ("on", _switch),
-    "forwarded_allow_ips": ("127.0.0.1,::1", lambda n, v: v),
-    "allowed_origins": ("", _origins),
-    "db_pool_min": ("2", lambda n, v: _int(n, v, 1, 200)),
-    "db_pool_max": ("20", lambda n, v: _int(n, v, 1, 500)),
-    "redis_pool_max": ("100", lambda n, v: _int(n, v, 2, 10_000)),
-    "redis_send_timeout_s": ("0.5", lambda n, v: _float(n, v, 0.05, 10)),
-    "max_frame_bytes": ("65536", lambda n, v: _int(n, v, 1024, 16 * 1024 * 1024)),
-    "max_http_body_bytes": ("65536", lambda n, v: _int(n, v, 1024, 16 * 1024 * 1024)),
-    "max_message_chars": ("4000", lambda n, v: _int(n, v, 1, 1_000_000)),
-    "max_group_members": ("100000", lambda n, v: _int(n, v, 2, 1_000_000)),
-    "user_lookup_rate_limit": ("30", lambda n, v: _int(n, v, 1, 1_000_000)),
-    "rate_limit_messages": ("50", lambda n, v: _int(n, v, 1, 1_000_000)),
-    "rate_limit_window_s": ("10", lambda n, v: _int(n, v, 1, 3600)),
-    "login_rate_limit": ("10", lambda n, v: _int(n, v, 1, 1_000_000)),
-    "login_address_rate_limit": ("30", lambda n, v: _int(n, v, 1, 1_000_000)),
-    "register_rate_limit": ("20", lambda n, v: _int(n, v, 1, 1_000_000)),
-    "auth_timeout_s": ("10", lambda n, v: _float(n, v, 0.1, 300)),
-    "send_queue_frames": ("2000", lambda n, v: _int(n, v, 10, 1_000_000)),
-    "max_connections_per_user": ("20", lambda n, v: _int(n, v, 1, 100_000)),
-    "gap_fill_delay_s": ("0.2", lambda n, v: _float(n, v, 0.001, 10)),
-    "drain_timeout_s": ("10", lambda n, v: _float(n, v, 0, 300)),
-    "receipt_flush_interval_s": ("10", lambda n, v: _float(n, v, 0.05, 3600)),
-    "receipt_push_interval_ms": ("1000", lambda n, v: _int(n, v, 10, 60_000)),
-    "readers_list_max": ("100", lambda n, v: _int(n, v, 2, 100_000)),
-    "presence_ttl_s": ("30", lambda n, v: _float(n, v, 0.5, 3600)),
-    "presence_heartbeat_s": ("10", lambda n, v: _float(n, v, 0.1, 600)),
-    "presence_sweep_s": ("2", lambda n, v: _float(n, v, 0.05, 600)),
-    "presence_grace_s": ("5", lambda n, v: _float(n, v, 0, 600)),
-    "presence_snapshot_max": ("1000", lambda n, v: _int(n, v, 0, 1_000_000)),
-    "presence_max_group_size": ("100", lambda n, v: _int(n, v, 2, 1_000_000)),
-    "argon2_time_cost": ("3", lambda n, v: _int(n, v, 1, 20)),
-    "argon2_memory_kib": ("65536", lambda n, v: _int(n, v, 8, 4 * 1024 * 1024)),
-    "argon2_concurrency": ("1", lambda n, v: _int(n, v, 1, 64)),
-    "argon2_queue": ("16", lambda n, v: _int(n, v, 0, 100_000)),
-}
+
+
+def _setting(default: str | None, parse: _Parser) -> Any:
+    """A setting: its default as the variable would spell it (None: required) and its parser."""
+    return field(metadata={"default": default, "parse": parse})
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    database_url: str
-    redis_url: str
-    log_level: str
-    metrics: bool
-    forwarded_allow_ips: str
-    allowed_origins: tuple[str, ...]
-    db_pool_min: int
-    db_pool_max: int
-    redis_pool_max: int
-    redis_send_timeout_s: float
-    max_frame_bytes: int
-    max_http_body_bytes: int
-    max_message_chars: int
-    max_group_members: int
-    user_lookup_rate_limit: int
-    rate_limit_messages: int
-    rate_limit_window_s: int
-    login_rate_limit: int
-    login_address_rate_limit: int
-    register_rate_limit: int
-    auth_timeout_s: float
-    send_queue_frames: int
-    max_connections_per_user: int
-    gap_fill_delay_s: float
-    drain_timeout_s: float
-    receipt_flush_interval_s: float
-    receipt_push_interval_ms: int
-    readers_list_max: int
-    presence_ttl_s: float
-    presence_heartbeat_s: float
-    presence_sweep_s: float
-    presence_grace_s: float
-    presence_snapshot_max: int
-    presence_max_group_size: int
-    argon2_time_cost: int
-    argon2_memory_kib: int
-    argon2_concurrency: int
-    argon2_queue: int
+    """One line per setting: its name (CHATD_ + upper case), type, default and parser."""
+
+    database_url: str = _setting(None, lambda n, v: _url(n, v, ("postgresql", "postgres")))
+    redis_url: str = _setting(
+        "redis://127.0.0.1:6379/0", lambda n, v: _url(n, v, ("redis", "rediss", "unix"))
+    )
+    log_level: str = _setting("info", _log_level)
+    metrics: bool = _setting("on", _switch)
+    forwarded_allow_ips: str = _setting("127.0.0.1,::1", lambda n, v: v)
+    allowed_origins: tuple[str, ...] = _setting("", _origins)
+    db_pool_min: int = _setting("2", lambda n, v: _int(n, v, 1, 200))
+    db_pool_max: int = _setting("20", lambda n, v: _int(n, v, 1, 500))
+    redis_pool_max: int = _setting("100", lambda n, v: _int(n, v, 2, 10_000))
+    redis_send_timeout_s: float = _setting("0.5", lambda n, v: _float(n, v, 0.05, 10))
+    max_frame_bytes: int = _setting("65536", lambda n, v: _int(n, v, 1024, 16 * 1024 * 1024))
+    max_http_body_bytes: int = _setting("65536", lambda n, v: _int(n, v, 1024, 16 * 1024 * 1024))
+    max_message_chars: int = _setting("4000", lambda n, v: _int(n, v, 1, 1_000_000))
+    max_group_members: int = _setting("100000", lambda n, v: _int(n, v, 2, 1_000_000))
+    user_lookup_rate_limit: int = _setting("30", lambda n, v: _int(n, v, 1, 1_000_000))
+    rate_limit_messages: int = _setting("50", lambda n, v: _int(n, v, 1, 1_000_000))
+    rate_limit_window_s: int = _setting("10", lambda n, v: _int(n, v, 1, 3600))
+    login_rate_limit: int = _setting("10", lambda n, v: _int(n, v, 1, 1_000_000))
+    login_address_rate_limit: int = _setting("30", lambda n, v: _int(n, v, 1, 1_000_000))
+    register_rate_limit: int = _setting("20", lambda n, v: _int(n, v, 1, 1_000_000))
+    auth_timeout_s: float = _setting("10", lambda n, v: _float(n, v, 0.1, 300))
+    send_queue_frames: int = _setting("2000", lambda n, v: _int(n, v, 10, 1_000_000))
+    max_connections_per_user: int = _setting("20", lambda n, v: _int(n, v, 1, 100_000))
+    gap_fill_delay_s: float = _setting("0.2", lambda n, v: _float(n, v, 0.001, 10))
+    drain_timeout_s: float = _setting("10", lambda n, v: _float(n, v, 0, 300))
+    receipt_flush_interval_s: float = _setting("10", lambda n, v: _float(n, v, 0.05, 3600))
+    receipt_push_interval_ms: int = _setting("1000", lambda n, v: _int(n, v, 10, 60_000))
+    readers_list_max: int = _setting("100", lambda n, v: _int(n, v, 2, 100_000))
+    presence_ttl_s: float = _setting("30", lambda n, v: _float(n, v, 0.5, 3600))
+    presence_heartbeat_s: float = _setting("10", lambda n, v: _float(n, v, 0.1, 600))
+    presence_sweep_s: float = _setting("2", lambda n, v: _float(n, v, 0.05, 600))
+    presence_grace_s: float = _setting("5", lambda n, v: _float(n, v, 0, 600))
+    presence_snapshot_max: int = _setting("1000", lambda n, v: _int(n, v, 0, 1_000_000))
+    presence_max_group_size: int = _setting("100", lambda n, v: _int(n, v, 2, 1_000_000))
+    argon2_time_cost: int = _setting("3", lambda n, v: _int(n, v, 1, 20))
+    argon2_memory_kib: int = _setting("65536", lambda n, v: _int(n, v, 8, 4 * 1024 * 1024))
+    argon2_concurrency: int = _setting("1", lambda n, v: _int(n, v, 1, 64))
+    argon2_queue: int = _setting("16", lambda n, v: _int(n, v, 0, 100_000))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
-        for field in fields(cls):
-            name = f"CHATD_{field.name.upper()}"
-            default, parse = _SPEC[field.name]
+        for item in fields(cls):
+            name = f"CHATD_{item.name.upper()}"
+            default, parse = item.metadata["default"], item.metadata["parse"]
             raw = env.get(name, "").strip() or default
             if raw is None:
                 raise ConfigError(f"{name}: required but not set")
-            values[field.name] = parse(name, raw)
+            values[item.name] = parse(name, raw)
         if values["presence_heartbeat_s"] >= values["presence_ttl_s"]:
             raise ConfigError("CHATD_PRESENCE_HEARTBEAT_S: must be shorter than CHATD_PRESENCE_TTL_S")
         if values["db_pool_min"] > values["db_pool_max"]:
@@ -173,4 +141,4 @@ class Settings:
 
 def documented_defaults() -> dict[str, str | None]:
     """Every variable with its default (None: required), for ``chatd check-config``."""
-    return {f"CHATD_{key.upper()}": default for key, (default, _) in _SPEC.items()}
+    return {f"CHATD_{item.name.upper()}": item.metadata["default"] for item in fields(Settings)}

@@ -120,11 +120,14 @@ class Connection:
         if self.close_code is not None:
             return
         if self._frames is not None and len(self._frames) >= self._queue_limit:
-            log.warning("slow consumer", extra={"user_id": self.user_id})
-            metrics.SLOW_CONSUMERS.inc()
-            self.close(CLOSE_SLOW_CONSUMER, "slow consumer: reconnect and catch up")
+            self._slow_consumer()
             return
         self._enqueue(text if latency is None else (text, since, latency))
+
+    def _slow_consumer(self) -> None:
+        log.warning("slow consumer", extra={"user_id": self.user_id})
+        metrics.SLOW_CONSUMERS.inc()
+        self.close(CLOSE_SLOW_CONSUMER, "slow consumer: reconnect and catch up")
 
     def _enqueue(self, text: Queued) -> None:
         if self._frames is None:
@@ -242,6 +245,10 @@ class Connection:
     def deliver(self, cid: int, seq: int, text: str, event: Event) -> None:
         pending = self.pending.get(cid)
         if pending is not None:
+            # Live events held during a catch-up count against the same bound as the queue.
+            if len(pending) >= self._queue_limit:
+                self._slow_consumer()
+                return
             pending.append((seq, text, event))
         else:
             self.push(cid, seq, text, event, live=True)

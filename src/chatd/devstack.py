@@ -11,7 +11,6 @@ import json
 import os
 import pwd
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,41 +21,15 @@ from pathlib import Path
 import httpx
 import jinja2
 
+from chatd.processes import StackError as StackError  # raised to `chatd dev`
 from chatd.processes import alive as _alive
 from chatd.processes import free_port as free_port  # re-exported for bench/ and older callers
+from chatd.processes import need as _need
+from chatd.processes import pg_bin as _pg_bin
+from chatd.processes import run as _run
 from chatd.processes import wait_tcp
 
 STATE = "stack.json"
-
-
-class StackError(Exception):
-    """A child command failed; the message carries its own error output."""
-
-
-def _run(argv: list[str], what: str, env: dict[str, str] | None = None, log: Path | None = None) -> str:
-    """Run a child command; on failure raise StackError with what it printed (and its log's tail)."""
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-    if done.returncode == 0:
-        return done.stdout
-    said = (done.stderr.strip() or done.stdout.strip()).splitlines()[-15:]
-    if log is not None and log.exists():
-        said += [f"--- last lines of {log}:", *log.read_text(errors="replace").splitlines()[-8:]]
-    raise StackError(f"{what} failed (exit {done.returncode}):\n  " + "\n  ".join(said))
-
-
-def _pg_bin(name: str) -> str:
-    versions = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda p: p.parts[-3])
-    found = str(versions[-1]) if versions else shutil.which(name)
-    if not found:
-        raise SystemExit(f"chatd: {name} not found; install postgresql (see README)")
-    return found
-
-
-def _need(binary: str, package: str) -> str:
-    found = shutil.which(binary) or (f"/usr/sbin/{binary}" if Path(f"/usr/sbin/{binary}").exists() else None)
-    if not found:
-        raise SystemExit(f"chatd: {binary} not found; install {package} (see README)")
-    return found
 
 
 def _bool(value: object) -> bool:

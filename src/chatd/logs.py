@@ -98,7 +98,3 @@ def _uvicorn_filter(record: logging.LogRecord) -> bool:
         record.exc_info, record.exc_text = None, None
         return logging.getLogger("uvicorn.error").isEnabledFor(logging.INFO)
     return True
-
-
-def monotonic_ms(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 2)

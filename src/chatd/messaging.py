@@ -6,13 +6,13 @@ import logging
 import time
 from typing import Any
 
-from chatd import metrics, notices
+from chatd import metrics, notices, policy
 from chatd.batching import Batcher
 from chatd.config import Settings
 from chatd.errors import ChatdError, Code
 from chatd.fanout import Hub
 from chatd.ratelimit import RateLimiter
-from chatd.readstate import ReadState
+from chatd.receipts import Receipts
 from chatd.storage import Stores, is_unavailable
 from chatd.storage.messages import Append
 
@@ -33,11 +33,11 @@ class Messaging:
         stores: Stores,
         hub: Hub,
         limiter: RateLimiter,
-        read_state: ReadState,
+        receipts: Receipts,
         settings: Settings,
         lookups: RateLimiter,
     ) -> None:
-        self._read_state = read_state
+        self._receipts = receipts
         self._lookups = lookups
         # (conversation, user) pairs this worker knows have taken part (presence consent).
         self._took_part: dict[tuple[int, int], float] = {}  # -> when to set it again
@@ -101,8 +101,12 @@ class Messaging:
             return
         try:
             await self._stores.conversations.mark_took_part(conversation_id, user_id)
-        except Exception:
-            log.warning("took_part not recorded", extra={"conversation_id": conversation_id})
+        except Exception as exc:
+            log.warning(
+                "took_part not recorded",
+                extra={"conversation_id": conversation_id},
+                exc_info=None if is_unavailable(exc) else exc,
+            )
             return
         if len(self._took_part) >= TOOK_PART_CACHE:
             self._took_part.clear()
@@ -179,25 +183,32 @@ class Messaging:
     async def add_members(
         self, user_id: int, conversation_id: int, users: list[int]
     ) -> dict[str, Any] | None:
-        event = await self._stores.conversations.add_members(
-            conversation_id, user_id, users, self._settings.max_group_members
-        )
-        if event is not None:
-            conv = event.pop("conversation")
-            await self._hub.publish(event)
-            # The new members' devices follow the conversation from the event that added them.
-            await self._announce(conv, event["user_ids"], since=event["seq"] - 1)
+        async with self._stores.conversations.change_group(conversation_id, user_id) as group:
+            policy.may_change_members(group.facts)
+            added, total = await group.add(users)
+            if not added:
+                return None
+            policy.within_group_size(total, self._settings.max_group_members)
+            event = await group.record("members_added", added)
+            conv = await group.conversation()
+        await self._hub.publish(event)  # committed now
+        # The new members' devices follow the conversation from the event that added them.
+        await self._announce(conv, event["user_ids"], since=event["seq"] - 1)
         return event
 
     async def remove_members(
         self, user_id: int, conversation_id: int, users: list[int]
     ) -> dict[str, Any] | None:
-        event = await self._stores.conversations.remove_members(conversation_id, user_id, users)
-        if event is not None:
-            await self._hub.publish(event)
-            await self._read_state.forget(conversation_id, event["user_ids"])
-            for uid in event["user_ids"]:
-                self._took_part.pop((conversation_id, uid), None)
+        async with self._stores.conversations.change_group(conversation_id, user_id) as group:
+            policy.may_remove(group.facts, user_id, users)
+            removed = await group.remove(users)
+            if not removed:
+                return None
+            event = await group.record("members_removed", removed)
+        await self._hub.publish(event)  # committed now
+        await self._receipts.forget(conversation_id, removed)
+        for uid in removed:
+            self._took_part.pop((conversation_id, uid), None)
         return event
 
     async def _announce(self, conv: dict[str, Any], user_ids: list[int], since: int) -> None:

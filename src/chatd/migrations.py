@@ -1,4 +1,6 @@
-"""Numbered plain-SQL migrations, each applied in its own transaction under an advisory lock."""
+"""Numbered plain-SQL migrations, each applied in its own transaction under an advisory lock.
+
+This module finds and orders the files; the SQL that applies them is in storage/schema.py."""
 
 from __future__ import annotations
 
@@ -7,11 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
-# Any constant shared by every chatd process; serialises concurrent `chatd migrate` runs.
-ADVISORY_LOCK_KEY = 0x63686174_64  # "chatd"
-Conn = asyncpg.Connection | PoolConnectionProxy
+from chatd.storage import schema
+
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
@@ -42,45 +42,27 @@ def load(directory: Path | None = None) -> list[Migration]:
     return found
 
 
-async def applied_versions(conn: Conn) -> set[int]:
-    exists = await conn.fetchval("SELECT to_regclass('public.schema_migrations') IS NOT NULL")
-    if not exists:
-        return set()
-    return {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
-
-
 async def migrate(dsn: str) -> list[str]:
     """Apply what is missing; returns the names applied."""
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
+        await schema.lock(conn)
         try:
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version integer PRIMARY KEY, name text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            done = await applied_versions(conn)
+            await schema.ensure_table(conn)
+            done = await schema.applied_versions(conn)
             applied = []
             for migration in load():
-                if migration.version in done:
-                    continue
-                async with conn.transaction():
-                    await conn.execute(migration.sql)
-                    await conn.execute(
-                        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                        migration.version,
-                        migration.name,
-                    )
-                applied.append(migration.name)
+                if migration.version not in done:
+                    await schema.apply(conn, migration.version, migration.name, migration.sql)
+                    applied.append(migration.name)
             return applied
         finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+            await schema.unlock(conn)
     finally:
         await conn.close()
 
 
-async def missing(conn: Conn) -> list[str]:
+async def missing(conn: schema.Conn) -> list[str]:
     """Names of migrations this code needs that the database has not applied."""
-    done = await applied_versions(conn)
+    done = await schema.applied_versions(conn)
     return [m.name for m in load() if m.version not in done]

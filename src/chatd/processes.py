@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -40,3 +42,33 @@ def wait_tcp(port: int, timeout: float = 20, host: str = "127.0.0.1") -> None:
                 return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listening on {host}:{port}")
+
+
+class StackError(Exception):
+    """A child command failed; the message carries its own error output."""
+
+
+def run(argv: list[str], what: str, env: dict[str, str] | None = None, log: Path | None = None) -> str:
+    """Run a child command; on failure raise StackError with what it printed (and its log's tail)."""
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if done.returncode == 0:
+        return done.stdout
+    said = (done.stderr.strip() or done.stdout.strip()).splitlines()[-15:]
+    if log is not None and log.exists():
+        said += [f"--- last lines of {log}:", *log.read_text(errors="replace").splitlines()[-8:]]
+    raise StackError(f"{what} failed (exit {done.returncode}):\n  " + "\n  ".join(said))
+
+
+def pg_bin(name: str) -> str:
+    versions = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda p: p.parts[-3])
+    found = str(versions[-1]) if versions else shutil.which(name)
+    if not found:
+        raise SystemExit(f"chatd: {name} not found; install postgresql (see README)")
+    return found
+
+
+def need(binary: str, package: str) -> str:
+    found = shutil.which(binary) or (f"/usr/sbin/{binary}" if Path(f"/usr/sbin/{binary}").exists() else None)
+    if not found:
+        raise SystemExit(f"chatd: {binary} not found; install {package} (see README)")
+    return found

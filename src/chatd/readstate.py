@@ -225,9 +225,6 @@ class ReadState:
     async def flushed(self) -> None:
         await self.redis.delete(FLUSHING)
 
-    async def dirty_count(self) -> int:
-        return int(await self.redis.scard(DIRTY))
-
     async def mark_flushed_before(self, at: float) -> None:
         await self.redis.set(FLUSHED_BEFORE, repr(at))
 

@@ -187,9 +187,10 @@ async def _catch_up(runtime: Runtime, conn: Connection, cid: int) -> None:
         for event in page:
             if not conn.push(cid, event["seq"], dumps(event), event):
                 return
+            # Paced per event: a page may hold more events than the send queue.
+            await conn.drained()
         if len(page) < CATCH_UP_PAGE:
             break
-        await conn.drained()
     conn.end_catch_up(cid)
 
 
@@ -203,8 +204,12 @@ async def follow(runtime: Runtime, conn: Connection, conv: dict[str, Any], after
     try:
         await runtime.hub.attach(conn, [cid])
         await _catch_up(runtime, conn, cid)
-    except Exception:
-        log.warning("follow failed", extra={"user_id": conn.user_id, "conversation_id": cid})
+    except Exception as exc:
+        log.warning(
+            "follow failed",
+            extra={"user_id": conn.user_id, "conversation_id": cid},
+            exc_info=None if is_unavailable(exc) else exc,
+        )
         conn.close(CLOSE_UNAVAILABLE, "temporarily unavailable")
 
 

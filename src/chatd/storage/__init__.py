@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
+import errno
+import socket
 
 import asyncpg
+import redis.exceptions
 
 from chatd.storage.accounts import AccountStore
 from chatd.storage.conversations import ConversationStore
@@ -60,25 +61,43 @@ async def create_pool(dsn: str, min_size: int, max_size: int) -> Pool:
     return pool
 
 
-def is_unavailable(exc: BaseException) -> bool:
-    """True when the database (or Redis) could not be reached: the client should retry."""
-    import redis.exceptions
+# OS-level failures to reach a peer (besides ConnectionError's refused/reset/aborted/broken pipe).
+_UNREACHABLE = frozenset(
+    {errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
+)
+# asyncpg raises a plain InterfaceError, told apart only by its message, when the pool or the
+# connection is closed under a request (a worker shutting down, a connection lost mid-query).
+_CLOSED = (
+    "pool is closing",
+    "pool is closed",
+    "connection is closed",
+    "cannot perform operation: connection is closed",
+)
 
-    return isinstance(
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True only when Postgres or Redis could not be reached (the client should retry).
+
+    Anything else (a bug, a schema that does not match the code, a bad value) is not: its
+    caller logs it with the traceback and answers ``internal``.
+    """
+    if isinstance(
         exc,
         (
-            asyncpg.PostgresConnectionError,
-            asyncpg.InterfaceError,
-            asyncpg.exceptions.OperatorInterventionError,
-            asyncpg.exceptions.CannotConnectNowError,
+            asyncpg.PostgresConnectionError,  # SQLSTATE 08, and asyncpg's lost connections
+            asyncpg.exceptions.OperatorInterventionError,  # 57: shutdown, cannot connect now
+            asyncpg.exceptions.TooManyConnectionsError,
             redis.exceptions.ConnectionError,
             redis.exceptions.TimeoutError,
             ConnectionError,
-            OSError,
-            asyncio.TimeoutError,
+            TimeoutError,
+            socket.gaierror,
         ),
-    )
-
-
-def record(row: asyncpg.Record | None) -> dict[str, Any] | None:
-    return None if row is None else dict(row.items())
+    ):
+        return True
+    if type(exc) is asyncpg.InterfaceError:
+        return str(exc).startswith(_CLOSED)
+    # A unix socket path that is missing while its server is down is as unreachable as a refusal.
+    if isinstance(exc, FileNotFoundError) and exc.filename is None:
+        return True
+    return type(exc) is OSError and exc.errno in _UNREACHABLE

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -25,6 +28,98 @@ async def _took_part(conn: Conn | asyncpg.Pool, conversation_id: int, user_id: i
         conversation_id,
         user_id,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class GroupFacts:
+    """What the rules need, read under the conversation's row lock; None: no such row."""
+
+    kind: str | None
+    actor_role: str | None
+
+
+class GroupChange:
+    """Membership changes inside `ConversationStore.change_group`'s transaction."""
+
+    def __init__(self, conn: Conn, conversation_id: int, actor: int, facts: GroupFacts) -> None:
+        self._conn = conn
+        self._cid = conversation_id
+        self._actor = actor
+        self.facts = facts
+
+    async def add(self, user_ids: list[int]) -> tuple[list[int], int]:
+        """Insert the users not yet members; returns them and the new member count."""
+        await _took_part(self._conn, self._cid, self._actor)
+        rows = await self._conn.fetch(
+            "INSERT INTO members (conversation_id, user_id, joined_seq)"
+            " SELECT $1, u, (SELECT last_seq FROM conversations WHERE id = $1)"
+            " FROM unnest($2::bigint[]) AS u"
+            " ON CONFLICT DO NOTHING RETURNING user_id",
+            self._cid,
+            user_ids,
+        )
+        added = [row["user_id"] for row in rows]
+        if not added:
+            return [], 0
+        total: int = await self._conn.fetchval(
+            "UPDATE conversations SET member_count = member_count + $2 WHERE id = $1 RETURNING member_count",
+            self._cid,
+            len(added),
+        )
+        return added, total
+
+    async def remove(self, user_ids: list[int]) -> list[int]:
+        """Delete those who are members (and their read pointers); returns them. When the last
+        owner leaves, the longest-standing remaining member becomes owner."""
+        rows = await self._conn.fetch(
+            "DELETE FROM members WHERE conversation_id = $1 AND user_id = ANY($2::bigint[])"
+            " RETURNING user_id",
+            self._cid,
+            user_ids,
+        )
+        removed = [row["user_id"] for row in rows]
+        if not removed:
+            return []
+        await self._conn.execute(
+            "UPDATE conversations SET member_count = member_count - $2 WHERE id = $1",
+            self._cid,
+            len(removed),
+        )
+        await self._conn.execute(
+            "DELETE FROM read_pointers WHERE conversation_id = $1 AND user_id = ANY($2::bigint[])",
+            self._cid,
+            removed,
+        )
+        await self._conn.execute(
+            "UPDATE members SET role = 'owner' WHERE conversation_id = $1"
+            " AND NOT EXISTS (SELECT 1 FROM members WHERE conversation_id = $1 AND role = 'owner')"
+            " AND user_id = (SELECT user_id FROM members WHERE conversation_id = $1"
+            "                ORDER BY joined_at, user_id LIMIT 1)",
+            self._cid,
+        )
+        return removed
+
+    async def record(self, kind: str, users: list[int]) -> dict[str, Any]:
+        """Append the sequenced `members_added`/`members_removed` event."""
+        row = await self._conn.fetchrow(
+            "WITH next AS (UPDATE conversations SET last_seq = last_seq + 1 WHERE id = $1"
+            " RETURNING id, last_seq)"
+            " INSERT INTO messages (conversation_id, seq, sender_id, kind, user_ids)"
+            f" SELECT id, last_seq, $2, $3, $4 FROM next RETURNING {EVENT_COLUMNS}",
+            self._cid,
+            self._actor,
+            kind,
+            sorted(users),
+        )
+        assert row is not None
+        return event(row)
+
+    async def conversation(self) -> dict[str, Any]:
+        row = await self._conn.fetchrow(
+            f"SELECT {CONVERSATION_COLUMNS} FROM conversations c WHERE c.id = $1", self._cid
+        )
+        assert row is not None
+        return conversation(row)
 
 
 class ConversationStore:
@@ -149,113 +244,20 @@ class ConversationStore:
         )
         return [dict(row.items()) for row in rows]
 
-    async def _lock_group(self, conn: Conn, conversation_id: int, actor: int) -> str:
-        """Lock the conversation row (serialising with sends) and return the actor's role.
-
-        The role is read by a second statement, once the lock is held: a statement that waited
-        for the lock keeps its old snapshot of `members`, so an actor removed meanwhile would
-        still pass (and could even add themselves back). See migration 0006.
-        """
-        kind = await conn.fetchval("SELECT kind FROM conversations WHERE id = $1 FOR UPDATE", conversation_id)
-        role: str | None = await conn.fetchval(
-            "SELECT role FROM members WHERE conversation_id = $1 AND user_id = $2", conversation_id, actor
-        )
-        if kind is None or role is None:
-            raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
-        if kind != "group":
-            raise ChatdError(Code.NOT_A_GROUP, "members of a direct conversation cannot change")
-        return role
-
-    async def _append_event(
-        self, conn: Conn, conversation_id: int, actor: int, kind: str, users: list[int]
-    ) -> dict[str, Any]:
-        row = await conn.fetchrow(
-            "WITH next AS (UPDATE conversations SET last_seq = last_seq + 1 WHERE id = $1"
-            " RETURNING id, last_seq)"
-            " INSERT INTO messages (conversation_id, seq, sender_id, kind, user_ids)"
-            f" SELECT id, last_seq, $2, $3, $4 FROM next RETURNING {EVENT_COLUMNS}",
-            conversation_id,
-            actor,
-            kind,
-            sorted(users),
-        )
-        assert row is not None
-        return event(row)
-
-    async def add_members(
-        self, conversation_id: int, actor: int, user_ids: list[int], max_members: int
-    ) -> dict[str, Any] | None:
-        """Add users; returns the sequenced `members_added` event, or None if all were members."""
+    @contextlib.asynccontextmanager
+    async def change_group(self, conversation_id: int, actor: int) -> AsyncIterator[GroupChange]:
+        """One transaction holding the conversation's row lock (serialising with sends): the
+        caller reads `facts`, decides, and makes its changes; raising rolls everything back."""
         async with self._pool.acquire() as conn, conn.transaction():
-            await self._lock_group(conn, conversation_id, actor)
-            await _took_part(conn, conversation_id, actor)
-            added = [
-                row["user_id"]
-                for row in await conn.fetch(
-                    "INSERT INTO members (conversation_id, user_id, joined_seq)"
-                    " SELECT $1, u, (SELECT last_seq FROM conversations WHERE id = $1)"
-                    " FROM unnest($2::bigint[]) AS u"
-                    " ON CONFLICT DO NOTHING RETURNING user_id",
-                    conversation_id,
-                    user_ids,
-                )
-            ]
-            if not added:
-                return None
-            total = await conn.fetchval(
-                "UPDATE conversations SET member_count = member_count + $2 WHERE id = $1"
-                " RETURNING member_count",
+            kind = await conn.fetchval(
+                "SELECT kind FROM conversations WHERE id = $1 FOR UPDATE", conversation_id
+            )
+            # Read by a second statement, once the lock is held: a statement that waited for
+            # the lock keeps its old snapshot of `members`, so an actor removed meanwhile would
+            # still be seen (and could even add themselves back). See migration 0006.
+            role = await conn.fetchval(
+                "SELECT role FROM members WHERE conversation_id = $1 AND user_id = $2",
                 conversation_id,
-                len(added),
+                actor,
             )
-            if total > max_members:
-                raise ChatdError(Code.GROUP_FULL, f"a group holds at most {max_members} members")
-            event = await self._append_event(conn, conversation_id, actor, "members_added", added)
-            row = await conn.fetchrow(
-                f"SELECT {CONVERSATION_COLUMNS} FROM conversations c WHERE c.id = $1", conversation_id
-            )
-            assert row is not None
-            event["conversation"] = conversation(row)
-            return event
-
-    async def remove_members(
-        self, conversation_id: int, actor: int, user_ids: list[int]
-    ) -> dict[str, Any] | None:
-        """Remove users (owners remove anyone, members only themselves).
-
-        Returns the sequenced `members_removed` event, or None if none of them were members.
-        When the last owner leaves, the longest-standing remaining member becomes owner.
-        """
-        async with self._pool.acquire() as conn, conn.transaction():
-            role = await self._lock_group(conn, conversation_id, actor)
-            if role != "owner" and set(user_ids) != {actor}:
-                raise ChatdError(Code.FORBIDDEN, "only an owner can remove other members")
-            removed = [
-                row["user_id"]
-                for row in await conn.fetch(
-                    "DELETE FROM members WHERE conversation_id = $1 AND user_id = ANY($2::bigint[])"
-                    " RETURNING user_id",
-                    conversation_id,
-                    user_ids,
-                )
-            ]
-            if not removed:
-                return None
-            await conn.execute(
-                "UPDATE conversations SET member_count = member_count - $2 WHERE id = $1",
-                conversation_id,
-                len(removed),
-            )
-            await conn.execute(
-                "DELETE FROM read_pointers WHERE conversation_id = $1 AND user_id = ANY($2::bigint[])",
-                conversation_id,
-                removed,
-            )
-            await conn.execute(
-                "UPDATE members SET role = 'owner' WHERE conversation_id = $1"
-                " AND NOT EXISTS (SELECT 1 FROM members WHERE conversation_id = $1 AND role = 'owner')"
-                " AND user_id = (SELECT user_id FROM members WHERE conversation_id = $1"
-                "                ORDER BY joined_at, user_id LIMIT 1)",
-                conversation_id,
-            )
-            return await self._append_event(conn, conversation_id, actor, "members_removed", removed)
+            yield GroupChange(conn, conversation_id, actor, GroupFacts(kind, role))
