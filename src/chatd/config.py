@@ -93,6 +93,8 @@ _SPEC: dict[str, tuple[str | None, _Parser]] = {
     "register_rate_limit": ("20", lambda n, v: _int(n, v, 1, 1_000_000)),
     "auth_timeout_s": ("10", lambda n, v: _float(n, v, 0.1, 300)),
     "send_queue_frames": ("2000", lambda n, v: _int(n, v, 10, 1_000_000)),
+    # unacked sends per connection; at most the group-commit batch (messaging.COMMIT_BATCH_MAX)
+    "send_window": ("128", lambda n, v: _int(n, v, 1, 256)),
     "max_connections_per_user": ("20", lambda n, v: _int(n, v, 1, 100_000)),
     "gap_fill_delay_s": ("0.2", lambda n, v: _float(n, v, 0.001, 10)),
     "drain_timeout_s": ("10", lambda n, v: _float(n, v, 0, 300)),
@@ -135,6 +137,7 @@ class Settings:
     register_rate_limit: int
     auth_timeout_s: float
     send_queue_frames: int
+    send_window: int
     max_connections_per_user: int
     gap_fill_delay_s: float
     drain_timeout_s: float
