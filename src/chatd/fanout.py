@@ -25,9 +25,10 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from chatd import metrics
-from chatd.connection import Connection, Event, dumps
+from chatd.connection import Event, dumps
 from chatd.outbox import CONTROL_CHANNEL, RESYNC, Outbox
 from chatd.storage import Stores
+from chatd.subscriber import Subscriber
 
 log = logging.getLogger("chatd.fanout")
 
@@ -49,7 +50,7 @@ class Topic:
     def __init__(self, hub: Hub, cid: int) -> None:
         self.hub = hub
         self.cid = cid
-        self.conns: set[Connection] = set()
+        self.conns: set[Subscriber] = set()
         self.next_seq: int | None = None  # None until the baseline is read
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.ahead: dict[int, tuple[str, Event]] = {}
@@ -87,7 +88,7 @@ class Topic:
 
     def broadcast(self, text: str, event: Event) -> None:
         for conn in list(self.conns):
-            if self.cid in conn.delivered:
+            if self.cid in conn.conversations:
                 conn.broadcast(text, event)
 
     def _arm_gap_fill(self) -> None:
@@ -142,22 +143,19 @@ class Hub:
         redis: aioredis.Redis,
         stores: Stores,
         gap_fill_delay: float,
-        on_user_message: Callable[[Connection, dict[str, Any]], None],
         publish_timeout_s: float = 0.5,
-        on_resync: Callable[[list[Connection]], Awaitable[None]] | None = None,
+        on_resync: Callable[[list[Subscriber]], Awaitable[None]] | None = None,
     ) -> None:
-        # Per-user control messages are acted on by the WebSocket layer (attach, catch up, close).
-        self.on_user_message = on_user_message
         # After a subscriber outage the per-user messages sent meanwhile (a token revoke) are
-        # gone: the WebSocket layer re-checks every local connection instead.
+        # gone: the caller re-checks every local subscriber instead.
         self.on_resync = on_resync
         self.redis = redis
         self.stores = stores
         self.gap_fill_delay = gap_fill_delay
         self.topics: dict[int, Topic] = {}
         self.kinds: dict[int, str] = {}  # conversation kinds never change: a safe cache
-        self.users: dict[int, set[Connection]] = {}
-        self.connections: set[Connection] = set()
+        self.users: dict[int, set[Subscriber]] = {}
+        self.connections: set[Subscriber] = set()
         self._pubsub = redis.pubsub()
         self._pongs: dict[bytes, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -220,7 +218,7 @@ class Hub:
         finally:
             self._pongs.pop(token, None)
 
-    async def add_connection(self, conn: Connection) -> None:
+    async def add_connection(self, conn: Subscriber) -> None:
         """Returns once the user's channel is subscribed: what is published from then on reaches `conn`."""
         self.connections.add(conn)
         self.users.setdefault(conn.user_id, set()).add(conn)
@@ -229,7 +227,7 @@ class Hub:
         await self._pubsub.subscribe(user_channel(conn.user_id))
         await self._confirm()
 
-    def remove_connection(self, conn: Connection) -> None:
+    def remove_connection(self, conn: Subscriber) -> None:
         self.connections.discard(conn)
         self.detach(conn, list(conn.conversations))
         conns = self.users.get(conn.user_id)
@@ -239,7 +237,7 @@ class Hub:
                 del self.users[conn.user_id]
                 self.spawn(self._unsubscribe(user_channel(conn.user_id)))
 
-    async def attach(self, conn: Connection, cids: list[int]) -> None:
+    async def attach(self, conn: Subscriber, cids: list[int]) -> None:
         """Deliver live events of `cids` to `conn`; returns once every topic has a baseline."""
         new = [cid for cid in cids if cid not in self.topics]
         for cid in new:
@@ -271,10 +269,10 @@ class Hub:
             if (topic := self.topics.get(cid)) is not None and topic.next_seq is not None
         }
 
-    def detach_one(self, conn: Connection, cid: int) -> None:
+    def detach_one(self, conn: Subscriber, cid: int) -> None:
         self.detach(conn, [cid])
 
-    def detach(self, conn: Connection, cids: list[int]) -> None:
+    def detach(self, conn: Subscriber, cids: list[int]) -> None:
         for cid in cids:
             topic = self.topics.get(cid)
             if topic is None:
@@ -358,7 +356,7 @@ class Hub:
         elif prefix == "chatd:u":
             payload = orjson.loads(data)
             for conn in list(self.users.get(int(ident), ())):
-                self.on_user_message(conn, payload)
+                conn.notice(payload)
 
     async def resync(self) -> None:
         """After the subscriber reconnects, read whatever was published while it was away."""

@@ -229,6 +229,13 @@ class Presence:
             for uid in users
         ]
 
+    async def query(self, uid: int, wanted: list[int]) -> tuple[list[dict[str, Any]], list[int]]:
+        """`POST /v1/presence`: the presence of those of `wanted` whom `uid` may see (ascending),
+        and the ids of the others."""
+        visible = await self._stores.presence.visible(uid, wanted)
+        found = sorted(await self.view(visible), key=lambda entry: int(entry["user_id"]))
+        return found, [u for u in wanted if u not in visible]
+
     async def snapshot(self, uid: int) -> list[dict[str, Any]]:
         """Everyone `uid` shares a conversation with (up to the configured cap)."""
         if self._settings.presence_snapshot_max == 0:
