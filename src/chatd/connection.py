@@ -75,6 +75,11 @@ class Connection:
     def queued(self) -> int:
         return len(self._frames) if self._frames is not None else 0
 
+    @property
+    def congested(self) -> bool:
+        """More than half the queue is unwritten: `drained()` would wait."""
+        return self._frames is not None and len(self._frames) > self._queue_limit // 2
+
     # -- outbound ------------------------------------------------------------------------
     def send(self, frame: dict[str, Any], since: float = 0.0, latency: Any = None) -> None:
         try:

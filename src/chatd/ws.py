@@ -55,17 +55,14 @@ async def _read_loop(websocket: WebSocket, session: Session) -> None:
         if message["type"] == "websocket.disconnect":
             session.disconnected(message.get("code", 1000))
             return
+        text = message.get("text")
         ref = None
         try:
-            if message.get("text") is None:
+            if text is None:
                 raise ChatdError(Code.BAD_JSON, "binary frames are not accepted; send JSON text")
-            raw = frames.decode(message["text"])
+            raw = frames.decode(text)
             ref = frames.request_id(raw)
-            frame = frames.parse(raw)
+            frame: frames.Frame | ChatdError = frames.parse(raw)
         except ChatdError as exc:
-            await session.handle(exc, ref)
-            continue
-        if isinstance(frame, frames.Send):
-            await session.send(frame, ref)
-        else:
-            await session.handle(frame, ref)
+            frame = exc
+        await session.take(frame, ref, len(text or message.get("bytes") or b""))

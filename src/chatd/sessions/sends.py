@@ -4,15 +4,15 @@ Up to `window` sends of one connection are unacknowledged at once (CHATD_SEND_WI
 are committed in groups: whatever arrived while the previous group was committing goes to
 Messaging.send_many together, so they share one group commit and one Redis pipeline. One
 group at a time per connection, and one statement per group, so a later send always gets the
-later seq, and replies (`ack` or `error`) are queued in send order. A reader that would exceed
-the window waits for a free slot (backpressure on the socket), never a close.
+later seq, and replies (`ack` or `error`) are queued in send order. Past the window, sends
+wait in the session's inbox (session.py), and past that the socket is not read: backpressure,
+never a close.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -55,15 +55,20 @@ class SendPipeline:
     def unacked(self) -> int:
         return self._unacked
 
-    async def submit(self, frame: frames.Send, ref: Any, refusal: ChatdError | None = None) -> None:
-        """Take one send; returns once it is in the window (waits while the window is full)."""
-        received = time.time()
-        while self._unacked >= self.window:
-            await self._wait()
+    def offer(self, frame: frames.Send, ref: Any, received: float, refusal: ChatdError | None) -> bool:
+        """Take one send if the window has room (its reply comes later, in send order)."""
+        if self._unacked >= self.window:
+            return False
         self._unacked += 1
         self._waiting.append(Pending(frame, ref, received, refusal))
         if self._task is None:
             self._task = asyncio.create_task(self._run())
+        return True
+
+    async def room(self) -> None:
+        """Wait until the window has room."""
+        while self._unacked >= self.window:
+            await self._wait()
 
     async def settled(self) -> None:
         """Wait until every send taken so far is answered (frames after them keep their order)."""

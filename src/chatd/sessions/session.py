@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from chatd.runtime import Runtime
 
 log = logging.getLogger("chatd.ws")
+# The inbox holds at most a send window of frames and this many bytes of them.
+INBOX_BYTES = 1 << 20
 TYPING_INTERVAL_S = 1.0  # protocol.md §4.10: receivers show "typing" for 5 s after the last one
 
 
@@ -44,6 +47,11 @@ class Session:
         self._deferred: list[tuple[dict[str, Any], int]] = []  # conversations added while syncing
         self._typing_at: dict[int, float] | None = None  # conversation -> last relayed `typing`
         self._started = time.perf_counter()
+        # Frames read but not processed yet (frame or decode error, ref, time read, size).
+        self._inbox: deque[tuple[frames.Frame | ChatdError, Any, float, int]] = deque()
+        self._inbox_bytes = 0
+        self._inbox_room: asyncio.Event | None = None
+        self._processor: asyncio.Task[None] | None = None  # runs only while the inbox holds frames
 
     def __repr__(self) -> str:
         return f"<Session user={self.user_id} {self.state.value}>"
@@ -90,7 +98,7 @@ class Session:
         op = payload.get("op")
         if op == "conversation_added":
             if self.state is State.LIVE:
-                self.runtime.hub.spawn(sync.follow(self, payload["conversation"], payload["since"]))
+                self.runtime.hub.spawn(self._follow(payload["conversation"], payload["since"]))
             elif self.state.follows_added:  # `ready` is not out yet: follow it afterwards, in order
                 self._deferred.append((payload["conversation"], payload["since"]))
         elif op == "read_state" and payload.get("origin") != self.id:
@@ -117,6 +125,12 @@ class Session:
     def fail(self, exc: BaseException, what: str) -> None:
         self.close(*state.close_for_failure(exc, what, self.user_id))
 
+    async def _follow(self, conv: dict[str, Any], after: int) -> None:
+        try:
+            await sync.follow(self, conv, after)
+        except Exception as exc:
+            self.fail(exc, "follow failed")
+
     def _left(self, cid: int) -> None:
         self.runtime.hub.detach(self, [cid])
 
@@ -139,13 +153,15 @@ class Session:
         self._enter(State.LIVE)
         deferred, self._deferred = self._deferred, []
         for conv, after in deferred:
-            await sync.follow(self, conv, after)  # skips what `ready` already included
+            await self._follow(conv, after)  # skips what `ready` already included
         return self.reading
 
     async def end(self) -> None:
         """The socket is closing or gone: unsubscribe, stop counting for presence, flush."""
         if self.state is not State.DRAINING:
             self._enter(State.DRAINING)
+        if self._processor is not None:
+            self._processor.cancel()  # sends already in the window still commit
         rt = self.runtime
         rt.hub.remove_connection(self)
         await rt.presence.disconnect(self.conn)
@@ -162,19 +178,65 @@ class Session:
         self._enter(State.DRAINING)
 
     # -- LIVE: frames ----------------------------------------------------------------------
-    async def send(self, frame: frames.Send, ref: Any) -> None:
-        """Take a send into the window (waits while it is full, or while the client is not
-        reading what is already queued for it); its reply comes later, in send order."""
-        await self.conn.drained()
-        refusal = None
-        if self.runtime.draining:
-            refusal = ChatdError(Code.SHUTTING_DOWN, "this worker is restarting; resend after reconnect")
-        await self.sends.submit(frame, ref, refusal)
+    async def take(self, frame: frames.Frame | ChatdError, ref: Any, size: int) -> None:
+        """One frame read from the socket (or the error it decoded to), processed in order.
 
-    async def handle(self, frame: frames.Frame | ChatdError, ref: Any) -> None:
-        """Any other frame (or one that failed to decode): processed once every earlier send
-        is answered, so replies keep the order of the frames (docs/protocol.md §7)."""
-        await self.sends.settled()
+        Sends go into the send window and are answered later, in order; any other frame is
+        processed once every earlier send is answered, so replies keep the order of the
+        frames (docs/protocol.md §7). What cannot be processed yet waits in the inbox, and the
+        reader goes on reading (the keepalive's pongs come behind those frames) until the
+        inbox is full: then this returns only once there is room again (backpressure)."""
+        received = time.time()
+        if self._processor is None:
+            if isinstance(frame, frames.Send):
+                if not self.conn.congested and self.sends.offer(frame, ref, received, self._refusal()):
+                    return
+            elif not self.sends.unacked:
+                await self._handle(frame, ref)
+                return
+        self._inbox.append((frame, ref, received, size))
+        self._inbox_bytes += size
+        if self._processor is None:
+            self._processor = asyncio.create_task(self._process())
+        while self._inbox_full() and self.reading:
+            await self._wait_inbox()
+
+    def _inbox_full(self) -> bool:
+        return len(self._inbox) >= self.sends.window or self._inbox_bytes >= INBOX_BYTES
+
+    async def _wait_inbox(self) -> None:
+        if self._inbox_room is None:
+            self._inbox_room = asyncio.Event()
+        await self._inbox_room.wait()
+
+    async def _process(self) -> None:
+        try:
+            while self._inbox and self.reading:
+                frame, ref, received, size = self._inbox[0]
+                if isinstance(frame, frames.Send):
+                    await self.conn.drained()
+                    while not self.sends.offer(frame, ref, received, self._refusal()):
+                        await self.sends.room()
+                else:
+                    await self.sends.settled()
+                    await self._handle(frame, ref)
+                self._inbox.popleft()
+                self._inbox_bytes -= size
+                if self._inbox_room is not None:
+                    self._inbox_room.set()
+                    self._inbox_room = None
+        finally:
+            self._processor = None
+            if self._inbox_room is not None:
+                self._inbox_room.set()
+                self._inbox_room = None
+
+    def _refusal(self) -> ChatdError | None:
+        if self.runtime.draining:
+            return ChatdError(Code.SHUTTING_DOWN, "this worker is restarting; resend after reconnect")
+        return None
+
+    async def _handle(self, frame: frames.Frame | ChatdError, ref: Any) -> None:
         try:
             if isinstance(frame, ChatdError):
                 raise frame

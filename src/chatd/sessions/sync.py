@@ -4,14 +4,25 @@ user was added to while connected (docs/protocol.md §4.1, §4.5)."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chatd import frames, metrics
-from chatd.connection import dumps
+from chatd.connection import Connection, dumps
 from chatd.errors import ChatdError, Code
+from chatd.sessions.streams import Streams
+from chatd.subscriber import Subscriber
 
 if TYPE_CHECKING:
-    from chatd.sessions.session import Session
+    from chatd.runtime import Runtime
+
+
+class Session(Subscriber, Protocol):
+    """What syncing needs of the session (session.py): its services, socket and streams."""
+
+    runtime: Runtime
+    conn: Connection
+    streams: Streams
+
 
 log = logging.getLogger("chatd.ws")
 CATCH_UP_PAGE = 500
@@ -76,8 +87,5 @@ async def follow(session: Session, conv: dict[str, Any], after: int) -> None:
         return
     session.conn.send({"type": "conversation_added", "conversation": conv})
     session.streams.begin(cid, after)
-    try:
-        await session.runtime.hub.attach(session, [cid])
-        await catch_up(session, cid)
-    except Exception as exc:
-        session.fail(exc, "follow failed")
+    await session.runtime.hub.attach(session, [cid])
+    await catch_up(session, cid)
