@@ -57,13 +57,6 @@ class Messaging:
         return await self._stores.messages.append_many(items)
 
     # -- messages ------------------------------------------------------------------------
-    async def send(self, user_id: int, conversation_id: int, client_msg_id: str, body: str) -> dict[str, Any]:
-        """Store, then publish; the returned ack is only built after the COMMIT."""
-        (outcome,) = await self.send_many(user_id, [(conversation_id, client_msg_id, body)])
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
-
     async def send_many(
         self, user_id: int, sends: Sequence[Outgoing]
     ) -> list[dict[str, Any] | BaseException]:

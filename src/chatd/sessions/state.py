@@ -93,7 +93,9 @@ def close_for_failure(exc: BaseException, what: str, user_id: int | None = None)
     """An exception that ends a session: 1011. Only connectivity errors go unlogged (they are
     expected while Postgres or Redis is away); anything else is a bug and logged with its
     traceback."""
-    if not is_unavailable(exc):
+    if is_unavailable(exc):
+        logs.throttled(log, "unavailable", what, user_id=user_id, cause=repr(exc))
+    else:
         log.error(what, extra={"user_id": user_id}, exc_info=exc)
     return UNAVAILABLE
 
