@@ -36,6 +36,23 @@ TYPING_INTERVAL_S = 1.0  # protocol.md §4.10: receivers show "typing" for 5 s a
 
 
 class Session:
+    # Thousands of idle sessions per worker (issue 6): slots, and an inbox only while in use.
+    __slots__ = (
+        "_deferred",
+        "_inbox",
+        "_inbox_bytes",
+        "_inbox_room",
+        "_processor",
+        "_started",
+        "_typing_at",
+        "conn",
+        "runtime",
+        "sends",
+        "share_read_state",
+        "state",
+        "streams",
+    )
+
     def __init__(self, runtime: Runtime, websocket: WebSocket, identity: Identity) -> None:
         self.runtime = runtime
         self.state = State.AUTHENTICATING
@@ -48,7 +65,7 @@ class Session:
         self._typing_at: dict[int, float] | None = None  # conversation -> last relayed `typing`
         self._started = time.perf_counter()
         # Frames read but not processed yet (frame or decode error, ref, time read, size).
-        self._inbox: deque[tuple[frames.Frame | ChatdError, Any, float, int]] = deque()
+        self._inbox: deque[tuple[frames.Frame | ChatdError, Any, float, int]] | None = None
         self._inbox_bytes = 0
         self._inbox_room: asyncio.Event | None = None
         self._processor: asyncio.Task[None] | None = None  # runs only while the inbox holds frames
@@ -187,13 +204,15 @@ class Session:
         reader goes on reading (the keepalive's pongs come behind those frames) until the
         inbox is full: then this returns only once there is room again (backpressure)."""
         received = time.time()
-        if self._processor is None:
+        if self._processor is None:  # nothing waits: process it now if it can be
             if isinstance(frame, frames.Send):
                 if not self.conn.congested and self.sends.offer(frame, ref, received, self._refusal()):
                     return
             elif not self.sends.unacked:
                 await self._handle(frame, ref)
                 return
+        if self._inbox is None:
+            self._inbox = deque()
         self._inbox.append((frame, ref, received, size))
         self._inbox_bytes += size
         if self._processor is None:
@@ -202,7 +221,8 @@ class Session:
             await self._wait_inbox()
 
     def _inbox_full(self) -> bool:
-        return len(self._inbox) >= self.sends.window or self._inbox_bytes >= INBOX_BYTES
+        held = len(self._inbox) if self._inbox is not None else 0
+        return held >= self.sends.window or self._inbox_bytes >= INBOX_BYTES
 
     async def _wait_inbox(self) -> None:
         if self._inbox_room is None:
@@ -210,9 +230,10 @@ class Session:
         await self._inbox_room.wait()
 
     async def _process(self) -> None:
+        inbox = self._inbox
         try:
-            while self._inbox and self.reading:
-                frame, ref, received, size = self._inbox[0]
+            while inbox and self.reading:
+                frame, ref, received, size = inbox[0]
                 if isinstance(frame, frames.Send):
                     await self.conn.drained()
                     while not self.sends.offer(frame, ref, received, self._refusal()):
@@ -220,13 +241,14 @@ class Session:
                 else:
                     await self.sends.settled()
                     await self._handle(frame, ref)
-                self._inbox.popleft()
+                inbox.popleft()
                 self._inbox_bytes -= size
                 if self._inbox_room is not None:
                     self._inbox_room.set()
                     self._inbox_room = None
         finally:
             self._processor = None
+            self._inbox = inbox or None  # dropped once empty
             if self._inbox_room is not None:
                 self._inbox_room.set()
                 self._inbox_room = None

@@ -17,7 +17,7 @@ from chatd.subscriber import Event
 
 
 class Streams:
-    __slots__ = ("_conn", "_on_leave", "cursor", "early", "pending", "presence_versions", "synced")
+    __slots__ = ("_conn", "_on_leave", "cursor", "early", "pending", "presence_versions")
 
     def __init__(self, conn: Connection, on_leave: Callable[[int], None]) -> None:
         self._conn = conn
