@@ -17,7 +17,10 @@
 
 DRAINING is entered when the server decides to close (revoke 4001, slow consumer 4008,
 failure 1011, worker restart 1012) or the peer's close arrives: what is already queued is
-still written, in-flight sends still commit, then the socket closes.
+still written, in-flight sends still commit, then the socket closes. (A worker that begins
+to drain first answers new sends with `shutting_down` while its sessions are still LIVE; the
+slow-consumer close is decided by the Connection itself, and the session sees it as a close
+code and stops reading.)
 """
 
 from __future__ import annotations
@@ -50,11 +53,6 @@ class State(enum.Enum):
     @property
     def reads_frames(self) -> bool:
         return self is State.LIVE
-
-    @property
-    def holds_state_events(self) -> bool:
-        """State events (presence, receipts, typing, read_state) wait for `synced`."""
-        return self is State.SYNCING
 
     @property
     def follows_added(self) -> bool:
