@@ -1,15 +1,12 @@
-"""The Starlette application: wiring, lifespan, access log, drain on shutdown."""
+"""The Starlette application: routes, lifespan, access log and error pages."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator
 
-import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -17,167 +14,16 @@ from starlette.responses import Response
 from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chatd import http_api, logs, metrics, migrations, ws
-from chatd.accounts import Accounts, Limiters
+from chatd import http_api, logs, metrics, ws
 from chatd.config import Settings
-from chatd.conncap import ConnectionCap
-from chatd.connection import CLOSE_SERVICE_RESTART, Connection
 from chatd.errors import ChatdError, Code
-from chatd.fanout import Hub
-from chatd.messaging import Messaging
 from chatd.origins import ApiCors
-from chatd.presence import Presence
-from chatd.ratelimit import RateLimiter
-from chatd.readstate import ReadState
-from chatd.receipts import Flusher, Receipts
-from chatd.sampler import Sampler, TimedRedisPool
-from chatd.security import Passwords
-from chatd.storage import Stores, create_pool
+from chatd.runtime import Runtime, SchemaOutdated, close_runtime, open_runtime
 
 log = logging.getLogger("chatd")
 access_log = logging.getLogger("chatd.http")
-READY_REDIS_TIMEOUT_S = 2.0
 
-
-class SchemaOutdated(RuntimeError):
-    pass
-
-
-class Runtime:
-    """Everything one worker process holds: pools, the hub, the services."""
-
-    def __init__(self, settings: Settings, stores: Stores, redis: aioredis.Redis) -> None:
-        self.settings = settings
-        self.stores = stores
-        self.redis = redis
-        self.hub = Hub(redis, stores, settings.gap_fill_delay_s, self, settings.redis_send_timeout_s)
-        limiter = RateLimiter(
-            redis,
-            "send",
-            settings.rate_limit_messages,
-            settings.rate_limit_window_s,
-            timeout_s=settings.redis_send_timeout_s,
-        )
-        limiters = Limiters(
-            login=RateLimiter(redis, "login", settings.login_rate_limit, 60),
-            login_address=RateLimiter(redis, "login-addr", settings.login_address_rate_limit, 60),
-            register=RateLimiter(redis, "register", settings.register_rate_limit, 3600),
-        )
-        self.passwords = Passwords(
-            settings.argon2_time_cost,
-            settings.argon2_memory_kib,
-            settings.argon2_concurrency,
-            settings.argon2_queue,
-        )
-        self.accounts = Accounts(stores, self.passwords, limiters, self.hub)
-        read_state = ReadState(redis, settings.redis_send_timeout_s)
-        lookups = RateLimiter(redis, "lookup", settings.user_lookup_rate_limit, 60)
-        self.receipts = Receipts(stores, read_state, self.hub, settings)
-        self.messaging = Messaging(stores, self.hub, limiter, self.receipts, settings, lookups)
-        self.flusher = Flusher(stores, read_state, settings.receipt_flush_interval_s)
-        self.presence = Presence(redis, stores, self.hub, settings)
-        self.conncap = ConnectionCap(
-            redis, settings.max_connections_per_user, settings.presence_ttl_s, settings.redis_send_timeout_s
-        )
-        self.sampler = Sampler(self)
-        self.draining = False
-        self._inflight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    @contextlib.contextmanager
-    def in_flight(self) -> Iterator[None]:
-        """Marks a send the drain on shutdown must wait for."""
-        self._inflight += 1
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self._inflight -= 1
-            if not self._inflight:
-                self._idle.set()
-
-    # The hub's `Sessions` (fanout.py): per-user notices are acted on by the WebSocket layer.
-    def on_notice(self, conn: Connection, notice: dict[str, Any]) -> None:
-        ws.on_user_message(self, conn, notice)
-
-    async def on_resync(self, conns: list[Connection]) -> None:
-        await ws.recheck_tokens(self, conns)
-
-    async def readiness(self) -> list[str]:
-        problems = []
-        try:
-            async with self.stores.pool.acquire() as conn:
-                missing = await migrations.missing(conn)
-            if missing:
-                problems.append(f"schema: missing migrations {', '.join(missing)}")
-        except Exception as exc:
-            problems.append(f"postgres: {type(exc).__name__}")
-        try:
-            async with asyncio.timeout(READY_REDIS_TIMEOUT_S):  # a hung Redis is not ready either
-                await self.redis.ping()
-        except Exception as exc:
-            problems.append(f"redis: {type(exc).__name__}")
-        if self.draining:
-            problems.append("draining")
-        return problems
-
-    async def drain(self) -> None:
-        """Finish in-flight sends, then ask every client to reconnect elsewhere (1012)."""
-        self.draining = True
-        deadline = time.monotonic() + self.settings.drain_timeout_s
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), self.settings.drain_timeout_s)
-        conns = list(self.hub.connections)
-        for conn in conns:
-            conn.close(CLOSE_SERVICE_RESTART, "service restart")
-        if conns:
-            await asyncio.wait(
-                [asyncio.create_task(c.wait_closed()) for c in conns],
-                timeout=max(0.5, deadline - time.monotonic()),
-            )
-        log.info("drained", extra={"connections": len(conns)})
-
-
-async def open_runtime(settings: Settings) -> Runtime:
-    pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
-    try:
-        async with pool.acquire() as conn:
-            missing = await migrations.missing(conn)
-        if missing:
-            raise SchemaOutdated(
-                f"database schema is behind: missing {', '.join(missing)}; run `chatd migrate`"
-            )
-        # Past `redis_pool_max` connections a command waits for a free one (up to 10 s)
-        # instead of failing: a burst then queues rather than answering `unavailable`.
-        pool_class = TimedRedisPool if metrics.ENABLED else aioredis.BlockingConnectionPool
-        redis_pool = pool_class.from_url(
-            settings.redis_url,
-            max_connections=settings.redis_pool_max,
-            timeout=10,
-            health_check_interval=30,
-            socket_keepalive=True,
-        )
-        redis = aioredis.Redis.from_pool(redis_pool)  # closing the client closes the pool
-        runtime = Runtime(settings, Stores(pool), redis)
-        await runtime.hub.start()
-        runtime.flusher.start()
-        runtime.presence.start()
-        runtime.sampler.start()
-    except BaseException:
-        await pool.close()
-        raise
-    return runtime
-
-
-async def close_runtime(runtime: Runtime) -> None:
-    await runtime.sampler.stop()
-    await runtime.presence.stop()
-    await runtime.flusher.stop()  # writes every pointer still only in Redis
-    await runtime.hub.stop()
-    await runtime.redis.aclose()
-    await runtime.stores.pool.close()
-    runtime.passwords.close()
+__all__ = ["Runtime", "SchemaOutdated", "create_app", "open_runtime"]  # the server and the CLI use these
 
 
 class AccessLog:

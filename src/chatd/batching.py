@@ -23,7 +23,7 @@ class Batcher(Generic[T, R]):
         self._flush = flush
         self._max_size = max_size
         self._concurrency = concurrency
-        self._queue: deque[tuple[T, asyncio.Future[R]]] = deque()
+        self._queue: deque[list[tuple[T, asyncio.Future[R]]]] = deque()  # groups, kept whole
         self._running = 0
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -35,9 +35,23 @@ class Batcher(Generic[T, R]):
         may still commit: the client's resend is then answered as a duplicate).
         """
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.append((item, future))
+        self._queue.append([(item, future)])
         self._kick()
         return await future
+
+    async def submit_many(self, items: Sequence[T]) -> list[R | BaseException]:
+        """Run `items` together, in this order, in one batch (never split across batches that
+        run at once, so their order holds); results or exceptions in the order of `items`.
+        At most `max_size` items."""
+        if len(items) > self._max_size:
+            raise ValueError(f"at most {self._max_size} items in one group")
+        loop = asyncio.get_running_loop()
+        group = [(item, loop.create_future()) for item in items]
+        if group:
+            self._queue.append(group)
+            self._kick()
+        outcomes = await asyncio.gather(*(future for _, future in group), return_exceptions=True)
+        return list(outcomes)
 
     def _kick(self) -> None:
         if self._queue and not self._scheduled and self._running < self._concurrency:
@@ -47,8 +61,9 @@ class Batcher(Generic[T, R]):
     def _start(self) -> None:
         self._scheduled = False
         while self._queue and self._running < self._concurrency:
-            size = min(len(self._queue), self._max_size)
-            batch = [self._queue.popleft() for _ in range(size)]
+            batch = self._queue.popleft()
+            while self._queue and len(batch) + len(self._queue[0]) <= self._max_size:
+                batch.extend(self._queue.popleft())
             self._running += 1
             task = asyncio.create_task(self._run(batch))
             self._tasks.add(task)

@@ -104,6 +104,8 @@ class Settings:
     register_rate_limit: int = _setting("20", lambda n, v: _int(n, v, 1, 1_000_000))
     auth_timeout_s: float = _setting("10", lambda n, v: _float(n, v, 0.1, 300))
     send_queue_frames: int = _setting("2000", lambda n, v: _int(n, v, 10, 1_000_000))
+    # unacked sends per connection; at most the group-commit batch (messaging.COMMIT_BATCH_MAX)
+    send_window: int = _setting("128", lambda n, v: _int(n, v, 1, 256))
     max_connections_per_user: int = _setting("20", lambda n, v: _int(n, v, 1, 100_000))
     gap_fill_delay_s: float = _setting("0.2", lambda n, v: _float(n, v, 0.001, 10))
     drain_timeout_s: float = _setting("10", lambda n, v: _float(n, v, 0, 300))

@@ -1,10 +1,4 @@
-"""One client WebSocket: an ordered outbound queue and a delivery cursor per conversation.
-
-Every event reaches a connection through ``deliver`` (live, from the hub) or ``push`` (catch-up,
-from Postgres). ``delivered[cid]`` is the highest seq handed to the client, so an event is
-sent at most once and, because both sources are gapless and ordered, never out of order.
-While a conversation is catching up, live events for it wait in ``pending``.
-"""
+"""One client WebSocket's outbound queue, and the close codes (docs/protocol.md §6)."""
 
 from __future__ import annotations
 
@@ -13,7 +7,6 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -41,52 +34,32 @@ def dumps(frame: dict[str, Any]) -> str:
 
 
 class Connection:
-    # An idle connection holds no queue, no writer task and no events: those come and go with
-    # traffic (issue 6: idle connections are counted in thousands per worker).
+    """The outbound side of one socket: an ordered queue written by a task that exists only
+    while frames are queued (issue 6: idle connections are counted in thousands per worker).
+
+    The session (sessions/) decides what is sent; this class only queues, writes, applies the
+    slow-consumer limit (close 4008) and closes after everything already queued.
+    """
+
     __slots__ = (
         "_close_reason",
         "_done",
         "_frames",
-        "_on_leave",
         "_queue_limit",
         "_waiters",
         "_writer",
         "close_code",
-        "deferred",
-        "delivered",
-        "early",
         "id",
-        "pending",
-        "presence_versions",
-        "share_read_state",
-        "synced",
         "token_hash",
-        "typing_at",
         "user_id",
         "websocket",
     )
 
-    def __init__(
-        self,
-        websocket: WebSocket,
-        user_id: int,
-        token_hash: bytes,
-        queue_limit: int,
-        on_leave: Callable[[Connection, int], None],
-    ) -> None:
+    def __init__(self, websocket: WebSocket, user_id: int, token_hash: bytes, queue_limit: int) -> None:
         self.websocket = websocket
-        self._on_leave = on_leave
         self.user_id = user_id
         self.token_hash = token_hash
         self.id = secrets.token_hex(6)
-        self.share_read_state = True
-        self.delivered: dict[int, int] = {}
-        self.pending: dict[int, list[tuple[int, str, Event]]] = {}
-        self.synced = False
-        self.deferred: list[tuple[dict[str, Any], int]] = []  # conversations added during sync
-        self.early: list[tuple[str, Event]] = []  # state events that arrived before `ready`
-        self.presence_versions: dict[int, int] = {}
-        self.typing_at: dict[int, float] | None = None  # conversation -> last relayed `typing`
         self.close_code: int | None = None
         self._frames: deque[Queued] | None = None  # None: nothing queued
         self._queue_limit = queue_limit
@@ -99,12 +72,13 @@ class Connection:
         return f"<Connection user={self.user_id}>"
 
     @property
-    def conversations(self) -> set[int]:
-        return set(self.delivered)
-
-    @property
     def queued(self) -> int:
         return len(self._frames) if self._frames is not None else 0
+
+    @property
+    def congested(self) -> bool:
+        """More than half the queue is unwritten: `drained()` would wait."""
+        return self._frames is not None and len(self._frames) > self._queue_limit // 2
 
     # -- outbound ------------------------------------------------------------------------
     def send(self, frame: dict[str, Any], since: float = 0.0, latency: Any = None) -> None:
@@ -120,11 +94,16 @@ class Connection:
         if self.close_code is not None:
             return
         if self._frames is not None and len(self._frames) >= self._queue_limit:
-            self._slow_consumer()
+            self.slow_consumer()
             return
         self._enqueue(text if latency is None else (text, since, latency))
 
-    def _slow_consumer(self) -> None:
+    @property
+    def queue_limit(self) -> int:
+        return self._queue_limit
+
+    def slow_consumer(self) -> None:
+        """Close 4008: more than the queue's bound waits for this client."""
         log.warning("slow consumer", extra={"user_id": self.user_id})
         metrics.SLOW_CONSUMERS.inc()
         self.close(CLOSE_SLOW_CONSUMER, "slow consumer: reconnect and catch up")
@@ -218,65 +197,3 @@ class Connection:
         except (TimeoutError, asyncio.CancelledError):
             writer.cancel()
             self._finish_writing()
-
-    # -- conversation streams ------------------------------------------------------------
-    def begin(self, cid: int, after: int) -> None:
-        """Start following `cid` after seq `after`; live events wait until `end_catch_up`."""
-        self.delivered[cid] = after
-        self.pending[cid] = []
-
-    def push(self, cid: int, seq: int, text: str, event: Event, live: bool = False) -> bool:
-        """Hand over one event in seq order; False once the user has left the conversation."""
-        if cid not in self.delivered:
-            return False
-        if seq <= self.delivered[cid]:
-            return True
-        self.delivered[cid] = seq
-        if live and metrics.ENABLED:
-            metrics.DELIVERED_LIVE.inc()
-            self.send_text(text, metrics.commit_time(event), metrics.DELIVERY_LATENCY)
-        else:
-            self.send_text(text)
-        if event["kind"] == "members_removed" and self.user_id in event["user_ids"]:
-            self.leave(cid)
-            return False
-        return True
-
-    def deliver(self, cid: int, seq: int, text: str, event: Event) -> None:
-        pending = self.pending.get(cid)
-        if pending is not None:
-            # Live events held during a catch-up count against the same bound as the queue.
-            if len(pending) >= self._queue_limit:
-                self._slow_consumer()
-                return
-            pending.append((seq, text, event))
-        else:
-            self.push(cid, seq, text, event, live=True)
-
-    def end_catch_up(self, cid: int) -> None:
-        for seq, text, event in self.pending.pop(cid, ()):
-            if not self.push(cid, seq, text, event, live=True):
-                break
-
-    def broadcast(self, text: str, event: Event) -> None:
-        """A state event (presence, receipts): not sequenced; presence deduplicated by version."""
-        if not self.synced:
-            self.early.append((text, event))
-            return
-        if event["type"] == "presence":
-            uid, version = event["user_id"], event["version"]
-            if version <= self.presence_versions.get(uid, -1):
-                return
-            self.presence_versions[uid] = version
-        self.send_text(text)
-
-    def mark_synced(self) -> None:
-        self.synced = True
-        early, self.early = self.early, []
-        for text, event in early:
-            self.broadcast(text, event)
-
-    def leave(self, cid: int) -> None:
-        self.delivered.pop(cid, None)
-        self.pending.pop(cid, None)
-        self._on_leave(self, cid)

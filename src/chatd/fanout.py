@@ -26,19 +26,20 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Hashable, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 
 from chatd import metrics, notices
-from chatd.connection import Connection, Event, dumps
+from chatd.connection import Event, dumps
 from chatd.ephemeral import Ephemeral
 from chatd.notices import Notice
 from chatd.outbox import CONTROL_CHANNEL, RESYNC, Outbox
 from chatd.storage import Stores
+from chatd.subscriber import Subscriber
 from chatd.topics import Topic
 
 log = logging.getLogger("chatd.fanout")
@@ -55,32 +56,24 @@ def user_channel(uid: int) -> str:
     return f"chatd:u:{uid}"
 
 
-class Sessions(Protocol):
-    """What the hub hands per-user notices to: the layer that owns the connections."""
-
-    def on_notice(self, conn: Connection, notice: Notice) -> None:
-        """A notice on `conn`'s user channel, live or rebuilt after an outage (notices.py)."""
-
-    async def on_resync(self, conns: list[Connection]) -> None:
-        """This worker's subscriber was away: re-check what no notice can rebuild (tokens)."""
-
-
 class Hub:
     def __init__(
         self,
         redis: aioredis.Redis,
         stores: Stores,
         gap_fill_delay: float,
-        sessions: Sessions,
         publish_timeout_s: float = 0.5,
+        on_resync: Callable[[list[Subscriber]], Awaitable[None]] | None = None,
     ) -> None:
-        self.sessions = sessions
+        # After a subscriber outage a token revoke sent meanwhile is gone, and no durable
+        # source holds it: the caller re-checks every local subscriber's token.
+        self.on_resync = on_resync
         self.redis = redis
         self.stores = stores
         self.gap_fill_delay = gap_fill_delay
         self.topics: dict[int, Topic] = {}
-        self.users: dict[int, set[Connection]] = {}
-        self.connections: set[Connection] = set()
+        self.users: dict[int, set[Subscriber]] = {}
+        self.connections: set[Subscriber] = set()
         self._pubsub = redis.pubsub()
         self._pongs: dict[bytes, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -159,7 +152,7 @@ class Hub:
         finally:
             self._pongs.pop(token, None)
 
-    async def add_connection(self, conn: Connection) -> None:
+    async def add_connection(self, conn: Subscriber) -> None:
         """Returns once the user's channel is subscribed: what is published from then on reaches `conn`."""
         self.connections.add(conn)
         self.users.setdefault(conn.user_id, set()).add(conn)
@@ -168,7 +161,7 @@ class Hub:
         await self._pubsub.subscribe(user_channel(conn.user_id))
         await self._confirm()
 
-    def remove_connection(self, conn: Connection) -> None:
+    def remove_connection(self, conn: Subscriber) -> None:
         self.connections.discard(conn)
         self.detach(conn, list(conn.conversations))
         conns = self.users.get(conn.user_id)
@@ -178,7 +171,7 @@ class Hub:
                 del self.users[conn.user_id]
                 self.spawn(self._unsubscribe(user_channel(conn.user_id)))
 
-    async def attach(self, conn: Connection, cids: list[int]) -> None:
+    async def attach(self, conn: Subscriber, cids: list[int]) -> None:
         """Deliver live events of `cids` to `conn`; returns once every topic has a baseline."""
         new = [cid for cid in cids if cid not in self.topics]
         for cid in new:
@@ -210,10 +203,10 @@ class Hub:
             if (topic := self.topics.get(cid)) is not None and topic.next_seq is not None
         }
 
-    def detach_one(self, conn: Connection, cid: int) -> None:
+    def detach_one(self, conn: Subscriber, cid: int) -> None:
         self.detach(conn, [cid])
 
-    def detach(self, conn: Connection, cids: list[int]) -> None:
+    def detach(self, conn: Subscriber, cids: list[int]) -> None:
         for cid in cids:
             topic = self.topics.get(cid)
             if topic is None:
@@ -297,7 +290,7 @@ class Hub:
         elif prefix == "chatd:u":
             payload = orjson.loads(data)
             for conn in list(self.users.get(int(ident), ())):
-                self.sessions.on_notice(conn, payload)
+                conn.notice(payload)
 
     async def resync(self) -> None:
         """After the subscriber reconnects, recover whatever was published while it was away.
@@ -309,9 +302,9 @@ class Hub:
         """
         metrics.RESYNCS.inc()
         conns = self._live()
-        if conns:
+        if conns and self.on_resync is not None:
             try:
-                await self.sessions.on_resync(conns)
+                await self.on_resync(conns)
             except Exception:
                 metrics.ERRORS.labels("resync").inc()
                 log.warning("resync of connections failed", exc_info=True)
@@ -337,7 +330,7 @@ class Hub:
             return
         for conn, notice in missed:
             if conn.close_code is None:
-                self.sessions.on_notice(conn, notice)
+                conn.notice(notice)
 
-    def _live(self) -> list[Connection]:
+    def _live(self) -> list[Subscriber]:
         return [c for c in self.connections if c.close_code is None]

@@ -18,7 +18,7 @@ from chatd.storage import is_unavailable
 log = logging.getLogger("chatd.http")
 
 if TYPE_CHECKING:
-    from chatd.app import Runtime
+    from chatd.runtime import Runtime
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -162,9 +162,7 @@ async def logout(request: Request) -> Response:
 @api
 async def me(request: Request) -> Response:
     user_id, _ = await authenticated(request)
-    names = await runtime(request).stores.accounts.usernames([user_id])
-    share = await runtime(request).stores.receipts.share_setting(user_id)
-    return JSON({"user_id": user_id, "username": names.get(user_id), "share_read_state": share})
+    return JSON(await runtime(request).accounts.profile(user_id))
 
 
 @api
@@ -304,10 +302,8 @@ async def presence(request: Request) -> Response:
     wanted = sorted(set(id_list(body, "user_ids", int)))
     if not 0 < len(wanted) <= 1000:
         raise ChatdError(Code.BAD_REQUEST, "user_ids: 1 to 1000 users", field="user_ids")
-    rt = runtime(request)
-    visible = await rt.stores.presence.visible(user_id, wanted)
-    found = sorted(await rt.presence.view(visible), key=lambda entry: int(entry["user_id"]))
-    return JSON({"presence": found, "hidden": [u for u in wanted if u not in visible]})
+    found, hidden = await runtime(request).presence.query(user_id, wanted)
+    return JSON({"presence": found, "hidden": hidden})
 
 
 routes = [

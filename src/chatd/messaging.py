@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from chatd import metrics, notices, policy
@@ -25,6 +27,7 @@ TOOK_PART_CACHE = 100_000
 # long after this worker last set it (docs/protocol.md §4.9).
 TOOK_PART_RECHECK_S = 60.0
 log = logging.getLogger("chatd.messaging")
+Outgoing = tuple[int, str, str]  # conversation_id, client_msg_id, body
 
 
 class Messaging:
@@ -54,42 +57,60 @@ class Messaging:
         return await self._stores.messages.append_many(items)
 
     # -- messages ------------------------------------------------------------------------
-    async def send(self, user_id: int, conversation_id: int, client_msg_id: str, body: str) -> dict[str, Any]:
-        """Store, then publish; the returned ack is only built after the COMMIT."""
-        try:
-            ack = await self._send(user_id, conversation_id, client_msg_id, body)
-        except ChatdError as exc:
-            metrics.SENDS.labels(exc.code.value).inc()
-            raise
-        except Exception as exc:
-            metrics.SENDS.labels("unavailable" if is_unavailable(exc) else "internal").inc()
-            raise
-        (metrics.SENDS_DUPLICATE if ack["duplicate"] else metrics.SENDS_ACKED).inc()
-        return ack
-
-    async def _send(
-        self, user_id: int, conversation_id: int, client_msg_id: str, body: str
-    ) -> dict[str, Any]:
-        if len(body) > self._settings.max_message_chars:
-            raise ChatdError(
-                Code.MESSAGE_TOO_LONG,
-                f"body is longer than {self._settings.max_message_chars} characters",
-            )
-        await self._limiter.hit(user_id)
-        event, duplicate = await self._appends.submit((conversation_id, user_id, client_msg_id, body))
+    async def send_many(
+        self, user_id: int, sends: Sequence[Outgoing]
+    ) -> list[dict[str, Any] | BaseException]:
+        """One connection's sends, in its order: an ack (built after the COMMIT) or the
+        exception, per send. They share one group commit, so a later send of the same
+        conversation always gets the higher seq; at most COMMIT_BATCH_MAX of them."""
+        outcomes: list[dict[str, Any] | BaseException] = []
+        for _, _, body in sends:
+            if len(body) > self._settings.max_message_chars:
+                error = ChatdError(
+                    Code.MESSAGE_TOO_LONG,
+                    f"body is longer than {self._settings.max_message_chars} characters",
+                )
+                outcomes.append(error)
+            else:
+                outcomes.append({})
+        # One pipelined INCR per send, in order: past the limit every later one is refused too.
+        counted = [i for i, outcome in enumerate(outcomes) if not isinstance(outcome, BaseException)]
+        hits = await asyncio.gather(*(self._limiter.hit(user_id) for _ in counted), return_exceptions=True)
+        for index, hit in zip(counted, hits, strict=True):
+            if isinstance(hit, BaseException):
+                outcomes[index] = hit
+        todo = [i for i, outcome in enumerate(outcomes) if not isinstance(outcome, BaseException)]
+        appends: list[Append] = [(sends[i][0], user_id, sends[i][1], sends[i][2]) for i in todo]
+        stored = await self._appends.submit_many(appends)
+        events = [result[0] for result in stored if not isinstance(result, BaseException)]
         # A resend re-publishes too: if the first attempt died between COMMIT and PUBLISH,
-        # this delivers it now; subscribers drop the copy if they already have it.
-        await self._hub.publish(event)
-        await self._mark_took_part(conversation_id, user_id)
-        return {
-            "type": "ack",
-            "conversation_id": conversation_id,
-            "client_msg_id": client_msg_id,
-            "message_id": event["id"],
-            "seq": event["seq"],
-            "created_at": event["created_at"],
-            "duplicate": duplicate,
-        }
+        # this delivers it now; subscribers drop the copy if they already have it. Queued in
+        # commit order (the outbox keeps the order of the calls).
+        await asyncio.gather(*(self._hub.publish(event) for event in events))
+        for cid in dict.fromkeys(event["conversation_id"] for event in events):
+            await self._mark_took_part(cid, user_id)
+        for index, result in zip(todo, stored, strict=True):
+            if isinstance(result, BaseException):
+                outcomes[index] = result
+                continue
+            event, duplicate = result
+            outcomes[index] = {
+                "type": "ack",
+                "conversation_id": sends[index][0],
+                "client_msg_id": sends[index][1],
+                "message_id": event["id"],
+                "seq": event["seq"],
+                "created_at": event["created_at"],
+                "duplicate": duplicate,
+            }
+        for outcome in outcomes:
+            if isinstance(outcome, ChatdError):
+                metrics.SENDS.labels(outcome.code.value).inc()
+            elif isinstance(outcome, BaseException):
+                metrics.SENDS.labels("unavailable" if is_unavailable(outcome) else "internal").inc()
+            else:
+                (metrics.SENDS_DUPLICATE if outcome["duplicate"] else metrics.SENDS_ACKED).inc()
+        return outcomes
 
     async def _mark_took_part(self, conversation_id: int, user_id: int) -> None:
         """Sending makes the sender's presence visible in the conversation (docs/protocol.md
@@ -119,6 +140,13 @@ class Messaging:
         return await self._stores.messages.page(
             conversation_id, after=after, before=before, limit=min(limit, HISTORY_MAX)
         )
+
+    async def catch_up_page(self, conversation_id: int, after: int, limit: int) -> list[dict[str, Any]]:
+        """Events after `after`, ascending, for a session that already checked membership."""
+        return await self._stores.messages.page(conversation_id, after=after, limit=limit)
+
+    async def last_seqs(self, conversation_ids: list[int]) -> dict[int, int]:
+        return await self._stores.conversations.last_seqs(conversation_ids)
 
     # -- conversations -------------------------------------------------------------------
     async def resolve_users(self, caller: int, user_ids: list[int], usernames: list[str]) -> list[int]:

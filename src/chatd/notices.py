@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from chatd.connection import Connection
 from chatd.storage.notices import NoticeStore
+from chatd.subscriber import Subscriber
 
 Notice = dict[str, Any]
 PUBLIC_CONVERSATION = ("id", "kind", "title", "created_at", "last_seq", "member_count")
@@ -47,7 +47,7 @@ def read_state(cid: int, seq: int, origin: str) -> Notice:
     return {"op": "read_state", "conversation_id": cid, "last_read_seq": seq, "origin": origin}
 
 
-async def rebuild(store: NoticeStore, conns: Iterable[Connection]) -> list[tuple[Connection, Notice]]:
+async def rebuild(store: NoticeStore, conns: Iterable[Subscriber]) -> list[tuple[Subscriber, Notice]]:
     """The notices `conns` may have missed, as their durable source says now.
 
     Harmless when nothing was missed: a conversation the connection already follows is not in
@@ -59,7 +59,7 @@ async def rebuild(store: NoticeStore, conns: Iterable[Connection]) -> list[tuple
         return []
     memberships = await store.memberships(users)
     shared = await store.share_read_state(users)
-    found: list[tuple[Connection, Notice]] = []
+    found: list[tuple[Subscriber, Notice]] = []
     for conn in conns:
         if conn.user_id in shared and shared[conn.user_id] != conn.share_read_state:
             found.append((conn, settings(shared[conn.user_id])))

@@ -245,6 +245,13 @@ class Presence:
             for uid in users
         ]
 
+    async def query(self, uid: int, wanted: list[int]) -> tuple[list[dict[str, Any]], list[int]]:
+        """`POST /v1/presence`: the presence of those of `wanted` whom `uid` may see (ascending),
+        and the ids of the others."""
+        visible = await self._stores.presence.visible(uid, wanted)
+        found = sorted(await self.view(visible), key=lambda entry: int(entry["user_id"]))
+        return found, [u for u in wanted if u not in visible]
+
     async def snapshot(self, uid: int) -> list[dict[str, Any]]:
         """Everyone whose changes `uid` is pushed (up to the configured cap): co-members of
         conversations of at most CHATD_PRESENCE_MAX_GROUP_SIZE members who took part in them."""

@@ -10,14 +10,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from chatd import metrics
-
-if TYPE_CHECKING:
-    from chatd.app import Runtime
+from chatd.fanout import Hub
+from chatd.presence import Presence
+from chatd.receipts import Flusher
+from chatd.storage import Stores
 
 log = logging.getLogger("chatd")
 TICK_S = 0.25  # loop-lag resolution
@@ -36,8 +37,14 @@ class TimedRedisPool(aioredis.BlockingConnectionPool):
 
 
 class Sampler:
-    def __init__(self, runtime: Runtime) -> None:
-        self._rt = runtime
+    def __init__(
+        self, hub: Hub, stores: Stores, redis: aioredis.Redis, flusher: Flusher, presence: Presence
+    ) -> None:
+        self._hub = hub
+        self._stores = stores
+        self._redis = redis
+        self._flusher = flusher
+        self._presence = presence
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -69,16 +76,15 @@ class Sampler:
                     metrics.ERRORS.labels("metrics_sample").inc()
 
     def local(self) -> None:
-        rt = self._rt
-        conns = rt.hub.connections
+        conns = self._hub.connections
         metrics.WS_OPEN.set(len(conns))
         metrics.QUEUED_FRAMES.set(sum(conn.queued for conn in conns))
-        metrics.OUTBOX_PENDING.set(rt.hub.outbox.pending)
-        pool = rt.stores.pool
+        metrics.OUTBOX_PENDING.set(self._hub.outbox.pending)
+        pool = self._stores.pool
         size, idle = pool.get_size(), pool.get_idle_size()
         metrics.POOL_CONNECTIONS.labels("postgres", "in_use").set(size - idle)
         metrics.POOL_CONNECTIONS.labels("postgres", "idle").set(idle)
-        redis_pool = rt.redis.connection_pool
+        redis_pool = self._redis.connection_pool
         metrics.POOL_CONNECTIONS.labels("redis", "in_use").set(
             len(getattr(redis_pool, "_in_use_connections", ()))
         )
@@ -86,7 +92,7 @@ class Sampler:
         metrics.POOL_CONNECTIONS.labels("redis", "idle").set(sum(1 for c in available if c is not None))
 
     async def cluster(self) -> None:
-        pending, age = await self._rt.flusher.backlog()
+        pending, age = await self._flusher.backlog()
         metrics.POINTERS_PENDING.set(pending)
         metrics.POINTERS_AGE.set(age)
-        metrics.USERS_CONNECTED.set(await self._rt.presence.connected_users())
+        metrics.USERS_CONNECTED.set(await self._presence.connected_users())

@@ -14,8 +14,9 @@ from types import FrameType
 import uvicorn
 
 from chatd import metrics
-from chatd.app import Runtime, create_app, open_runtime
+from chatd.app import create_app
 from chatd.config import Settings
+from chatd.runtime import Runtime, open_runtime
 
 log = logging.getLogger("chatd")
 

@@ -10,24 +10,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from chatd import metrics
-from chatd.connection import Connection, Event, dumps
-
-if TYPE_CHECKING:
-    from chatd.fanout import Hub
+from chatd.connection import Event, dumps
+from chatd.storage import Stores
+from chatd.subscriber import Subscriber
 
 log = logging.getLogger("chatd.fanout")
+
+
+class TopicOwner(Protocol):
+    """What a topic needs from the hub that owns it (fanout.Hub), seen from below."""
+
+    gap_fill_delay: float
+    topics: dict[int, Topic]
+    stores: Stores
+
+    def spawn(self, coro: Any) -> None: ...
 
 
 class Topic:
     """This process's ordered view of one conversation's event stream."""
 
-    def __init__(self, hub: Hub, cid: int) -> None:
+    def __init__(self, hub: TopicOwner, cid: int) -> None:
         self.hub = hub
         self.cid = cid
-        self.conns: set[Connection] = set()
+        self.conns: set[Subscriber] = set()
         self.next_seq: int | None = None  # None until the baseline is read
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.ahead: dict[int, tuple[str, Event]] = {}
@@ -65,7 +74,7 @@ class Topic:
 
     def broadcast(self, text: str, event: Event) -> None:
         for conn in list(self.conns):
-            if self.cid in conn.delivered:
+            if self.cid in conn.conversations:
                 conn.broadcast(text, event)
 
     def _arm_gap_fill(self) -> None:

@@ -1,0 +1,182 @@
+"""Everything one worker process holds: pools, the hub, the services, the drain state.
+
+Below the transports: ws.py and http_api.py may import it (they are handed a Runtime), and it
+imports none of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+
+import redis.asyncio as aioredis
+
+from chatd import metrics, migrations
+from chatd.accounts import Accounts, Limiters
+from chatd.config import Settings
+from chatd.conncap import ConnectionCap
+from chatd.connection import CLOSE_SERVICE_RESTART
+from chatd.fanout import Hub
+from chatd.messaging import Messaging
+from chatd.presence import Presence
+from chatd.ratelimit import RateLimiter
+from chatd.readstate import ReadState
+from chatd.receipts import Flusher, Receipts
+from chatd.sampler import Sampler, TimedRedisPool
+from chatd.security import Passwords
+from chatd.storage import Stores, create_pool
+from chatd.subscriber import Subscriber
+
+log = logging.getLogger("chatd")
+READY_REDIS_TIMEOUT_S = 2.0
+
+
+class SchemaOutdated(RuntimeError):
+    pass
+
+
+class Runtime:
+    """Everything one worker process holds: pools, the hub, the services."""
+
+    def __init__(self, settings: Settings, stores: Stores, redis: aioredis.Redis) -> None:
+        self.settings = settings
+        self.stores = stores
+        self.redis = redis
+        self.hub = Hub(
+            redis,
+            stores,
+            settings.gap_fill_delay_s,
+            settings.redis_send_timeout_s,
+            on_resync=self._recheck_tokens,
+        )
+        limiter = RateLimiter(
+            redis,
+            "send",
+            settings.rate_limit_messages,
+            settings.rate_limit_window_s,
+            timeout_s=settings.redis_send_timeout_s,
+        )
+        limiters = Limiters(
+            login=RateLimiter(redis, "login", settings.login_rate_limit, 60),
+            login_address=RateLimiter(redis, "login-addr", settings.login_address_rate_limit, 60),
+            register=RateLimiter(redis, "register", settings.register_rate_limit, 3600),
+        )
+        self.passwords = Passwords(
+            settings.argon2_time_cost,
+            settings.argon2_memory_kib,
+            settings.argon2_concurrency,
+            settings.argon2_queue,
+        )
+        self.accounts = Accounts(stores, self.passwords, limiters, self.hub)
+        read_state = ReadState(redis, settings.redis_send_timeout_s)
+        lookups = RateLimiter(redis, "lookup", settings.user_lookup_rate_limit, 60)
+        self.receipts = Receipts(stores, read_state, self.hub, settings)
+        self.messaging = Messaging(stores, self.hub, limiter, self.receipts, settings, lookups)
+        self.flusher = Flusher(stores, read_state, settings.receipt_flush_interval_s)
+        self.presence = Presence(redis, stores, self.hub, settings)
+        self.conncap = ConnectionCap(
+            redis, settings.max_connections_per_user, settings.presence_ttl_s, settings.redis_send_timeout_s
+        )
+        self.sampler = Sampler(self.hub, stores, redis, self.flusher, self.presence)
+        self.draining = False
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Marks a send the drain on shutdown must wait for."""
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._inflight -= 1
+            if not self._inflight:
+                self._idle.set()
+
+    async def _recheck_tokens(self, subscribers: list[Subscriber]) -> None:
+        """After a subscriber outage: close sessions whose token was revoked while no revoke
+        could reach them (or the logging-out worker died before its publish)."""
+        live = await self.accounts.live_tokens(sorted({sub.token_hash for sub in subscribers}))
+        for sub in subscribers:
+            if sub.token_hash not in live:
+                sub.notice({"op": "revoke", "token": sub.token_hash.hex()})  # as a live revoke does
+
+    async def readiness(self) -> list[str]:
+        problems = []
+        try:
+            async with self.stores.pool.acquire() as conn:
+                missing = await migrations.missing(conn)
+            if missing:
+                problems.append(f"schema: missing migrations {', '.join(missing)}")
+        except Exception as exc:
+            problems.append(f"postgres: {type(exc).__name__}")
+        try:
+            async with asyncio.timeout(READY_REDIS_TIMEOUT_S):  # a hung Redis is not ready either
+                await self.redis.ping()
+        except Exception as exc:
+            problems.append(f"redis: {type(exc).__name__}")
+        if self.draining:
+            problems.append("draining")
+        return problems
+
+    async def drain(self) -> None:
+        """Finish in-flight sends, then ask every client to reconnect elsewhere (1012)."""
+        self.draining = True
+        deadline = time.monotonic() + self.settings.drain_timeout_s
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), self.settings.drain_timeout_s)
+        conns = list(self.hub.connections)
+        for conn in conns:
+            conn.close(CLOSE_SERVICE_RESTART, "service restart")
+        if conns:
+            await asyncio.wait(
+                [asyncio.create_task(c.wait_closed()) for c in conns],
+                timeout=max(0.5, deadline - time.monotonic()),
+            )
+        log.info("drained", extra={"connections": len(conns)})
+
+
+async def open_runtime(settings: Settings) -> Runtime:
+    pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
+    try:
+        async with pool.acquire() as conn:
+            missing = await migrations.missing(conn)
+        if missing:
+            raise SchemaOutdated(
+                f"database schema is behind: missing {', '.join(missing)}; run `chatd migrate`"
+            )
+        # Past `redis_pool_max` connections a command waits for a free one (up to 10 s)
+        # instead of failing: a burst then queues rather than answering `unavailable`.
+        pool_class = TimedRedisPool if metrics.ENABLED else aioredis.BlockingConnectionPool
+        redis_pool = pool_class.from_url(
+            settings.redis_url,
+            max_connections=settings.redis_pool_max,
+            timeout=10,
+            health_check_interval=30,
+            socket_keepalive=True,
+        )
+        redis = aioredis.Redis.from_pool(redis_pool)  # closing the client closes the pool
+        runtime = Runtime(settings, Stores(pool), redis)
+        await runtime.hub.start()
+        runtime.flusher.start()
+        runtime.presence.start()
+        runtime.sampler.start()
+    except BaseException:
+        await pool.close()
+        raise
+    return runtime
+
+
+async def close_runtime(runtime: Runtime) -> None:
+    await runtime.sampler.stop()
+    await runtime.presence.stop()
+    await runtime.flusher.stop()  # writes every pointer still only in Redis
+    await runtime.hub.stop()
+    await runtime.redis.aclose()
+    await runtime.stores.pool.close()
+    runtime.passwords.close()

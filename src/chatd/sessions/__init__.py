@@ -1,0 +1,15 @@
+"""The sessions layer: one client connection's life as a state machine (state.py), between
+the WebSocket transport (ws.py) and the services and hub below.
+
+- session.py: `authenticate`, then `Session` (the hub's Subscriber): frames in, events out;
+- state.py: the states, what each accepts, and every close code a session chooses;
+- sync.py: `ready`, catch-up, `synced`, and following conversations added while connected;
+- streams.py: per-conversation cursors and held state events (no gap, no duplicate);
+- sends.py: pipelined sends within the send window, acked in send order.
+"""
+
+from __future__ import annotations
+
+from chatd.sessions.session import Session, authenticate
+
+__all__ = ["Session", "authenticate"]

@@ -1,0 +1,353 @@
+"""One client connection's life, from the first frame to the close (state rules: state.py).
+
+The transport (ws.py) hands over decoded frames; the session decides what each one does in
+the current state, delivers the hub's events (it is the hub's Subscriber) and chooses how the
+socket closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any
+
+from starlette.websockets import WebSocket
+
+from chatd import frames, metrics
+from chatd.accounts import Identity
+from chatd.connection import Connection, dumps
+from chatd.errors import ChatdError, Code
+from chatd.sessions import state, sync
+from chatd.sessions.sends import SendPipeline
+from chatd.sessions.state import NEXT, State
+from chatd.sessions.streams import Streams
+from chatd.subscriber import Event
+
+if TYPE_CHECKING:
+    from chatd.runtime import Runtime
+
+log = logging.getLogger("chatd.ws")
+# The inbox holds at most a send window of frames and this many bytes of them.
+INBOX_BYTES = 1 << 20
+TYPING_INTERVAL_S = 1.0  # protocol.md §4.10: receivers show "typing" for 5 s after the last one
+
+
+class Session:
+    # Thousands of idle sessions per worker (issue 6): slots, and an inbox only while in use.
+    __slots__ = (
+        "_deferred",
+        "_inbox",
+        "_inbox_bytes",
+        "_inbox_room",
+        "_processor",
+        "_started",
+        "_typing_at",
+        "conn",
+        "runtime",
+        "sends",
+        "share_read_state",
+        "state",
+        "streams",
+    )
+
+    def __init__(self, runtime: Runtime, websocket: WebSocket, identity: Identity) -> None:
+        self.runtime = runtime
+        self.state = State.AUTHENTICATING
+        settings = runtime.settings
+        self.conn = Connection(websocket, identity.user_id, identity.token_hash, settings.send_queue_frames)
+        self.streams = Streams(self.conn, self._left)
+        self.sends = SendPipeline(self.conn, runtime.messaging, settings.send_window, runtime.in_flight)
+        self.share_read_state = identity.share_read_state
+        self._deferred: list[tuple[dict[str, Any], int]] = []  # conversations added while syncing
+        self._typing_at: dict[int, float] | None = None  # conversation -> last relayed `typing`
+        self._started = time.perf_counter()
+        # Frames read but not processed yet (frame or decode error, ref, time read, size).
+        self._inbox: deque[tuple[frames.Frame | ChatdError, Any, float, int]] | None = None
+        self._inbox_bytes = 0
+        self._inbox_room: asyncio.Event | None = None
+        self._processor: asyncio.Task[None] | None = None  # runs only while the inbox holds frames
+
+    def __repr__(self) -> str:
+        return f"<Session user={self.user_id} {self.state.value}>"
+
+    def _enter(self, new: State) -> None:
+        if new is not self.state:
+            assert new in NEXT[self.state], f"{self.state} -> {new}"
+            self.state = new
+
+    # -- Subscriber (called by the hub) --------------------------------------------------
+    @property
+    def id(self) -> str:
+        return self.conn.id
+
+    @property
+    def user_id(self) -> int:
+        return self.conn.user_id
+
+    @property
+    def token_hash(self) -> bytes:
+        return self.conn.token_hash
+
+    @property
+    def close_code(self) -> int | None:
+        return self.conn.close_code
+
+    @property
+    def queued(self) -> int:
+        return self.conn.queued
+
+    @property
+    def conversations(self) -> Collection[int]:
+        return self.streams.cursor.keys()
+
+    def deliver(self, cid: int, seq: int, text: str, event: Event) -> None:
+        if self.state in (State.SYNCING, State.LIVE):
+            self.streams.deliver(cid, seq, text, event)
+
+    def broadcast(self, text: str, event: Event) -> None:
+        if self.state in (State.SYNCING, State.LIVE):
+            self.streams.state(text, event)
+
+    def notice(self, payload: dict[str, Any]) -> None:
+        op = payload.get("op")
+        if op == "conversation_added":
+            if self.state is State.LIVE:
+                self.runtime.hub.spawn(self._follow(payload["conversation"], payload["since"]))
+            elif self.state.follows_added:  # `ready` is not out yet: follow it afterwards, in order
+                self._deferred.append((payload["conversation"], payload["since"]))
+        elif op == "read_state" and payload.get("origin") != self.id:
+            frame = {
+                "type": "read_state",
+                "conversation_id": payload["conversation_id"],
+                "last_read_seq": payload["last_read_seq"],
+            }
+            self.broadcast(dumps(frame), frame)  # held until `synced`, like other state
+        elif op == "settings":
+            self.share_read_state = bool(payload["share_read_state"])
+        elif op == "revoke" and payload.get("token") == self.token_hash.hex():
+            self.close(*state.REVOKED)
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Close after everything already queued (DRAINING until the socket is gone)."""
+        if self.state is not State.CLOSED:
+            self._enter(State.DRAINING)
+        self.conn.close(code, reason)
+
+    async def wait_closed(self) -> None:
+        await self.conn.wait_closed()
+
+    def fail(self, exc: BaseException, what: str) -> None:
+        self.close(*state.close_for_failure(exc, what, self.user_id))
+
+    async def _follow(self, conv: dict[str, Any], after: int) -> None:
+        try:
+            await sync.follow(self, conv, after)
+        except Exception as exc:
+            self.fail(exc, "follow failed")
+
+    def _left(self, cid: int) -> None:
+        self.runtime.hub.detach(self, [cid])
+
+    # -- AUTHENTICATING -> SYNCING -> LIVE -----------------------------------------------
+    async def start(self, since: dict[int, int]) -> bool:
+        """Subscribe, count for presence, sync; False if the session closed meanwhile."""
+        rt = self.runtime
+        self._enter(State.SYNCING)  # from here notices can arrive: they are held, not lost
+        await rt.hub.add_connection(self)
+        # A logout between the token check and that subscription published its revoke to
+        # nobody: check again, now that a revoke would reach this session.
+        if not await rt.accounts.is_live(self.token_hash):
+            self.conn.send(frames.error(ChatdError(Code.UNAUTHORIZED, "invalid or revoked token")))
+            self.close(state.REVOKED.code, Code.UNAUTHORIZED)
+            return False
+        await rt.presence.connect(self.conn)
+        await sync.sync(self, since)
+        if self.state is not State.SYNCING:
+            return False
+        self._enter(State.LIVE)
+        deferred, self._deferred = self._deferred, []
+        for conv, after in deferred:
+            await self._follow(conv, after)  # skips what `ready` already included
+        return self.reading
+
+    async def end(self) -> None:
+        """The socket is closing or gone: unsubscribe, stop counting for presence, flush."""
+        if self.state is not State.DRAINING:
+            self._enter(State.DRAINING)
+        if self._processor is not None:
+            self._processor.cancel()  # sends already in the window still commit
+        rt = self.runtime
+        rt.hub.remove_connection(self)
+        await rt.presence.disconnect(self.conn)
+        await self.conn.finish()
+        self._enter(State.CLOSED)
+
+    @property
+    def reading(self) -> bool:
+        return self.state.reads_frames and self.conn.close_code is None
+
+    def disconnected(self, code: int) -> None:
+        """The peer closed (or the socket was lost)."""
+        self.conn.close_code = self.conn.close_code or code
+        self._enter(State.DRAINING)
+
+    # -- LIVE: frames ----------------------------------------------------------------------
+    async def take(self, frame: frames.Frame | ChatdError, ref: Any, size: int) -> None:
+        """One frame read from the socket (or the error it decoded to), processed in order.
+
+        Sends go into the send window and are answered later, in order; any other frame is
+        processed once every earlier send is answered, so replies keep the order of the
+        frames (docs/protocol.md §7). What cannot be processed yet waits in the inbox, and the
+        reader goes on reading (the keepalive's pongs come behind those frames) until the
+        inbox is full: then this returns only once there is room again (backpressure)."""
+        received = time.time()
+        if self._processor is None:  # nothing waits: process it now if it can be
+            if isinstance(frame, frames.Send):
+                if not self.conn.congested and self.sends.offer(frame, ref, received, self._refusal()):
+                    return
+            elif not self.sends.unacked:
+                await self._handle(frame, ref)
+                return
+        if self._inbox is None:
+            self._inbox = deque()
+        self._inbox.append((frame, ref, received, size))
+        self._inbox_bytes += size
+        if self._processor is None:
+            self._processor = asyncio.create_task(self._process())
+        while self._inbox_full() and self.reading:
+            await self._wait_inbox()
+
+    def _inbox_full(self) -> bool:
+        held = len(self._inbox) if self._inbox is not None else 0
+        return held >= self.sends.window or self._inbox_bytes >= INBOX_BYTES
+
+    async def _wait_inbox(self) -> None:
+        if self._inbox_room is None:
+            self._inbox_room = asyncio.Event()
+        await self._inbox_room.wait()
+
+    async def _process(self) -> None:
+        inbox = self._inbox
+        try:
+            while inbox and self.reading:
+                frame, ref, received, size = inbox[0]
+                if isinstance(frame, frames.Send):
+                    await self.conn.drained()
+                    while not self.sends.offer(frame, ref, received, self._refusal()):
+                        await self.sends.room()
+                else:
+                    await self.sends.settled()
+                    await self._handle(frame, ref)
+                inbox.popleft()
+                self._inbox_bytes -= size
+                if self._inbox_room is not None:
+                    self._inbox_room.set()
+                    self._inbox_room = None
+        finally:
+            self._processor = None
+            self._inbox = inbox or None  # dropped once empty
+            if self._inbox_room is not None:
+                self._inbox_room.set()
+                self._inbox_room = None
+
+    def _refusal(self) -> ChatdError | None:
+        if self.runtime.draining:
+            return ChatdError(Code.SHUTTING_DOWN, "this worker is restarting; resend after reconnect")
+        return None
+
+    async def _handle(self, frame: frames.Frame | ChatdError, ref: Any) -> None:
+        try:
+            if isinstance(frame, ChatdError):
+                raise frame
+            if isinstance(frame, frames.Read):
+                await self._on_read(frame, ref)
+            elif isinstance(frame, frames.Status):
+                await self.runtime.presence.set_idle(self.conn, frame.idle)
+            elif isinstance(frame, frames.Ping):
+                self.conn.send({"type": "pong"})
+            elif isinstance(frame, frames.Typing):
+                await self._on_typing(frame)
+            else:
+                raise ChatdError(Code.BAD_REQUEST, "already authenticated")
+        except ChatdError as exc:
+            self.conn.send(frames.error(exc, ref))
+        except Exception as exc:
+            self.conn.send(frames.error(state.frame_failure(exc, self.user_id), ref))
+
+    async def _on_read(self, frame: frames.Read, ref: Any) -> None:
+        cid = frame.conversation_id
+        metrics.READ_MARKS.inc()
+        pointer = await self.runtime.receipts.mark(
+            self.user_id, cid, frame.seq, self.share_read_state, self.streams.cursor.get(cid, 0), self.id
+        )
+        reply: dict[str, Any] = {"type": "read_state", "conversation_id": cid, "last_read_seq": pointer}
+        if ref is not None:
+            reply["ref"] = ref
+        self.conn.send(reply)
+
+    async def _on_typing(self, frame: frames.Typing) -> None:
+        """Relay "typing" to the conversation's connections: never stored, at most one a second
+        per connection and conversation (extra frames are dropped without a reply)."""
+        cid = frame.conversation_id
+        if cid not in self.streams.cursor:  # a session follows exactly the user's conversations
+            raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
+        now = time.monotonic()
+        seen = self._typing_at if self._typing_at is not None else {}
+        if now - seen.get(cid, -TYPING_INTERVAL_S) < TYPING_INTERVAL_S:
+            return
+        seen[cid] = now
+        self._typing_at = seen
+        event = {"type": "typing", "conversation_id": cid, "user_id": self.user_id}
+        self.runtime.hub.publish_state(event, key=("typing", cid, self.user_id))
+
+    @property
+    def seconds(self) -> float:
+        return round(time.perf_counter() - self._started, 3)
+
+
+async def authenticate(runtime: Runtime, websocket: WebSocket) -> tuple[Session, dict[int, int]] | None:
+    """AUTHENTICATING: the first frame must be a valid `auth`, then the per-user connection
+    cap (across workers) must admit the session; else the socket is closed here."""
+    if runtime.draining:
+        await _refuse(websocket, state.RESTARTING)
+        return None
+    try:
+        message = await asyncio.wait_for(websocket.receive(), runtime.settings.auth_timeout_s)
+    except TimeoutError:
+        await _refuse(websocket, state.AUTH_TIMEOUT)
+        return None
+    if message["type"] == "websocket.disconnect":
+        return None
+    try:
+        frame = frames.parse(frames.decode(message.get("text") or ""))
+        if not isinstance(frame, frames.Auth):
+            raise ChatdError(Code.UNAUTHORIZED, "the first frame must be auth")
+        identity = await runtime.accounts.authenticate(frame.token)
+    except ChatdError as exc:
+        await _refuse(websocket, state.auth_refused(exc), exc)
+        return None
+    except Exception as exc:
+        await _refuse(websocket, state.close_for_failure(exc, "auth failed"))
+        return None
+    session = Session(runtime, websocket, identity)
+    cap = runtime.settings.max_connections_per_user
+    try:
+        admitted = await runtime.conncap.admit(session.user_id, session.id)
+    except Exception as exc:
+        await _refuse(websocket, state.close_for_failure(exc, "admission failed", session.user_id))
+        return None
+    if not admitted:
+        log.info("ws refused: connection cap", extra={"user_id": session.user_id})
+        error = ChatdError(Code.TOO_MANY_CONNECTIONS, f"at most {cap} connections per user", limit=cap)
+        await _refuse(websocket, state.TOO_MANY, error)
+        return None
+    return session, frame.since
+
+
+async def _refuse(websocket: WebSocket, close: state.Close, error: ChatdError | None = None) -> None:
+    if error is not None:
+        await websocket.send_text(dumps(frames.error(error)))
+    await websocket.close(close.code, close.reason)

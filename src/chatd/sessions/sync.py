@@ -1,0 +1,92 @@
+"""SYNCING: `ready`, catch-up from Postgres, then `synced`; and following a conversation the
+user was added to while connected (docs/protocol.md §4.1, §4.5)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
+
+from chatd import frames, metrics
+from chatd.connection import Connection, dumps
+from chatd.errors import ChatdError, Code
+from chatd.sessions.streams import Streams
+from chatd.subscriber import Subscriber
+
+if TYPE_CHECKING:
+    from chatd.runtime import Runtime
+
+
+class Session(Subscriber, Protocol):
+    """What syncing needs of the session (session.py): its services, socket and streams."""
+
+    runtime: Runtime
+    conn: Connection
+    streams: Streams
+
+
+log = logging.getLogger("chatd.ws")
+CATCH_UP_PAGE = 500
+
+
+async def sync(session: Session, since: dict[int, int]) -> None:
+    """Attach to every conversation, say `ready`, send what was missed, then `synced`."""
+    rt, conn, streams = session.runtime, session.conn, session.streams
+    convs = await rt.messaging.conversations(conn.user_id)
+    cids = [conv["id"] for conv in convs]
+    for cid in cids:
+        streams.begin(cid, since.get(cid, 0))
+    await rt.hub.attach(session, cids)
+    # Every event after what this worker has dispatched reaches the session (held in
+    # `pending`), so that is the point from which the conversation is live for it.
+    last = rt.hub.dispatched(cids)
+    ahead = [cid for cid in cids if since.get(cid, 0) > last.get(cid, 0)]
+    if ahead:  # the client has more than this worker dispatched yet, or claims to: ask Postgres
+        last.update(await rt.messaging.last_seqs(ahead))
+    read_state = await rt.receipts.sync(conn.user_id, cids)
+    for conv in convs:
+        conv["last_seq"] = last.get(conv["id"], conv["last_seq"])
+        conv["last_read_seq"], conv["unread"] = read_state.get(conv["id"], (0, 0))
+    presence = await rt.presence.snapshot(conn.user_id)
+    for entry in presence:
+        streams.presence_versions[entry["user_id"]] = entry["version"]
+    conn.send({"type": "ready", "user_id": conn.user_id, "conversations": convs, "presence": presence})
+    for cid in cids:
+        if cid not in since or since[cid] > last.get(cid, 0):  # a `since` past the end: the end
+            streams.cursor[cid] = last.get(cid, 0)
+        if cid not in since:
+            streams.end_catch_up(cid)
+    for cid in cids:
+        if cid in since:
+            await catch_up(session, cid)
+    for cid in sorted(set(since) - set(cids)):
+        error = ChatdError(Code.NOT_MEMBER, "not a member of this conversation", conversation_id=cid)
+        conn.send(frames.error(error))
+        await conn.drained()  # paced like catch-up: any number of refusals fits the queue
+    conn.send({"type": "synced"})
+    streams.release_early()
+
+
+async def catch_up(session: Session, cid: int) -> None:
+    streams = session.streams
+    while cid in streams.cursor:
+        page = await session.runtime.messaging.catch_up_page(cid, streams.cursor[cid], CATCH_UP_PAGE)
+        metrics.DELIVERED_CATCH_UP.inc(len(page))
+        for event in page:
+            if not streams.push(cid, event["seq"], dumps(event), event):
+                return
+            # Paced per event: a page may hold more events than the send queue.
+            await session.conn.drained()
+        if len(page) < CATCH_UP_PAGE:
+            break
+    streams.end_catch_up(cid)
+
+
+async def follow(session: Session, conv: dict[str, Any], after: int) -> None:
+    """Start delivering a conversation the user was just added to."""
+    cid = conv["id"]
+    if cid in session.streams.cursor:
+        return
+    session.conn.send({"type": "conversation_added", "conversation": conv})
+    session.streams.begin(cid, after)
+    await session.runtime.hub.attach(session, [cid])
+    await catch_up(session, cid)
