@@ -35,6 +35,13 @@ INBOX_BYTES = 1 << 20
 TYPING_INTERVAL_S = 1.0  # protocol.md §4.10: receivers show "typing" for 5 s after the last one
 
 
+def send_window(configured: int, queue_frames: int) -> int:
+    """The window a connection gets: a whole window's replies and echoes (two frames a send)
+    must fit in the half of the send queue that may be free when it is taken, or a client that
+    reads would be closed 4008 for a burst the server itself queued."""
+    return max(1, min(configured, (queue_frames - queue_frames // 2 - 1) // 2))
+
+
 class Session:
     # Thousands of idle sessions per worker (issue 6): slots, and an inbox only while in use.
     __slots__ = (
@@ -59,7 +66,8 @@ class Session:
         settings = runtime.settings
         self.conn = Connection(websocket, identity.user_id, identity.token_hash, settings.send_queue_frames)
         self.streams = Streams(self.conn, self._left)
-        self.sends = SendPipeline(self.conn, runtime.messaging, settings.send_window, runtime.in_flight)
+        window = send_window(settings.send_window, settings.send_queue_frames)
+        self.sends = SendPipeline(self.conn, runtime.messaging, window, runtime.in_flight)
         self.share_read_state = identity.share_read_state
         self._deferred: list[tuple[dict[str, Any], int]] = []  # conversations added while syncing
         self._typing_at: dict[int, float] | None = None  # conversation -> last relayed `typing`
