@@ -237,9 +237,9 @@ async def traffic(args: argparse.Namespace) -> dict:
         acked.append({"client_msg_id": ack["client_msg_id"], "seq": ack["seq"]})
         msg = await receiver.expect("message", "body", body, timeout=15)
         assert msg["seq"] == ack["seq"], (msg, ack)
+    Path(args.out).write_text(json.dumps({"conversation_id": cid, "acked": acked}))
     reconnects = {c.user["username"]: c.reconnects for c in clients}
     assert min(reconnects.values()) >= args.min_reconnects, reconnects
-    Path(args.out).write_text(json.dumps({"conversation_id": cid, "acked": acked}))
     for c in clients:
         await c.ws.close()
     return {"traffic": "ok", "acked": len(acked), "reconnects": reconnects,
