@@ -27,13 +27,13 @@ def chatd(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_missing_or_bad_setting_stops_start_up_with_one_line() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATD_")}
     missing = chatd("serve", env=env)
-    assert missing.returncode == 2
+    assert missing.returncode == 78  # EX_CONFIG: the unit does not restart on it
     assert missing.stderr.strip() == "chatd: CHATD_DATABASE_URL: required but not set"
     bad = chatd("serve", env={**env, "CHATD_DATABASE_URL": "postgresql://x/y", "CHATD_DB_POOL_MAX": "lots"})
-    assert bad.returncode == 2
+    assert bad.returncode == 78
     assert bad.stderr.strip() == "chatd: CHATD_DB_POOL_MAX: expected an integer, got 'lots'"
     url = chatd("check-config", env={**env, "CHATD_DATABASE_URL": "mysql://x/y"})
-    assert url.returncode == 2 and "CHATD_DATABASE_URL" in url.stderr and len(url.stderr.splitlines()) == 1
+    assert url.returncode == 78 and "CHATD_DATABASE_URL" in url.stderr and len(url.stderr.splitlines()) == 1
 
 
 async def test_worker_refuses_an_older_schema_and_names_the_migration(stack: Stack) -> None:

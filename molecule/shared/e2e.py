@@ -5,6 +5,7 @@
     e2e.py exchange --state FILE [--disrupt "SHELL COMMAND"] [--timeout 150]
     e2e.py edge     --base https://HOST --cafile CERT
     e2e.py web      --base https://HOST --cafile CERT
+    e2e.py traffic  --state FILE --out FILE --stop-file FILE [--min-reconnects N]
 
 setup registers two users, logs them in and opens a direct conversation.  exchange
 connects both users' WebSockets (one after the other, so nginx's least_conn puts them
@@ -16,7 +17,11 @@ HTTP only redirects to HTTPS (and serves ACME challenges), HTTPS carries HSTS, n
 its version, and a password spray from this address is cut off with a JSON 429.  TLS is
 web fetches the web app over HTTPS and checks its security headers (CSP, nosniff, referrer
 policy, no-cache with ETag revalidation, HSTS).  TLS is verified against CERT (the
-deployment's self-signed certificate).  Prints one JSON line.
+deployment's self-signed certificate).  traffic keeps both users sending, one message each
+every --interval seconds, reconnecting and resending (same client_msg_id) whenever a worker
+goes away, until --stop-file appears; then each sends one more message that must be acked and
+delivered live to the other (the clients are connected and sending again), and it writes every
+acked client_msg_id and seq to --out.  Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -89,6 +94,7 @@ class Client:
         self.frames: asyncio.Queue = asyncio.Queue()
         self.close_codes: list[int | None] = []
         self.reader: asyncio.Task | None = None
+        self.reconnects = 0
 
     async def connect(self, deadline: float) -> None:
         while True:
@@ -189,6 +195,57 @@ async def exchange(args: argparse.Namespace) -> dict:
     return result
 
 
+async def send_until_acked(client: Client, cid: int, body: str, deadline: float) -> dict:
+    """Send, and on a lost connection reconnect and resend the same client_msg_id until acked."""
+    cmid = str(uuid.uuid4())
+    while True:
+        try:
+            if client.closed:
+                await client.connect(deadline)
+                client.reconnects += 1
+            await client.ws.send(json.dumps({"type": "send", "conversation_id": cid,
+                                             "client_msg_id": cmid, "body": body}))
+            return await client.expect("ack", "client_msg_id", cmid, timeout=10)
+        except (websockets.ConnectionClosed, SystemExit, asyncio.TimeoutError):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{client.user['username']}: {body!r} never acked") from None
+            await asyncio.sleep(0.5)
+
+
+async def traffic(args: argparse.Namespace) -> dict:
+    state = json.loads(Path(args.state).read_text())
+    cid = state["conversation_id"]
+    deadline = time.monotonic() + args.timeout
+    clients = [Client(state["base"], state["users"][who], state.get("cafile")) for who in ("alice", "bob")]
+    acked: list[dict] = []
+    for c in clients:
+        await c.connect(deadline)
+
+    async def keep_sending(c: Client) -> None:
+        n = 0
+        while not Path(args.stop_file).exists():
+            n += 1
+            ack = await send_until_acked(c, cid, f"traffic {c.user['username']} {n}", deadline)
+            acked.append({"client_msg_id": ack["client_msg_id"], "seq": ack["seq"]})
+            await asyncio.sleep(args.interval)
+
+    await asyncio.gather(*(keep_sending(c) for c in clients))
+    # Both are connected and sending again: one more message each, acked and delivered live.
+    for sender, receiver in (clients, clients[::-1]):
+        body = f"after the restarts from {sender.user['username']}"
+        ack = await send_until_acked(sender, cid, body, deadline)
+        acked.append({"client_msg_id": ack["client_msg_id"], "seq": ack["seq"]})
+        msg = await receiver.expect("message", "body", body, timeout=15)
+        assert msg["seq"] == ack["seq"], (msg, ack)
+    Path(args.out).write_text(json.dumps({"conversation_id": cid, "acked": acked}))
+    reconnects = {c.user["username"]: c.reconnects for c in clients}
+    assert min(reconnects.values()) >= args.min_reconnects, reconnects
+    for c in clients:
+        await c.ws.close()
+    return {"traffic": "ok", "acked": len(acked), "reconnects": reconnects,
+            "close_codes": sorted({code for c in clients for code in c.close_codes if code})}
+
+
 async def edge(args: argparse.Namespace) -> dict:
     base = args.base
     plain = base.replace("https://", "http://")
@@ -264,8 +321,15 @@ def main() -> None:
     p = sub.add_parser("web")
     p.add_argument("--base", required=True)
     p.add_argument("--cafile")
+    p = sub.add_parser("traffic")
+    p.add_argument("--state", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--stop-file", required=True)
+    p.add_argument("--interval", type=float, default=0.3, help="under the send rate limit (50 per 10 s)")
+    p.add_argument("--min-reconnects", type=int, default=1)
+    p.add_argument("--timeout", type=float, default=1200)
     args = parser.parse_args()
-    commands = {"setup": setup, "exchange": exchange, "edge": edge, "web": web}
+    commands = {"setup": setup, "exchange": exchange, "edge": edge, "web": web, "traffic": traffic}
     out = asyncio.run(commands[args.cmd](args))
     print(json.dumps(out))
     sys.stdout.flush()

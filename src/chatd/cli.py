@@ -62,12 +62,17 @@ def _with_devstack(func: Command) -> Command:
     return run
 
 
+# A bad or missing setting: sysexits' EX_CONFIG, which the unit lists in RestartPreventExitStatus=
+# (restarting cannot fix it; docs/operations.md "Readiness and restarts").
+EXIT_CONFIG = 78
+
+
 def _settings() -> Settings:
     try:
         return Settings.from_env()
     except ConfigError as exc:
         print(f"chatd: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_CONFIG) from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
