@@ -20,6 +20,13 @@ fi
 
 step() { printf '\n== %s (%ss)\n' "$1" "$SECONDS"; }
 
+# The roles use community.postgresql and community.crypto, bundled by the `ansible` package
+# (the deploy extra); fail here with a clear line rather than deep inside a converge.
+step "collections"
+for collection in community.postgresql community.crypto; do
+  ansible-galaxy collection list "$collection" 2>/dev/null | grep -q "^$collection " \
+    || { echo "missing Ansible collection $collection: pip install -e '.[deploy]'" >&2; exit 1; }
+done
 step "yamllint"
 yamllint .
 step "ansible-lint (production profile)"

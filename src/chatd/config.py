@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 
 class ConfigError(Exception):
@@ -66,6 +67,38 @@ def _log_level(name: str, raw: str) -> str:
     if level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"{name}: expected debug, info, warning or error, got {raw!r}")
     return level
+
+
+# systemd credentials (LoadCredential=NAME:...; read from $CREDENTIALS_DIRECTORY/NAME): the
+# password each URL setting gets when its URL carries none. Local runs put it in the URL instead.
+CREDENTIALS = {"database_url": "database-password", "redis_url": "redis-password"}
+
+
+def _credential(env: Mapping[str, str], name: str) -> str | None:
+    directory = env.get("CREDENTIALS_DIRECTORY", "")
+    if not directory:
+        return None
+    try:
+        secret = (Path(directory) / name).read_text().removesuffix("\n")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"credential {name}: cannot read it: {exc.strerror}") from None
+    if not secret:
+        raise ConfigError(f"credential {name}: the file is empty")
+    return secret
+
+
+def _with_password(name: str, url: str, credential: str, secret: str) -> str:
+    """The URL with the credential as its password (percent-encoded: any character works)."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        raise ConfigError(f"{name}: has a password and credential {credential} is set too; keep one")
+    if not parts.hostname:  # unix:///path/redis.sock?db=0: redis-py takes it as a parameter
+        query = "&".join(filter(None, [parts.query, f"password={quote(secret, safe='')}"]))
+        return f"{url.partition('?')[0]}?{query}"  # urlunsplit would drop the empty host's //
+    user, _, host = parts.netloc.rpartition("@")  # the user as written (already percent-encoded)
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(secret, safe='')}@{host}"))
 
 
 _Parser = Callable[[str, str], Any]
@@ -134,6 +167,10 @@ class Settings:
             if raw is None:
                 raise ConfigError(f"{name}: required but not set")
             values[item.name] = parse(name, raw)
+            credential = CREDENTIALS.get(item.name)
+            secret = _credential(env, credential) if credential else None
+            if credential and secret is not None:
+                values[item.name] = _with_password(name, values[item.name], credential, secret)
         if values["presence_heartbeat_s"] >= values["presence_ttl_s"]:
             raise ConfigError("CHATD_PRESENCE_HEARTBEAT_S: must be shorter than CHATD_PRESENCE_TTL_S")
         if values["db_pool_min"] > values["db_pool_max"]:
