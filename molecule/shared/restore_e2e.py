@@ -30,7 +30,8 @@ from e2e import Client, http_retry, tls
 
 async def send(client: Client, cid: int, body: str) -> tuple[str, int]:
     cmid = str(uuid.uuid4())
-    await client.ws.send(json.dumps({"type": "send", "conversation_id": cid, "client_msg_id": cmid, "body": body}))
+    frame = {"type": "send", "conversation_id": cid, "client_msg_id": cmid, "body": body}
+    await client.ws.send(json.dumps(frame))
     ack = await client.expect("ack", "client_msg_id", cmid)
     return cmid, ack["seq"]
 
