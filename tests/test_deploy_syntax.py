@@ -18,7 +18,13 @@ PLAYBOOKS = sorted((ROOT / "ansible" / "playbooks").glob("*.yml"))
 
 
 def test_there_are_playbooks() -> None:
-    assert {p.name for p in PLAYBOOKS} >= {"site.yml", "upgrade.yml", "rollback.yml", "backup.yml"}
+    assert {p.name for p in PLAYBOOKS} >= {
+        "site.yml",
+        "upgrade.yml",
+        "rollback.yml",
+        "backup.yml",
+        "restore.yml",
+    }
 
 
 @pytest.mark.parametrize("playbook", PLAYBOOKS, ids=lambda p: p.name)

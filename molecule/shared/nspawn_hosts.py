@@ -6,10 +6,13 @@ own network namespace (veth pair, NAT to reach the package mirrors), in its own 
 under a small supervisor that boots it again when the guest reboots (nspawn exit 133).
 
     nspawn_hosts.py create  --scenario NAME --subnet 10.213 --instance-config FILE HOST...
-    nspawn_hosts.py destroy --scenario NAME
+    nspawn_hosts.py destroy --scenario NAME [--host HOST]...
     nspawn_hosts.py status  --scenario NAME
 
 HOST is NAME[:INDEX]; host INDEX gets 10.213.INDEX.2 (the controller side is .1).
+destroy --host removes only those hosts of the scenario (its other hosts keep running); a
+later create with the scenario's hosts boots them again from the pristine root, same
+names and addresses (the restore rehearsal replaces the data host this way).
 State lives in /var/lib/chatd-molecule/<scenario>/, the pristine root and the shared
 apt/pip download caches in /var/cache/chatd-molecule/.  Must run as root.
 CHATD_MOLECULE_SLOT=N (N >= 1) runs a separate copy of a scenario beside others: names get
@@ -319,6 +322,11 @@ def destroy(args: argparse.Namespace) -> None:
         return
     meta = json.loads(meta_file.read_text())
     subnet, hosts = meta["subnet"], meta["hosts"]
+    if args.host:
+        unknown = set(args.host) - set(hosts)
+        if unknown:
+            raise SystemExit(f"{args.scenario} has no host {', '.join(sorted(unknown))}")
+        hosts = {name: idx for name, idx in hosts.items() if name in args.host}
     pids = {}
     for name, idx in hosts.items():
         pid_file = host_paths(args.scenario, name)["pid"]
@@ -362,6 +370,10 @@ def destroy(args: argparse.Namespace) -> None:
         holder = lock.read_text().strip() if lock.is_file() else ""
         if not holder.isdigit() or not alive(int(holder)):
             lock.unlink(missing_ok=True)
+    if args.host:
+        remove_rules_if_unused()  # only the removed hosts' own rules: hosts.json stays
+        log(f"destroyed {', '.join(hosts)} of {args.scenario}")
+        return
     meta_file.unlink()
     remove_rules_if_unused()
     for base in CGROUP_ROOTS:
@@ -418,6 +430,8 @@ def main() -> None:
         p = sub.add_parser(name)
         p.add_argument("--scenario", required=True)
         p.set_defaults(func=func)
+        if name == "destroy":
+            p.add_argument("--host", action="append", help="only this host (repeatable)")
     p = sub.add_parser("supervise")
     p.add_argument("--scenario", required=True)
     p.add_argument("name")
