@@ -136,6 +136,7 @@ def test_group_create_add_remove_and_receipts(local: Local) -> None:
     created = local.client(alice, "group", "create", "team", bob)
     assert created.returncode == 0, created.stderr
     gid = created.stdout.split("#", 1)[1].split()[0]
+    assert f"chat '#{gid}'" in created.stdout, "the hint is a command that works"
     assert local.client(alice, "group", "add", f"#{gid}", carol).returncode == 0
     me = local.chat(alice, f"#{gid}")
     them = local.chat(bob, f"#{gid}")

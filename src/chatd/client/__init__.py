@@ -184,7 +184,7 @@ async def cmd_group(args: argparse.Namespace) -> int:
             )
             print(
                 f"created #{conv['id']} {conv['title']} ({conv['member_count']} members); "
-                f"chat: {_hint(args, repr('#' + str(conv['id'])))}"
+                f"chat: {_hint(args, 'chat ' + repr('#' + str(conv['id'])))}"
             )
             return 0
         cid = int(args.group.lstrip("#")) if args.group.lstrip("#").isdigit() else -1
