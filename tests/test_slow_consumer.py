@@ -10,7 +10,7 @@ import orjson
 import websockets
 
 from tests.conftest import Worker
-from tests.helpers import Api, Ws, ack_for, ws_url
+from tests.helpers import Api, User, Ws, ack_for, ws_url
 
 QUEUE = 10  # the smallest send queue CHATD_SEND_QUEUE_FRAMES allows
 BIG = "x" * 60_000
@@ -26,6 +26,20 @@ def small_queue_worker(spawn_worker: Callable[..., Worker]) -> Worker:
     )
 
 
+async def sender_with_history(
+    spawn_worker: Callable[..., Worker], count: int, body: str
+) -> tuple[Worker, Api, User, Ws, int]:
+    """A small-queue worker and a direct conversation in which alice has sent `count` messages;
+    returns bob (not yet connected), alice's socket and the conversation."""
+    worker = small_queue_worker(spawn_worker)
+    api = Api(worker.url)
+    alice, bob = await api.user(), await api.user()
+    cid = await api.direct(alice, bob)
+    a = await Ws.connect(worker.url, alice.token)
+    await send_many(a, cid, count, body, "pre")
+    return worker, api, bob, a, cid
+
+
 async def send_many(ws: Ws, cid: int, count: int, body: str, prefix: str) -> None:
     for start in range(0, count, 50):  # at most 50 sends unacknowledged
         last = min(start + 50, count)
@@ -39,12 +53,7 @@ async def send_many(ws: Ws, cid: int, count: int, body: str, prefix: str) -> Non
 async def test_a_catch_up_larger_than_the_send_queue_reaches_a_client_that_reads(
     spawn_worker: Callable[..., Worker],
 ) -> None:
-    worker = small_queue_worker(spawn_worker)
-    api = Api(worker.url)
-    alice, bob = await api.user(), await api.user()
-    cid = await api.direct(alice, bob)
-    a = await Ws.connect(worker.url, alice.token)
-    await send_many(a, cid, 6 * QUEUE, "m", "pre")
+    worker, api, bob, a, cid = await sender_with_history(spawn_worker, 6 * QUEUE, "m")
     b = await Ws.connect(worker.url, bob.token, since={cid: 0}, wait_synced=False)
     got = await b.wait_seq(cid, 6 * QUEUE, timeout=60)
     assert [f["seq"] for f in got] == list(range(1, 6 * QUEUE + 1))
@@ -58,14 +67,8 @@ async def test_a_catch_up_larger_than_the_send_queue_reaches_a_client_that_reads
 async def test_a_client_that_stops_reading_during_a_large_catch_up_is_closed_4008(
     spawn_worker: Callable[..., Worker],
 ) -> None:
-    worker = small_queue_worker(spawn_worker)
-    api = Api(worker.url)
-    alice, bob = await api.user(), await api.user()
-    cid = await api.direct(alice, bob)
-    a = await Ws.connect(worker.url, alice.token)
     # More than the socket buffers hold: the catch-up must wait for a client that reads.
-    catch_up = 150
-    await send_many(a, cid, catch_up, BIG, "pre")
+    worker, api, bob, a, cid = await sender_with_history(spawn_worker, 150, BIG)
     # Bob asks for all of it and then reads nothing: the client library stops reading the
     # socket once a few frames wait unread (max_queue), so TCP pushes back on the worker. A
     # fixed receive buffer keeps the kernel from growing it to hold the whole catch-up, and no
