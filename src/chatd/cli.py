@@ -205,27 +205,32 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_down(args: argparse.Namespace) -> int:
+def _existing_stack(args: argparse.Namespace) -> devstack.Stack | None:
+    """The stack `--dir` holds, or None (said on stderr) when it holds none."""
     from chatd import devstack
 
     root = Path(args.dir).resolve()
     if not (root / devstack.STATE).exists():
         print(f"chatd: no stack in {root}", file=sys.stderr)
+        return None
+    return devstack.Stack.load(root)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    stack = _existing_stack(args)
+    if stack is None:
         return 1
-    devstack.Stack.load(root).down()
-    print(f"chatd: stopped; the data stays in {root}, `{_prog(args, 'up')}` brings it back")
+    stack.down()
+    print(f"chatd: stopped; the data stays in {stack.root}, `{_prog(args, 'up')}` brings it back")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Exit 0 when everything runs, 3 (as `systemctl status`) when something is down."""
-    from chatd import devstack
-
-    root = Path(args.dir).resolve()
-    if not (root / devstack.STATE).exists():
-        print(f"chatd: no stack in {root}", file=sys.stderr)
+    stack = _existing_stack(args)
+    if stack is None:
         return 3
-    stack = devstack.Stack.load(root)
+    root = stack.root
     status = stack.status()
     for name, up in status.items():
         pid: object = stack.pids.get(name, "")
@@ -241,11 +246,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_restart(args: argparse.Namespace) -> int:
     from chatd import devstack
 
-    root = Path(args.dir).resolve()
-    if not (root / devstack.STATE).exists():
-        print(f"chatd: no stack in {root}", file=sys.stderr)
+    stack = _existing_stack(args)
+    if stack is None:
         return 1
-    stack = devstack.Stack.load(root)
     name = args.process
     if not name.startswith("worker-") or name.removeprefix("worker-") not in {
         str(i + 1) for i in range(stack.workers)
