@@ -41,6 +41,33 @@ def test_playbook_syntax(playbook: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_restore_with_a_missing_file_stops_before_any_worker_does(tmp_path: Path) -> None:
+    """restore.yml checks the backup file on the controller before it stops the workers: a
+    mistyped path must not leave the service down (the example inventory's hosts are never
+    reached)."""
+    binary = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent))
+    assert binary, "ansible-playbook missing: install the deploy extra (./scripts/bootstrap does)"
+    playbook = ROOT / "ansible" / "playbooks" / "restore.yml"
+    missing = tmp_path / "chatd-20260101T000000Z.dump"
+    result = subprocess.run(
+        [
+            binary,
+            "-i",
+            str(ROOT / "inventory.example"),
+            str(playbook),
+            "-e",
+            f"backup_restore_file={missing}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "no such non-empty file on the controller" in result.stdout, result.stdout
+    assert "Stop every chatd worker" not in result.stdout, "workers were going to be stopped first"
+
+
 # -- booleans from INI inventories ------------------------------------------------------------
 # `common_firewall_enabled=false` under [all:vars] is the *string* "false": truthy in a `when:`
 # or a template `{% if %}` unless the role reads it through `| bool`.
