@@ -95,12 +95,6 @@ class Accounts:
         """Which of these tokens are still valid (one query for a whole worker's sockets)."""
         return await self._stores.accounts.live_tokens(token_hashes)
 
-    async def profile(self, user_id: int) -> dict[str, object]:
-        """`GET /v1/me`."""
-        names = await self._stores.accounts.usernames([user_id])
-        share = await self._stores.receipts.share_setting(user_id)
-        return {"user_id": user_id, "username": names.get(user_id), "share_read_state": share}
-
     async def logout(self, token_hash: bytes) -> None:
         """Revoke the token and close every live WebSocket that authenticated with it."""
         user_id = await self._stores.accounts.delete_token(token_hash)

@@ -129,6 +129,11 @@ class Hub:
         """A conversation's sequenced event (a message, a membership change)."""
         await self.sequenced([conversation_channel(event["conversation_id"])], event)
 
+    async def publish_many(self, events: Sequence[Event]) -> None:
+        """Conversations' sequenced events, in this order, waited for once (one connection's
+        group of sends)."""
+        await self.outbox.publish([(conversation_channel(e["conversation_id"]), dumps(e)) for e in events])
+
     async def publish_to_users(self, user_ids: list[int], notice: Notice) -> None:
         """A sequenced per-user notice (notices.py says which are, and their source)."""
         await self.sequenced([user_channel(uid) for uid in user_ids], notice)
@@ -202,9 +207,6 @@ class Hub:
             for cid in cids
             if (topic := self.topics.get(cid)) is not None and topic.next_seq is not None
         }
-
-    def detach_one(self, conn: Subscriber, cid: int) -> None:
-        self.detach(conn, [cid])
 
     def detach(self, conn: Subscriber, cids: list[int]) -> None:
         for cid in cids:

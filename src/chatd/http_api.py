@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from chatd import frames, logs, metrics
+from chatd.accounts import Identity
 from chatd.errors import HTTP_STATUS, ChatdError, Code
 from chatd.storage import is_unavailable
 
@@ -112,13 +113,18 @@ def path_id(request: Request, name: str = "conversation_id") -> int:
 
 
 async def authenticated(request: Request) -> tuple[int, bytes]:
+    identity = await identify(request)
+    return identity.user_id, identity.token_hash
+
+
+async def identify(request: Request) -> Identity:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise ChatdError(Code.UNAUTHORIZED, "missing bearer token")
     identity = await runtime(request).accounts.authenticate(token.strip())
     request.scope["chatd.user_id"] = identity.user_id
-    return identity.user_id, identity.token_hash
+    return identity
 
 
 # -- health ------------------------------------------------------------------------------
@@ -161,8 +167,14 @@ async def logout(request: Request) -> Response:
 
 @api
 async def me(request: Request) -> Response:
-    user_id, _ = await authenticated(request)
-    return JSON(await runtime(request).accounts.profile(user_id))
+    identity = await identify(request)  # the token's row already holds the profile
+    return JSON(
+        {
+            "user_id": identity.user_id,
+            "username": identity.username,
+            "share_read_state": identity.share_read_state,
+        }
+    )
 
 
 @api

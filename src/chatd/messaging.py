@@ -85,8 +85,8 @@ class Messaging:
         events = [result[0] for result in stored if not isinstance(result, BaseException)]
         # A resend re-publishes too: if the first attempt died between COMMIT and PUBLISH,
         # this delivers it now; subscribers drop the copy if they already have it. Queued in
-        # commit order (the outbox keeps the order of the calls).
-        await asyncio.gather(*(self._hub.publish(event) for event in events))
+        # commit order.
+        await self._hub.publish_many(events)
         for cid in dict.fromkeys(event["conversation_id"] for event in events):
             await self._mark_took_part(cid, user_id)
         for index, result in zip(todo, stored, strict=True):

@@ -39,10 +39,6 @@ class AccountStore:
         )
         return {row["u"] for row in rows}
 
-    async def usernames(self, user_ids: list[int]) -> dict[int, str]:
-        rows = await self._pool.fetch("SELECT id, username FROM users WHERE id = ANY($1::bigint[])", user_ids)
-        return {row["id"]: row["username"] for row in rows}
-
     async def add_token(self, token_hash: bytes, user_id: int) -> None:
         await self._pool.execute(
             "INSERT INTO tokens (token_hash, user_id) VALUES ($1, $2)", token_hash, user_id

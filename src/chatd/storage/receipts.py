@@ -94,9 +94,3 @@ class ReceiptStore:
 
     async def set_share(self, uid: int, share: bool) -> None:
         await self._pool.execute("UPDATE users SET share_read_state = $2 WHERE id = $1", uid, share)
-
-    async def share_setting(self, uid: int) -> bool:
-        value: bool | None = await self._pool.fetchval(
-            "SELECT share_read_state FROM users WHERE id = $1", uid
-        )
-        return bool(value)
