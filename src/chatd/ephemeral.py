@@ -68,10 +68,6 @@ class Ephemeral:
         self._settle(list(self._pending.values()), False)
         self._pending.clear()
 
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
     def publish(self, messages: Sequence[Message], key: Hashable | None = None) -> asyncio.Future[bool]:
         """Queue `messages` (sent together, in order); a later publish with the same `key`
         replaces them if they have not gone out yet."""

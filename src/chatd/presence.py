@@ -150,7 +150,6 @@ class Presence:
         self._published = redis.register_script(_PUBLISHED)
         self._statuses = redis.register_script(_STATUSES)
         self._tasks: list[asyncio.Task[None]] = []
-        self._marking: set[asyncio.Task[None]] = set()
         self._marker = f"chatd:pmark:{secrets.token_hex(8)}"
         self._marked = False
 
@@ -211,9 +210,7 @@ class Presence:
         """Published: the transition leaves the pending set. If not, the sweeper re-publishes
         it after REPUBLISH_AFTER_MS (a worker that dies before this point is covered too)."""
         if not sent.cancelled() and sent.result():
-            task = asyncio.create_task(self._mark_published(uid, version))
-            self._marking.add(task)
-            task.add_done_callback(self._marking.discard)
+            self._hub.spawn(self._mark_published(uid, version))
 
     async def _mark_published(self, uid: int, version: int) -> None:
         try:
@@ -270,10 +267,9 @@ class Presence:
         ]
 
     async def stop(self) -> None:
-        tasks = [*self._tasks, *self._marking]
-        for task in tasks:
+        for task in self._tasks:
             task.cancel()
-        for task in tasks:
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 

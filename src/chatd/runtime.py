@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import redis.asyncio as aioredis
 
-from chatd import metrics, migrations
+from chatd import metrics, migrations, notices
 from chatd.accounts import Accounts, Limiters
 from chatd.config import Settings
 from chatd.conncap import ConnectionCap
@@ -104,7 +104,7 @@ class Runtime:
         live = await self.accounts.live_tokens(sorted({sub.token_hash for sub in subscribers}))
         for sub in subscribers:
             if sub.token_hash not in live:
-                sub.notice({"op": "revoke", "token": sub.token_hash.hex()})  # as a live revoke does
+                sub.notice(notices.revoke(sub.token_hash))  # as a live revoke does
 
     async def readiness(self) -> list[str]:
         problems = []

@@ -24,10 +24,6 @@ class Notifier:
         for_us = not watchdog_pid or watchdog_pid == str(os.getpid())
         self.watchdog_s = int(watchdog_usec) / 1_000_000 if watchdog_usec.isdigit() and for_us else 0.0
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.address)
-
     def send(self, *lines: str) -> None:
         if not self.address:
             return

@@ -124,7 +124,7 @@ class Session:
         if op == "conversation_added":
             if self.state is State.LIVE:
                 self.runtime.hub.spawn(self._follow(payload["conversation"], payload["since"]))
-            elif self.state.follows_added:  # `ready` is not out yet: follow it afterwards, in order
+            elif self.state is State.SYNCING:  # `ready` is not out yet: follow it afterwards, in order
                 self._deferred.append((payload["conversation"], payload["since"]))
         elif op == "read_state" and payload.get("origin") != self.id:
             frame = {

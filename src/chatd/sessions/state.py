@@ -54,11 +54,6 @@ class State(enum.Enum):
     def reads_frames(self) -> bool:
         return self is State.LIVE
 
-    @property
-    def follows_added(self) -> bool:
-        """A `conversation_added` notice is followed now (LIVE) or after `synced` (SYNCING)."""
-        return self in (State.SYNCING, State.LIVE)
-
 
 NEXT: dict[State, frozenset[State]] = {
     State.AUTHENTICATING: frozenset({State.SYNCING, State.DRAINING, State.CLOSED}),
