@@ -1,6 +1,7 @@
 // The app: log in, hold one WebSocket session, keep the store current and the views in step.
 import { Api, ApiError, ERROR_TEXT, describe } from "./api.js";
 import { Socket } from "./socket.js";
+import { Outbox } from "./outbox.js";
 import { Store, TYPING_SHOWN_MS } from "./store.js";
 import { Activity } from "./activity.js";
 import { $, setAttr, setText, h } from "./view/dom.js";
@@ -8,11 +9,21 @@ import { renderList } from "./view/list.js";
 import { keyOf, renderHead, renderMembers, renderMessages, renderTyping, showReaders, upsertRow } from "./view/thread.js";
 import { showLogin, hideLogin } from "./view/login.js";
 
-/** @typedef {import("./store.js").Conv} Conv @typedef {import("./store.js").ChatEvent} ChatEvent */
+/** @typedef {import("./store.js").Conv} Conv @typedef {import("./store.js").ChatEvent} ChatEvent
+ * @typedef {import("./outbox.js").OutboxEntry} OutboxEntry */
 
 const TOKEN_KEY = "chatd.token";
 const TYPING_EVERY_MS = 2000;
 const PAGE = 50;
+/** @type {Record<import("./socket.js").LinkState, string>} */
+const LINK_TEXT = {
+  connecting: "Connecting…",
+  online: "Online",
+  reconnecting: "Reconnecting…",
+  offline: "No network",
+  crowded: "Too many connections",
+  stopped: "Offline",
+};
 
 const api = new Api("");
 /** @type {Store} */
@@ -23,7 +34,6 @@ const activity = new Activity((idle) => socket?.raw({ type: "presence", status: 
 let lastTyping = 0;
 
 const wsUrl = () => `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/v1/ws`;
-const outboxKey = () => `chatd.outbox.${store.me.user_id}`;
 
 // -- session -------------------------------------------------------------------------------
 async function boot() {
@@ -54,19 +64,20 @@ async function startSession(token) {
   hideLogin();
   $("#main").hidden = false;
   setText($("#me"), store.me.username);
-  // Per tab, and kept across a reload of it: unacknowledged sends are resent from here.
-  const saved = JSON.parse(sessionStorage.getItem(outboxKey()) || "[]");
+  // Unacknowledged sends, kept in this browser until sent (outbox.js): a closed tab's are
+  // taken over by another tab of this user, or by the next one opened.
+  const outbox = new Outbox(store.me.user_id, (entries) => {
+    showPending(entries);
+    renderList(store, showThread);
+    if (store.openId !== null) renderMessages(store, store.convs.get(store.openId), threadActions);
+    socket?.pump();
+  });
+  await outbox.open();
   socket = new Socket(wsUrl(), token, {
     since: () => Object.fromEntries([...store.convs.values()].map((c) => [String(c.id), c.last])),
     frame: onFrame,
-    state: (state) => {
-      if (state === "online" && !store.presence.has(store.me.user_id)) {
-        // Our own dot until the server reports a change of ours (version 0 is the oldest).
-        store.setPresence({ user_id: store.me.user_id, status: activity.idle ? "away" : "online", version: 0, last_seen: null });
-      }
-      setAttr($("#link"), "data-connection", state);
-      setText($("#link"), { connecting: "Connecting…", online: "Online", reconnecting: "Reconnecting…", stopped: "Offline" }[state]);
-    },
+    ack: onAck,
+    state: showLink,
     failed: (entry, error) => {
       const conv = store.convs.get(entry.conversation_id);
       const own = conv?.own.get(entry.client_msg_id);
@@ -75,17 +86,47 @@ async function startSession(token) {
       own.error = ERROR_TEXT[error.code] || error.message;
       refreshRow(conv, `c:${entry.client_msg_id}`);
     },
-    saveOutbox: (entries) => sessionStorage.setItem(outboxKey(), JSON.stringify(entries)),
+    waiting: (entry, error) => {
+      // Stays pending, resent by the socket; say why it waits.
+      const conv = store.convs.get(entry.conversation_id);
+      const own = conv?.own.get(entry.client_msg_id);
+      if (!own || own.state !== "pending") return;
+      own.error = ERROR_TEXT[error.code] || error.message;
+      refreshRow(conv, `c:${entry.client_msg_id}`);
+    },
     unauthorized: () => endSession(),
     idle: () => activity.idle,
-  }, saved);
+  }, outbox);
   socket.start();
+}
+
+/** @param {import("./socket.js").LinkState} state */
+function showLink(state) {
+  if (state === "online" && !store.presence.has(store.me.user_id)) {
+    // Our own dot until the server reports a change of ours (version 0 is the oldest).
+    store.setPresence({ user_id: store.me.user_id, status: activity.idle ? "away" : "online", version: 0, last_seen: null });
+  }
+  setAttr($("#link"), "data-connection", state);
+  setText($("#link"), LINK_TEXT[state]);
+}
+
+/** Outbox entries as my pending sends in their conversations (after `ready`, or taken over).
+ * @param {Iterable<OutboxEntry>} entries */
+function showPending(entries) {
+  for (const entry of entries) {
+    const conv = store.convs.get(entry.conversation_id);
+    if (conv && !conv.own.has(entry.client_msg_id)) {
+      const { client_msg_id, body } = entry;
+      const created_at = entry.created_at || new Date().toISOString();
+      conv.own.set(client_msg_id, { client_msg_id, body, state: "pending", error: null, seq: null, created_at });
+    }
+  }
 }
 
 function endSession() {
   socket?.stop();
+  socket?.outbox.discard(); // pending sends are not kept past a logout (a shared computer)
   socket = null;
-  if (store.me) sessionStorage.removeItem(outboxKey());
   presenceAsked.clear();
   localStorage.removeItem(TOKEN_KEY);
   api.token = null;
@@ -104,8 +145,6 @@ function onFrame(frame) {
       return onReady(frame);
     case "message":
       return onMessage(frame);
-    case "ack":
-      return onAck(frame);
     case "error":
       return onError(frame);
     case "conversation_added":
@@ -129,12 +168,7 @@ function onReady(frame) {
   const before = new Map([...store.convs.values()].map((c) => [c.id, c.read]));
   const removed = store.ready(frame);
   if (store.openId !== null && removed.includes(store.openId)) closeThread();
-  for (const entry of socket.outbox.values()) {
-    const conv = store.convs.get(entry.conversation_id);
-    if (conv && !conv.own.has(entry.client_msg_id)) {
-      conv.own.set(entry.client_msg_id, { ...entry, state: "pending", error: null, seq: null, created_at: new Date().toISOString() });
-    }
-  }
+  showPending(socket.outbox.values());
   for (const conv of store.convs.values()) {
     // A mark that never got its reply: send it again (§4.8).
     const mine = before.get(conv.id) || 0;
@@ -192,21 +226,10 @@ function onAck(ack) {
 
 /** @param {any} frame */
 function onError(frame) {
-  if (frame.code === "not_member" && frame.conversation_id && !frame.ref) {
-    store.convs.delete(frame.conversation_id); // a `since` entry refused: removed while away
-    if (store.openId === frame.conversation_id) closeThread();
-    renderList(store, showThread);
-    return;
-  }
-  if (typeof frame.ref !== "string") return;
-  for (const conv of store.convs.values()) {
-    const own = conv.own.get(frame.ref);
-    if (own && own.state === "pending") {
-      // Retryable: stays pending, resent by the socket; say why it waits.
-      own.error = `${ERROR_TEXT[frame.code] || frame.message}`;
-      refreshRow(conv, `c:${frame.ref}`);
-    }
-  }
+  if (frame.code !== "not_member" || !frame.conversation_id || frame.ref) return;
+  store.convs.delete(frame.conversation_id); // a `since` entry refused: removed while away
+  if (store.openId === frame.conversation_id) closeThread();
+  renderList(store, showThread);
 }
 
 /** @param {any} raw */
@@ -404,7 +427,7 @@ const threadActions = {
     own.state = "pending";
     own.error = null;
     refreshRow(conv, `c:${cmid}`);
-    socket.send({ client_msg_id: cmid, conversation_id: cid, body: own.body });
+    socket.send({ client_msg_id: cmid, conversation_id: cid, body: own.body, created_at: own.created_at });
   },
   async readers(cid, seq, li) {
     try {
@@ -432,10 +455,11 @@ function send(body) {
   if (cid === null || !body.trim()) return;
   const conv = store.convs.get(cid);
   const cmid = crypto.randomUUID();
-  conv.own.set(cmid, { client_msg_id: cmid, body, state: "pending", error: null, seq: null, created_at: new Date().toISOString() });
+  const created_at = new Date().toISOString();
+  conv.own.set(cmid, { client_msg_id: cmid, body, state: "pending", error: null, seq: null, created_at });
   upsertRow(store, conv, `c:${cmid}`, threadActions);
   $("#scroller").scrollTop = $("#scroller").scrollHeight;
-  socket.send({ client_msg_id: cmid, conversation_id: cid, body });
+  socket.send({ client_msg_id: cmid, conversation_id: cid, body, created_at });
 }
 
 /** Background loads: a failure leaves what is shown (the next event or reconnect refreshes it).
