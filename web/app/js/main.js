@@ -49,6 +49,7 @@ async function login(action, username, password) {
   const result = await api.login(username, password);
   localStorage.setItem(TOKEN_KEY, result.token);
   await startSession(result.token);
+  $("#direct-username").focus(); // the first thing to do; not the page body
 }
 
 /** @param {string} token */
@@ -85,6 +86,7 @@ async function startSession(token) {
       own.state = "failed";
       own.error = ERROR_TEXT[error.code] || error.message;
       refreshRow(conv, `c:${entry.client_msg_id}`);
+      renderList(store, showThread);
     },
     waiting: (entry, error) => {
       // Stays pending, resent by the socket; say why it waits.
@@ -100,14 +102,18 @@ async function startSession(token) {
   socket.start();
 }
 
-/** @param {import("./socket.js").LinkState} state */
-function showLink(state) {
+/** @param {import("./socket.js").LinkState} state @param {any} [detail] the refusal of a crowded connection */
+function showLink(state, detail) {
   if (state === "online" && !store.presence.has(store.me.user_id)) {
     // Our own dot until the server reports a change of ours (version 0 is the oldest).
     store.setPresence({ user_id: store.me.user_id, status: activity.idle ? "away" : "online", version: 0, last_seen: null });
   }
   setAttr($("#link"), "data-connection", state);
   setText($("#link"), LINK_TEXT[state]);
+  const reason = $("#link-reason");
+  const most = detail && detail.limit ? `the most connections allowed (${detail.limit})` : "too many connections";
+  setText(reason, state === "crowded" ? `You have ${most} open, in other tabs or on other devices: close one. Trying again…` : "");
+  reason.hidden = state !== "crowded";
 }
 
 /** Outbox entries as my pending sends in their conversations (after `ready`, or taken over).
@@ -167,6 +173,8 @@ function onFrame(frame) {
 function onReady(frame) {
   const before = new Map([...store.convs.values()].map((c) => [c.id, c.read]));
   const removed = store.ready(frame);
+  if (frame.limits) store.maxChars = frame.limits.max_message_chars ?? null;
+  showCount();
   if (store.openId !== null && removed.includes(store.openId)) closeThread();
   showPending(socket.outbox.values());
   for (const conv of store.convs.values()) {
@@ -181,6 +189,8 @@ function onReady(frame) {
     const conv = store.convs.get(store.openId);
     renderHead(store, conv);
     renderMessages(store, conv, threadActions);
+  } else if (history.state?.chatd === "thread" && store.convs.has(history.state.cid)) {
+    quietly(openThread(history.state.cid, true)); // reloaded in a conversation: back in it
   }
 }
 
@@ -222,6 +232,7 @@ function onAck(ack) {
   own.error = null;
   own.seq = ack.seq;
   refreshRow(conv, `c:${ack.client_msg_id}`);
+  renderList(store, showThread);
 }
 
 /** @param {any} frame */
@@ -360,16 +371,24 @@ async function loadHistory(conv, before) {
 }
 
 // -- the open conversation ----------------------------------------------------------------------
-/** @param {number} cid */
-async function openThread(cid) {
+/** @param {number} cid @param {boolean} [fromHistory] Back or Forward brought it back */
+async function openThread(cid, fromHistory = false) {
   const conv = store.convs.get(cid);
   if (!conv) return;
+  if (!fromHistory) {
+    // A history entry per open conversation, so Back returns to the list (on a phone, the
+    // other pane) instead of leaving the app; another conversation replaces it.
+    const entry = { chatd: "thread", cid };
+    if (history.state?.chatd === "thread") history.replaceState(entry, "");
+    else history.pushState(entry, "");
+  }
   store.openId = cid;
   document.body.dataset.view = "thread";
   $("#empty").hidden = true;
   $("#thread-body").hidden = false;
   $("#members").hidden = true;
   $("#members-toggle").setAttribute("aria-expanded", "false");
+  setText($("#members-error"), "");
   setAttr($("#thread-body"), "data-conversation-id", cid);
   renderHead(store, conv);
   renderTyping(store, conv);
@@ -389,7 +408,9 @@ function showThread(cid) {
   quietly(openThread(cid));
 }
 
-function closeThread() {
+/** @param {boolean} [fromHistory] */
+function closeThread(fromHistory = false) {
+  if (!fromHistory && history.state?.chatd === "thread") history.replaceState(null, "");
   store.openId = null;
   document.body.dataset.view = "list";
   $("#thread-body").hidden = true;
@@ -449,10 +470,28 @@ async function removeMember(uid) {
   }
 }
 
-/** @param {string} body */
+/** The composer's length against the server's limit (`ready.limits`), shown near the end. */
+function showCount() {
+  const input = /** @type {HTMLTextAreaElement} */ ($("#composer-input"));
+  const count = $("#composer-count");
+  const length = [...input.value].length; // code points, as the server counts
+  const limit = store.maxChars;
+  const near = limit !== null && length >= limit * 0.8;
+  count.hidden = !near;
+  setText(count, near ? `${length} / ${limit}` : "");
+  setAttr(count, "data-over", near && length > limit ? "true" : null);
+  if (limit === null || length <= limit) setText($("#composer-error"), "");
+}
+
+/** @param {string} body @returns {boolean} whether it was taken (sent or queued) */
 function send(body) {
   const cid = store.openId;
-  if (cid === null || !body.trim()) return;
+  if (cid === null || !body.trim()) return false;
+  const length = [...body].length;
+  if (store.maxChars !== null && length > store.maxChars) {
+    setText($("#composer-error"), `Too long to send: at most ${store.maxChars} characters (this one has ${length})`);
+    return false;
+  }
   const conv = store.convs.get(cid);
   const cmid = crypto.randomUUID();
   const created_at = new Date().toISOString();
@@ -460,6 +499,8 @@ function send(body) {
   upsertRow(store, conv, `c:${cmid}`, threadActions);
   $("#scroller").scrollTop = $("#scroller").scrollHeight;
   socket.send({ client_msg_id: cmid, conversation_id: cid, body, created_at });
+  renderList(store, showThread);
+  return true;
 }
 
 /** Background loads: a failure leaves what is shown (the next event or reconnect refreshes it).
@@ -484,6 +525,14 @@ function refreshPresence() {
 }
 
 // -- static controls ------------------------------------------------------------------------------
+/** A username typed in `input`; a blank one is refused here, saying so.
+ * @param {HTMLInputElement} input */
+function username(input) {
+  const name = input.value.trim();
+  if (!name) throw new Error("Type a username");
+  return name;
+}
+
 /** @param {string} id @param {(form: HTMLFormElement) => Promise<void>} handler @param {string} errorId */
 function onSubmit(id, handler, errorId) {
   const form = /** @type {HTMLFormElement} */ ($(id));
@@ -501,7 +550,7 @@ function onSubmit(id, handler, errorId) {
 function bindStatic() {
   onSubmit("#direct-form", async () => {
     const input = /** @type {HTMLInputElement} */ ($("#direct-username"));
-    const conv = store.upsert(await api.openDirect(input.value));
+    const conv = store.upsert(await api.openDirect(username(input)));
     input.value = "";
     await loadMembers(conv);
     await openThread(conv.id);
@@ -523,14 +572,14 @@ function bindStatic() {
   }, "#sidebar-error");
   onSubmit("#add-form", async () => {
     const input = /** @type {HTMLInputElement} */ ($("#add-username"));
-    await api.addMembers(store.openId, [input.value]);
+    await api.addMembers(store.openId, [username(input)]);
     input.value = "";
   }, "#members-error");
   $("#composer").addEventListener("submit", (event) => {
     event.preventDefault();
     const input = /** @type {HTMLTextAreaElement} */ ($("#composer-input"));
-    send(input.value);
-    input.value = "";
+    if (send(input.value)) input.value = "";
+    showCount();
   });
   const composer = /** @type {HTMLTextAreaElement} */ ($("#composer-input"));
   composer.addEventListener("keydown", (event) => {
@@ -540,6 +589,7 @@ function bindStatic() {
     }
   });
   composer.addEventListener("input", () => {
+    showCount();
     if (store.openId === null || !composer.value.trim() || Date.now() - lastTyping < TYPING_EVERY_MS) return;
     lastTyping = Date.now();
     socket?.raw({ type: "typing", conversation_id: store.openId });
@@ -551,10 +601,19 @@ function bindStatic() {
       endSession();
     }
   });
-  $("#back").addEventListener("click", () => closeThread());
+  $("#back").addEventListener("click", () => {
+    if (history.state?.chatd === "thread") history.back(); // popstate closes it
+    else closeThread();
+  });
+  window.addEventListener("popstate", (event) => {
+    const cid = event.state?.chatd === "thread" ? event.state.cid : null;
+    if (cid !== null && store.convs.has(cid)) quietly(openThread(cid, true));
+    else if (store.openId !== null) closeThread(true);
+  });
   $("#members-toggle").addEventListener("click", () => {
     const panel = $("#members");
     panel.hidden = !panel.hidden;
+    if (!panel.hidden) setText($("#members-error"), "");
     $("#members-toggle").setAttribute("aria-expanded", String(!panel.hidden));
     if (!panel.hidden) renderMembers(store, store.convs.get(store.openId), removeMember);
     const scroller = $("#scroller");

@@ -7,6 +7,8 @@ import { h, setAttr, setText, $ } from "./dom.js";
 
 /** @param {Store} store @param {Conv} conv */
 function preview(store, conv) {
+  const unsent = store.unsent(conv);
+  if (unsent) return `${unsent.state === "failed" ? "Not sent" : "You"}: ${unsent.body}`;
   const event = conv.lastEvent;
   if (!event) return "No messages yet";
   if (event.kind !== "text") return event.kind === "members_added" ? "Members added" : "Members removed";

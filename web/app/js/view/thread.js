@@ -161,7 +161,7 @@ export function renderHead(store, conv) {
     setText(status, !peer ? "" : peer.status === "offline" ? lastSeen(peer.last_seen) : peer.status);
   } else {
     setAttr(dot, "data-presence", "group");
-    setText(status, `${conv.member_count} members`);
+    setText(status, `${conv.member_count} ${conv.member_count === 1 ? "member" : "members"}`);
   }
 }
 
