@@ -45,7 +45,7 @@ export function renderMessages(store, conv, actions) {
   for (const row of rowsOf(store, conv)) {
     const key = dayKey(row.at);
     if (key !== day) {
-      list.append(h("li", { class: "day", role: "separator", text: dayLabel(row.at) }));
+      list.append(h("li", { class: "day", text: dayLabel(row.at) }));
       day = key;
     }
     list.append(messageRow(store, conv, row, actions));
@@ -69,7 +69,7 @@ export function upsertRow(store, conv, key, actions) {
   const last = rows.length ? rows[rows.length - 1] : null;
   const lastAt = last ? last.dataset.at : null;
   if (!lastAt || dayKey(lastAt) !== dayKey(row.at)) {
-    list.append(h("li", { class: "day", role: "separator", text: dayLabel(row.at) }));
+    list.append(h("li", { class: "day", text: dayLabel(row.at) }));
   }
   list.append(messageRow(store, conv, row, actions));
 }
