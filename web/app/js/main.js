@@ -6,7 +6,7 @@ import { Store, TYPING_SHOWN_MS } from "./store.js";
 import { Activity } from "./activity.js";
 import { $, setAttr, setText, h } from "./view/dom.js";
 import { renderList } from "./view/list.js";
-import { keyOf, renderHead, renderMembers, renderMessages, renderTyping, showReaders, upsertRow } from "./view/thread.js";
+import { renderHead, renderMembers, renderMessages, renderTyping, showReaders } from "./view/thread.js";
 import { showLogin, hideLogin } from "./view/login.js";
 
 /** @typedef {import("./store.js").Conv} Conv @typedef {import("./store.js").ChatEvent} ChatEvent
@@ -85,7 +85,7 @@ async function startSession(token) {
       if (!own) return;
       own.state = "failed";
       own.error = ERROR_TEXT[error.code] || error.message;
-      refreshRow(conv, `c:${entry.client_msg_id}`);
+      refreshRows(conv);
       renderList(store, showThread);
     },
     waiting: (entry, error) => {
@@ -94,7 +94,7 @@ async function startSession(token) {
       const own = conv?.own.get(entry.client_msg_id);
       if (!own || own.state !== "pending") return;
       own.error = ERROR_TEXT[error.code] || error.message;
-      refreshRow(conv, `c:${entry.client_msg_id}`);
+      refreshRows(conv);
     },
     unauthorized: () => endSession(),
     idle: () => activity.idle,
@@ -210,7 +210,7 @@ function onMessage(event) {
   if (store.openId === conv.id) {
     const scroller = $("#scroller");
     const atBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40;
-    upsertRow(store, conv, keyOf(store, event), threadActions);
+    renderMessages(store, conv, threadActions);
     renderTyping(store, conv);
     if (atBottom || event.sender_id === store.me.user_id) scroller.scrollTop = scroller.scrollHeight;
     markRead();
@@ -231,7 +231,7 @@ function onAck(ack) {
   own.state = "saved";
   own.error = null;
   own.seq = ack.seq;
-  refreshRow(conv, `c:${ack.client_msg_id}`);
+  refreshRows(conv);
   renderList(store, showThread);
 }
 
@@ -275,12 +275,7 @@ function onReceipts(frame) {
   const conv = store.convs.get(frame.conversation_id);
   if (!conv) return;
   for (const c of frame.counts) conv.receipts.set(c.seq, { read_by: c.read_by, of: c.of });
-  if (store.openId === conv.id) {
-    for (const c of frame.counts) {
-      const event = conv.events.get(c.seq);
-      if (event) refreshRow(conv, keyOf(store, event));
-    }
-  }
+  refreshRows(conv);
 }
 
 /** @param {any} frame */
@@ -417,9 +412,9 @@ function closeThread(fromHistory = false) {
   $("#empty").hidden = false;
 }
 
-/** @param {Conv} conv @param {string} key */
-function refreshRow(conv, key) {
-  if (store.openId === conv.id) upsertRow(store, conv, key, threadActions);
+/** The open conversation's rows that changed. @param {Conv} conv */
+function refreshRows(conv) {
+  if (store.openId === conv.id) renderMessages(store, conv, threadActions);
 }
 
 /** Mark read what is on screen, when the window is focused and visible (§4.8). */
@@ -447,7 +442,7 @@ const threadActions = {
     const own = conv.own.get(cmid);
     own.state = "pending";
     own.error = null;
-    refreshRow(conv, `c:${cmid}`);
+    refreshRows(conv);
     socket.send({ client_msg_id: cmid, conversation_id: cid, body: own.body, created_at: own.created_at });
   },
   async readers(cid, seq, li) {
@@ -496,7 +491,7 @@ function send(body) {
   const cmid = crypto.randomUUID();
   const created_at = new Date().toISOString();
   conv.own.set(cmid, { client_msg_id: cmid, body, state: "pending", error: null, seq: null, created_at });
-  upsertRow(store, conv, `c:${cmid}`, threadActions);
+  renderMessages(store, conv, threadActions);
   $("#scroller").scrollTop = $("#scroller").scrollHeight;
   socket.send({ client_msg_id: cmid, conversation_id: cid, body, created_at });
   renderList(store, showThread);
