@@ -110,3 +110,34 @@ async def test_a_burst_over_the_send_limit_keeps_its_order(
     assert await bodies(a) == BURST
     assert await bodies(b) == BURST
     await shot(b, artifacts, "order-burst-bob")
+
+
+async def test_a_large_outbox_resent_after_a_reconnect_keeps_its_order(
+    people: PersonFactory, nginx: Api, db: asyncpg.Connection
+) -> None:
+    """Sixty messages typed without a network go out together when it is back: over the limit,
+    and still stored in the order typed."""
+    alice, bob = await people("alice"), await people("bob")
+    assert alice.user and bob.user
+    cid = await nginx.direct(alice.user, bob.user)
+    a = await alice.new_page()
+    refused = count_refusals(a)
+    await a.goto(alice.base_url + "/")
+    await a.locator("#link[data-connection='online']").wait_for()
+    await alice.open_conversation(a, cid)
+    await alice.context.set_offline(True)
+    try:
+        await a.locator("#link[data-connection='offline']").wait_for()
+        await a.evaluate(TYPE_BURST, BURST)
+        await a.locator("#messages li.mine[data-state='pending']").nth(len(BURST) - 1).wait_for()
+        await asyncio.sleep(WINDOW_S - time.time() % WINDOW_S + 0.05)  # the whole outbox in one window
+    finally:
+        await alice.context.set_offline(False)
+    saved = a.locator("#messages li.mine[data-state='saved'], #messages li.mine[data-state='read']")
+    await saved.nth(len(BURST) - 1).wait_for(timeout=60_000)
+    assert refused, "the outbox never reached the send limit: the test proved nothing"
+    stored = await db.fetch(
+        "SELECT body FROM messages WHERE conversation_id = $1 AND kind = 'text' ORDER BY seq", cid
+    )
+    assert [r["body"] for r in stored] == BURST
+    assert await bodies(a) == BURST
