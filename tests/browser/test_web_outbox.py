@@ -14,6 +14,9 @@ from chatd.devstack import Stack
 from tests.browser.conftest import Person, PersonFactory, shot
 from tests.helpers import Api
 
+OUTBOX_KEYS = "Object.keys(localStorage).filter(k => k.startsWith('chatd.outbox.'))"
+SENT = ["typed, then the tab closed", "left to the other tab"]
+
 
 async def stop_workers(stack: Stack) -> None:
     loop = asyncio.get_running_loop()
@@ -84,11 +87,26 @@ async def test_pending_sends_outlive_their_tab(
     finally:
         await start_workers(stack)
     await saved(other, "left to the other tab")
-    assert await stored(db, cid) == ["typed, then the tab closed", "left to the other tab"]
+    assert await stored(db, cid) == SENT
     assert await other.locator("#messages li.message .body").all_inner_texts() == await stored(db, cid)
     # Nothing is left pending for a tab opened now.
     last = await alice.open_app()
     await alice.open_conversation(last, cid)
     await last.locator("#messages .body", has_text="left to the other tab").wait_for()
     assert await last.locator("#messages li.message .body").all_inner_texts() == await stored(db, cid)
-    assert await last.evaluate("Object.keys(localStorage).filter(k => k.startsWith('chatd.outbox.'))") == []
+    assert await last.evaluate(OUTBOX_KEYS) == []
+
+    # Logging out forgets what that tab had pending: not kept in the browser, not sent by another tab.
+    alice.expect_errors(r"status of 502")  # the logout itself, while no worker answers
+    await stop_workers(stack)
+    try:
+        await type_while_down(alice, last, stack, "typed, then logged out")
+        await last.get_by_role("button", name="Log out").click()
+        await last.locator("#login:not([hidden])").wait_for()
+        assert await last.evaluate(OUTBOX_KEYS) == []
+    finally:
+        await start_workers(stack)
+    await other.locator("#link[data-connection='online']").wait_for()
+    await alice.send(other, "after the logout")
+    await saved(other, "after the logout")
+    assert await stored(db, cid) == [*SENT, "after the logout"]

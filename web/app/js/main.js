@@ -592,9 +592,11 @@ function bindStatic() {
   $("#logout").addEventListener("click", async () => {
     try {
       await api.logout(); // closes this token's sockets with 4001
-    } finally {
-      endSession();
+    } catch (err) {
+      // Logged out here all the same; the token stays valid until a logout reaches the server.
+      console.warn("chatd: logout", describe(err));
     }
+    endSession();
   });
   $("#back").addEventListener("click", () => {
     if (history.state?.chatd === "thread") history.back(); // popstate closes it

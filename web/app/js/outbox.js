@@ -93,16 +93,19 @@ export class Outbox {
       .catch(() => {}); // aborted: this tab logged out
   }
 
-  /** Log out: forget every pending send of this user in this browser, and stop. */
+  /** Log out: forget this tab's pending sends and those of closed tabs of this user (not kept
+   * on a shared computer); another open tab's are its own to send or drop. */
   discard() {
     this.closed = true;
     this.stopWatching.abort();
     this.entries.clear();
-    for (let i = localStorage.length - 1; i >= 0; i--) {
-      const key = localStorage.key(i);
-      if (key && key.startsWith(this.prefix)) localStorage.removeItem(key);
-    }
+    if (this.key) localStorage.removeItem(this.key);
     this.release();
+    for (let i = 0; i < localStorage.length; i++) {
+      const key = localStorage.key(i);
+      if (!key || !key.startsWith(this.prefix)) continue;
+      navigator.locks.request(key, { ifAvailable: true }, (lock) => lock && localStorage.removeItem(key));
+    }
   }
 
   save() {
