@@ -8,6 +8,7 @@ import { $, setAttr, setText, h } from "./view/dom.js";
 import { renderList } from "./view/list.js";
 import { renderHead, renderMembers, renderMessages, renderTyping, showReaders } from "./view/thread.js";
 import { showLogin, hideLogin } from "./view/login.js";
+import { renderCount, renderLink, withinLimit } from "./view/composer.js";
 
 /** @typedef {import("./store.js").Conv} Conv @typedef {import("./store.js").ChatEvent} ChatEvent
  * @typedef {import("./outbox.js").OutboxEntry} OutboxEntry */
@@ -15,15 +16,6 @@ import { showLogin, hideLogin } from "./view/login.js";
 const TOKEN_KEY = "chatd.token";
 const TYPING_EVERY_MS = 2000;
 const PAGE = 50;
-/** @type {Record<import("./socket.js").LinkState, string>} */
-const LINK_TEXT = {
-  connecting: "Connecting…",
-  online: "Online",
-  reconnecting: "Reconnecting…",
-  offline: "No network",
-  crowded: "Too many connections",
-  stopped: "Offline",
-};
 
 const api = new Api("");
 /** @type {Store} */
@@ -108,12 +100,7 @@ function showLink(state, detail) {
     // Our own dot until the server reports a change of ours (version 0 is the oldest).
     store.setPresence({ user_id: store.me.user_id, status: activity.idle ? "away" : "online", version: 0, last_seen: null });
   }
-  setAttr($("#link"), "data-connection", state);
-  setText($("#link"), LINK_TEXT[state]);
-  const reason = $("#link-reason");
-  const most = detail && detail.limit ? `the most connections allowed (${detail.limit})` : "too many connections";
-  setText(reason, state === "crowded" ? `You have ${most} open, in other tabs or on other devices: close one. Trying again…` : "");
-  reason.hidden = state !== "crowded";
+  renderLink(state, detail);
 }
 
 /** Outbox entries as my pending sends in their conversations (after `ready`, or taken over).
@@ -174,7 +161,7 @@ function onReady(frame) {
   const before = new Map([...store.convs.values()].map((c) => [c.id, c.read]));
   const removed = store.ready(frame);
   if (frame.limits) store.maxChars = frame.limits.max_message_chars ?? null;
-  showCount();
+  renderCount(store.maxChars);
   if (store.openId !== null && removed.includes(store.openId)) closeThread();
   showPending(socket.outbox.values());
   for (const conv of store.convs.values()) {
@@ -465,28 +452,10 @@ async function removeMember(uid) {
   }
 }
 
-/** The composer's length against the server's limit (`ready.limits`), shown near the end. */
-function showCount() {
-  const input = /** @type {HTMLTextAreaElement} */ ($("#composer-input"));
-  const count = $("#composer-count");
-  const length = [...input.value].length; // code points, as the server counts
-  const limit = store.maxChars;
-  const near = limit !== null && length >= limit * 0.8;
-  count.hidden = !near;
-  setText(count, near ? `${length} / ${limit}` : "");
-  setAttr(count, "data-over", near && length > limit ? "true" : null);
-  if (limit === null || length <= limit) setText($("#composer-error"), "");
-}
-
 /** @param {string} body @returns {boolean} whether it was taken (sent or queued) */
 function send(body) {
   const cid = store.openId;
-  if (cid === null || !body.trim()) return false;
-  const length = [...body].length;
-  if (store.maxChars !== null && length > store.maxChars) {
-    setText($("#composer-error"), `Too long to send: at most ${store.maxChars} characters (this one has ${length})`);
-    return false;
-  }
+  if (cid === null || !body.trim() || !withinLimit(body, store.maxChars)) return false;
   const conv = store.convs.get(cid);
   const cmid = crypto.randomUUID();
   const created_at = new Date().toISOString();
@@ -574,7 +543,7 @@ function bindStatic() {
     event.preventDefault();
     const input = /** @type {HTMLTextAreaElement} */ ($("#composer-input"));
     if (send(input.value)) input.value = "";
-    showCount();
+    renderCount(store.maxChars);
   });
   const composer = /** @type {HTMLTextAreaElement} */ ($("#composer-input"));
   composer.addEventListener("keydown", (event) => {
@@ -584,7 +553,7 @@ function bindStatic() {
     }
   });
   composer.addEventListener("input", () => {
-    showCount();
+    renderCount(store.maxChars);
     if (store.openId === null || !composer.value.trim() || Date.now() - lastTyping < TYPING_EVERY_MS) return;
     lastTyping = Date.now();
     socket?.raw({ type: "typing", conversation_id: store.openId });
