@@ -49,7 +49,9 @@ async def sync(session: Session, since: dict[int, int]) -> None:
     presence = await rt.presence.snapshot(conn.user_id)
     for entry in presence:
         streams.presence_versions[entry["user_id"]] = entry["version"]
-    conn.send({"type": "ready", "user_id": conn.user_id, "conversations": convs, "presence": presence})
+    limits = {"max_message_chars": rt.settings.max_message_chars}
+    ready = {"type": "ready", "user_id": conn.user_id, "conversations": convs, "presence": presence}
+    conn.send({**ready, "limits": limits})
     for cid in cids:
         if cid not in since or since[cid] > last.get(cid, 0):  # a `since` past the end: the end
             streams.cursor[cid] = last.get(cid, 0)

@@ -45,6 +45,8 @@ export class Store {
     this.names = new Map();
     /** @type {number|null} */
     this.openId = null;
+    /** @type {number|null} the server's CHATD_MAX_MESSAGE_CHARS (`ready.limits`), once known */
+    this.maxChars = null;
     /** @type {Set<(what: string, cid?: number) => void>} */
     this.listeners = new Set();
   }
@@ -177,6 +179,14 @@ export class Store {
     conv.read = seq;
     if (seq >= conv.counted) conv.unread = 0;
     return true;
+  }
+
+  /** My newest send not stored yet (pending, or failed), if any. @param {Conv} conv */
+  unsent(conv) {
+    /** @type {Own|null} */
+    let newest = null;
+    for (const own of conv.own.values()) if (own.state !== "saved") newest = own;
+    return newest;
   }
 
   /** Time-ordered list for the sidebar: latest activity first. */
