@@ -135,7 +135,7 @@ class Session:
             self.broadcast(dumps(frame), frame)  # held until `synced`, like other state
         elif op == "settings":
             self.share_read_state = bool(payload["share_read_state"])
-        elif op == "revoke" and payload.get("token") == self.token_hash.hex():
+        elif op == "revoke" and self.token_hash.hex() in payload.get("tokens", ()):
             self.close(*state.REVOKED)
 
     def close(self, code: int, reason: str = "") -> None:
