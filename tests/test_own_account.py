@@ -4,8 +4,12 @@ are logged out, live), see and revoke devices, set a display name."""
 from __future__ import annotations
 
 import asyncpg
+import orjson
 import pytest
+import redis.asyncio as aioredis
 
+from chatd.devstack import Stack
+from chatd.security import hash_token
 from tests.admins import PASSWORD, login
 from tests.helpers import Api, User, Ws
 
@@ -134,3 +138,16 @@ async def test_a_bad_display_name_is_refused(w1: Api, db: asyncpg.Connection, ba
     response = await w1.call("PUT", "/v1/me/profile", user.token, {"display_name": bad})
     assert response.status_code == 400 and response.json()["error"]["field"] == "display_name", response.text
     assert await db.fetchval("SELECT display_name FROM users WHERE id = $1", user.id) is None
+
+
+async def test_a_revoke_in_the_earlier_format_still_closes_the_socket(stack: Stack, w1: Api) -> None:
+    """During a rolling upgrade a worker of the previous release publishes `{"token": hex}`."""
+    user = await w1.user()
+    ws = await Ws.connect(w1.base_url, user.token)
+    redis = aioredis.from_url(stack.redis_url)
+    try:
+        notice = {"op": "revoke", "token": hash_token(user.token).hex()}
+        await redis.publish(f"chatd:u:{user.id}", orjson.dumps(notice))
+    finally:
+        await redis.aclose()
+    assert await ws.wait_closed() == 4001
