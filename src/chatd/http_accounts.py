@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from chatd import admin as admin_service
 from chatd import frames
+from chatd.accounts import Identity
 from chatd.errors import ChatdError, Code
 from chatd.http_api import JSON, api, identify, optional_string, query_int, read_json, runtime, string
 
@@ -89,7 +90,7 @@ async def revoke_session(request: Request) -> Response:
 # -- admins ---------------------------------------------------------------------------------------
 # Every handler: the token (401), then the admin flag (403), then the request (400): a
 # non-admin learns nothing about the body or the target.
-async def admin_identity(request: Request) -> Any:
+async def admin_identity(request: Request) -> Identity:
     identity = await identify(request)
     admin_service.Admin.require(identity)
     return identity
