@@ -1,7 +1,10 @@
 """Cross-worker fan-out: two publish APIs after commit, one Redis subscriber per process.
 
 Channels: ``chatd:c:<conversation>`` carries a conversation's events as the exact JSON frames
-clients receive; ``chatd:u:<user>`` carries per-user notices (notices.py).
+clients receive; ``chatd:u:<user>`` carries per-user notices (notices.py). A notice for more than
+USERS_PER_CHANNEL users goes once per USERS_PER_NOTICE of them on ``chatd:users``, which every
+worker follows, with the user ids in it: a group naming 10,000 users is a dozen publishes, not
+10,000 (which would also overflow the outbox and cost every worker a resync).
 
 Everything published goes through one of two APIs, each with one error policy:
 
@@ -46,6 +49,9 @@ log = logging.getLogger("chatd.fanout")
 
 RECONNECT_BACKOFF_MAX_S = 1.0
 RECONNECT_TIMEOUT_S = 5.0
+USERS_CHANNEL = "chatd:users"
+USERS_PER_CHANNEL = 32  # up to this many recipients, a notice goes on each one's own channel
+USERS_PER_NOTICE = 1000  # beyond it, on USERS_CHANNEL, this many user ids per publish
 
 
 def conversation_channel(cid: int) -> str:
@@ -84,7 +90,7 @@ class Hub:
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        await self._pubsub.subscribe(CONTROL_CHANNEL)
+        await self._pubsub.subscribe(CONTROL_CHANNEL, USERS_CHANNEL)
         self._reader = asyncio.create_task(self._read_loop())
         await self._confirm()
         self.outbox.start()
@@ -135,8 +141,15 @@ class Hub:
         await self.outbox.publish([(conversation_channel(e["conversation_id"]), dumps(e)) for e in events])
 
     async def publish_to_users(self, user_ids: list[int], notice: Notice) -> None:
-        """A sequenced per-user notice (notices.py says which are, and their source)."""
-        await self.sequenced([user_channel(uid) for uid in user_ids], notice)
+        """A sequenced per-user notice (notices.py says which are, and their source).
+
+        Many recipients share publishes on USERS_CHANNEL (each worker picks its own users
+        out), so the outbox holds a few entries for any number of them."""
+        if len(user_ids) <= USERS_PER_CHANNEL:
+            await self.sequenced([user_channel(uid) for uid in user_ids], notice)
+            return
+        chunks = [user_ids[i : i + USERS_PER_NOTICE] for i in range(0, len(user_ids), USERS_PER_NOTICE)]
+        await self.outbox.publish([(USERS_CHANNEL, dumps({"users": c, "notice": notice})) for c in chunks])
 
     def publish_state(self, event: Event, key: Hashable | None = None) -> None:
         """A conversation's state event (typing, read counts): dropped if Redis fails."""
@@ -278,6 +291,12 @@ class Hub:
         if channel == CONTROL_CHANNEL:
             if message["data"] == RESYNC:  # some worker dropped publishes it could not make
                 self.spawn(self.resync())
+            return
+        if channel == USERS_CHANNEL:
+            shared = orjson.loads(message["data"])
+            for uid in shared["users"]:
+                for conn in list(self.users.get(uid, ())):
+                    conn.notice(shared["notice"])
             return
         prefix, _, ident = channel.rpartition(":")
         data: bytes = message["data"]
