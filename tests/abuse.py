@@ -36,16 +36,22 @@ async def insert_users(db: asyncpg.Connection, count: int) -> list[User]:
 
 
 async def insert_groups(
-    db: asyncpg.Connection, owner: int, count: int, others: list[int] | None = None, took_part: bool = True
+    db: asyncpg.Connection,
+    owner: int,
+    count: int,
+    others: list[int] | None = None,
+    took_part: bool = True,
+    title: str = "g",
 ) -> list[int]:
     """`count` groups created by `owner` (who took part) with `others` as members."""
     members = sorted(set(others or []) - {owner})
     rows = await db.fetch(
         "INSERT INTO conversations (kind, title, created_by, member_count)"
-        " SELECT 'group', 'g' || g, $1, $3 FROM generate_series(1, $2) AS g RETURNING id",
+        " SELECT 'group', left($4 || g, 200), $1, $3 FROM generate_series(1, $2) AS g RETURNING id",
         owner,
         count,
         len(members) + 1,
+        title,
     )
     cids = [row["id"] for row in rows]
     await db.execute(

@@ -130,6 +130,7 @@ class Settings:
     max_message_chars: int = _setting("4000", lambda n, v: _int(n, v, 1, 1_000_000))
     max_group_members: int = _setting("100000", lambda n, v: _int(n, v, 2, 1_000_000))
     user_lookup_rate_limit: int = _setting("30", lambda n, v: _int(n, v, 1, 1_000_000))
+    group_rate_limit: int = _setting("30", lambda n, v: _int(n, v, 1, 1_000_000))
     rate_limit_messages: int = _setting("50", lambda n, v: _int(n, v, 1, 1_000_000))
     rate_limit_window_s: int = _setting("10", lambda n, v: _int(n, v, 1, 3600))
     login_rate_limit: int = _setting("10", lambda n, v: _int(n, v, 1, 1_000_000))

@@ -19,6 +19,7 @@ from chatd.storage import Stores, is_unavailable
 from chatd.storage.messages import Append
 
 HISTORY_MAX = 200
+LEAVE_MAX = 500  # groups one `POST /v1/conversations/leave` leaves at most
 # Group commit: sends arriving while these many statements are in flight share the next one.
 COMMITS_IN_FLIGHT = 4
 COMMIT_BATCH_MAX = 256
@@ -39,9 +40,11 @@ class Messaging:
         receipts: Receipts,
         settings: Settings,
         lookups: RateLimiter,
+        groups: RateLimiter,
     ) -> None:
         self._receipts = receipts
         self._lookups = lookups
+        self._groups = groups  # groups created per user per hour
         # (conversation, user) pairs this worker knows have taken part (presence consent).
         self._took_part: dict[tuple[int, int], float] = {}  # -> when to set it again
         self._stores = stores
@@ -192,6 +195,8 @@ class Messaging:
             raise ChatdError(
                 Code.GROUP_FULL, f"a group holds at most {self._settings.max_group_members} members"
             )
+        # Each group lands in every member's `ready`: one user cannot make thousands of them.
+        await self._groups.hit(user_id)
         conv = await self._stores.conversations.create_group(user_id, title, everyone)
         await self._announce(conv, everyone, since=0)
         return conv
@@ -238,6 +243,26 @@ class Messaging:
         for uid in removed:
             self._took_part.pop((conversation_id, uid), None)
         return event
+
+    async def leave_many(self, user_id: int, conversation_ids: list[int] | None) -> dict[str, Any]:
+        """Leave these groups, or (None) decline up to LEAVE_MAX groups the user never took part
+        in. Each is an ordinary leave (a `members_removed` event); conversations that are not
+        groups of the user's are `ignored`. Safe to repeat after a failure part-way."""
+        more = False
+        if conversation_ids is None:
+            conversation_ids = await self._stores.conversations.not_taken_part(user_id, LEAVE_MAX + 1)
+            more, conversation_ids = len(conversation_ids) > LEAVE_MAX, conversation_ids[:LEAVE_MAX]
+        left: list[int] = []
+        ignored: list[int] = []
+        for cid in conversation_ids:
+            try:
+                event = await self.remove_members(user_id, cid, [user_id])
+            except ChatdError as exc:
+                if exc.code not in (Code.NOT_MEMBER, Code.NOT_A_GROUP):
+                    raise
+                event = None
+            (left if event is not None else ignored).append(cid)
+        return {"left": left, "ignored": ignored, "more": more}
 
     async def _announce(self, conv: dict[str, Any], user_ids: list[int], since: int) -> None:
         await self._hub.publish_to_users(user_ids, notices.conversation_added(conv, since))

@@ -142,11 +142,15 @@ class Receipts:
         return [r for r in await self._state.readers(cid, seq) if r != senders[seq]]
 
     async def sync(self, uid: int, cids: list[int]) -> dict[int, tuple[int, int]]:
-        """(last_read_seq, unread) per conversation, for the `ready` frame."""
+        """(last_read_seq, unread) per conversation, as `ready` gives them."""
         pointers = await self.pointers(uid)
         mine = {cid: pointers.get(cid, 0) for cid in cids}
-        unread = await self._stores.receipts.unread(uid, mine)
+        unread = await self.unread(uid, mine)
         return {cid: (mine[cid], unread.get(cid, 0)) for cid in cids}
+
+    async def unread(self, uid: int, pointers: dict[int, int]) -> dict[int, int]:
+        """Unread text messages per conversation after these pointers (counted up to 1000)."""
+        return await self._stores.receipts.unread(uid, pointers)
 
     async def read_state(self, uid: int) -> list[dict[str, int]]:
         """Every conversation's pointer and unread count, as `ready` gives them (§4.1)."""

@@ -73,8 +73,9 @@ class Runtime:
         self.accounts = Accounts(stores, self.passwords, limiters, self.hub)
         read_state = ReadState(redis, settings.redis_send_timeout_s)
         lookups = RateLimiter(redis, "lookup", settings.user_lookup_rate_limit, 60)
+        groups = RateLimiter(redis, "group", settings.group_rate_limit, 3600)
         self.receipts = Receipts(stores, read_state, self.hub, settings)
-        self.messaging = Messaging(stores, self.hub, limiter, self.receipts, settings, lookups)
+        self.messaging = Messaging(stores, self.hub, limiter, self.receipts, settings, lookups, groups)
         self.flusher = Flusher(stores, read_state, settings.receipt_flush_interval_s)
         self.presence = Presence(redis, stores, self.hub, settings)
         self.conncap = ConnectionCap(

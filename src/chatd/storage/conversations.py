@@ -226,6 +226,17 @@ class ConversationStore:
         )
         return [conversation(row) for row in rows]
 
+    async def not_taken_part(self, user_id: int, limit: int) -> list[int]:
+        """Groups `user_id` is in but never took part in (someone else put them there)."""
+        rows = await self._pool.fetch(
+            "SELECT m.conversation_id FROM members m JOIN conversations c ON c.id = m.conversation_id"
+            " WHERE m.user_id = $1 AND NOT m.took_part AND c.kind = 'group'"
+            " ORDER BY m.conversation_id LIMIT $2",
+            user_id,
+            limit,
+        )
+        return [row["conversation_id"] for row in rows]
+
     async def last_seqs(self, conversation_ids: list[int]) -> dict[int, int]:
         rows = await self._pool.fetch(
             "SELECT id, last_seq FROM conversations WHERE id = ANY($1::bigint[])",
