@@ -124,7 +124,8 @@ class Messaging:
         if self._took_part.get(key, 0.0) > now:
             return
         try:
-            await self._stores.conversations.mark_took_part(conversation_id, user_id)
+            if await self._stores.conversations.mark_took_part(conversation_id, user_id):
+                await self._receipts.took_part(conversation_id, user_id)  # reads may show now
         except Exception as exc:
             log.warning(
                 "took_part not recorded",
@@ -187,6 +188,8 @@ class Messaging:
         conv, created = await self._stores.conversations.find_or_create_direct(user_id, other)
         if created:
             await self._announce(conv, [user_id, other], since=0)
+        else:  # opening it again is taking part: the opener's reads there may show now (§4.9)
+            await self._receipts.took_part(conv["id"], user_id)
         return conv, created
 
     async def create_group(self, user_id: int, title: str, members: list[int]) -> dict[str, Any]:
@@ -200,6 +203,10 @@ class Messaging:
         conv = await self._stores.conversations.create_group(user_id, title, everyone)
         await self._announce(conv, everyone, since=0)
         return conv
+
+    async def took_part(self, conversation_id: int, user_id: int) -> bool:
+        """Whether the member took part in the conversation (consent, docs/protocol.md §4.9)."""
+        return await self._stores.conversations.took_part(conversation_id, user_id)
 
     async def conversation(self, user_id: int, conversation_id: int) -> dict[str, Any]:
         return await self._stores.conversations.get_for_member(conversation_id, user_id)
@@ -225,6 +232,7 @@ class Messaging:
             event = await group.record("members_added", added)
             conv = await group.conversation()
         await self._hub.publish(event)  # committed now
+        await self._receipts.took_part(conversation_id, user_id)  # adding members is taking part
         # The new members' devices follow the conversation from the event that added them.
         await self._announce(conv, event["user_ids"], since=event["seq"] - 1)
         return event
@@ -239,7 +247,7 @@ class Messaging:
                 return None
             event = await group.record("members_removed", removed)
         await self._hub.publish(event)  # committed now
-        await self._receipts.forget(conversation_id, removed)
+        await self._receipts.forget(conversation_id, removed, event["seq"])
         for uid in removed:
             self._took_part.pop((conversation_id, uid), None)
         return event

@@ -51,6 +51,7 @@ class Session:
         "_inbox_room",
         "_processor",
         "_started",
+        "_took_part",
         "_typing_at",
         "conn",
         "runtime",
@@ -71,6 +72,7 @@ class Session:
         self.share_read_state = identity.share_read_state
         self._deferred: list[tuple[dict[str, Any], int]] = []  # conversations added while syncing
         self._typing_at: dict[int, float] | None = None  # conversation -> last relayed `typing`
+        self._took_part: set[int] | None = None  # conversations the user is known to take part in
         self._started = time.perf_counter()
         # Frames read but not processed yet (frame or decode error, ref, time read, size).
         self._inbox: deque[tuple[frames.Frame | ChatdError, Any, float, int]] | None = None
@@ -157,6 +159,8 @@ class Session:
             self.fail(exc, "follow failed")
 
     def _left(self, cid: int) -> None:
+        if self._took_part is not None:  # added back later, they take part anew (§4.9)
+            self._took_part.discard(cid)
         self.runtime.hub.detach(self, [cid])
 
     # -- AUTHENTICATING -> SYNCING -> LIVE -----------------------------------------------
@@ -289,7 +293,7 @@ class Session:
         cid = frame.conversation_id
         metrics.READ_MARKS.inc()
         pointer = await self.runtime.receipts.mark(
-            self.user_id, cid, frame.seq, self.share_read_state, self.streams.cursor.get(cid, 0), self.id
+            self.user_id, cid, frame.seq, self.streams.cursor.get(cid, 0), self.id
         )
         reply: dict[str, Any] = {"type": "read_state", "conversation_id": cid, "last_read_seq": pointer}
         if ref is not None:
@@ -298,7 +302,8 @@ class Session:
 
     async def _on_typing(self, frame: frames.Typing) -> None:
         """Relay "typing" to the conversation's connections: never stored, at most one a second
-        per connection and conversation (extra frames are dropped without a reply)."""
+        per connection and conversation, and only once the user took part in it (other frames
+        are dropped without a reply)."""
         cid = frame.conversation_id
         if cid not in self.streams.cursor:  # a session follows exactly the user's conversations
             raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
@@ -308,6 +313,13 @@ class Session:
             return
         seen[cid] = now
         self._typing_at = seen
+        # Consent (§4.9, §4.10): typing shows activity, so it is relayed only in conversations
+        # the user took part in; before that it is dropped like a frame over the limit.
+        if self._took_part is None or cid not in self._took_part:
+            if not await self.runtime.messaging.took_part(cid, self.user_id):
+                return
+            self._took_part = self._took_part or set()
+            self._took_part.add(cid)
         event = {"type": "typing", "conversation_id": cid, "user_id": self.user_id}
         self.runtime.hub.publish_state(event, key=("typing", cid, self.user_id))
 
