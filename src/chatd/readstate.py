@@ -213,7 +213,7 @@ class ReadState:
         Whether others see it follows the user's `_share` here and whether they took part
         (`took_part` is asked only when Redis does not know). Loads lost state as needed."""
         known = ""
-        for _ in range(4):
+        for _ in range(5):  # load the user, ask Postgres whether they took part, load the room
             async with asyncio.timeout(self._timeout_s):
                 status, previous, visible = await self._mark(
                     keys=[room_key(cid), user_key(uid), DIRTY, gone_key(cid)],
