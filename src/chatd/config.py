@@ -152,6 +152,8 @@ class Settings:
     presence_grace_s: float = _setting("5", lambda n, v: _float(n, v, 0, 600))
     presence_snapshot_max: int = _setting("1000", lambda n, v: _int(n, v, 0, 1_000_000))
     presence_max_group_size: int = _setting("100", lambda n, v: _int(n, v, 2, 1_000_000))
+    presence_frame_rate_limit: int = _setting("10", lambda n, v: _int(n, v, 1, 100_000))
+    typing_frame_rate_limit: int = _setting("10", lambda n, v: _int(n, v, 1, 100_000))
     argon2_time_cost: int = _setting("3", lambda n, v: _int(n, v, 1, 20))
     argon2_memory_kib: int = _setting("65536", lambda n, v: _int(n, v, 8, 4 * 1024 * 1024))
     argon2_concurrency: int = _setting("1", lambda n, v: _int(n, v, 1, 64))

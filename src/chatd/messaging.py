@@ -13,6 +13,7 @@ from chatd.batching import Batcher
 from chatd.config import Settings
 from chatd.errors import ChatdError, Code
 from chatd.fanout import Hub
+from chatd.presence import Presence
 from chatd.ratelimit import RateLimiter
 from chatd.receipts import Receipts
 from chatd.storage import Stores, is_unavailable
@@ -41,7 +42,9 @@ class Messaging:
         settings: Settings,
         lookups: RateLimiter,
         groups: RateLimiter,
+        presence: Presence,
     ) -> None:
+        self._presence = presence
         self._receipts = receipts
         self._lookups = lookups
         self._groups = groups  # groups created per user per hour
@@ -125,7 +128,7 @@ class Messaging:
             return
         try:
             if await self._stores.conversations.mark_took_part(conversation_id, user_id):
-                await self._receipts.took_part(conversation_id, user_id)  # reads may show now
+                await self._took_part_now(conversation_id, user_id)
         except Exception as exc:
             log.warning(
                 "took_part not recorded",
@@ -188,8 +191,8 @@ class Messaging:
         conv, created = await self._stores.conversations.find_or_create_direct(user_id, other)
         if created:
             await self._announce(conv, [user_id, other], since=0)
-        else:  # opening it again is taking part: the opener's reads there may show now (§4.9)
-            await self._receipts.took_part(conv["id"], user_id)
+        else:  # opening it again is taking part (§4.9)
+            await self._took_part_now(conv["id"], user_id)
         return conv, created
 
     async def create_group(self, user_id: int, title: str, members: list[int]) -> dict[str, Any]:
@@ -232,7 +235,7 @@ class Messaging:
             event = await group.record("members_added", added)
             conv = await group.conversation()
         await self._hub.publish(event)  # committed now
-        await self._receipts.took_part(conversation_id, user_id)  # adding members is taking part
+        await self._took_part_now(conversation_id, user_id)  # adding members is taking part
         # The new members' devices follow the conversation from the event that added them.
         await self._announce(conv, event["user_ids"], since=event["seq"] - 1)
         return event
@@ -271,6 +274,12 @@ class Messaging:
                 event = None
             (left if event is not None else ignored).append(cid)
         return {"left": left, "ignored": ignored, "more": more}
+
+    async def _took_part_now(self, conversation_id: int, user_id: int) -> None:
+        """After the COMMIT that recorded it: the user's reads there may show, and the members
+        of a small conversation follow the user's presence from now on (§4.8, §4.9)."""
+        await self._receipts.took_part(conversation_id, user_id)
+        await self._presence.took_part(conversation_id, user_id)
 
     async def _announce(self, conv: dict[str, Any], user_ids: list[int], since: int) -> None:
         await self._hub.publish_to_users(user_ids, notices.conversation_added(conv, since))

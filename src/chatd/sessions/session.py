@@ -21,6 +21,8 @@ from chatd.accounts import Identity
 from chatd.connection import Connection, dumps
 from chatd.errors import ChatdError, Code
 from chatd.sessions import state, sync
+from chatd.sessions.following import Following
+from chatd.sessions.limits import Window
 from chatd.sessions.sends import SendPipeline
 from chatd.sessions.state import NEXT, State
 from chatd.sessions.streams import Streams
@@ -49,11 +51,16 @@ class Session:
         "_inbox",
         "_inbox_bytes",
         "_inbox_room",
+        "_presence_deferred",
+        "_presence_frames",
+        "_presence_timer",
         "_processor",
         "_started",
         "_took_part",
         "_typing_at",
+        "_typing_frames",
         "conn",
+        "following",
         "runtime",
         "sends",
         "share_read_state",
@@ -73,6 +80,12 @@ class Session:
         self._deferred: list[tuple[dict[str, Any], int]] = []  # conversations added while syncing
         self._typing_at: dict[int, float] | None = None  # conversation -> last relayed `typing`
         self._took_part: set[int] | None = None  # conversations the user is known to take part in
+        # Per-connection limits on state frames (protocol.md §4.9, §4.10), made on first use.
+        self._typing_frames: Window | None = None
+        self._presence_frames: Window | None = None
+        self._presence_deferred: bool | None = None  # idle? asked past the limit, applied later
+        self._presence_timer: asyncio.TimerHandle | None = None
+        self.following = Following(self)
         self._started = time.perf_counter()
         # Frames read but not processed yet (frame or decode error, ref, time read, size).
         self._inbox: deque[tuple[frames.Frame | ChatdError, Any, float, int]] | None = None
@@ -113,13 +126,27 @@ class Session:
     def conversations(self) -> Collection[int]:
         return self.streams.cursor.keys()
 
+    @property
+    def followed(self) -> Collection[int]:
+        return self.following.users
+
     def deliver(self, cid: int, seq: int, text: str, event: Event) -> None:
         if self.state in (State.SYNCING, State.LIVE):
             self.streams.deliver(cid, seq, text, event)
 
     def broadcast(self, text: str, event: Event) -> None:
         if self.state in (State.SYNCING, State.LIVE):
+            if event["type"] == "presence" and not self.following.took_part(event):
+                return
             self.streams.state(text, event)
+
+    def presence(self, text: str, event: Event) -> None:
+        if self.state in (State.SYNCING, State.LIVE):
+            self.streams.state(text, event)
+
+    def members_changed(self, cid: int) -> None:
+        if self.state in (State.SYNCING, State.LIVE):
+            self.following.refresh()
 
     def notice(self, payload: dict[str, Any]) -> None:
         op = payload.get("op")
@@ -191,6 +218,9 @@ class Session:
             self._enter(State.DRAINING)
         if self._processor is not None:
             self._processor.cancel()  # sends already in the window still commit
+        if self._presence_timer is not None:
+            self._presence_timer.cancel()
+        self.following.stop()
         rt = self.runtime
         rt.hub.remove_connection(self)
         await rt.presence.disconnect(self.conn)
@@ -277,7 +307,7 @@ class Session:
             if isinstance(frame, frames.Read):
                 await self._on_read(frame, ref)
             elif isinstance(frame, frames.Status):
-                await self.runtime.presence.set_idle(self.conn, frame.idle)
+                await self._on_presence(frame.idle)
             elif isinstance(frame, frames.Ping):
                 self.conn.send({"type": "pong"})
             elif isinstance(frame, frames.Typing):
@@ -300,16 +330,52 @@ class Session:
             reply["ref"] = ref
         self.conn.send(reply)
 
+    async def _on_presence(self, idle: bool) -> None:
+        """Mark this connection idle or active. Past CHATD_PRESENCE_FRAME_RATE_LIMIT frames a
+        window, the last status asked for is applied when the window ends (§4.9)."""
+        if self._presence_deferred is not None:
+            self._presence_deferred = idle
+            return
+        window = self._presence_frames or Window(self.runtime.settings.presence_frame_rate_limit)
+        self._presence_frames = window
+        now = time.monotonic()
+        if window.take(now):
+            await self.runtime.presence.set_idle(self.conn, idle)
+            return
+        self._presence_deferred = idle
+        loop = asyncio.get_running_loop()
+        self._presence_timer = loop.call_later(window.ends() - now, self._presence_due)
+
+    def _presence_due(self) -> None:
+        self._presence_timer = None
+        self.runtime.hub.spawn(self._apply_deferred_presence())
+
+    async def _apply_deferred_presence(self) -> None:
+        idle, self._presence_deferred = self._presence_deferred, None
+        if idle is None or not self.reading:
+            return
+        if self._presence_frames is not None:
+            self._presence_frames.take(time.monotonic())  # it opens the next window
+        try:
+            await self.runtime.presence.set_idle(self.conn, idle)
+        except Exception as exc:  # no frame to answer: the client's next change corrects it
+            state.frame_failure(exc, self.user_id)
+
     async def _on_typing(self, frame: frames.Typing) -> None:
         """Relay "typing" to the conversation's connections: never stored, at most one a second
-        per connection and conversation, and only once the user took part in it (other frames
-        are dropped without a reply)."""
+        per connection and conversation and CHATD_TYPING_FRAME_RATE_LIMIT a window per
+        connection, and only once the user took part in it (other frames are dropped without a
+        reply)."""
         cid = frame.conversation_id
         if cid not in self.streams.cursor:  # a session follows exactly the user's conversations
             raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
         now = time.monotonic()
         seen = self._typing_at if self._typing_at is not None else {}
         if now - seen.get(cid, -TYPING_INTERVAL_S) < TYPING_INTERVAL_S:
+            return
+        window = self._typing_frames or Window(self.runtime.settings.typing_frame_rate_limit)
+        self._typing_frames = window
+        if not window.take(now):  # CHATD_TYPING_FRAME_RATE_LIMIT a window, any conversations
             return
         seen[cid] = now
         self._typing_at = seen

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from chatd import frames, metrics
 from chatd.connection import Connection, dumps
 from chatd.errors import ChatdError, Code
+from chatd.sessions.following import Following
 from chatd.sessions.streams import Streams
 from chatd.subscriber import Subscriber
 
@@ -22,6 +23,7 @@ class Session(Subscriber, Protocol):
     runtime: Runtime
     conn: Connection
     streams: Streams
+    following: Following
 
 
 log = logging.getLogger("chatd.ws")
@@ -45,9 +47,7 @@ async def sync(session: Session, since: dict[int, int]) -> None:
     if ahead:  # the client has more than this worker dispatched yet, or claims to: ask Postgres
         last.update(await rt.messaging.last_seqs(ahead))
     pointers = await rt.receipts.pointers(conn.user_id)
-    presence = await rt.presence.snapshot(conn.user_id)
-    for entry in presence:
-        streams.presence_versions[entry["user_id"]] = entry["version"]
+    presence = await session.following.start()
     # At most READY_PAGE conversations a frame, whatever their number (protocol.md §4.1): a
     # client's frame limit bounds what it can take, and strangers can add anyone to groups.
     for start in range(0, max(len(convs), 1), READY_PAGE):
@@ -104,3 +104,4 @@ async def follow(session: Session, conv: dict[str, Any], after: int) -> None:
     session.streams.begin(cid, after)
     await session.runtime.hub.attach(session, [cid])
     await catch_up(session, cid)
+    await session.following.joined(cid, conv["member_count"])

@@ -249,6 +249,14 @@ class ConversationStore:
         )
         return [row["conversation_id"] for row in rows]
 
+    async def heads(self, conversation_ids: list[int]) -> dict[int, tuple[int, int]]:
+        """(last_seq, member_count) per conversation, as of one moment each."""
+        rows = await self._pool.fetch(
+            "SELECT id, last_seq, member_count FROM conversations WHERE id = ANY($1::bigint[])",
+            conversation_ids,
+        )
+        return {row["id"]: (row["last_seq"], row["member_count"]) for row in rows}
+
     async def last_seqs(self, conversation_ids: list[int]) -> dict[int, int]:
         rows = await self._pool.fetch(
             "SELECT id, last_seq FROM conversations WHERE id = ANY($1::bigint[])",
