@@ -277,9 +277,18 @@ class Messaging:
 
     async def _took_part_now(self, conversation_id: int, user_id: int) -> None:
         """After the COMMIT that recorded it: the user's reads there may show, and the members
-        of a small conversation follow the user's presence from now on (§4.8, §4.9)."""
-        await self._receipts.took_part(conversation_id, user_id)
-        await self._presence.took_part(conversation_id, user_id)
+        of a small conversation follow the user's presence from now on (§4.8, §4.9). State
+        only: if Redis fails here, the change stands (the next read mark finds the flag in
+        Postgres, the next `ready` the presence)."""
+        try:
+            await self._receipts.took_part(conversation_id, user_id)
+            await self._presence.took_part(conversation_id, user_id)
+        except Exception as exc:
+            log.warning(
+                "took_part not announced",
+                extra={"conversation_id": conversation_id},
+                exc_info=None if is_unavailable(exc) else exc,
+            )
 
     async def _announce(self, conv: dict[str, Any], user_ids: list[int], since: int) -> None:
         await self._hub.publish_to_users(user_ids, notices.conversation_added(conv, since))

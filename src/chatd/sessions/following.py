@@ -66,12 +66,15 @@ class Following:
         return snapshot
 
     async def joined(self, cid: int, member_count: int) -> None:
-        """The session follows a conversation it was just added to."""
+        """The session follows a conversation it was just added to. Best effort, like every
+        state event: the conversation is followed whatever happens here."""
         rt = self._session.runtime
         if member_count > rt.settings.presence_max_group_size:
             return
-        found = await rt.presence.joined(cid, self._session.user_id)
-        await self._follow_now(found)
+        try:
+            await self._follow_now(await rt.presence.joined(cid, self._session.user_id))
+        except Exception:
+            log.info("following presence: joining failed", extra={"user_id": self._session.user_id})
 
     def took_part(self, event: Event) -> bool:
         """A presence event on a conversation's channel: its user took part in that small
