@@ -65,3 +65,22 @@ async def test_group_counts_and_readers_leave_out_members_who_never_took_part(w1
     assert await shown() == (2, sorted([victim.id, friend.id]))
     for ws in (s, v, f):
         await ws.close()
+
+
+async def test_naming_a_member_who_is_there_is_taking_part_without_writing(w1: Api) -> None:
+    owner, member = await w1.user("own"), await w1.user("mem")
+    cid = await w1.group(owner, [member])
+    o = await Ws.connect(w1.base_url, owner.token)
+    m = await Ws.connect(w1.base_url, member.token)
+    assert (await o.send(cid, "anyone?"))["type"] == "ack"
+    await m.wait_seq(cid, 1)
+    await m.read(cid, 1)
+    who = f"/v1/conversations/{cid}/messages/1/readers"
+    assert (await w1.call("GET", who, owner.token)).json()["user_ids"] == []
+    same = await w1.call(
+        "POST", f"/v1/conversations/{cid}/members", member.token, {"usernames": [owner.name]}
+    )
+    assert same.status_code == 200 and same.json() == {"event": None}, same.text
+    assert (await w1.call("GET", who, owner.token)).json()["user_ids"] == [member.id]
+    for ws in (o, m):
+        await ws.close()

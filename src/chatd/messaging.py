@@ -228,12 +228,14 @@ class Messaging:
     ) -> dict[str, Any] | None:
         async with self._stores.conversations.change_group(conversation_id, user_id) as group:
             policy.may_change_members(group.facts)
-            added, total = await group.add(users)
-            if not added:
-                return None
-            policy.within_group_size(total, self._settings.max_group_members)
-            event = await group.record("members_added", added)
-            conv = await group.conversation()
+            added, total = await group.add(users)  # the actor takes part, whoever is added
+            if added:
+                policy.within_group_size(total, self._settings.max_group_members)
+                event = await group.record("members_added", added)
+                conv = await group.conversation()
+        if not added:
+            await self._took_part_now(conversation_id, user_id)
+            return None
         await self._hub.publish(event)  # committed now
         await self._took_part_now(conversation_id, user_id)  # adding members is taking part
         # The new members' devices follow the conversation from the event that added them.
