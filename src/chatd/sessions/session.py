@@ -22,7 +22,7 @@ from chatd.connection import Connection, dumps
 from chatd.errors import ChatdError, Code
 from chatd.sessions import state, sync
 from chatd.sessions.following import Following
-from chatd.sessions.limits import Window
+from chatd.sessions.limits import PresenceFrames, TypingFrames
 from chatd.sessions.sends import SendPipeline
 from chatd.sessions.state import NEXT, State
 from chatd.sessions.streams import Streams
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("chatd.ws")
 # The inbox holds at most a send window of frames and this many bytes of them.
 INBOX_BYTES = 1 << 20
-TYPING_INTERVAL_S = 1.0  # protocol.md §4.10: receivers show "typing" for 5 s after the last one
 
 
 def send_window(configured: int, queue_frames: int) -> int:
@@ -51,14 +50,10 @@ class Session:
         "_inbox",
         "_inbox_bytes",
         "_inbox_room",
-        "_presence_deferred",
-        "_presence_frames",
-        "_presence_timer",
+        "_presence",
         "_processor",
         "_started",
-        "_took_part",
-        "_typing_at",
-        "_typing_frames",
+        "_typing",
         "conn",
         "following",
         "runtime",
@@ -78,13 +73,9 @@ class Session:
         self.sends = SendPipeline(self.conn, runtime.messaging, window, runtime.in_flight)
         self.share_read_state = identity.share_read_state
         self._deferred: list[tuple[dict[str, Any], int]] = []  # conversations added while syncing
-        self._typing_at: dict[int, float] | None = None  # conversation -> last relayed `typing`
-        self._took_part: set[int] | None = None  # conversations the user is known to take part in
         # Per-connection limits on state frames (protocol.md §4.9, §4.10), made on first use.
-        self._typing_frames: Window | None = None
-        self._presence_frames: Window | None = None
-        self._presence_deferred: bool | None = None  # idle? asked past the limit, applied later
-        self._presence_timer: asyncio.TimerHandle | None = None
+        self._typing: TypingFrames | None = None
+        self._presence: PresenceFrames | None = None
         self.following = Following(self)
         self._started = time.perf_counter()
         # Frames read but not processed yet (frame or decode error, ref, time read, size).
@@ -186,8 +177,8 @@ class Session:
             self.fail(exc, "follow failed")
 
     def _left(self, cid: int) -> None:
-        if self._took_part is not None:  # added back later, they take part anew (§4.9)
-            self._took_part.discard(cid)
+        if self._typing is not None:
+            self._typing.left(cid)
         self.runtime.hub.detach(self, [cid])
 
     # -- AUTHENTICATING -> SYNCING -> LIVE -----------------------------------------------
@@ -218,8 +209,8 @@ class Session:
             self._enter(State.DRAINING)
         if self._processor is not None:
             self._processor.cancel()  # sends already in the window still commit
-        if self._presence_timer is not None:
-            self._presence_timer.cancel()
+        if self._presence is not None:
+            self._presence.stop()
         self.following.stop()
         rt = self.runtime
         rt.hub.remove_connection(self)
@@ -333,59 +324,29 @@ class Session:
     async def _on_presence(self, idle: bool) -> None:
         """Mark this connection idle or active. Past CHATD_PRESENCE_FRAME_RATE_LIMIT frames a
         window, the last status asked for is applied when the window ends (§4.9)."""
-        if self._presence_deferred is not None:
-            self._presence_deferred = idle
-            return
-        window = self._presence_frames or Window(self.runtime.settings.presence_frame_rate_limit)
-        self._presence_frames = window
-        now = time.monotonic()
-        if window.take(now):
-            await self.runtime.presence.set_idle(self.conn, idle)
-            return
-        self._presence_deferred = idle
-        loop = asyncio.get_running_loop()
-        self._presence_timer = loop.call_later(window.ends() - now, self._presence_due)
+        if self._presence is None:
+            limit = self.runtime.settings.presence_frame_rate_limit
+            self._presence = PresenceFrames(limit, self._set_idle, self.runtime.hub.spawn)
+        await self._presence.take(idle)
 
-    def _presence_due(self) -> None:
-        self._presence_timer = None
-        self.runtime.hub.spawn(self._apply_deferred_presence())
-
-    async def _apply_deferred_presence(self) -> None:
-        idle, self._presence_deferred = self._presence_deferred, None
-        if idle is None or not self.reading:
-            return
-        if self._presence_frames is not None:
-            self._presence_frames.take(time.monotonic())  # it opens the next window
-        try:
+    async def _set_idle(self, idle: bool) -> None:
+        if self.reading:  # a deferred status of a connection that closed meanwhile is moot
             await self.runtime.presence.set_idle(self.conn, idle)
-        except Exception as exc:  # no frame to answer: the client's next change corrects it
-            state.frame_failure(exc, self.user_id)
 
     async def _on_typing(self, frame: frames.Typing) -> None:
         """Relay "typing" to the conversation's connections: never stored, at most one a second
         per connection and conversation and CHATD_TYPING_FRAME_RATE_LIMIT a window per
-        connection, and only once the user took part in it (other frames are dropped without a
-        reply)."""
+        connection, and only once the user took part in it (§4.9: typing shows activity).
+        Other frames are dropped without a reply."""
         cid = frame.conversation_id
         if cid not in self.streams.cursor:  # a session follows exactly the user's conversations
             raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
-        now = time.monotonic()
-        seen = self._typing_at if self._typing_at is not None else {}
-        if now - seen.get(cid, -TYPING_INTERVAL_S) < TYPING_INTERVAL_S:
+        typing = self._typing or TypingFrames(self.runtime.settings.typing_frame_rate_limit)
+        self._typing = typing
+        if not typing.allow(cid):
             return
-        window = self._typing_frames or Window(self.runtime.settings.typing_frame_rate_limit)
-        self._typing_frames = window
-        if not window.take(now):  # CHATD_TYPING_FRAME_RATE_LIMIT a window, any conversations
+        if not await typing.took_part(cid, lambda: self.runtime.messaging.took_part(cid, self.user_id)):
             return
-        seen[cid] = now
-        self._typing_at = seen
-        # Consent (§4.9, §4.10): typing shows activity, so it is relayed only in conversations
-        # the user took part in; before that it is dropped like a frame over the limit.
-        if self._took_part is None or cid not in self._took_part:
-            if not await self.runtime.messaging.took_part(cid, self.user_id):
-                return
-            self._took_part = self._took_part or set()
-            self._took_part.add(cid)
         event = {"type": "typing", "conversation_id": cid, "user_id": self.user_id}
         self.runtime.hub.publish_state(event, key=("typing", cid, self.user_id))
 
