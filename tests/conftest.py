@@ -27,6 +27,7 @@ TEST_ENV = {
     "CHATD_ARGON2_MEMORY_KIB": "1024",
     "CHATD_RATE_LIMIT_MESSAGES": "1000000",
     "CHATD_USER_LOOKUP_RATE_LIMIT": "1000",
+    "CHATD_GROUP_RATE_LIMIT": "1000000",  # test users create groups freely; one test has its own
     "CHATD_LOGIN_RATE_LIMIT": "5",  # each test user logs in once; one test hits the limit
     # hundreds of users register and log in from 127.0.0.1, many at once; the tests of these
     # limits spawn workers of their own with low ones

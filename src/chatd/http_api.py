@@ -14,6 +14,7 @@ from starlette.routing import Route
 from chatd import frames, logs, metrics
 from chatd.accounts import Identity
 from chatd.errors import HTTP_STATUS, ChatdError, Code
+from chatd.messaging import LEAVE_MAX
 from chatd.storage import is_unavailable
 
 log = logging.getLogger("chatd.http")
@@ -278,6 +279,28 @@ async def remove_member(request: Request) -> Response:
 
 
 @api
+async def leave(request: Request) -> Response:
+    """Leave many groups at once, or decline every group one never took part in (§3)."""
+    user_id, _ = await authenticated(request)
+    body = await read_json(request)
+    messaging = runtime(request).messaging
+    if "conversation_ids" in body:
+        cids = list(dict.fromkeys(id_list(body, "conversation_ids", int)))
+        if not 0 < len(cids) <= LEAVE_MAX:
+            raise ChatdError(
+                Code.BAD_REQUEST, f"conversation_ids: 1 to {LEAVE_MAX} ids", field="conversation_ids"
+            )
+        return JSON(await messaging.leave_many(user_id, cids))
+    if body.get("not_taken_part") is not True:
+        raise ChatdError(
+            Code.BAD_REQUEST,
+            "conversation_ids or not_taken_part: true: which groups to leave",
+            field="conversation_ids",
+        )
+    return JSON(await messaging.leave_many(user_id, None))
+
+
+@api
 async def history(request: Request) -> Response:
     user_id, _ = await authenticated(request)
     after = query_int(request, "after", None)
@@ -332,6 +355,7 @@ routes = [
     Route("/v1/conversations", list_conversations),
     Route("/v1/conversations/direct", open_direct, methods=["POST"]),
     Route("/v1/conversations/group", create_group, methods=["POST"]),
+    Route("/v1/conversations/leave", leave, methods=["POST"]),
     Route("/v1/conversations/{conversation_id:int}", get_conversation),
     Route("/v1/conversations/{conversation_id:int}/members", list_members),
     Route("/v1/conversations/{conversation_id:int}/members", add_members, methods=["POST"]),

@@ -13,12 +13,14 @@ from chatd.batching import Batcher
 from chatd.config import Settings
 from chatd.errors import ChatdError, Code
 from chatd.fanout import Hub
+from chatd.presence import Presence
 from chatd.ratelimit import RateLimiter
 from chatd.receipts import Receipts
 from chatd.storage import Stores, is_unavailable
 from chatd.storage.messages import Append
 
 HISTORY_MAX = 200
+LEAVE_MAX = 500  # groups one `POST /v1/conversations/leave` leaves at most
 # Group commit: sends arriving while these many statements are in flight share the next one.
 COMMITS_IN_FLIGHT = 4
 COMMIT_BATCH_MAX = 256
@@ -39,9 +41,13 @@ class Messaging:
         receipts: Receipts,
         settings: Settings,
         lookups: RateLimiter,
+        groups: RateLimiter,
+        presence: Presence,
     ) -> None:
+        self._presence = presence
         self._receipts = receipts
         self._lookups = lookups
+        self._groups = groups  # groups created per user per hour
         # (conversation, user) pairs this worker knows have taken part (presence consent).
         self._took_part: dict[tuple[int, int], float] = {}  # -> when to set it again
         self._stores = stores
@@ -121,7 +127,8 @@ class Messaging:
         if self._took_part.get(key, 0.0) > now:
             return
         try:
-            await self._stores.conversations.mark_took_part(conversation_id, user_id)
+            if await self._stores.conversations.mark_took_part(conversation_id, user_id):
+                await self._took_part_now(conversation_id, user_id)
         except Exception as exc:
             log.warning(
                 "took_part not recorded",
@@ -184,6 +191,8 @@ class Messaging:
         conv, created = await self._stores.conversations.find_or_create_direct(user_id, other)
         if created:
             await self._announce(conv, [user_id, other], since=0)
+        else:  # opening it again is taking part (§4.9)
+            await self._took_part_now(conv["id"], user_id)
         return conv, created
 
     async def create_group(self, user_id: int, title: str, members: list[int]) -> dict[str, Any]:
@@ -192,9 +201,15 @@ class Messaging:
             raise ChatdError(
                 Code.GROUP_FULL, f"a group holds at most {self._settings.max_group_members} members"
             )
+        # Each group lands in every member's `ready`: one user cannot make thousands of them.
+        await self._groups.hit(user_id)
         conv = await self._stores.conversations.create_group(user_id, title, everyone)
         await self._announce(conv, everyone, since=0)
         return conv
+
+    async def took_part(self, conversation_id: int, user_id: int) -> bool:
+        """Whether the member took part in the conversation (consent, docs/protocol.md §4.9)."""
+        return await self._stores.conversations.took_part(conversation_id, user_id)
 
     async def conversation(self, user_id: int, conversation_id: int) -> dict[str, Any]:
         return await self._stores.conversations.get_for_member(conversation_id, user_id)
@@ -213,13 +228,16 @@ class Messaging:
     ) -> dict[str, Any] | None:
         async with self._stores.conversations.change_group(conversation_id, user_id) as group:
             policy.may_change_members(group.facts)
-            added, total = await group.add(users)
-            if not added:
-                return None
-            policy.within_group_size(total, self._settings.max_group_members)
-            event = await group.record("members_added", added)
-            conv = await group.conversation()
+            added, total = await group.add(users)  # the actor takes part, whoever is added
+            if added:
+                policy.within_group_size(total, self._settings.max_group_members)
+                event = await group.record("members_added", added)
+                conv = await group.conversation()
+        if not added:
+            await self._took_part_now(conversation_id, user_id)
+            return None
         await self._hub.publish(event)  # committed now
+        await self._took_part_now(conversation_id, user_id)  # adding members is taking part
         # The new members' devices follow the conversation from the event that added them.
         await self._announce(conv, event["user_ids"], since=event["seq"] - 1)
         return event
@@ -234,10 +252,45 @@ class Messaging:
                 return None
             event = await group.record("members_removed", removed)
         await self._hub.publish(event)  # committed now
-        await self._receipts.forget(conversation_id, removed)
+        await self._receipts.forget(conversation_id, removed, event["seq"])
         for uid in removed:
             self._took_part.pop((conversation_id, uid), None)
         return event
+
+    async def leave_many(self, user_id: int, conversation_ids: list[int] | None) -> dict[str, Any]:
+        """Leave these groups, or (None) decline up to LEAVE_MAX groups the user never took part
+        in. Each is an ordinary leave (a `members_removed` event); conversations that are not
+        groups of the user's are `ignored`. Safe to repeat after a failure part-way."""
+        more = False
+        if conversation_ids is None:
+            conversation_ids = await self._stores.conversations.not_taken_part(user_id, LEAVE_MAX + 1)
+            more, conversation_ids = len(conversation_ids) > LEAVE_MAX, conversation_ids[:LEAVE_MAX]
+        left: list[int] = []
+        ignored: list[int] = []
+        for cid in conversation_ids:
+            try:
+                event = await self.remove_members(user_id, cid, [user_id])
+            except ChatdError as exc:
+                if exc.code not in (Code.NOT_MEMBER, Code.NOT_A_GROUP):
+                    raise
+                event = None
+            (left if event is not None else ignored).append(cid)
+        return {"left": left, "ignored": ignored, "more": more}
+
+    async def _took_part_now(self, conversation_id: int, user_id: int) -> None:
+        """After the COMMIT that recorded it: the user's reads there may show, and the members
+        of a small conversation follow the user's presence from now on (§4.8, §4.9). State
+        only: if Redis fails here, the change stands (the next read mark finds the flag in
+        Postgres, the next `ready` the presence)."""
+        try:
+            await self._receipts.took_part(conversation_id, user_id)
+            await self._presence.took_part(conversation_id, user_id)
+        except Exception as exc:
+            log.warning(
+                "took_part not announced",
+                extra={"conversation_id": conversation_id},
+                exc_info=None if is_unavailable(exc) else exc,
+            )
 
     async def _announce(self, conv: dict[str, Any], user_ids: list[int], since: int) -> None:
         await self._hub.publish_to_users(user_ids, notices.conversation_added(conv, since))

@@ -51,6 +51,7 @@ class Runtime:
             settings.gap_fill_delay_s,
             settings.redis_send_timeout_s,
             on_resync=self._recheck_tokens,
+            presence_max_group_size=settings.presence_max_group_size,
         )
         limiter = RateLimiter(
             redis,
@@ -73,10 +74,13 @@ class Runtime:
         self.accounts = Accounts(stores, self.passwords, limiters, self.hub)
         read_state = ReadState(redis, settings.redis_send_timeout_s)
         lookups = RateLimiter(redis, "lookup", settings.user_lookup_rate_limit, 60)
+        groups = RateLimiter(redis, "group", settings.group_rate_limit, 3600)
         self.receipts = Receipts(stores, read_state, self.hub, settings)
-        self.messaging = Messaging(stores, self.hub, limiter, self.receipts, settings, lookups)
-        self.flusher = Flusher(stores, read_state, settings.receipt_flush_interval_s)
         self.presence = Presence(redis, stores, self.hub, settings)
+        self.messaging = Messaging(
+            stores, self.hub, limiter, self.receipts, settings, lookups, groups, self.presence
+        )
+        self.flusher = Flusher(stores, read_state, settings.receipt_flush_interval_s)
         self.conncap = ConnectionCap(
             redis, settings.max_connections_per_user, settings.presence_ttl_s, settings.redis_send_timeout_s
         )

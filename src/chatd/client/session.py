@@ -81,6 +81,7 @@ class ChatSession:
         self.status = "connecting"
         self.ws: ClientConnection | None = None
         self.synced = False
+        self.listed = False  # the conversation was in this connection's `ready` pages
 
     # -- what the UI reads -------------------------------------------------------------------
     def title(self) -> str:
@@ -164,7 +165,7 @@ class ChatSession:
     # -- frames ------------------------------------------------------------------------------
     def _frame(self, frame: Frame) -> None:
         kind = frame.get("type")
-        if kind == "ready":
+        if kind in ("ready", "conversations"):
             self._ready(frame)
         elif kind == "synced":
             self.synced, self.status = True, "synced"
@@ -190,12 +191,17 @@ class ChatSession:
         self.refresh()
 
     def _ready(self, frame: Frame) -> None:
-        mine = [c for c in frame["conversations"] if c["id"] == self.cid]
-        if not mine:
+        """`ready` and the `conversations` pages after it (protocol.md §4.1)."""
+        if frame["type"] == "ready":
+            self.listed = False
+            for entry in frame["presence"]:
+                self._presence(entry, announce=False)
+        for conv in frame["conversations"]:
+            if conv["id"] == self.cid:
+                self.listed = True
+                self.read_seq = max(self.read_seq, conv["last_read_seq"])
+        if not frame["more"] and not self.listed:
             raise Stop(f"you are no longer a member of #{self.cid}")
-        self.read_seq = max(self.read_seq, mine[0]["last_read_seq"])
-        for entry in frame["presence"]:
-            self._presence(entry, announce=False)
 
     def _message(self, event: Frame, count: Frame | None = None) -> None:
         seq = event["seq"]
