@@ -152,6 +152,8 @@ class Presence:
         self._tasks: list[asyncio.Task[None]] = []
         self._marker = f"chatd:pmark:{secrets.token_hex(8)}"
         self._marked = False
+        # Told when this worker re-registers after a loss (the connection cap waits for it).
+        self.on_data_lost: Callable[[], Awaitable[None]] | None = None
 
     @property
     def _ttl_ms(self) -> int:
@@ -315,6 +317,8 @@ class Presence:
             if self._marked:
                 log.warning("redis lost presence data; re-registering local connections")
             self._marked = True
+            if self.on_data_lost is not None:
+                await self.on_data_lost()
             await self.heartbeat()
         now_ms = int(time.time() * 1000)
         due = await self._redis.zrangebyscore(EXPIRIES, "-inf", now_ms, start=0, num=500)

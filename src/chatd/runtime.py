@@ -97,8 +97,13 @@ class Runtime:
         self.flusher = Flusher(stores, read_state, settings.receipt_flush_interval_s)
         self.presence = Presence(redis, stores, self.hub, settings)
         self.conncap = ConnectionCap(
-            redis, settings.max_connections_per_user, settings.presence_ttl_s, settings.redis_send_timeout_s
+            redis,
+            settings.max_connections_per_user,
+            settings.presence_ttl_s,
+            settings.presence_sweep_s,
+            settings.redis_send_timeout_s,
         )
+        self.presence.on_data_lost = self.conncap.data_lost
         self.sampler = Sampler(self.hub, stores, redis, self.flusher, self.presence)
         self.draining = False
         self._inflight = 0
