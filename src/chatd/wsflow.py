@@ -71,11 +71,15 @@ class FlowControlledProtocol(WebSocketsSansIOProtocol):
             await super().send(message)
             return
         while self._written - self._confirmed >= self.window and not (self._closing or self.read_paused):
+            if self._pinged_at < self._written:  # written while pings were not sent (below)
+                self._ping()
             self._room.clear()
             await self._room.wait()
         await super().send(message)
         self._written += _size(message)
-        if self._written - self._pinged_at >= PING_STEP:
+        # No pings while this side does not read: their pongs could not be seen, and they
+        # would pile up unanswered.
+        if self._written - self._pinged_at >= PING_STEP and not self.read_paused:
             self._ping()
 
     @property
