@@ -7,10 +7,13 @@ concurrent connects on any number of workers cannot overshoot.
 
 If Redis loses its data (a restart without persistence, a new Redis host, FLUSHALL), the set is
 empty while the sockets are still open: each worker re-registers its own at its next presence
-sweep. ``chatd:pepoch`` (Redis time, ms) says from when the set is complete again. It goes with
-the data, so whoever finds it missing (an admission, or a sweep that found its worker's marker
-gone) sets it to now plus two sweep periods, and admissions wait until then rather than count
-an incomplete set.
+sweep. ``chatd:pepoch`` (Redis time, ms) says from when the set is complete again, and
+admissions wait until then rather than count an incomplete set. The key goes with the data:
+
+- a worker that starts sets it to now if it is missing (a new Redis: nothing to re-register);
+- an admission that finds it missing, or a running worker's sweep that found its own marker
+  gone (presence.py), sets it to now plus two sweep periods (and 0.5 s), unless it is already
+  further ahead: every worker has swept, and re-registered, by then.
 """
 
 from __future__ import annotations
@@ -43,13 +46,18 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 return {1, 0}
 """
 
-# KEYS: epoch; ARGV: rebuild_ms. Sets the epoch only if it is missing.
-_LOST = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+# KEYS: epoch; ARGV: rebuild_ms (0: a worker starts) -> the epoch
+_SET_EPOCH = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('SET', KEYS[1], now + tonumber(ARGV[1]))
-return 1
+local complete = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if ARGV[1] == '0' then
+  if complete < 0 then complete = now end
+elseif complete < now + tonumber(ARGV[1]) then
+  complete = now + tonumber(ARGV[1])
+end
+redis.call('SET', KEYS[1], complete)
+return complete
 """
 
 
@@ -63,7 +71,7 @@ class ConnectionCap:
         timeout_s: float | None = None,
     ) -> None:
         self._admit = redis.register_script(_ADMIT)
-        self._lost = redis.register_script(_LOST)
+        self._set_epoch = redis.register_script(_SET_EPOCH)
         self._cap = cap
         self._ttl_ms = int(ttl_s * 1000)
         # Every worker sweeps (and so re-registers after a loss) within one period of the loss;
@@ -85,8 +93,11 @@ class ConnectionCap:
                 return bool(int(status))
             await asyncio.sleep(min(int(wait_ms), self._rebuild_ms) / 1000)
 
+    async def start(self) -> None:
+        """A worker starts: a Redis without the epoch is taken as new (nothing to wait for)."""
+        await self._set_epoch(keys=[EPOCH], args=[0])
+
     async def data_lost(self) -> None:
-        """A sweep found its worker's marker gone: admissions wait for the rebuild (if the
-        epoch is gone too; on a worker's first sweep it normally is not)."""
+        """A running worker's sweep found its marker gone: admissions wait for the rebuild."""
         async with asyncio.timeout(self._timeout_s):
-            await self._lost(keys=[EPOCH], args=[self._rebuild_ms])
+            await self._set_epoch(keys=[EPOCH], args=[self._rebuild_ms])

@@ -152,7 +152,7 @@ class Presence:
         self._tasks: list[asyncio.Task[None]] = []
         self._marker = f"chatd:pmark:{secrets.token_hex(8)}"
         self._marked = False
-        # Told when this worker re-registers after a loss (the connection cap waits for it).
+        # Told when this worker re-registers after a loss it saw (the connection cap waits).
         self.on_data_lost: Callable[[], Awaitable[None]] | None = None
 
     @property
@@ -316,9 +316,9 @@ class Presence:
         if await self._marker_missing():
             if self._marked:
                 log.warning("redis lost presence data; re-registering local connections")
+                if self.on_data_lost is not None:
+                    await self.on_data_lost()
             self._marked = True
-            if self.on_data_lost is not None:
-                await self.on_data_lost()
             await self.heartbeat()
         now_ms = int(time.time() * 1000)
         due = await self._redis.zrangebyscore(EXPIRIES, "-inf", now_ms, start=0, num=500)

@@ -189,6 +189,7 @@ async def open_runtime(settings: Settings) -> Runtime:
         subscriber = aioredis.Redis.from_pool(subscriber_pool)
         runtime = Runtime(settings, Stores(pool), redis, subscriber)
         await runtime.hub.start()
+        await runtime.conncap.start()
         runtime.flusher.start()
         runtime.presence.start()
         runtime.sampler.start()

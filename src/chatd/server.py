@@ -18,7 +18,7 @@ from types import FrameType
 
 import uvicorn
 
-from chatd import metrics, wsflow
+from chatd import metrics
 from chatd.app import create_app
 from chatd.config import Settings
 from chatd.runtime import Runtime, open_runtime
@@ -93,6 +93,10 @@ def serve(
     notifier = Notifier()
 
     async def run(settings: Settings, notifier: Notifier) -> None:
+        # Here, not at the top: it imports uvicorn's websockets-based protocol, as uvicorn itself
+        # does only when it serves (importing chatd.server pulls in no client library).
+        from chatd import wsflow
+
         runtime = await open_runtime(settings)
         config = uvicorn.Config(
             create_app(settings, runtime),

@@ -27,11 +27,13 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections import deque
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.frames import Frame
+
+if TYPE_CHECKING:
+    from websockets.frames import Frame
 
 PING_STEP = 4096  # bytes of data frames between two pings
 RECEIVE_BUFFER = 256 * 1024  # bytes of received messages waiting for the application
