@@ -165,7 +165,7 @@ class FlowControlledProtocol(WebSocketsSansIOProtocol):
             super().send_receive_event_to_app()
         finally:
             self.read_paused = paused
-        if self.queue.qsize() > queued:  # not dropped (after our close, or not UTF-8)
+        if self.queue.qsize() > queued and not self.close_sent:  # queued, not refused (UTF-8)
             self._sizes.append(size)
             self._waiting += size
         if not self.read_paused and self._waiting >= RECEIVE_BUFFER:
