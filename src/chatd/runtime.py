@@ -41,7 +41,7 @@ READY_REDIS_TIMEOUT_S = 2.0
 # redis-py 8.1 does not check pooled TCP connections for EOF before use: retry such a command
 # on a fresh connection. Connection errors only (closed, reset, refused, still loading): each
 # fails at once, so a Redis that is really down still fails in well under 0.2 s (three retries,
-# 10-100 ms apart); timeouts are not retried (the callers bound a hung Redis, see
+# up to 20, 40 and 80 ms apart); timeouts are not retried (the callers bound a hung Redis, see
 # CHATD_REDIS_SEND_TIMEOUT_S). The commands retried are idempotent or harmless twice (a rate
 # counter may count one action twice).
 REDIS_RETRY = Retry(ExponentialWithJitterBackoff(cap=0.1, base=0.01), 3, (redis.exceptions.ConnectionError,))
