@@ -138,6 +138,8 @@ class Settings:
     register_rate_limit: int = _setting("20", lambda n, v: _int(n, v, 1, 1_000_000))
     auth_timeout_s: float = _setting("10", lambda n, v: _float(n, v, 0.1, 300))
     send_queue_frames: int = _setting("2000", lambda n, v: _int(n, v, 10, 1_000_000))
+    # bytes written to a socket that its client has not confirmed reading (wsflow.py)
+    ws_window_bytes: int = _setting("262144", lambda n, v: _int(n, v, 16_384, 64 * 1024 * 1024))
     # unacked sends per connection; at most the group-commit batch (messaging.COMMIT_BATCH_MAX)
     send_window: int = _setting("128", lambda n, v: _int(n, v, 1, 256))
     max_connections_per_user: int = _setting("20", lambda n, v: _int(n, v, 1, 100_000))

@@ -55,6 +55,7 @@ RECONNECT_TIMEOUT_S = 5.0
 USERS_CHANNEL = "chatd:users"
 USERS_PER_CHANNEL = 32  # up to this many recipients, a notice goes on each one's own channel
 USERS_PER_NOTICE = 1000  # beyond it, on USERS_CHANNEL, this many user ids per publish
+SUBSCRIBER_WAIT_S = 10.0  # a session's subscribe: for the subscriber to be back, and confirmed
 
 
 def conversation_channel(cid: int) -> str:
@@ -73,6 +74,7 @@ class Hub:
     def __init__(
         self,
         redis: aioredis.Redis,
+        subscriber: aioredis.Redis,
         stores: Stores,
         gap_fill_delay: float,
         publish_timeout_s: float = 0.5,
@@ -92,7 +94,13 @@ class Hub:
         self.users: dict[int, set[Subscriber]] = {}
         self.followers: dict[int, set[Subscriber]] = {}  # user -> sessions following their presence
         self.connections: set[Subscriber] = set()
-        self._pubsub = redis.pubsub()
+        # The subscriber's own client (one connection, never reconnected by redis-py: the reader
+        # task does it, then resyncs). Commands from sessions wait while it is away (`_up`) and
+        # never run during a reconnect (`_lock`): two tasks connecting it at once break it.
+        self.subscriber = subscriber
+        self._pubsub = subscriber.pubsub()
+        self._up = asyncio.Event()
+        self._lock = asyncio.Lock()
         self._pongs: dict[bytes, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reader: asyncio.Task[None] | None = None
@@ -103,6 +111,7 @@ class Hub:
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         await self._pubsub.subscribe(CONTROL_CHANNEL, USERS_CHANNEL)
+        self._up.set()
         self._reader = asyncio.create_task(self._read_loop())
         await self._confirm()
         self.outbox.start()
@@ -172,13 +181,30 @@ class Hub:
         self.ephemeral([user_channel(uid) for uid in user_ids], notice, key)
 
     # -- subscriptions -------------------------------------------------------------------
+    async def _command(self, call: Callable[[], Awaitable[Any]]) -> None:
+        """Run a subscribe, unsubscribe or ping on the subscriber's connection once it is up; if
+        the connection fails under it, again after the reader has reconnected."""
+        async with asyncio.timeout(SUBSCRIBER_WAIT_S):
+            while True:
+                await self._up.wait()
+                try:
+                    async with self._lock:
+                        await call()
+                    return
+                except redis.exceptions.ConnectionError:
+                    await asyncio.sleep(0.05)  # the reader sees the same loss and reconnects
+
     async def _confirm(self) -> None:
+        """Returns once every SUBSCRIBE sent before it is active: a PING sent after them comes
+        back as a PONG. After a reconnect (which subscribes every channel again) the reader
+        sends the PING again."""
         token = secrets.token_hex(8).encode()
         future = asyncio.get_running_loop().create_future()
         self._pongs[token] = future
         try:
-            await self._pubsub.ping(token)
-            await asyncio.wait_for(future, timeout=10)
+            async with asyncio.timeout(SUBSCRIBER_WAIT_S):
+                await self._command(lambda: self._pubsub.ping(token))
+                await future
         finally:
             self._pongs.pop(token, None)
 
@@ -188,7 +214,8 @@ class Hub:
         self.users.setdefault(conn.user_id, set()).add(conn)
         # Every connection confirms its own SUBSCRIBE (a repeat is harmless): the one sent for
         # the user's other connection may still be on its way.
-        await self._pubsub.subscribe(user_channel(conn.user_id))
+        channel = user_channel(conn.user_id)
+        await self._command(lambda: self._pubsub.subscribe(channel))
         await self._confirm()
 
     def remove_connection(self, conn: Subscriber) -> None:
@@ -211,7 +238,8 @@ class Hub:
             self.topics[cid].conns.add(conn)
         if new:
             try:
-                await self._pubsub.subscribe(*(conversation_channel(cid) for cid in new))
+                channels = [conversation_channel(cid) for cid in new]
+                await self._command(lambda: self._pubsub.subscribe(*channels))
                 await self._confirm()
                 heads = await self.stores.conversations.heads(new)
             except Exception as exc:
@@ -257,7 +285,8 @@ class Hub:
                 new.append(uid)
             watchers.add(conn)
         if new:
-            await self._pubsub.subscribe(*(presence_channel(uid) for uid in new))
+            channels = [presence_channel(uid) for uid in new]
+            await self._command(lambda: self._pubsub.subscribe(*channels))
         if asked:
             await self._confirm()
 
@@ -277,8 +306,8 @@ class Hub:
         held: dict[str, Collection[int]] = {"chatd:c": self.topics, "chatd:u": self.users}
         still = int(ident) in held.get(kind, self.followers)
         if not still:
-            with contextlib.suppress(redis.exceptions.RedisError):
-                await self._pubsub.unsubscribe(channel)
+            with contextlib.suppress(redis.exceptions.RedisError, TimeoutError):
+                await self._command(lambda: self._pubsub.unsubscribe(channel))
 
     # -- the subscriber ------------------------------------------------------------------
     async def _read_loop(self) -> None:
@@ -288,8 +317,10 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                self._up.clear()
                 log.warning("redis subscriber disconnected; reconnecting", exc_info=True)
                 await self._reconnect()
+                self._up.set()
                 continue
             if message is not None:
                 try:
@@ -308,8 +339,12 @@ class Hub:
         while True:
             await asyncio.sleep(backoff)
             try:
-                async with asyncio.timeout(RECONNECT_TIMEOUT_S):  # e.g. a hung server
+                async with self._lock, asyncio.timeout(RECONNECT_TIMEOUT_S):  # e.g. a hung server
+                    if self._pubsub.connection is not None:
+                        await self._pubsub.connection.disconnect(nowait=True)
                     await self._pubsub.connect()  # type: ignore[no-untyped-call]
+                    for token in list(self._pongs):  # their PINGs went out on the lost connection
+                        await self._pubsub.ping(token)
                     await self._pubsub.ping(RESYNC)
             except Exception:
                 backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX_S)

@@ -154,6 +154,8 @@ class Presence:
         self._tasks: list[asyncio.Task[None]] = []
         self._marker = f"chatd:pmark:{secrets.token_hex(8)}"
         self._marked = False
+        # Told when this worker re-registers after a loss it saw (the connection cap waits).
+        self.on_data_lost: Callable[[], Awaitable[None]] | None = None
 
     @property
     def _ttl_ms(self) -> int:
@@ -334,6 +336,8 @@ class Presence:
         if await self._marker_missing():
             if self._marked:
                 log.warning("redis lost presence data; re-registering local connections")
+                if self.on_data_lost is not None:
+                    await self.on_data_lost()
             self._marked = True
             await self.heartbeat()
         now_ms = int(time.time() * 1000)

@@ -93,18 +93,23 @@ def serve(
     notifier = Notifier()
 
     async def run(settings: Settings, notifier: Notifier) -> None:
+        # Here, not at the top: it imports uvicorn's websockets-based protocol, as uvicorn itself
+        # does only when it serves (importing chatd.server pulls in no client library).
+        from chatd import wsflow
+
         runtime = await open_runtime(settings)
         config = uvicorn.Config(
             create_app(settings, runtime),
             uds=uds,
             host=host,
             port=port,
-            ws="websockets-sansio",
+            ws=wsflow.protocol_class(settings.ws_window_bytes),
             http="httptools",
             loop="none",
             ws_max_size=settings.max_frame_bytes,
-            # The presence heartbeat: a peer that leaves a ping unanswered for a presence TTL is
-            # closed (and shown offline after the grace period).
+            # The presence heartbeat: a peer that leaves a ping unanswered for a presence TTL,
+            # with no pong at all meanwhile, is closed (and shown offline after the grace
+            # period); wsflow.py.
             ws_ping_interval=settings.presence_heartbeat_s,
             ws_ping_timeout=settings.presence_ttl_s,
             log_config=None,
