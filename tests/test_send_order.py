@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import asyncpg
 
+from chatd.client.session import ChatSession
 from chatd.devstack import Stack
 from tests.conftest import Worker
 from tests.helpers import Api, Frame, Ws, wait_until_blocked
@@ -175,6 +176,63 @@ class InOrderClient:
         self._changed.set()
 
 
+class BurstyLink:
+    """A TCP link to a local port that passes the client's bytes on at once and the server's
+    only every `every` seconds, all that arrived meanwhile at once (a mobile radio that wakes
+    up now and then)."""
+
+    def __init__(self, port: int, every: float) -> None:
+        self.port, self.every = port, every
+        self.url = ""
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    async def open(cls, port: int, every: float) -> BurstyLink:
+        link = cls(port, every)
+        link._server = await asyncio.start_server(link._serve, "127.0.0.1", 0)
+        link.url = f"http://127.0.0.1:{link._server.sockets[0].getsockname()[1]}"
+        return link
+
+    async def close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.port)
+        held = bytearray()
+        ended = asyncio.Event()
+
+        async def up() -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await client_r.read(65536):
+                    server_w.write(data)
+            server_w.close()
+
+        async def collect() -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await server_r.read(65536):
+                    held.extend(data)
+            ended.set()
+
+        async def down() -> None:
+            with contextlib.suppress(ConnectionError):
+                while not (ended.is_set() and not held):
+                    await asyncio.sleep(self.every)
+                    client_w.write(bytes(held))
+                    held.clear()
+                    await client_w.drain()
+            client_w.close()
+
+        for part in (up(), collect(), down()):
+            task = asyncio.create_task(part)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+
 async def stored_bodies(db: asyncpg.Connection, cid: int) -> list[str]:
     return [
         r["body"]
@@ -276,4 +334,66 @@ async def test_a_send_whose_commit_failed_holds_later_sends_until_it_is_sent_aga
     assert (first["type"], second["type"]) == ("ack", "ack"), (first, second)
     assert await stored_bodies(db, cid) == ["first", "second"]
     await ws.close()
+    await api.http.aclose()
+
+
+async def test_the_terminal_client_keeps_the_typed_order_through_the_limit_and_a_reconnect(
+    spawn_worker: Callable[..., Worker], db: asyncpg.Connection
+) -> None:
+    """The terminal client (chatd.client.session) typed into faster than the default limit,
+    over a link that delivers the server's replies in bursts, its connection dropped in the
+    middle of the burst: every line is stored, in the order typed. It used to resend each
+    refused line on a timer of its own, all aimed at the end of the limit's window (so the
+    replies that arrived together fired in reverse), and stored them in that order."""
+    worker = spawn_worker(CHATD_RATE_LIMIT_MESSAGES="50", CHATD_RATE_LIMIT_WINDOW_S="10")
+    api = Api(worker.url)
+    alice, bob = await api.user(), await api.user()
+    cid = await api.direct(alice, bob)
+    lines: list[str] = []
+    changed = asyncio.Event()  # the client calls refresh() on every frame it handles
+    link = await BurstyLink.open(worker.port, every=0.5)
+    chat = ChatSession(
+        link.url,
+        {"token": alice.token, "user_id": alice.id},
+        {"id": cid, "kind": "direct", "title": None},
+        {alice.id: alice.name, bob.id: bob.name},
+        lines.append,
+        changed.set,
+    )
+
+    async def until(done: Callable[[], bool]) -> None:
+        while not done():
+            assert not running.done(), running
+            changed.clear()
+            await changed.wait()
+
+    running = asyncio.create_task(chat.run())
+    total, every = 60, 0.033
+    try:
+        async with asyncio.timeout(10):
+            await until(lambda: chat.synced)
+        # The burst ends two seconds before the limit's window does: the refused lines wait
+        # a few seconds, not ten, and are refused again after the reconnect.
+        now = time.time()
+        ends = (now // 10 + 1) * 10
+        start = ends - 4 if ends - 4 > now + 0.2 else ends + 6
+        await asyncio.sleep(start - time.time())
+        for n in range(total):
+            chat.submit(f"line {n}")
+            await asyncio.sleep(max(0.0, start + (n + 1) * every - time.time()))
+        # The connection drops while the refused lines wait to be sent again: the refusals
+        # (from the 51st line on, 1.65 s into the burst) have passed the link by then.
+        await asyncio.sleep(start + 2.6 - time.time())
+        assert chat.ws is not None
+        chat.ws.transport.abort()
+        async with asyncio.timeout(40):
+            await until(lambda: not chat.outbox)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await link.close()
+    assert any("disconnected" in line for line in lines), lines
+    assert await stored_bodies(db, cid) == [f"line {n}" for n in range(total)]
+    assert [line for line in lines if "not sent" in line] == []
     await api.http.aclose()
