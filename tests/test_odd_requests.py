@@ -8,6 +8,7 @@ from collections.abc import Callable
 import orjson
 import websockets
 
+from chatd import http_api
 from tests.conftest import Worker
 from tests.helpers import Api, ws_url
 
@@ -72,3 +73,21 @@ async def test_numbers_too_long_for_python_get_the_documented_errors_and_no_trac
     log = worker.log.read_text()
     assert "Traceback" not in log and "Exceeds the limit" not in log, log[-3000:]
     await api.http.aclose()
+
+
+async def test_a_trailing_slash_is_an_unknown_path_not_a_redirect(w1: Api, nginx: Api) -> None:
+    """Issue 19 item 20: `GET /v1/me/` got a 307 to a Location built from the Host header
+    (`Host: evil.example` -> `http://evil.example/v1/me`); §3 says unknown paths get 404."""
+    user = await w1.user()
+    paths = [route.path.replace("{conversation_id:id}", "1") for route in http_api.routes]
+    paths = [p.replace("{user_id:id}", "2").replace("{seq:id}", "3") for p in paths]
+    assert "/v1/me" in paths and "/healthz" in paths
+    for api in (w1, nginx):
+        for path in [*paths, "/v1/ws"]:
+            for method in ("GET", "POST"):
+                response = await api.call(
+                    method, path + "/", user.token, headers={"host": "evil.example"}, json={}
+                )
+                assert response.status_code == 404, (api.base_url, method, path, response.status_code)
+                assert "location" not in response.headers
+                assert response.json() == {"error": {"code": "not_found", "message": "Not Found"}}
