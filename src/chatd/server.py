@@ -18,7 +18,7 @@ from types import FrameType
 
 import uvicorn
 
-from chatd import metrics
+from chatd import metrics, wire
 from chatd.app import create_app
 from chatd.config import Settings
 from chatd.runtime import Runtime, open_runtime
@@ -99,8 +99,9 @@ def serve(
             uds=uds,
             host=host,
             port=port,
-            ws="websockets-sansio",
-            http="httptools",
+            # uvicorn's websockets-sansio and httptools protocols, answering in chatd's shapes
+            ws=wire.WebSocketProtocol,
+            http=wire.HttpProtocol,
             loop="none",
             ws_max_size=settings.max_frame_bytes,
             # The presence heartbeat: a peer that leaves a ping unanswered for a presence TTL is
