@@ -20,15 +20,9 @@ from websockets.server import ServerProtocol
 
 from chatd.errors import ChatdError, Code
 
-# The code of a handshake refusal by its HTTP status (websockets refuses with these).
-_HANDSHAKE_CODES = {
-    400: Code.BAD_REQUEST,
-    403: Code.FORBIDDEN,
-    404: Code.NOT_FOUND,
-    405: Code.METHOD_NOT_ALLOWED,
-    413: Code.TOO_LARGE,
-    500: Code.INTERNAL,
-}
+# The code of a refused handshake by its HTTP status; any other (400, 414, 426, 431, 505: a
+# malformed upgrade request) is bad_request.
+_HANDSHAKE_CODES = {403: Code.FORBIDDEN, 405: Code.METHOD_NOT_ALLOWED, 500: Code.INTERNAL}
 
 
 def error_body(code: Code, message: str) -> bytes:
