@@ -301,6 +301,28 @@ async def test_a_refused_send_holds_later_sends_of_its_connection_until_it_is_se
     await api.http.aclose()
 
 
+async def test_past_the_limit_a_resend_of_a_stored_send_is_answered_not_refused(
+    spawn_worker: Callable[..., Worker],
+) -> None:
+    """A client that reconnects resends what has no ack; what is stored already is answered
+    with its duplicate ack even past the limit. A refusal of it would hold the connection's
+    later sends until it came again, which a client that meanwhile saw it stored (its event
+    in the catch-up) might never do."""
+    worker = spawn_worker(CHATD_RATE_LIMIT_MESSAGES="2", CHATD_RATE_LIMIT_WINDOW_S="3600")
+    api = Api(worker.url)
+    alice, bob = await api.user(), await api.user()
+    cid = await api.direct(alice, bob)
+    ws = await Ws.connect(worker.url, alice.token)
+    first = [await ws.send(cid, f"m{n}", f"m{n}-{alice.id}") for n in range(2)]
+    assert [r["type"] for r in first] == ["ack", "ack"], first
+    again = await ws.send(cid, "m0", f"m0-{alice.id}")  # the third send counted: over the limit
+    assert again["type"] == "ack" and again["duplicate"] and again["seq"] == first[0]["seq"], again
+    new = await ws.send(cid, "m2", f"m2-{alice.id}")
+    assert new["type"] == "error" and new["code"] == "rate_limited", new
+    await ws.close()
+    await api.http.aclose()
+
+
 async def test_a_send_whose_commit_failed_holds_later_sends_until_it_is_sent_again(
     spawn_worker: Callable[..., Worker], stack: Stack, db: asyncpg.Connection
 ) -> None:

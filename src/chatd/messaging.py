@@ -143,16 +143,20 @@ class Messaging:
         # is held behind it, whatever its count says (the window may end between two INCRs).
         hits = await asyncio.gather(*(self._limiter.hit(user_id) for _ in counted), return_exceptions=True)
         todo: list[int] = []
-        behind: list[int] = []
+        refused: list[int] = []
+        refusal: BaseException | None = None
         for index, hit in zip(counted, hits, strict=True):
-            if behind or isinstance(hit, BaseException):
-                behind.append(index)
-                outcomes[index] = hit if isinstance(hit, BaseException) else {}
+            if refused or isinstance(hit, BaseException):
+                refused.append(index)
+                refusal = refusal or hit
             else:
                 todo.append(index)
+        events: list[dict[str, Any]] = []
+        if refused:  # a send already stored is answered, never refused: it stores nothing
+            refused = await self._answer_stored(user_id, sends, refused, outcomes, events)
         appends: list[Append] = [(sends[i][0], user_id, sends[i][1], sends[i][2]) for i in todo]
         stored = await self._appends.submit_many(appends)
-        events = [result[0] for result in stored if not isinstance(result, BaseException)]
+        events += [result[0] for result in stored if not isinstance(result, BaseException)]
         # A resend re-publishes too: if the first attempt died between COMMIT and PUBLISH,
         # this delivers it now; subscribers drop the copy if they already have it. Queued in
         # commit order.
@@ -161,14 +165,16 @@ class Messaging:
             await self._mark_took_part(cid, user_id)
         for index, result in zip(todo, stored, strict=True):
             outcomes[index] = result if isinstance(result, BaseException) else _ack(sends[index], *result)
+        if refused and refusal is not None:
+            outcomes[refused[0]] = refusal
         # The first send (of those the hold let through) refused for a reason worth retrying
         # holds every later one: the rate limit's refusal, or a failed commit before it.
         for index in counted:
             outcome = outcomes[index]
             if isinstance(outcome, BaseException) and hold.refused(sends[index][0], sends[index][1], outcome):
                 break
-        for index in behind[1:]:
-            outcomes[index] = hold.refusal() if hold.key is not None else outcomes[behind[0]]
+        for index in refused[1:]:
+            outcomes[index] = hold.refusal() if hold.key is not None else outcomes[refused[0]]
         for outcome in outcomes:
             if isinstance(outcome, ChatdError):
                 metrics.SENDS.labels(outcome.code.value).inc()
@@ -177,6 +183,34 @@ class Messaging:
             else:
                 (metrics.SENDS_DUPLICATE if outcome["duplicate"] else metrics.SENDS_ACKED).inc()
         return outcomes
+
+    async def _answer_stored(
+        self,
+        user_id: int,
+        sends: Sequence[Outgoing],
+        refused: list[int],
+        outcomes: list[dict[str, Any] | BaseException],
+        events: list[dict[str, Any]],
+    ) -> list[int]:
+        """Sends the rate limit refused that are already stored (a resend after a reconnect)
+        get their duplicate ack instead, so a client is never asked to resend what it may
+        have seen stored. Returns those still refused."""
+        items: list[Append] = [(sends[i][0], user_id, sends[i][1], sends[i][2]) for i in refused]
+        try:
+            answers = await self._stores.messages.stored(items)
+        except Exception as exc:  # only a refusal more: the client resends it
+            log.warning("stored sends not looked up", exc_info=None if is_unavailable(exc) else exc)
+            return refused
+        still = []
+        for index, answer in zip(refused, answers, strict=True):
+            if answer is None:
+                still.append(index)
+            elif isinstance(answer, ChatdError):
+                outcomes[index] = answer
+            else:
+                outcomes[index] = _ack(sends[index], *answer)
+                events.append(answer[0])
+        return still
 
     async def _mark_took_part(self, conversation_id: int, user_id: int) -> None:
         """Sending makes the sender's presence visible in the conversation (docs/protocol.md

@@ -44,16 +44,6 @@ def event(row: asyncpg.Record) -> dict[str, Any]:
     return frame
 
 
-def _left_out(cid: int, original: asyncpg.Record | None) -> tuple[dict[str, Any], bool] | ChatdError:
-    """The answer to a send the statement left out: its original, or why it was refused."""
-    if original is None:  # not a member (or the original was deleted with its conversation)
-        return ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
-    if original["conversation_id"] != cid:
-        message = "client_msg_id was already used for another conversation"
-        return ChatdError(Code.CLIENT_MSG_ID_CONFLICT, message)
-    return event(original), True
-
-
 class MessageStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -79,13 +69,30 @@ class MessageStore:
                 results[index] = (event(row), False)
         left = [i for i, result in enumerate(results) if result is None]
         if left:
-            keys = list(dict.fromkeys((items[i][1], items[i][2]) for i in left))
-            found = await self._pool.fetch(_ORIGINALS, [k[0] for k in keys], [k[1] for k in keys])
-            originals = {(row["sender_id"], row["client_msg_id"]): row for row in found}
-            for index in left:
-                cid, sender, cmid, _ = items[index]
-                results[index] = _left_out(cid, originals.get((sender, cmid)))
+            answers = await self.stored([items[i] for i in left])
+            for index, answer in zip(left, answers, strict=True):
+                # Nothing stored under its key: not a member (or the original was deleted with
+                # its conversation).
+                results[index] = answer or ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
         return [result for result in results if result is not None]
+
+    async def stored(self, items: list[Append]) -> list[tuple[dict[str, Any], bool] | ChatdError | None]:
+        """What is stored under each send's key: its original (duplicate), the refusal if the
+        key was used in another conversation, or None if nothing is. Stores nothing."""
+        keys = list(dict.fromkeys((sender, cmid) for _, sender, cmid, _ in items))
+        found = await self._pool.fetch(_ORIGINALS, [k[0] for k in keys], [k[1] for k in keys])
+        originals = {(row["sender_id"], row["client_msg_id"]): row for row in found}
+        answers: list[tuple[dict[str, Any], bool] | ChatdError | None] = []
+        for cid, sender, cmid, _ in items:
+            original = originals.get((sender, cmid))
+            if original is None:
+                answers.append(None)
+            elif original["conversation_id"] != cid:
+                message = "client_msg_id was already used for another conversation"
+                answers.append(ChatdError(Code.CLIENT_MSG_ID_CONFLICT, message))
+            else:
+                answers.append((event(original), True))
+        return answers
 
     async def _store(self, columns: list[list[Any]]) -> list[asyncpg.Record]:
         """Run the batch's statement; again, whole and in order, while it fails on a key that
