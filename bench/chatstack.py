@@ -24,6 +24,7 @@ BENCH_ENV = {
     # the population registers and logs in thousands of users from one address, many at once
     "CHATD_LOGIN_ADDRESS_RATE_LIMIT": "1000000",
     "CHATD_REGISTER_RATE_LIMIT": "1000000",
+    "CHATD_GROUP_RATE_LIMIT": "1000000",
     "CHATD_ARGON2_QUEUE": "100000",
     # the population registers thousands of users without invites (the daemon's default is
     # `invite`, docs/operations.md "Accounts and admins")

@@ -141,6 +141,7 @@ function endSession() {
 function onFrame(frame) {
   switch (frame.type) {
     case "ready":
+    case "conversations":
       return onReady(frame);
     case "message":
       return onMessage(frame);
@@ -162,12 +163,18 @@ function onFrame(frame) {
   }
 }
 
-/** @param {any} frame */
+/** @type {Map<number, number>} my read pointers as they were before `ready` (§4.8 re-marks) */
+let readsBefore = new Map();
+
+/** `ready`, then its `conversations` pages (§4.1): acted on once the last page is in.
+ * @param {any} frame */
 function onReady(frame) {
-  const before = new Map([...store.convs.values()].map((c) => [c.id, c.read]));
+  if (frame.type === "ready") readsBefore = new Map([...store.convs.values()].map((c) => [c.id, c.read]));
   const removed = store.ready(frame);
   if (frame.limits) store.maxChars = frame.limits.max_message_chars ?? null;
   renderCount(store.maxChars);
+  if (removed === null) return;
+  const before = readsBefore;
   if (store.openId !== null && removed.includes(store.openId)) closeThread();
   showPending(socket.outbox.values());
   for (const conv of store.convs.values()) {

@@ -53,6 +53,8 @@ export class Store {
     this.maxChars = null;
     /** @type {Set<(what: string, cid?: number) => void>} */
     this.listeners = new Set();
+    /** @type {Set<number>} conversations listed by the current `ready` and its pages */
+    this.listed = new Set();
   }
 
   /** @param {string} what @param {number} [cid] */
@@ -95,25 +97,29 @@ export class Store {
   }
 
   /**
-   * `ready` (§4.1, §8 step 4): merge conversations, unread and presence; returns the ids of
-   * conversations I was removed from while away. Unread is taken as the server counts it up to
-   * its last_seq, and catch-up events up to there are not counted again.
+   * `ready` and the `conversations` pages after it (§4.1, §8 step 4): merge conversations,
+   * unread and presence. Once the last page is in (`more` false), returns the ids of
+   * conversations I was removed from while away; before that, null. Unread is taken as the
+   * server counts it up to its last_seq, and catch-up events up to there are not counted again.
    * @param {any} frame
    */
   ready(frame) {
-    const seen = new Set();
+    if (frame.type === "ready") {
+      this.listed = new Set();
+      for (const entry of frame.presence) this.setPresence(entry);
+    }
     for (const raw of frame.conversations) {
       const known = this.convs.has(raw.id);
       const conv = this.upsert(raw);
-      seen.add(raw.id);
+      this.listed.add(raw.id);
       if (!known) conv.last = raw.last_seq; // not in `since`: live from last_seq
       conv.read = Math.max(conv.read, raw.last_read_seq);
       conv.unread = raw.unread;
       conv.counted = raw.last_seq;
     }
-    const removed = [...this.convs.keys()].filter((cid) => !seen.has(cid));
+    if (frame.more) return null;
+    const removed = [...this.convs.keys()].filter((cid) => !this.listed.has(cid));
     for (const cid of removed) this.convs.delete(cid);
-    for (const entry of frame.presence) this.setPresence(entry);
     return removed;
   }
 
