@@ -239,14 +239,13 @@ async def test_a_presence_lookup_is_retried_on_another_worker_when_one_drops_it(
     await nginx.direct(alice, bob)
     async with resetting_upstream() as port:
         ports = [port, stack.worker_ports[0]]
-        async with edge(stack, worker_ports=ports) as url:
-            async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-                headers = {"authorization": f"Bearer {alice.token}"}
-                statuses = [
-                    (await http.post("/v1/presence", json={"user_ids": [bob.id]}, headers=headers)).status_code
-                    for _ in range(10)
-                ]
-                # Read paths that are GETs were already retried; a check that the edge works.
-                me = await http.get("/v1/me", headers=headers)
+        async with edge(stack, worker_ports=ports) as url, httpx.AsyncClient(base_url=url) as http:
+            headers = {"authorization": f"Bearer {alice.token}"}
+            lookup = {"user_ids": [bob.id]}
+            statuses = [
+                (await http.post("/v1/presence", json=lookup, headers=headers)).status_code for _ in range(10)
+            ]
+            # Read paths that are GETs were already retried; a check that the edge works.
+            me = await http.get("/v1/me", headers=headers)
     assert me.status_code == 200
     assert statuses == [200] * 10
