@@ -223,3 +223,24 @@ async def test_every_admin_action_is_one_json_line_and_counted(
             before, "chatd_admin_actions_total", action=action
         )
         assert moved == 1, action
+
+
+async def test_ids_too_long_for_python_in_account_paths_get_not_found_and_no_traceback(
+    w1: Api, db: asyncpg.Connection
+) -> None:
+    """As issue 19 item 17 for the conversation paths: a 5,000-digit id (over Python's int
+    conversion limit) in a device, invite or user path is "no such ...", never a 500."""
+    admin = await make_admin(w1, db)
+    huge = "9" * 5000
+    paths = [
+        ("DELETE", f"/v1/me/sessions/{huge}", "not_found"),
+        ("DELETE", f"/v1/admin/invites/{huge}", "not_found"),
+        ("POST", f"/v1/admin/users/{huge}/deactivate", "user_not_found"),
+        ("POST", f"/v1/admin/users/{huge}/reactivate", "user_not_found"),
+        ("PUT", f"/v1/admin/users/{huge}/password", "user_not_found"),
+        ("PUT", f"/v1/admin/users/{huge}/admin", "user_not_found"),
+    ]
+    for method, path, code in paths:
+        response = await w1.call(method, path, admin.token, {"password": PASSWORD, "admin": True})
+        assert response.status_code == 404, (method, path[:40], response.text[:200])
+        assert response.json()["error"]["code"] == code

@@ -30,7 +30,7 @@ def authenticated_routes() -> list[tuple[str, str]]:
         assert isinstance(route, Route)
         if route.path in NO_TOKEN_NEEDED:
             continue
-        path = re.sub(r"\{[a-z_]+:int\}", "1", route.path)
+        path = re.sub(r"\{[a-z_]+:(?:int|id)\}", "1", route.path)
         for method in sorted((route.methods or set()) - {"HEAD"}):
             found.append((method, path))
     return found
