@@ -18,7 +18,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 
-TRANSPORTS = {"chatd.ws", "chatd.http_api"}
+TRANSPORTS = {"chatd.ws", "chatd.http_api", "chatd.http_notify"}
 ABOVE_TRANSPORTS = {"chatd.app", "chatd.server", "chatd.cli", "chatd.__main__"}
 HUB = {"chatd.fanout", "chatd.outbox", "chatd.topics", "chatd.ephemeral", "chatd.notices"}
 SERVICES = {
@@ -29,6 +29,9 @@ SERVICES = {
     "chatd.readstate",
     "chatd.conncap",
     "chatd.ratelimit",
+    "chatd.notify",
+    "chatd.pushes",
+    "chatd.webpush",
 }
 # The local-run tools and the terminal client ship inside the package, their dependencies in
 # extras (`devstack`, `client`); they are not layers of the daemon and not checked.
