@@ -12,6 +12,7 @@ from typing import Any
 
 import http_ece
 import orjson
+import redis.asyncio as aioredis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -47,6 +48,21 @@ class Subscription:
         )
         found: dict[str, Any] = orjson.loads(plain)
         return found
+
+
+async def unattended(redis_url: str, uid: int, timeout: float = 10) -> None:
+    """Barrier: chatd sees no open socket of `uid` (every connection entry closed, in its grace
+    period, or gone), as its push decision does (presence.py ``unattended``)."""
+    from chatd.presence import _keys
+
+    conns, _, grace, _ = _keys(uid)[:4]
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        async with asyncio.timeout(timeout):
+            while set(await client.zrange(conns, 0, -1)) - set(await client.smembers(grace)):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+    finally:
+        await client.aclose()
 
 
 class PushServer:
