@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,6 +31,62 @@ TOOK_PART_CACHE = 100_000
 TOOK_PART_RECHECK_S = 60.0
 log = logging.getLogger("chatd.messaging")
 Outgoing = tuple[int, str, str]  # conversation_id, client_msg_id, body
+
+
+class Hold:
+    """One connection's rule for retried sends (docs/protocol.md §7): once a send is refused
+    with `rate_limited` or `unavailable`, every later send of the connection is refused with
+    the same code until that send (same conversation and client_msg_id) is sent again. A
+    client that resends in order is then never overtaken by sends it wrote before it saw the
+    refusal, however late those are read (a time limit alone would let them through)."""
+
+    __slots__ = ("code", "key", "until")
+
+    def __init__(self) -> None:
+        self.key: tuple[int, str] | None = None
+        self.code = Code.RATE_LIMITED
+        self.until = 0.0  # time.monotonic() when the limit lets the refused send in
+
+    def holds(self, conversation_id: int, client_msg_id: str) -> bool:
+        """True if this send must be refused; the refused send itself lifts the hold."""
+        if self.key is None:
+            return False
+        if self.key == (conversation_id, client_msg_id):
+            self.key = None
+            return False
+        return True
+
+    def refused(self, conversation_id: int, client_msg_id: str, exc: BaseException) -> bool:
+        """A send was refused: hold the later ones if it is to be retried (True if so)."""
+        if isinstance(exc, ChatdError) and exc.code is Code.RATE_LIMITED:
+            self.code = Code.RATE_LIMITED
+            self.until = time.monotonic() + exc.extra.get("retry_after_ms", 0) / 1000
+        elif is_unavailable(exc):
+            self.code = Code.UNAVAILABLE
+        else:
+            return False
+        self.key = (conversation_id, client_msg_id)
+        return True
+
+    def refusal(self) -> ChatdError:
+        if self.code is Code.UNAVAILABLE:
+            return ChatdError(Code.UNAVAILABLE, "an earlier send was refused; resend it first")
+        left_ms = max(0, math.ceil((self.until - time.monotonic()) * 1000))
+        return ChatdError(
+            Code.RATE_LIMITED, "an earlier send was refused; resend it first", retry_after_ms=left_ms
+        )
+
+
+def _ack(send: Outgoing, event: dict[str, Any], duplicate: bool) -> dict[str, Any]:
+    return {
+        "type": "ack",
+        "conversation_id": send[0],
+        "client_msg_id": send[1],
+        "message_id": event["id"],
+        "seq": event["seq"],
+        "created_at": event["created_at"],
+        "duplicate": duplicate,
+    }
 
 
 class Messaging:
@@ -67,11 +124,13 @@ class Messaging:
 
     # -- messages ------------------------------------------------------------------------
     async def send_many(
-        self, user_id: int, sends: Sequence[Outgoing]
+        self, user_id: int, sends: Sequence[Outgoing], hold: Hold | None = None
     ) -> list[dict[str, Any] | BaseException]:
         """One connection's sends, in its order: an ack (built after the COMMIT) or the
         exception, per send. They share one group commit, so a later send of the same
-        conversation always gets the higher seq; at most COMMIT_BATCH_MAX of them."""
+        conversation always gets the higher seq; at most COMMIT_BATCH_MAX of them. `hold` is
+        the connection's (see Hold)."""
+        hold = hold if hold is not None else Hold()
         outcomes: list[dict[str, Any] | BaseException] = []
         for _, _, body in sends:
             if len(body) > self._settings.max_message_chars:
@@ -82,16 +141,31 @@ class Messaging:
                 outcomes.append(error)
             else:
                 outcomes.append({})
-        # One pipelined INCR per send, in order: past the limit every later one is refused too.
-        counted = [i for i, outcome in enumerate(outcomes) if not isinstance(outcome, BaseException)]
+        counted = []
+        for i, outcome in enumerate(outcomes):
+            if not isinstance(outcome, BaseException):
+                if hold.holds(sends[i][0], sends[i][1]):
+                    outcomes[i] = hold.refusal()
+                else:
+                    counted.append(i)
+        # One pipelined INCR per send, in order. Past the first one refused, every later one
+        # is held behind it, whatever its count says (the window may end between two INCRs).
         hits = await asyncio.gather(*(self._limiter.hit(user_id) for _ in counted), return_exceptions=True)
+        todo: list[int] = []
+        refused: list[int] = []
+        refusal: BaseException | None = None
         for index, hit in zip(counted, hits, strict=True):
-            if isinstance(hit, BaseException):
-                outcomes[index] = hit
-        todo = [i for i, outcome in enumerate(outcomes) if not isinstance(outcome, BaseException)]
+            if refused or isinstance(hit, BaseException):
+                refused.append(index)
+                refusal = refusal or hit
+            else:
+                todo.append(index)
+        events: list[dict[str, Any]] = []
+        if refused:  # a send already stored is answered, never refused: it stores nothing
+            refused = await self._answer_stored(user_id, sends, refused, outcomes, events)
         appends: list[Append] = [(sends[i][0], user_id, sends[i][1], sends[i][2]) for i in todo]
         stored = await self._appends.submit_many(appends)
-        events = [result[0] for result in stored if not isinstance(result, BaseException)]
+        events += [result[0] for result in stored if not isinstance(result, BaseException)]
         # A resend re-publishes too: if the first attempt died between COMMIT and PUBLISH,
         # this delivers it now; subscribers drop the copy if they already have it. Queued in
         # commit order.
@@ -101,19 +175,17 @@ class Messaging:
         for cid in dict.fromkeys(event["conversation_id"] for event in events):
             await self._mark_took_part(cid, user_id)
         for index, result in zip(todo, stored, strict=True):
-            if isinstance(result, BaseException):
-                outcomes[index] = result
-                continue
-            event, duplicate = result
-            outcomes[index] = {
-                "type": "ack",
-                "conversation_id": sends[index][0],
-                "client_msg_id": sends[index][1],
-                "message_id": event["id"],
-                "seq": event["seq"],
-                "created_at": event["created_at"],
-                "duplicate": duplicate,
-            }
+            outcomes[index] = result if isinstance(result, BaseException) else _ack(sends[index], *result)
+        if refused and refusal is not None:
+            outcomes[refused[0]] = refusal
+        # The first send (of those the hold let through) refused for a reason worth retrying
+        # holds every later one: the rate limit's refusal, or a failed commit before it.
+        for index in counted:
+            outcome = outcomes[index]
+            if isinstance(outcome, BaseException) and hold.refused(sends[index][0], sends[index][1], outcome):
+                break
+        for index in refused[1:]:
+            outcomes[index] = hold.refusal() if hold.key is not None else outcomes[refused[0]]
         for outcome in outcomes:
             if isinstance(outcome, ChatdError):
                 metrics.SENDS.labels(outcome.code.value).inc()
@@ -122,6 +194,34 @@ class Messaging:
             else:
                 (metrics.SENDS_DUPLICATE if outcome["duplicate"] else metrics.SENDS_ACKED).inc()
         return outcomes
+
+    async def _answer_stored(
+        self,
+        user_id: int,
+        sends: Sequence[Outgoing],
+        refused: list[int],
+        outcomes: list[dict[str, Any] | BaseException],
+        events: list[dict[str, Any]],
+    ) -> list[int]:
+        """Sends the rate limit refused that are already stored (a resend after a reconnect)
+        get their duplicate ack instead, so a client is never asked to resend what it may
+        have seen stored. Returns those still refused."""
+        items: list[Append] = [(sends[i][0], user_id, sends[i][1], sends[i][2]) for i in refused]
+        try:
+            answers = await self._stores.messages.stored(items)
+        except Exception as exc:  # only a refusal more: the client resends it
+            log.warning("stored sends not looked up", exc_info=None if is_unavailable(exc) else exc)
+            return refused
+        still = []
+        for index, answer in zip(refused, answers, strict=True):
+            if answer is None:
+                still.append(index)
+            elif isinstance(answer, ChatdError):
+                outcomes[index] = answer
+            else:
+                outcomes[index] = _ack(sends[index], *answer)
+                events.append(answer[0])
+        return still
 
     async def _mark_took_part(self, conversation_id: int, user_id: int) -> None:
         """Sending makes the sender's presence visible in the conversation (docs/protocol.md

@@ -18,7 +18,7 @@ from types import FrameType
 
 import uvicorn
 
-from chatd import metrics
+from chatd import metrics, wire, wsflow
 from chatd.app import create_app
 from chatd.config import Settings
 from chatd.runtime import Runtime, open_runtime
@@ -93,18 +93,16 @@ def serve(
     notifier = Notifier()
 
     async def run(settings: Settings, notifier: Notifier) -> None:
-        # Here, not at the top: it imports uvicorn's websockets-based protocol, as uvicorn itself
-        # does only when it serves (importing chatd.server pulls in no client library).
-        from chatd import wsflow
-
         runtime = await open_runtime(settings)
         config = uvicorn.Config(
             create_app(settings, runtime),
             uds=uds,
             host=host,
             port=port,
+            # uvicorn's websockets-sansio and httptools protocols, answering in chatd's shapes
+            # (wire.py), the WebSocket one with reader-paced flow control (wsflow.py)
             ws=wsflow.protocol_class(settings.ws_window_bytes),
-            http="httptools",
+            http=wire.HttpProtocol,
             loop="none",
             ws_max_size=settings.max_frame_bytes,
             # The presence heartbeat: a peer that leaves a ping unanswered for a presence TTL,

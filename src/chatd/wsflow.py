@@ -30,7 +30,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from chatd.wire import WebSocketProtocol
 
 if TYPE_CHECKING:
     from websockets.frames import Frame
@@ -50,7 +51,7 @@ def _size(message: ASGISendEvent) -> int:
     return len(data)
 
 
-class FlowControlledProtocol(WebSocketsSansIOProtocol):
+class FlowControlledProtocol(WebSocketProtocol):
     """Configured by ``protocol_class``: ``window`` is CHATD_WS_WINDOW_BYTES."""
 
     window = 256 * 1024
