@@ -1,5 +1,6 @@
-"""Web Push, one request at a time: RFC 8291 encryption (``aes128gcm``, by http_ece), a VAPID
-signature (RFC 8292, by py_vapid) and the POST to the subscription's push service (RFC 8030).
+"""Web Push, one request at a time: RFC 8291 encryption (``aes128gcm``, RFC 8188, written here
+on `cryptography`), a VAPID signature (RFC 8292, by py_vapid) and the POST to the
+subscription's push service (RFC 8030).
 
 Nothing here knows about chatd's users or messages: ``pushes.py`` decides who gets what.
 """
@@ -9,22 +10,26 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
+import struct
 import time
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import http_ece
 import httpx
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from py_vapid import Vapid02
 
 # A JWT is valid for 12 h here (RFC 8292 allows 24) and reused for 11 h per push service.
 JWT_LIFETIME_S = 12 * 3600
 JWT_REUSE_S = 11 * 3600
 ENDPOINT_MAX = 2048
+RECORD_SIZE = 4096  # RFC 8291 §4: a push message is one record of at most 4096 octets
 
 
 def b64url(data: bytes) -> str:
@@ -122,13 +127,30 @@ def allowed(endpoint: str, patterns: tuple[str, ...]) -> bool:
     return False
 
 
+def _hkdf(salt: bytes, ikm: bytes, info: bytes, length: int) -> bytes:
+    return HKDF(hashes.SHA256(), length, salt, info).derive(ikm)
+
+
 def encrypt(payload: bytes, p256dh: str, auth: str) -> bytes:
-    """RFC 8291: a fresh sender key per message; the record holds the salt and that key."""
+    """RFC 8291: a fresh sender key and salt per message, one ``aes128gcm`` record (RFC 8188
+    §2) whose header carries the salt and the sender's public key."""
+    if len(payload) > RECORD_SIZE - 86 - 17:  # header, padding delimiter, tag
+        raise ValueError("a push payload must fit in one 4096-octet record")
+    receiver = unb64url(p256dh)
     sender = ec.generate_private_key(ec.SECP256R1())
-    body: bytes = http_ece.encrypt(
-        payload, private_key=sender, dh=unb64url(p256dh), auth_secret=unb64url(auth), version="aes128gcm"
+    sender_public = sender.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
-    return body
+    shared = sender.exchange(
+        ec.ECDH(), ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), receiver)
+    )
+    ikm = _hkdf(unb64url(auth), shared, b"WebPush: info\x00" + receiver + sender_public, 32)
+    salt = os.urandom(16)
+    cek = _hkdf(salt, ikm, b"Content-Encoding: aes128gcm\x00", 16)
+    nonce = _hkdf(salt, ikm, b"Content-Encoding: nonce\x00", 12)
+    record = AESGCM(cek).encrypt(nonce, payload + b"\x02", None)  # 0x02: the last record
+    header = salt + struct.pack("!IB", RECORD_SIZE, len(sender_public)) + sender_public
+    return header + record
 
 
 class Outcome(Enum):
