@@ -1,4 +1,4 @@
-"""HTTP endpoints for notifications (docs/protocol.md §3, "Notifications and Web Push")."""
+"""HTTP endpoints for notifications and Web Push (docs/protocol.md §12)."""
 
 from __future__ import annotations
 

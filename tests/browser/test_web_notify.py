@@ -47,15 +47,25 @@ window.Notification = RecordedNotification;
 
 VENDOR = """
 (() => {
-  const sub = %s;
-  let made = null;
-  PushManager.prototype.getSubscription = async function () { return made; };
+  const [sub, stale] = %s;  // stale: a subscription this browser kept, made for another key
+  const subscription = (json, key) => {
+    const made = { endpoint: json.endpoint, toJSON: () => json,
+                   options: { userVisibleOnly: true, applicationServerKey: new Uint8Array(key).buffer },
+                   unsubscribe: async () => {
+                     window.__unsubscribed.push(json.endpoint);
+                     current = null;
+                     return true;
+                   } };
+    return made;
+  };
+  window.__unsubscribed = [];
+  let current = stale ? subscription(stale.json, stale.key) : null;
+  PushManager.prototype.getSubscription = async function () { return current; };
   PushManager.prototype.subscribe = async function (options) {
     window.__asked = { userVisibleOnly: options.userVisibleOnly,
                        key: Array.from(new Uint8Array(options.applicationServerKey)) };
-    made = { endpoint: sub.endpoint, toJSON: () => sub,
-             unsubscribe: async () => { made = null; return true; } };
-    return made;
+    current = subscription(sub, options.applicationServerKey);
+    return current;
   };
 })();
 """
@@ -169,7 +179,7 @@ async def test_service_worker_and_subscription_reach_the_server(
     bob = await person_with_notifications(people, "bob")
     assert alice.user and bob.user
     sub = pushsvc.subscription("/browser")
-    await bob.context.add_init_script(VENDOR % json.dumps(sub.json()))
+    await bob.context.add_init_script(VENDOR % json.dumps([sub.json(), None]))
     cid = await nginx.direct(alice.user, bob.user)
     page = await bob.open_app()
     scope = await page.evaluate("navigator.serviceWorker.ready.then((r) => r.scope)")
@@ -198,3 +208,27 @@ async def test_service_worker_and_subscription_reach_the_server(
     [received] = await pushsvc.wait("/browser")
     assert sub.decrypt(received)["sender"] == alice.user.name
     await a.close()
+
+
+async def test_a_subscription_for_another_vapid_key_is_replaced(
+    people: PersonFactory, nginx: Api, pushsvc: PushServer
+) -> None:
+    """After the operator rotated the VAPID key, the browser's old subscription can no longer
+    be pushed to: the app drops it and subscribes with the server's key."""
+    bob = await person_with_notifications(people, "bob")
+    assert bob.user
+    sub, stale = pushsvc.subscription("/fresh"), pushsvc.subscription("/stale")
+    other_key = list(range(1, 66))
+    await bob.context.add_init_script(
+        VENDOR % json.dumps([sub.json(), {"json": stale.json(), "key": other_key}])
+    )
+    page = await bob.open_app()
+    await until(page, "window.__asked !== undefined")
+    assert await page.evaluate("window.__unsubscribed") == [stale.endpoint]
+    listed: list[dict[str, object]] = []
+    for _ in range(100):
+        listed = (await nginx.call("GET", "/v1/push/subscriptions", bob.user.token)).json()["subscriptions"]
+        if listed:
+            break
+        await page.wait_for_timeout(50)
+    assert [s["endpoint"] for s in listed] == [sub.endpoint]

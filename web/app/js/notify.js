@@ -94,6 +94,13 @@ function bytes(text) {
   return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
 }
 
+/** @param {ArrayBuffer|null} had @param {Uint8Array} key */
+function sameKey(had, key) {
+  if (!had || had.byteLength !== key.length) return false;
+  const view = new Uint8Array(had);
+  return view.every((b, i) => b === key[i]);
+}
+
 /** The service worker and this device's push subscription. */
 export class Push {
   /** @param {Api} api */
@@ -121,13 +128,15 @@ export class Push {
   async subscribe() {
     const registration = await this.register();
     if (!registration || Notification.permission !== "granted") return false;
+    const { public_key } = await this.api.call("GET", "/v1/push/key");
+    const key = bytes(public_key);
     let subscription = await registration.pushManager.getSubscription();
+    if (subscription && !sameKey(subscription.options.applicationServerKey, key)) {
+      await subscription.unsubscribe(); // made for a VAPID key the server no longer has
+      subscription = null;
+    }
     if (!subscription) {
-      const { public_key } = await this.api.call("GET", "/v1/push/key");
-      subscription = await registration.pushManager.subscribe({
-        userVisibleOnly: true,
-        applicationServerKey: bytes(public_key),
-      });
+      subscription = await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key });
     }
     const { endpoint, keys } = subscription.toJSON();
     await this.api.call("POST", "/v1/push/subscriptions", { endpoint, keys });
