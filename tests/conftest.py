@@ -50,6 +50,13 @@ TEST_ENV = {
     "CHATD_PRESENCE_HEARTBEAT_S": "1",
     "CHATD_PRESENCE_SWEEP_S": "0.5",
     "CHATD_PRESENCE_GRACE_S": "2",
+    # Web Push to the tests' own push service on loopback (tests/pushserver.py); one sender per
+    # worker, so a later push arriving proves the earlier ones were sent or never made
+    "CHATD_PUSH_SERVICES": "http://127.0.0.1",
+    "CHATD_PUSH_INTERVAL_S": "2",
+    "CHATD_PUSH_AWAY_DELAY_S": "1",
+    "CHATD_PUSH_CONCURRENCY": "1",
+    "CHATD_PUSH_TIMEOUT_S": "5",
 }
 
 

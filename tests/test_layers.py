@@ -18,7 +18,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 
-TRANSPORTS = {"chatd.ws", "chatd.http_api", "chatd.http_accounts", "chatd.wire"}
+TRANSPORTS = {"chatd.ws", "chatd.http_api", "chatd.http_accounts", "chatd.http_notify", "chatd.wire"}
 ABOVE_TRANSPORTS = {"chatd.app", "chatd.server", "chatd.cli", "chatd.admin_cli", "chatd.__main__"}
 HUB = {"chatd.fanout", "chatd.outbox", "chatd.topics", "chatd.ephemeral", "chatd.notices"}
 SERVICES = {
@@ -30,6 +30,9 @@ SERVICES = {
     "chatd.readstate",
     "chatd.conncap",
     "chatd.ratelimit",
+    "chatd.notify",
+    "chatd.pushes",
+    "chatd.webpush",
 }
 # The local-run tools and the terminal client ship inside the package, their dependencies in
 # extras (`devstack`, `client`); they are not layers of the daemon and not checked.

@@ -6,6 +6,7 @@
     e2e.py edge     --base https://HOST --cafile CERT
     e2e.py web      --base https://HOST --cafile CERT
     e2e.py traffic  --state FILE --out FILE --stop-file FILE [--min-reconnects N]
+    e2e.py push     --state FILE
 
 setup checks that registering needs an invite (the role's default), logs in as the admin made
 on the host (--admin-file: {"username", "password"}), creates an invite for two, registers two
@@ -23,7 +24,10 @@ deployment's self-signed certificate).  traffic keeps both users sending, one me
 every --interval seconds, reconnecting and resending (same client_msg_id) whenever a worker
 goes away, until --stop-file appears; then each sends one more message that must be acked and
 delivered live to the other (the clients are connected and sending again), and it writes every
-acked client_msg_id and seq to --out.  Prints one JSON line.
+acked client_msg_id and seq to --out.  push checks Web Push's endpoints: the VAPID public key is a
+P-256 point, and a subscription (a browser's, as Firefox's push service would name it) is
+stored for the device that registered it, listed, and deleted; nothing is ever sent to that
+service (nobody writes to the user meanwhile).  Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -320,6 +324,41 @@ async def web(args: argparse.Namespace) -> dict:
     return {"web": "ok", "index_bytes": len(index.content)}
 
 
+async def push(args: argparse.Namespace) -> dict:
+    import base64
+    import os
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    state = json.loads(Path(args.state).read_text())
+    token = state["users"]["alice"]["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=state["base"], timeout=10, verify=tls(state["cafile"])) as client:
+        key = await client.get("/v1/push/key")
+        assert key.status_code == 200, (key.status_code, key.text)
+        point = base64.urlsafe_b64decode(key.json()["public_key"] + "==")
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+        browser = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+        endpoint = f"https://updates.push.services.mozilla.com/wpush/v2/chatd-molecule-{secrets.token_hex(8)}"
+        sub = {"endpoint": endpoint, "keys": {"p256dh": b64(browser), "auth": b64(os.urandom(16))}}
+        made = await client.post("/v1/push/subscriptions", json=sub, headers=auth)
+        assert made.status_code == 201, (made.status_code, made.text)
+        listed = (await client.get("/v1/push/subscriptions", headers=auth)).json()["subscriptions"]
+        assert [(s["endpoint"], s["this_device"]) for s in listed] == [(endpoint, True)], listed
+        gone = await client.request("DELETE", "/v1/push/subscriptions", json={"endpoint": endpoint}, headers=auth)
+        assert gone.status_code == 204, (gone.status_code, gone.text)
+        assert (await client.get("/v1/push/subscriptions", headers=auth)).json()["subscriptions"] == []
+        worker = await client.get("/web/sw.js")
+        assert worker.status_code == 200 and worker.headers["content-type"].startswith("text/javascript"), (
+            worker.status_code, worker.headers)
+    return {"push": "ok", "public_key": key.json()["public_key"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -346,9 +385,12 @@ def main() -> None:
     p.add_argument("--stop-file", required=True)
     p.add_argument("--interval", type=float, default=0.3, help="under the send rate limit (50 per 10 s)")
     p.add_argument("--min-reconnects", type=int, default=1)
+    p = sub.add_parser("push")
+    p.add_argument("--state", required=True)
     p.add_argument("--timeout", type=float, default=1200)
     args = parser.parse_args()
-    commands = {"setup": setup, "exchange": exchange, "edge": edge, "web": web, "traffic": traffic}
+    commands = {"setup": setup, "exchange": exchange, "edge": edge, "web": web, "traffic": traffic,
+                "push": push}
     out = asyncio.run(commands[args.cmd](args))
     print(json.dumps(out))
     sys.stdout.flush()

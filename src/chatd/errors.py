@@ -33,6 +33,7 @@ class Code(StrEnum):
     RATE_LIMITED = "rate_limited"
     TOO_MANY_CONNECTIONS = "too_many_connections"
     NOT_FOUND = "not_found"
+    PUSH_DISABLED = "push_disabled"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     UNAVAILABLE = "unavailable"
     SHUTTING_DOWN = "shutting_down"
@@ -66,6 +67,7 @@ HTTP_STATUS: dict[Code, int] = {
     Code.RATE_LIMITED: 429,
     Code.TOO_MANY_CONNECTIONS: 429,
     Code.NOT_FOUND: 404,
+    Code.PUSH_DISABLED: 404,
     Code.METHOD_NOT_ALLOWED: 405,
     Code.UNAVAILABLE: 503,
     Code.SHUTTING_DOWN: 503,

@@ -127,6 +127,12 @@ ERROR_REPLIES = Counter("chatd_error_replies_total", "Error replies sent to clie
 ERRORS = Counter("chatd_errors_total", "Failures of background work and unexpected errors, by kind", ["kind"])
 LOOP_LAG = Gauge("chatd_event_loop_lag_seconds", "Largest event-loop lag seen in the last sampling period")
 
+# Web Push (pushes.py)
+PUSHES = Counter("chatd_pushes_total", "Web Push requests, by outcome", ["outcome"])
+PUSH_SKIPPED = Counter("chatd_push_skipped_total", "Pushes not made for a recipient, by reason", ["reason"])
+PUSH_RETRIES = Counter("chatd_push_retries_total", "Web Push requests retried after a failure")
+PUSH_HELD = Gauge("chatd_push_held", "Web Push requests queued, in flight or waiting to be retried")
+
 _ALL = [
     name for name, value in list(globals().items()) if isinstance(value, Counter | Gauge | Histogram | Info)
 ]

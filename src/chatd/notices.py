@@ -11,6 +11,9 @@ op                     fields                                  rebuilt from
 ``settings``           ``share_read_state``                    ``users.share_read_state``
 ``revoke``             ``tokens`` (hex SHA-256 each)           ``tokens``: the session layer
                                                                re-checks every socket's token
+``notify_settings``    ``dnd``, ``push_preview``, ``muted``      ``notify_settings``, ``members``:
+                                                               sent again after an outage
+                                                               (notify.py)
 =====================  ======================================  =================================
 
 Ephemeral notices (latest value wins, lost ones are not rebuilt): ``read_state`` (the user's
@@ -37,6 +40,11 @@ def conversation_added(conv: dict[str, Any], since: int) -> Notice:
 
 def settings(share_read_state: bool) -> Notice:
     return {"op": "settings", "share_read_state": share_read_state}
+
+
+def notify_settings(current: dict[str, Any]) -> Notice:
+    """All of the user's notification settings (each change sends them whole)."""
+    return {"op": "notify_settings", **current}
 
 
 def revoke(*token_hashes: bytes) -> Notice:

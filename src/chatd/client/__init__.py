@@ -1,4 +1,4 @@
-"""The terminal client: `chatd client register|login|logout|passwd|devices|list|chat|group` (README)."""
+"""The terminal client: `chatd client register|login|logout|passwd|devices|list|chat|group|watch` (README)."""
 
 from __future__ import annotations
 
@@ -243,6 +243,20 @@ async def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_watch(args: argparse.Namespace) -> int:
+    from chatd.client.watch import Watch
+
+    profile = _profile(args)
+    try:
+        await Watch(args.url, profile, lambda line: print(line, flush=True)).run()
+    except Stop as exc:
+        if exc.auth:
+            profiles.remove(args.url, profile["username"])
+        print(f"chatd: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _keep_outbox(profile: profiles.Profile, cid: int, session: ChatSession) -> None:
     profile.setdefault("outbox", {})[str(cid)] = session.pending()
     profiles.save(profile)
@@ -318,6 +332,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     client_sub.add_parser("list", help="conversations, unread counts, last activity").set_defaults(
         func=_run(cmd_list)
     )
+    client_sub.add_parser(
+        "watch", help="print a line per incoming message of any conversation (for a notifier)"
+    ).set_defaults(func=_run(cmd_watch))
     chat = client_sub.add_parser("chat", help="chat with a user (NAME) or in a conversation (#ID)")
     chat.add_argument("target")
     chat.set_defaults(func=_run(cmd_chat))

@@ -13,6 +13,7 @@ from chatd.storage.admin import AdminStore
 from chatd.storage.conversations import ConversationStore
 from chatd.storage.messages import MessageStore
 from chatd.storage.notices import NoticeStore
+from chatd.storage.notify import NotifyStore
 from chatd.storage.presence import PresenceStore
 from chatd.storage.receipts import ReceiptStore
 
@@ -22,6 +23,7 @@ __all__ = [
     "ConversationStore",
     "MessageStore",
     "NoticeStore",
+    "NotifyStore",
     "PresenceStore",
     "ReceiptStore",
     "Stores",
@@ -42,6 +44,7 @@ class Stores:
         self.receipts = ReceiptStore(pool)
         self.presence = PresenceStore(pool)
         self.notices = NoticeStore(pool)
+        self.notify = NotifyStore(pool)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

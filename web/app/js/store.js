@@ -55,6 +55,14 @@ export class Store {
     this.listeners = new Set();
     /** @type {Set<number>} conversations listed by the current `ready` and its pages */
     this.listed = new Set();
+    /** My notification settings, the same on all my devices (`notify_settings`, §12).
+     * @type {{dnd: boolean, push_preview: boolean, muted: Set<number>}} */
+    this.notify = { dnd: false, push_preview: false, muted: new Set() };
+  }
+
+  /** @param {{dnd: boolean, push_preview: boolean, muted: number[]}} settings */
+  setNotify(settings) {
+    this.notify = { dnd: settings.dnd, push_preview: settings.push_preview, muted: new Set(settings.muted) };
   }
 
   /** @param {string} what @param {number} [cid] */
