@@ -35,7 +35,7 @@ EVENT_COLUMNS = (
 )
 
 # Events as clients see them (history, catch-up, gap fill): an edit or delete row has no text
-# of its own and shows its original's current body and marks (migration 0009).
+# of its own and shows its original's current body and marks (migration 0010).
 TIMELINE = (
     "SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.client_msg_id, m.kind,"
     " CASE WHEN m.ref_seq IS NULL THEN m.body ELSE coalesce(o.body, '') END AS body,"
