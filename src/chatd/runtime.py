@@ -22,6 +22,7 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from chatd import metrics, migrations, notices
 from chatd.accounts import Accounts, Limiters
 from chatd.admin import Admin
+from chatd.amends import Amends
 from chatd.config import Settings
 from chatd.conncap import ConnectionCap
 from chatd.connection import CLOSE_SERVICE_RESTART
@@ -111,6 +112,7 @@ class Runtime:
         self.notify = Notify(stores, self.hub, settings, key)
         self.pushes = Pushes(stores, self.presence, redis, settings, key)
         self.messaging.on_committed = self.pushes.committed  # off the send path (pushes.py)
+        self.amends = Amends(stores, self.hub, limiter, settings)
         self.flusher = Flusher(stores, read_state, settings.receipt_flush_interval_s)
         self.conncap = ConnectionCap(
             redis,

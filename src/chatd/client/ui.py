@@ -49,7 +49,7 @@ async def run_chat(session: ChatSession) -> None:
                 line = line_task.result()
                 if line is None:
                     return
-                if line.strip():
+                if line.strip() and not session.command(line):
                     session.submit(line)
         finally:
             live.cancel()

@@ -10,6 +10,7 @@ import redis.exceptions
 
 from chatd.storage.accounts import AccountStore
 from chatd.storage.admin import AdminStore
+from chatd.storage.amends import AmendStore
 from chatd.storage.conversations import ConversationStore
 from chatd.storage.messages import MessageStore
 from chatd.storage.notices import NoticeStore
@@ -20,6 +21,7 @@ from chatd.storage.receipts import ReceiptStore
 __all__ = [
     "AccountStore",
     "AdminStore",
+    "AmendStore",
     "ConversationStore",
     "MessageStore",
     "NoticeStore",
@@ -41,6 +43,7 @@ class Stores:
         self.admin = AdminStore(pool)
         self.conversations = ConversationStore(pool)
         self.messages = MessageStore(pool)
+        self.amends = AmendStore(pool)
         self.receipts = ReceiptStore(pool)
         self.presence = PresenceStore(pool)
         self.notices = NoticeStore(pool)

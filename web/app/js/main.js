@@ -13,6 +13,7 @@ import { bindAdmin, openAdmin } from "./view/admin.js";
 import { hidePanels, openPanel } from "./view/panels.js";
 import { renderCount, renderLink, withinLimit } from "./view/composer.js";
 import { Desktop, Push, renderBadge } from "./notify.js";
+import { Editing, Mentions } from "./editing.js";
 
 /** @typedef {import("./store.js").Conv} Conv @typedef {import("./store.js").ChatEvent} ChatEvent
  * @typedef {import("./outbox.js").OutboxEntry} OutboxEntry */
@@ -26,6 +27,8 @@ const api = new Api("");
 let store = new Store();
 /** @type {Socket|null} */
 let socket = null;
+const editing = new Editing(store, (frame) => socket?.raw(frame) ?? false);
+const mentionBox = new Mentions(store);
 const activity = new Activity((idle) => socket?.raw({ type: "presence", status: idle ? "idle" : "active" }));
 let lastTyping = 0;
 const push = new Push(api);
@@ -138,6 +141,7 @@ function endSession() {
   store = new Store();
   desktop = null;
   renderBadge(store);
+  editing.store = mentionBox.store = store;
   $("#main").hidden = true;
   $("#conversations").replaceChildren();
   hidePanels();
@@ -155,6 +159,7 @@ function onFrame(frame) {
     case "message":
       return onMessage(frame);
     case "error":
+      if (editing.answered(frame)) return;
       return onError(frame);
     case "conversation_added":
       return onAdded(frame.conversation);
@@ -183,6 +188,7 @@ function onReady(frame) {
   if (frame.type === "ready") readsBefore = new Map([...store.convs.values()].map((c) => [c.id, c.read]));
   const removed = store.ready(frame);
   if (frame.limits) store.maxChars = frame.limits.max_message_chars ?? null;
+  if (frame.limits) store.editWindowS = frame.limits.edit_window_s ?? null;
   renderCount(store.maxChars);
   if (removed === null) return;
   quietly(loadNotify()); // what changed while this session was away (§12)
@@ -215,7 +221,7 @@ function onMessage(event) {
   if (!store.message(event)) return;
   const conv = store.convs.get(event.conversation_id);
   const removedMe = event.kind === "members_removed" && event.user_ids.includes(store.me.user_id);
-  if (event.kind !== "text") quietly(loadMembers(conv));
+  if (event.kind === "members_added" || event.kind === "members_removed") quietly(loadMembers(conv));
   if (event.sender_id !== store.me.user_id && !store.presence.has(event.sender_id)) {
     // Sending counts as taking part (§4.9): their presence may be visible from now on.
     quietly(lookupPresence(event.sender_id));
@@ -229,7 +235,8 @@ function onMessage(event) {
     const atBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40;
     renderMessages(store, conv, threadActions);
     renderTyping(store, conv);
-    if (atBottom || event.sender_id === store.me.user_id) scroller.scrollTop = scroller.scrollHeight;
+    const newRow = event.kind !== "edit" && event.kind !== "delete";
+    if (newRow && (atBottom || event.sender_id === store.me.user_id)) scroller.scrollTop = scroller.scrollHeight;
     markRead();
   }
   if (removedMe) {
@@ -431,6 +438,7 @@ async function openThread(cid, fromHistory = false) {
     if (history.state?.chatd === "thread") history.replaceState(entry, "");
     else history.pushState(entry, "");
   }
+  if (store.openId !== cid) editing.cancel();
   hidePanels(false);
   store.openId = cid;
   document.body.dataset.view = "thread";
@@ -485,6 +493,8 @@ function markRead() {
     const box = li.getBoundingClientRect();
     if (box.bottom > view.top && box.top < view.bottom) seen = Math.max(seen, Number(li.dataset.seq));
   }
+  // Edits and deletes have no row: with the last row on screen, they are read too (§4.11).
+  if (seen > 0 && seen >= Math.max(0, ...conv.events.keys())) seen = conv.last;
   if (seen > conv.read && seen <= conv.last) {
     socket?.raw({ type: "read", conversation_id: cid, seq: seen });
     store.pointer(cid, seen);
@@ -511,6 +521,8 @@ const threadActions = {
       showReaders(li, null, describe(err)); // e.g. group_too_large: only counts are kept
     }
   },
+  edit: (cid, seq) => editing.begin(cid, seq),
+  remove: (cid, seq) => editing.remove(cid, seq),
 };
 
 /** @param {number} uid */
@@ -612,11 +624,13 @@ function bindStatic() {
   $("#composer").addEventListener("submit", (event) => {
     event.preventDefault();
     const input = /** @type {HTMLTextAreaElement} */ ($("#composer-input"));
-    if (send(input.value)) input.value = "";
+    if (editing.current) editing.submit(input.value);
+    else if (send(input.value)) input.value = "";
     renderCount(store.maxChars);
   });
   const composer = /** @type {HTMLTextAreaElement} */ ($("#composer-input"));
   composer.addEventListener("keydown", (event) => {
+    if (mentionBox.key(event) || editing.key(event)) return;
     if (event.key === "Enter" && !event.shiftKey) {
       event.preventDefault();
       /** @type {HTMLFormElement} */ ($("#composer")).requestSubmit();
@@ -624,6 +638,7 @@ function bindStatic() {
   });
   composer.addEventListener("input", () => {
     renderCount(store.maxChars);
+    mentionBox.update();
     if (store.openId === null || !composer.value.trim() || Date.now() - lastTyping < TYPING_EVERY_MS) return;
     lastTyping = Date.now();
     socket?.raw({ type: "typing", conversation_id: store.openId });
