@@ -29,6 +29,7 @@ SERVICES = {
     "chatd.readstate",
     "chatd.conncap",
     "chatd.ratelimit",
+    "chatd.search",
 }
 # The local-run tools and the terminal client ship inside the package, their dependencies in
 # extras (`devstack`, `client`); they are not layers of the daemon and not checked.

@@ -29,9 +29,11 @@ from chatd.presence import Presence
 from chatd.ratelimit import RateLimiter
 from chatd.readstate import ReadState
 from chatd.receipts import Flusher, Receipts
+from chatd.search import Search
 from chatd.sampler import Sampler, TimedRedisPool
 from chatd.security import Passwords
 from chatd.storage import Stores, create_pool
+from chatd.storage.search import index_ready as search_index_ready
 from chatd.subscriber import Subscriber
 
 log = logging.getLogger("chatd")
@@ -96,6 +98,7 @@ class Runtime:
         groups = RateLimiter(redis, "group", settings.group_rate_limit, 3600)
         self.receipts = Receipts(stores, read_state, self.hub, settings)
         self.presence = Presence(redis, stores, self.hub, settings)
+        self.search = Search(stores)
         self.messaging = Messaging(
             stores, self.hub, limiter, self.receipts, settings, lookups, groups, self.presence
         )
@@ -174,6 +177,8 @@ async def open_runtime(settings: Settings) -> Runtime:
     try:
         async with pool.acquire() as conn:
             missing = await migrations.missing(conn)
+            if not missing and not await search_index_ready(conn, settings.search_language):
+                missing = [f"the search index for {settings.search_language}"]
         if missing:
             raise SchemaOutdated(
                 f"database schema is behind: missing {', '.join(missing)}; run `chatd migrate`"
@@ -191,7 +196,7 @@ async def open_runtime(settings: Settings) -> Runtime:
             settings.redis_url, max_connections=1, retry=SUBSCRIBER_RETRY, **options
         )
         subscriber = aioredis.Redis.from_pool(subscriber_pool)
-        runtime = Runtime(settings, Stores(pool), redis, subscriber)
+        runtime = Runtime(settings, Stores(pool, settings.search_language), redis, subscriber)
         await runtime.hub.start()
         await runtime.conncap.start()
         runtime.flusher.start()

@@ -14,6 +14,7 @@ from chatd.storage.messages import MessageStore
 from chatd.storage.notices import NoticeStore
 from chatd.storage.presence import PresenceStore
 from chatd.storage.receipts import ReceiptStore
+from chatd.storage.search import SearchStore
 
 __all__ = [
     "AccountStore",
@@ -22,6 +23,7 @@ __all__ = [
     "NoticeStore",
     "PresenceStore",
     "ReceiptStore",
+    "SearchStore",
     "Stores",
     "create_pool",
     "is_unavailable",
@@ -31,7 +33,7 @@ Pool = asyncpg.Pool
 
 
 class Stores:
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, search_language: str = "english") -> None:
         self.pool = pool
         self.accounts = AccountStore(pool)
         self.conversations = ConversationStore(pool)
@@ -39,6 +41,7 @@ class Stores:
         self.receipts = ReceiptStore(pool)
         self.presence = PresenceStore(pool)
         self.notices = NoticeStore(pool)
+        self.search = SearchStore(pool, search_language)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
