@@ -82,7 +82,9 @@ async def test_a_removed_member_finds_only_what_was_said_before_the_removal(w1: 
     assert seqs(await search(w1, member, key)) == [before["seq"]]
     assert seqs(await search(w1, leaver, key)) == [between["seq"], before["seq"]]
     # Added back: a member again, so the whole conversation, as its history is.
-    added = await w1.call("POST", f"/v1/conversations/{cid}/members", owner.token, {"usernames": [member.name]})
+    added = await w1.call(
+        "POST", f"/v1/conversations/{cid}/members", owner.token, {"usernames": [member.name]}
+    )
     assert added.status_code == 200, added.text
     assert seqs(await search(w1, member, key)) == [after["seq"], between["seq"], before["seq"]]
     await o.close()
@@ -153,7 +155,13 @@ async def test_a_long_message_is_cut_around_the_first_hit(w1: Api) -> None:
 
 async def test_bad_queries_get_bad_request(w1: Api) -> None:
     alice = await w1.user()
-    for params in ({"q": ""}, {"q": "   "}, {"q": "x" * 201}, {"q": "a", "limit": "0"}, {"q": "a", "limit": "51"}):
+    for params in (
+        {"q": ""},
+        {"q": "   "},
+        {"q": "x" * 201},
+        {"q": "a", "limit": "0"},
+        {"q": "a", "limit": "51"},
+    ):
         response = await w1.call("GET", "/v1/search", alice.token, params=params)
         assert response.status_code == 400, (params, response.text)
         assert response.json()["error"]["code"] == "bad_request"

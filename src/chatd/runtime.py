@@ -29,8 +29,8 @@ from chatd.presence import Presence
 from chatd.ratelimit import RateLimiter
 from chatd.readstate import ReadState
 from chatd.receipts import Flusher, Receipts
-from chatd.search import Search
 from chatd.sampler import Sampler, TimedRedisPool
+from chatd.search import Search
 from chatd.security import Passwords
 from chatd.storage import Stores, create_pool
 from chatd.storage.search import index_ready as search_index_ready

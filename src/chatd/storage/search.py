@@ -56,8 +56,7 @@ async def ensure_index(conn: asyncpg.Connection, language: str) -> bool:
     if not await index_ready(conn, language):
         await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")  # a failed build's leftover
         await conn.execute(
-            f"CREATE INDEX CONCURRENTLY {name} ON messages USING gin ({vector(language)})"
-            " WHERE kind = 'text'"
+            f"CREATE INDEX CONCURRENTLY {name} ON messages USING gin ({vector(language)}) WHERE kind = 'text'"
         )
         built = True
     others = await conn.fetch(
@@ -142,9 +141,7 @@ class SearchStore:
     async def search(
         self, uid: int, text: str, *, conversation_id: int | None, before: int | None, limit: int
     ) -> list[dict[str, Any]]:
-        rows = await self._pool.fetch(
-            self._query, uid, self._lang, text, conversation_id, before, limit
-        )
+        rows = await self._pool.fetch(self._query, uid, self._lang, text, conversation_id, before, limit)
         return [
             {
                 "id": row["id"],
