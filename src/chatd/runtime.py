@@ -27,7 +27,7 @@ from chatd.fanout import Hub
 from chatd.messaging import Messaging
 from chatd.presence import Presence
 from chatd.ratelimit import RateLimiter
-from chatd.readstate import ReadState
+from chatd.readstate import DELIVERED, ReadState
 from chatd.receipts import Flusher, Receipts
 from chatd.sampler import Sampler, TimedRedisPool
 from chatd.search import Search
@@ -94,15 +94,16 @@ class Runtime:
         )
         self.accounts = Accounts(stores, self.passwords, limiters, self.hub)
         read_state = ReadState(redis, settings.redis_send_timeout_s)
+        delivered = ReadState(redis, settings.redis_send_timeout_s, DELIVERED)
         lookups = RateLimiter(redis, "lookup", settings.user_lookup_rate_limit, 60)
         groups = RateLimiter(redis, "group", settings.group_rate_limit, 3600)
-        self.receipts = Receipts(stores, read_state, self.hub, settings)
+        self.receipts = Receipts(stores, read_state, self.hub, settings, delivered)
         self.presence = Presence(redis, stores, self.hub, settings)
         self.search = Search(stores)
         self.messaging = Messaging(
             stores, self.hub, limiter, self.receipts, settings, lookups, groups, self.presence
         )
-        self.flusher = Flusher(stores, read_state, settings.receipt_flush_interval_s)
+        self.flusher = Flusher(stores, read_state, settings.receipt_flush_interval_s, delivered)
         self.conncap = ConnectionCap(
             redis,
             settings.max_connections_per_user,

@@ -297,6 +297,11 @@ class Session:
                 raise frame
             if isinstance(frame, frames.Read):
                 await self._on_read(frame, ref)
+            elif isinstance(frame, frames.Received):
+                # No reply: a confirmation per batch of a busy conversation is the hot path.
+                await self.runtime.receipts.received(
+                    self.user_id, frame.conversation_id, frame.seq, self.streams.cursor.get(frame.conversation_id, 0)
+                )
             elif isinstance(frame, frames.Status):
                 await self._on_presence(frame.idle)
             elif isinstance(frame, frames.Ping):

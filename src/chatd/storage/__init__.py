@@ -13,12 +13,13 @@ from chatd.storage.conversations import ConversationStore
 from chatd.storage.messages import MessageStore
 from chatd.storage.notices import NoticeStore
 from chatd.storage.presence import PresenceStore
-from chatd.storage.receipts import ReceiptStore
+from chatd.storage.receipts import DeliveryStore, ReceiptStore
 from chatd.storage.search import SearchStore
 
 __all__ = [
     "AccountStore",
     "ConversationStore",
+    "DeliveryStore",
     "MessageStore",
     "NoticeStore",
     "PresenceStore",
@@ -39,6 +40,7 @@ class Stores:
         self.conversations = ConversationStore(pool)
         self.messages = MessageStore(pool)
         self.receipts = ReceiptStore(pool)
+        self.delivery = DeliveryStore(pool)
         self.presence = PresenceStore(pool)
         self.notices = NoticeStore(pool)
         self.search = SearchStore(pool, search_language)
