@@ -129,8 +129,9 @@ redis.call('HSET', KEYS[1], '_', '1')
 return 1
 """
 
-# KEYS: user, meta; ARGV: uid, share (1/0), the rooms' key prefix -> 0, or -2 when the user's state must be loaded
-# first. The flag and every room the user's pointers are in, at once (the module docstring).
+# KEYS: user, meta; ARGV: uid, share (1/0), the rooms' key prefix -> 0, or -2 when the user's
+# state must be loaded first. The flag and every room the user's pointers are in, at once (the
+# module docstring).
 _SET_SHARED = """
 if redis.call('EXISTS', KEYS[1]) == 0 or not redis.call('HGET', KEYS[2], 'share') then return -2 end
 redis.call('HSET', KEYS[2], 'share', ARGV[2])
@@ -242,7 +243,13 @@ class ReadState:
         for _ in range(5):  # load the user, ask Postgres whether they took part, load the room
             async with asyncio.timeout(self._timeout_s):
                 status, previous, visible = await self._mark(
-                    keys=[room_key(cid, self.keys), user_key(uid, self.keys), self.keys.dirty, gone_key(cid), meta_key(uid)],
+                    keys=[
+                        room_key(cid, self.keys),
+                        user_key(uid, self.keys),
+                        self.keys.dirty,
+                        gone_key(cid),
+                        meta_key(uid),
+                    ],
                     args=[uid, cid, seq, evidence, known],
                 )
             if status == REMOVED:
@@ -311,7 +318,8 @@ class ReadState:
     async def forget(self, cid: int, uids: list[int], removed_at: int) -> None:
         """Members removed by the event at seq `removed_at`: they no longer count, their own
         pointer for it goes, and marks of their membership still in flight are refused."""
-        keys = [room_key(cid, self.keys), gone_key(cid), *(k for uid in uids for k in (user_key(uid, self.keys), meta_key(uid)))]
+        users = (k for uid in uids for k in (user_key(uid, self.keys), meta_key(uid)))
+        keys = [room_key(cid, self.keys), gone_key(cid), *users]
         await self._forget(keys=keys, args=[cid, removed_at, GONE_TTL_S, *uids])
 
     async def set_shared(self, uid: int, shared: bool) -> bool:
@@ -325,7 +333,8 @@ class ReadState:
 
     async def took_part(self, uid: int, cid: int) -> None:
         """The user took part in cid (§4.9): their pointer there may show from now on."""
-        await self._took_part(keys=[user_key(uid, self.keys), meta_key(uid), room_key(cid, self.keys)], args=[uid, cid])
+        keys = [user_key(uid, self.keys), meta_key(uid), room_key(cid, self.keys)]
+        await self._took_part(keys=keys, args=[uid, cid])
 
     # -- coalescing group pushes ---------------------------------------------------------
     async def widen(self, cid: int, lo: int, hi: int, window_ms: int) -> bool:

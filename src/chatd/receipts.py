@@ -316,8 +316,8 @@ class Flusher:
         started, clock = time.time(), time.perf_counter()
         try:
             written = 0
-            pointers = ((self._state, self._stores.receipts.upsert), (self._delivered, self._stores.delivery.upsert))
-            for state, upsert in pointers:
+            receipts, delivery = self._stores.receipts, self._stores.delivery
+            for state, upsert in ((self._state, receipts.upsert), (self._delivered, delivery.upsert)):
                 for _ in range(2):  # a batch a crashed flusher left behind, then the current one
                     rows = await state.take_dirty()
                     if rows is None:

@@ -299,9 +299,9 @@ class Session:
                 await self._on_read(frame, ref)
             elif isinstance(frame, frames.Received):
                 # No reply: a confirmation per batch of a busy conversation is the hot path.
-                await self.runtime.receipts.received(
-                    self.user_id, frame.conversation_id, frame.seq, self.streams.cursor.get(frame.conversation_id, 0)
-                )
+                cid = frame.conversation_id
+                known = self.streams.cursor.get(cid, 0)
+                await self.runtime.receipts.received(self.user_id, cid, frame.seq, known)
             elif isinstance(frame, frames.Status):
                 await self._on_presence(frame.idle)
             elif isinstance(frame, frames.Ping):

@@ -146,7 +146,8 @@ class DeliveryStore:
         rows = await self._pool.fetch(
             "SELECT m.user_id, GREATEST(dp.last_delivered_seq, rp.last_read_seq, 0) AS seq, m.joined_seq"
             " FROM members m JOIN users u ON u.id = m.user_id"
-            " LEFT JOIN delivery_pointers dp ON dp.conversation_id = m.conversation_id AND dp.user_id = m.user_id"
+            " LEFT JOIN delivery_pointers dp"
+            "  ON dp.conversation_id = m.conversation_id AND dp.user_id = m.user_id"
             " LEFT JOIN read_pointers rp ON rp.conversation_id = m.conversation_id AND rp.user_id = m.user_id"
             " WHERE m.conversation_id = $1 AND u.share_read_state AND m.took_part"
             " AND (dp.user_id IS NOT NULL OR rp.user_id IS NOT NULL)",
