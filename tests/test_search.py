@@ -170,3 +170,28 @@ async def test_bad_queries_get_bad_request(w1: Api) -> None:
     # Only stop words, or operators alone: a valid query that matches nothing.
     for q in ("the and of", '" - or'):
         assert (await search(w1, alice, q))["results"] == []
+
+
+async def test_terminal_client_search_prints_results_with_hits(w1: Api) -> None:
+    from chatd.client.session import ChatSession
+
+    alice, bob = await w1.user(), await w1.user()
+    cid = await w1.direct(alice, bob)
+    key = word()
+    a = await Ws.connect(w1.base_url, alice.token)
+    acks = [await a.send(cid, f"{key} number {n}") for n in range(22)]
+    lines: list[str] = []
+    conv = {"id": cid, "kind": "direct", "title": None}
+    chat = ChatSession(
+        w1.base_url, {"token": bob.token, "user_id": bob.id}, conv, {alice.id: alice.name}, lines.append
+    )
+    await chat.search(key)
+    assert len(lines) == 21 and lines[-1] == "* more: /more"
+    assert lines[0].startswith(f"#{cid}:{acks[-1]['seq']} ") and lines[0].endswith(
+        f"{alice.name}: [{key}] number 21"
+    )
+    await chat.search("", more=True)
+    assert lines[21:] == [line for line in lines[21:] if line.startswith(f"#{cid}:")] and len(lines) == 23
+    await chat.search("zzzznothingmatches")
+    assert lines[-1] == "* nothing found for 'zzzznothingmatches'"
+    await a.close()
