@@ -20,6 +20,7 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
 from chatd import metrics, migrations, notices
 from chatd.accounts import Accounts, Limiters
+from chatd.amends import Amends
 from chatd.config import Settings
 from chatd.conncap import ConnectionCap
 from chatd.connection import CLOSE_SERVICE_RESTART
@@ -103,6 +104,7 @@ class Runtime:
         self.messaging = Messaging(
             stores, self.hub, limiter, self.receipts, settings, lookups, groups, self.presence
         )
+        self.amends = Amends(stores, self.hub, limiter, settings)
         self.flusher = Flusher(stores, read_state, settings.receipt_flush_interval_s, delivered)
         self.conncap = ConnectionCap(
             redis,

@@ -304,6 +304,9 @@ class Session:
                 await self.runtime.receipts.received(self.user_id, cid, frame.seq, known)
             elif isinstance(frame, frames.Status):
                 await self._on_presence(frame.idle)
+            elif isinstance(frame, (frames.Edit, frames.Delete)):
+                ack = await self.runtime.amends.apply(self.user_id, frame)
+                self.conn.send({**ack, "ref": ref} if ref is not None else ack)
             elif isinstance(frame, frames.Ping):
                 self.conn.send({"type": "pong"})
             elif isinstance(frame, frames.Typing):

@@ -9,6 +9,7 @@ import asyncpg
 import redis.exceptions
 
 from chatd.storage.accounts import AccountStore
+from chatd.storage.amends import AmendStore
 from chatd.storage.conversations import ConversationStore
 from chatd.storage.messages import MessageStore
 from chatd.storage.notices import NoticeStore
@@ -18,6 +19,7 @@ from chatd.storage.search import SearchStore
 
 __all__ = [
     "AccountStore",
+    "AmendStore",
     "ConversationStore",
     "DeliveryStore",
     "MessageStore",
@@ -39,6 +41,7 @@ class Stores:
         self.accounts = AccountStore(pool)
         self.conversations = ConversationStore(pool)
         self.messages = MessageStore(pool)
+        self.amends = AmendStore(pool)
         self.receipts = ReceiptStore(pool)
         self.delivery = DeliveryStore(pool)
         self.presence = PresenceStore(pool)

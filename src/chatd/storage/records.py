@@ -20,6 +20,8 @@ class Kind(enum.StrEnum):
     TEXT = "text"  # a user's message
     MEMBERS_ADDED = "members_added"
     MEMBERS_REMOVED = "members_removed"
+    EDIT = "edit"  # the message at ref_seq has a new body
+    DELETE = "delete"  # the message at ref_seq is gone (a tombstone)
 
 
 # Kinds that are messages people read: they count as unread and get read receipts. Any other
@@ -27,7 +29,20 @@ class Kind(enum.StrEnum):
 READABLE: tuple[Kind, ...] = (Kind.TEXT,)
 MEMBERSHIP: tuple[Kind, ...] = (Kind.MEMBERS_ADDED, Kind.MEMBERS_REMOVED)
 
-EVENT_COLUMNS = "id, conversation_id, seq, sender_id, client_msg_id, kind, body, user_ids, created_at"
+EVENT_COLUMNS = (
+    "id, conversation_id, seq, sender_id, client_msg_id, kind, body, user_ids, created_at,"
+    " ref_seq, edited_at, deleted_at"
+)
+
+# Events as clients see them (history, catch-up, gap fill): an edit or delete row has no text
+# of its own and shows its original's current body and marks (migration 0009).
+TIMELINE = (
+    "SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.client_msg_id, m.kind,"
+    " CASE WHEN m.ref_seq IS NULL THEN m.body ELSE coalesce(o.body, '') END AS body,"
+    " m.user_ids, m.created_at, m.ref_seq, coalesce(m.edited_at, o.edited_at) AS edited_at,"
+    " coalesce(m.deleted_at, o.deleted_at) AS deleted_at"
+    " FROM messages m LEFT JOIN messages o ON o.conversation_id = m.conversation_id AND o.seq = m.ref_seq"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +58,9 @@ class Event:
     body: str
     user_ids: tuple[int, ...] | None
     created_at: datetime.datetime
+    ref_seq: int | None = None  # an edit's or delete's original message
+    edited_at: datetime.datetime | None = None  # text: when last edited; edit: ditto
+    deleted_at: datetime.datetime | None = None  # text: deleted (body is empty)
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Event:
@@ -57,6 +75,9 @@ class Event:
             body=row["body"],
             user_ids=tuple(user_ids) if user_ids is not None else None,
             created_at=row["created_at"],
+            ref_seq=row["ref_seq"],
+            edited_at=row["edited_at"],
+            deleted_at=row["deleted_at"],
         )
 
 
