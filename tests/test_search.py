@@ -6,8 +6,6 @@ import random
 import string
 from typing import Any
 
-import asyncpg
-
 from tests.helpers import Api, User, Ws
 
 
@@ -124,17 +122,25 @@ async def test_snippets_are_plain_text_and_cannot_forge_a_highlight(w1: Api) -> 
     await a.close()
 
 
-async def test_a_message_whose_content_is_gone_is_not_found(w1: Api, db: asyncpg.Connection) -> None:
-    """The index is on the row's own body: whatever removes the content removes it from search.
-    (Edit/delete is another branch's; this clears the body the way a deletion must.)"""
+async def test_a_deleted_message_is_not_found_and_an_edited_one_by_its_new_text(w1: Api) -> None:
+    """The index is on the original row's own body, which an edit rewrites and a deletion empties
+    (migration 0009): no copy of the text is left to find."""
+    from tests.test_edit_delete import delete, edit
+
     alice, bob = await w1.user(), await w1.user()
     cid = await w1.direct(alice, bob)
-    key = word()
+    gone, old, new = word(), word(), word()
     a = await Ws.connect(w1.base_url, alice.token)
-    ack = await a.send(cid, f"delete this {key} later")
-    assert len((await search(w1, bob, key))["results"]) == 1
-    await db.execute("UPDATE messages SET body = '' WHERE conversation_id = $1 AND seq = $2", cid, ack["seq"])
-    assert (await search(w1, bob, key))["results"] == []
+    deleted = await a.send(cid, f"delete this {gone} later")
+    edited = await a.send(cid, f"a typo {old} here")
+    assert [r["seq"] for r in (await search(w1, bob, gone))["results"]] == [deleted["seq"]]
+    assert (await delete(a, cid, deleted["seq"]))["type"] == "ack"
+    assert (await edit(a, cid, edited["seq"], f"fixed {new} here"))["type"] == "ack"
+    assert (await search(w1, bob, gone))["results"] == []
+    assert (await search(w1, alice, gone))["results"] == []
+    assert (await search(w1, bob, old))["results"] == []
+    [found] = (await search(w1, bob, new))["results"]
+    assert (found["seq"], hits(found)) == (edited["seq"], [new])
     await a.close()
 
 
