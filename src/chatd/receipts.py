@@ -97,8 +97,12 @@ class Receipts:
                 raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation") from None
         if not moved:
             return previous
-        with contextlib.suppress(Removed):  # what is read was delivered (no event: `read` says more)
+        try:  # what is read was delivered (no event of its own: `read` says more)
             await self._move_delivered(uid, cid, seq, target.joined_seq if target else known_last, took_part)
+        except Removed:
+            pass
+        except Exception:  # the read stands; the next `received` or read moves it
+            log.warning("delivery pointer not moved with the read", extra={"conversation_id": cid}, exc_info=True)
         # Read state is ephemeral (latest value wins): a pointer only grows, and `ready` and
         # the HTTP queries give the current value to whoever missed an event.
         self._hub.notify_state([uid], notices.read_state(cid, seq, origin), key=("read_state", uid, cid))
