@@ -102,7 +102,7 @@ class Receipts:
         except Removed:
             pass
         except Exception:  # the read stands; the next `received` or read moves it
-            log.warning("delivery pointer not moved with the read", extra={"conversation_id": cid}, exc_info=True)
+            log.warning("delivery pointer not moved", extra={"conversation_id": cid}, exc_info=True)
         # Read state is ephemeral (latest value wins): a pointer only grows, and `ready` and
         # the HTTP queries give the current value to whoever missed an event.
         self._hub.notify_state([uid], notices.read_state(cid, seq, origin), key=("read_state", uid, cid))
