@@ -185,7 +185,11 @@ async def test_received_bad_input_and_outsiders(w1: Api) -> None:
     for frame, code in bad:
         await m.send_json(frame)
         ref = frame["id"]
-        error = await m.expect(lambda f, ref=ref: f.get("ref") == ref)
+
+        def answers(f: dict[str, Any], ref: Any = ref) -> bool:
+            return bool(f.get("ref") == ref)
+
+        error = await m.expect(answers)
         assert (error["type"], error["code"]) == ("error", code)
     b = await Ws.connect(w1.base_url, bob.token)
     await b.send_json({"type": "received", "conversation_id": cid, "seq": 99, "id": "x5"})

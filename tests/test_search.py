@@ -75,7 +75,10 @@ async def test_a_removed_member_finds_only_what_was_said_before_the_removal(w1: 
     left = await w1.call("DELETE", f"/v1/conversations/{cid}/members/{leaver.id}", leaver.token)
     assert left.status_code == 200 and left.json()["event"] is not None
     after = await o.send(cid, f"{key} said after both went")
-    seqs = lambda found: [r["seq"] for r in found["results"]]  # noqa: E731
+
+    def seqs(found: dict[str, Any]) -> list[int]:
+        return [r["seq"] for r in found["results"]]
+
     assert seqs(await search(w1, owner, key)) == [after["seq"], between["seq"], before["seq"]]
     assert seqs(await search(w1, member, key)) == [before["seq"]]
     assert seqs(await search(w1, leaver, key)) == [between["seq"], before["seq"]]

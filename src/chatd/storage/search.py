@@ -15,6 +15,8 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from chatd.storage.records import Kind
+
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 INDEX_PREFIX = "messages_search_"
 SNIPPET_CHARS = 160  # about; whole words are kept
@@ -56,7 +58,8 @@ async def ensure_index(conn: asyncpg.Connection, language: str) -> bool:
     if not await index_ready(conn, language):
         await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")  # a failed build's leftover
         await conn.execute(
-            f"CREATE INDEX CONCURRENTLY {name} ON messages USING gin ({vector(language)}) WHERE kind = 'text'"
+            f"CREATE INDEX CONCURRENTLY {name} ON messages USING gin ({vector(language)})"
+            f" WHERE kind = '{Kind.TEXT}'"
         )
         built = True
     others = await conn.fetch(
@@ -119,7 +122,8 @@ class SearchStore:
             "), found AS ("
             "  SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.created_at, m.body"
             "  FROM messages m JOIN scope s ON s.cid = m.conversation_id"
-            f"  WHERE m.kind = 'text' AND {vector(lang, 'm.body')} @@ websearch_to_tsquery($2::regconfig, $3)"
+            f"  WHERE m.kind = '{Kind.TEXT}'"
+            f"   AND {vector(lang, 'm.body')} @@ websearch_to_tsquery($2::regconfig, $3)"
             "   AND (s.upto IS NULL OR m.seq <= s.upto)"
             "   AND ($4::bigint IS NULL OR m.conversation_id = $4)"
             "   AND ($5::bigint IS NULL OR m.id < $5)"
