@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import random
 import shutil
@@ -79,13 +80,13 @@ async def populate(dsn: str, messages: int, rng: random.Random) -> tuple[list[tu
             )
             cids.append((cid, members))
         words = vocabulary(rng)
-        weights = zipf_weights(len(words))
+        cumulative = list(itertools.accumulate(zipf_weights(len(words))))
         batch = 2000
         for start in range(0, messages, batch):
             rows = []
             for i in range(start, min(messages, start + batch)):
                 cid, members = rng.choice(cids)
-                body = " ".join(rng.choices(words, weights, k=rng.randint(3, 25)))
+                body = " ".join(rng.choices(words, cum_weights=cumulative, k=rng.randint(3, 25)))
                 rows.append((cid, rng.choice(members), f"b{i}", body, "text"))
             await conn.fetch(
                 "SELECT count(*) FROM chatd_append_many($1, $2, $3, $4, $5)",
