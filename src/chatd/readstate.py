@@ -9,7 +9,9 @@ a sharing change, which goes over the user's own conversations once.
                     authoritative for the marks: set in the same script that takes the user's
                     pointers out of (or back into) the rooms, so a mark is either before the
                     change (and moved by it) or after it (and sees it); ``p:<cid>`` 1 once the
-                    user took part in cid (a cache: a missing field is checked in Postgres).
+                    user took part in cid, 0 once Postgres said they had not (a cache: a
+                    missing field is checked in Postgres; 0 is set only if the field is
+                    absent, and taking part sets 1 over it, so a stale 0 cannot win).
                     A key of its own: releases before it read every field of ``chatd:lr:*`` as
                     a conversation id, so a rollback keeps working.
 ``chatd:rgone:<cid>``  hash: user id -> seq of the event that removed them. A mark that cannot
@@ -89,10 +91,11 @@ local took = redis.call('HGET', KEYS[5], 'p:' .. ARGV[2])
 local visible = 0
 if share == '1' then
   if took == '1' or ARGV[5] == '1' then visible = 1
-  elseif ARGV[5] == '' then return {-4, old, 0} end
+  elseif took ~= '0' and ARGV[5] == '' then return {-4, old, 0} end
 end
 if visible == 1 and redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, 0} end
-if ARGV[5] == '1' then redis.call('HSET', KEYS[5], 'p:' .. ARGV[2], '1') end
+if ARGV[5] == '1' then redis.call('HSET', KEYS[5], 'p:' .. ARGV[2], '1')
+elseif ARGV[5] == '0' then redis.call('HSETNX', KEYS[5], 'p:' .. ARGV[2], '0') end
 redis.call('HSET', KEYS[2], ARGV[2], seq)
 if visible == 1 then redis.call('ZADD', KEYS[1], 'GT', seq, ARGV[1]) end
 redis.call('SADD', KEYS[3], ARGV[2] .. ':' .. ARGV[1])
