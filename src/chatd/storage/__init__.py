@@ -9,6 +9,7 @@ import asyncpg
 import redis.exceptions
 
 from chatd.storage.accounts import AccountStore
+from chatd.storage.admin import AdminStore
 from chatd.storage.amends import AmendStore
 from chatd.storage.conversations import ConversationStore
 from chatd.storage.messages import MessageStore
@@ -19,6 +20,7 @@ from chatd.storage.search import SearchStore
 
 __all__ = [
     "AccountStore",
+    "AdminStore",
     "AmendStore",
     "ConversationStore",
     "DeliveryStore",
@@ -39,6 +41,7 @@ class Stores:
     def __init__(self, pool: Pool, search_language: str = "english") -> None:
         self.pool = pool
         self.accounts = AccountStore(pool)
+        self.admin = AdminStore(pool)
         self.conversations = ConversationStore(pool)
         self.messages = MessageStore(pool)
         self.amends = AmendStore(pool)
