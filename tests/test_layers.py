@@ -34,6 +34,7 @@ SERVICES = {
     "chatd.notify",
     "chatd.pushes",
     "chatd.webpush",
+    "chatd.search",
 }
 # The local-run tools and the terminal client ship inside the package, their dependencies in
 # extras (`devstack`, `client`); they are not layers of the daemon and not checked.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -60,6 +61,14 @@ def _origins(name: str, raw: str) -> tuple[str, ...]:
             raise ConfigError(f"{name}: expected origins like https://chat.example.org, got {item!r}")
         found.append(item.lower())
     return tuple(found)
+
+
+def _ts_config(name: str, raw: str) -> str:
+    """A PostgreSQL text search configuration's name (english, simple, german, ...)."""
+    value = raw.lower()
+    if not re.match(r"^[a-z][a-z0-9_]{0,62}$", value):
+        raise ConfigError(f"{name}: expected a text search configuration name such as english or simple")
+    return value
 
 
 def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
@@ -196,6 +205,7 @@ class Settings:
     receipt_flush_interval_s: float = _setting("10", lambda n, v: _float(n, v, 0.05, 3600))
     receipt_push_interval_ms: int = _setting("1000", lambda n, v: _int(n, v, 10, 60_000))
     readers_list_max: int = _setting("100", lambda n, v: _int(n, v, 2, 100_000))
+    search_language: str = _setting("english", _ts_config)
     presence_ttl_s: float = _setting("30", lambda n, v: _float(n, v, 0.5, 3600))
     presence_heartbeat_s: float = _setting("10", lambda n, v: _float(n, v, 0.1, 600))
     presence_sweep_s: float = _setting("2", lambda n, v: _float(n, v, 0.05, 600))

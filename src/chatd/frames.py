@@ -54,6 +54,14 @@ class Read:
 
 
 @dataclass(frozen=True, slots=True)
+class Received:
+    """A device got the conversation's events up to `seq` (delivery receipts, §4.8)."""
+
+    conversation_id: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     idle: bool
 
@@ -68,7 +76,7 @@ class Typing:
     conversation_id: int
 
 
-Frame = Auth | Send | Edit | Delete | Read | Status | Ping | Typing
+Frame = Auth | Send | Edit | Delete | Read | Received | Status | Ping | Typing
 
 
 def _field(frame: dict[str, Any], name: str, kind: type, required: bool = True) -> Any:
@@ -181,6 +189,8 @@ def parse(frame: dict[str, Any]) -> Frame:
         return Delete(positive_id(frame, "conversation_id"), client_msg_id, positive_id(frame, "seq"))
     if kind == "read":
         return Read(positive_id(frame, "conversation_id"), positive_id(frame, "seq"))
+    if kind == "received":
+        return Received(positive_id(frame, "conversation_id"), positive_id(frame, "seq"))
     if kind == "presence":
         status = frame.get("status")
         if status not in ("idle", "active"):

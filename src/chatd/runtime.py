@@ -32,11 +32,13 @@ from chatd.notify import Notify
 from chatd.presence import Presence
 from chatd.pushes import Pushes
 from chatd.ratelimit import RateLimiter
-from chatd.readstate import ReadState
+from chatd.readstate import DELIVERED, ReadState
 from chatd.receipts import Flusher, Receipts
 from chatd.sampler import Sampler, TimedRedisPool
+from chatd.search import Search
 from chatd.security import Passwords
 from chatd.storage import Stores, create_pool
+from chatd.storage.search import index_ready as search_index_ready
 from chatd.subscriber import Subscriber
 from chatd.webpush import VapidKey
 
@@ -99,10 +101,12 @@ class Runtime:
         self.accounts = Accounts(stores, self.passwords, limiters, self.hub, settings.registration)
         self.admin = Admin(stores, self.passwords, self.accounts)
         read_state = ReadState(redis, settings.redis_send_timeout_s)
+        delivered = ReadState(redis, settings.redis_send_timeout_s, DELIVERED)
         lookups = RateLimiter(redis, "lookup", settings.user_lookup_rate_limit, 60)
         groups = RateLimiter(redis, "group", settings.group_rate_limit, 3600)
-        self.receipts = Receipts(stores, read_state, self.hub, settings)
+        self.receipts = Receipts(stores, read_state, self.hub, settings, delivered)
         self.presence = Presence(redis, stores, self.hub, settings)
+        self.search = Search(stores)
         self.messaging = Messaging(
             stores, self.hub, limiter, self.receipts, settings, lookups, groups, self.presence
         )
@@ -113,7 +117,7 @@ class Runtime:
         self.pushes = Pushes(stores, self.presence, redis, settings, key)
         self.messaging.on_committed = self.pushes.committed  # off the send path (pushes.py)
         self.amends = Amends(stores, self.hub, limiter, settings)
-        self.flusher = Flusher(stores, read_state, settings.receipt_flush_interval_s)
+        self.flusher = Flusher(stores, read_state, settings.receipt_flush_interval_s, delivered)
         self.conncap = ConnectionCap(
             redis,
             settings.max_connections_per_user,
@@ -189,6 +193,8 @@ async def open_runtime(settings: Settings) -> Runtime:
     try:
         async with pool.acquire() as conn:
             missing = await migrations.missing(conn)
+            if not missing and not await search_index_ready(conn, settings.search_language):
+                missing = [f"the search index for {settings.search_language}"]
         if missing:
             raise SchemaOutdated(
                 f"database schema is behind: missing {', '.join(missing)}; run `chatd migrate`"
@@ -206,7 +212,7 @@ async def open_runtime(settings: Settings) -> Runtime:
             settings.redis_url, max_connections=1, retry=SUBSCRIBER_RETRY, **options
         )
         subscriber = aioredis.Redis.from_pool(subscriber_pool)
-        runtime = Runtime(settings, Stores(pool), redis, subscriber)
+        runtime = Runtime(settings, Stores(pool, settings.search_language), redis, subscriber)
         await runtime.hub.start()
         await runtime.conncap.start()
         runtime.flusher.start()

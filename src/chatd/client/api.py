@@ -71,6 +71,14 @@ class Api:
         )["messages"]
         return page
 
+    async def search(self, q: str, before: int | None = None, limit: int = 20) -> dict[str, Any]:
+        """Full-text search over my conversations, newest first (docs/protocol.md §3)."""
+        params: dict[str, Any] = {"q": q, "limit": limit}
+        if before is not None:
+            params["before"] = before
+        found: dict[str, Any] = await self.call("GET", "/v1/search", **params)
+        return found
+
     async def receipts(self, cid: int, events: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
         """Read counts of these events' text messages, by seq (docs/protocol.md §3, at most 200)."""
         seqs = [e["seq"] for e in events if e["kind"] == "text"][-200:]

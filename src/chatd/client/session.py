@@ -24,7 +24,7 @@ import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from chatd.client.api import Api
+from chatd.client.api import Api, ApiError
 
 Frame = dict[str, Any]
 # Refusals after which the send is written again, in order with the ones after it.
@@ -59,6 +59,18 @@ def _shown(event: Frame) -> str:
     if event.get("deleted_at"):
         return "(message deleted)"
     return f"{event['body']} (edited)" if event.get("edited_at") else str(event["body"])
+
+
+def search_line(result: Frame, name: Callable[[int | None], str]) -> str:
+    """One search result: where, when, who, and the snippet with hits in [brackets]. Control
+    characters are dropped: a message must not drive the terminal."""
+
+    def clean(text: str) -> str:
+        return "".join(c for c in text if c.isprintable())
+
+    snippet = "".join(f"[{clean(s['text'])}]" if s["hit"] else clean(s["text"]) for s in result["snippet"])
+    when = clock(result["created_at"])
+    return f"#{result['conversation_id']}:{result['seq']} {when} {name(result['sender_id'])}: {snippet}"
 
 
 def _short(body: str) -> str:
@@ -103,6 +115,10 @@ class ChatSession:
         self._round = 0
         self._resume = 0.0
         self._wake = asyncio.Event()
+        self._confirming = False
+        self._confirmed = 0
+        self._search_q = ""
+        self._search_next: int | None = None
 
     # -- what the UI reads -------------------------------------------------------------------
     def title(self) -> str:
@@ -266,6 +282,7 @@ class ChatSession:
             self._mark_read()
         elif kind == "message" and frame["conversation_id"] == self.cid:
             self._message(frame)
+            self._confirm_received()
             self._mark_read()
         elif kind == "message":
             self._elsewhere(frame)
@@ -278,6 +295,8 @@ class ChatSession:
             self._error(frame)
         elif kind == "read" and frame["conversation_id"] == self.cid and frame["user_id"] != self.me:
             self._read_by_peer(frame["user_id"], frame["seq"])
+        elif kind == "delivered" and frame["conversation_id"] == self.cid and frame["user_id"] != self.me:
+            self._delivered_to_peer(frame["user_id"], frame["seq"])
         elif kind == "read_state" and frame["conversation_id"] == self.cid:
             self.read_seq = max(self.read_seq, frame["last_read_seq"])
         elif kind == "receipts" and frame["conversation_id"] == self.cid:
@@ -371,13 +390,23 @@ class ChatSession:
                 own.state = "read"
                 self.out(f"  ✓✓ read by {self.name(user_id)}: {_short(own.body)}")
 
+    def _delivered_to_peer(self, user_id: int, seq: int) -> None:
+        for own in sorted((o for s, o in self.mine.items() if s <= seq), key=lambda o: o.seq or 0):
+            if own.state == "saved":  # never back from read
+                own.state = "delivered"
+                self.out(f"  ✓ delivered to {self.name(user_id)}: {_short(own.body)}")
+
     def _receipts(self, counts: list[Frame]) -> None:
         for count in counts:
             own = self.mine.get(count["seq"])
-            state = f"read by {count['read_by']} of {count['of']}"
-            if own is not None and count["read_by"] and own.state not in (state, "deleted"):
+            delivered = max(count.get("delivered_to", 0), count["read_by"])
+            if count["read_by"]:
+                state, mark = f"read by {count['read_by']} of {count['of']}", "✓✓"
+            else:
+                state, mark = f"delivered to {delivered} of {count['of']}", "✓"
+            if own is not None and delivered and own.state not in (state, "deleted"):
                 own.state = state
-                self.out(f"  ✓✓ {state}: {_short(own.body)}")
+                self.out(f"  {mark} {state}: {_short(own.body)}")
 
     def _presence(self, entry: Frame, announce: bool) -> None:
         uid, version = entry["user_id"], entry["version"]
@@ -403,6 +432,42 @@ class ChatSession:
         if self.outbox.pop(own.client_msg_id, None) is None:
             return  # stored meanwhile
         self.out(f"* not sent ({frame['code']}: {frame['message']}): {_short(own.body)}")
+
+    def _confirm_received(self) -> None:
+        """This device got the conversation up to last_seq: one `received` per batch of frames
+        (the next loop pass), not one per message (§4.8)."""
+        if self._confirming or self.ws is None:
+            return
+        self._confirming = True
+
+        def confirm() -> None:
+            self._confirming = False
+            if self.last_seq > self._confirmed:
+                self._confirmed = self.last_seq
+                frame = {"type": "received", "conversation_id": self.cid, "seq": self.last_seq}
+                asyncio.get_running_loop().create_task(self._raw(frame))
+
+        asyncio.get_running_loop().call_soon(confirm)
+
+    async def search(self, words: str, more: bool = False) -> None:
+        """`/search WORDS` (and `/more`): the newest matches in my conversations, 20 at a time."""
+        if more and self._search_next is None:
+            self.out("* no more results")
+            return
+        q = self._search_q if more else words
+        try:
+            async with Api(self.url, self.token) as api:
+                found = await api.search(q, self._search_next if more else None)
+        except ApiError as exc:
+            self.out(f"* search failed: {exc}")
+            return
+        self._search_q, self._search_next = q, found["next_before"]
+        if not found["results"] and not more:
+            self.out(f"* nothing found for {q!r}")
+        for result in found["results"]:
+            self.out(search_line(result, self.name))
+        if found["next_before"] is not None:
+            self.out("* more: /more")
 
     def _mark_read(self) -> None:
         if self.synced and self.ws is not None and self.last_seq > self.read_seq:

@@ -34,6 +34,7 @@ async def run_chat(session: ChatSession) -> None:
     """Until ^D, ^C, or the session stops (its exception propagates)."""
     # erase_when_done: the typed line leaves the prompt and comes back once, as a message
     prompt: PromptSession[str] = PromptSession(bottom_toolbar=session.toolbar, erase_when_done=True)
+    searches: set[asyncio.Task[None]] = set()  # `/search WORDS`, `/more`: answered above the prompt
     with patch_stdout(raw=True):
         live = asyncio.create_task(session.run())
         try:
@@ -49,7 +50,13 @@ async def run_chat(session: ChatSession) -> None:
                 line = line_task.result()
                 if line is None:
                     return
-                if line.strip() and not session.command(line):
+                words = line.strip()
+                if words == "/more" or words.startswith("/search "):
+                    query = words.removeprefix("/search ").strip()
+                    task = asyncio.create_task(session.search(query, more=words == "/more"))
+                    searches.add(task)
+                    task.add_done_callback(searches.discard)
+                elif words and not session.command(line):
                     session.submit(line)
         finally:
             live.cancel()

@@ -300,6 +300,11 @@ class Session:
                 raise frame
             if isinstance(frame, frames.Read):
                 await self._on_read(frame, ref)
+            elif isinstance(frame, frames.Received):
+                # No reply: a confirmation per batch of a busy conversation is the hot path.
+                cid = frame.conversation_id
+                known = self.streams.cursor.get(cid, 0)
+                await self.runtime.receipts.received(self.user_id, cid, frame.seq, known)
             elif isinstance(frame, frames.Status):
                 await self._on_presence(frame.idle)
             elif isinstance(frame, (frames.Edit, frames.Delete)):

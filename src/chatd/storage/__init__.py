@@ -16,18 +16,21 @@ from chatd.storage.messages import MessageStore
 from chatd.storage.notices import NoticeStore
 from chatd.storage.notify import NotifyStore
 from chatd.storage.presence import PresenceStore
-from chatd.storage.receipts import ReceiptStore
+from chatd.storage.receipts import DeliveryStore, ReceiptStore
+from chatd.storage.search import SearchStore
 
 __all__ = [
     "AccountStore",
     "AdminStore",
     "AmendStore",
     "ConversationStore",
+    "DeliveryStore",
     "MessageStore",
     "NoticeStore",
     "NotifyStore",
     "PresenceStore",
     "ReceiptStore",
+    "SearchStore",
     "Stores",
     "create_pool",
     "is_unavailable",
@@ -37,7 +40,7 @@ Pool = asyncpg.Pool
 
 
 class Stores:
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, search_language: str = "english") -> None:
         self.pool = pool
         self.accounts = AccountStore(pool)
         self.admin = AdminStore(pool)
@@ -45,9 +48,11 @@ class Stores:
         self.messages = MessageStore(pool)
         self.amends = AmendStore(pool)
         self.receipts = ReceiptStore(pool)
+        self.delivery = DeliveryStore(pool)
         self.presence = PresenceStore(pool)
         self.notices = NoticeStore(pool)
         self.notify = NotifyStore(pool)
+        self.search = SearchStore(pool, search_language)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

@@ -14,6 +14,7 @@ import { hidePanels, openPanel } from "./view/panels.js";
 import { renderCount, renderLink, withinLimit } from "./view/composer.js";
 import { Desktop, Push, renderBadge } from "./notify.js";
 import { Editing, Mentions } from "./editing.js";
+import { renderResults, closeResults } from "./view/search.js";
 
 /** @typedef {import("./store.js").Conv} Conv @typedef {import("./store.js").ChatEvent} ChatEvent
  * @typedef {import("./outbox.js").OutboxEntry} OutboxEntry */
@@ -21,6 +22,8 @@ import { Editing, Mentions } from "./editing.js";
 const TOKEN_KEY = "chatd.token";
 const TYPING_EVERY_MS = 2000;
 const PAGE = 50;
+// Delivery receipts: one cumulative `received` per conversation per this interval (§4.8).
+const RECEIVED_EVERY_MS = 100;
 
 const api = new Api("");
 /** @type {Store} */
@@ -167,6 +170,8 @@ function onFrame(frame) {
       return onPointer(frame.conversation_id, frame.last_read_seq);
     case "read":
       return onRead(frame);
+    case "delivered":
+      return onDelivered(frame);
     case "receipts":
       return onReceipts(frame);
     case "presence":
@@ -216,8 +221,27 @@ function onReady(frame) {
   }
 }
 
+/** @type {Map<number, number>} conversation -> the highest seq received and not yet confirmed */
+const unconfirmed = new Map();
+let confirmTimer = 0;
+
+/** This device got the conversation's events up to `seq`: confirm it, with the others that
+ * arrive meanwhile, in one `received` per conversation (§4.8).
+ * @param {number} cid @param {number} seq */
+function confirmReceived(cid, seq) {
+  if (seq <= (unconfirmed.get(cid) || 0)) return;
+  unconfirmed.set(cid, seq);
+  if (confirmTimer) return;
+  confirmTimer = window.setTimeout(() => {
+    confirmTimer = 0;
+    for (const [id, upto] of unconfirmed) socket?.raw({ type: "received", conversation_id: id, seq: upto });
+    unconfirmed.clear();
+  }, RECEIVED_EVERY_MS);
+}
+
 /** @param {ChatEvent} event */
 function onMessage(event) {
+  if (event.sender_id !== store.me.user_id && event.kind === "text") confirmReceived(event.conversation_id, event.seq);
   if (!store.message(event)) return;
   const conv = store.convs.get(event.conversation_id);
   const removedMe = event.kind === "members_removed" && event.user_ids.includes(store.me.user_id);
@@ -332,10 +356,18 @@ function onRead(frame) {
 }
 
 /** @param {any} frame */
+function onDelivered(frame) {
+  const conv = store.convs.get(frame.conversation_id);
+  if (!conv || frame.user_id === store.me.user_id || frame.seq <= conv.peerDelivered) return;
+  conv.peerDelivered = frame.seq;
+  refreshRows(conv);
+}
+
+/** @param {any} frame */
 function onReceipts(frame) {
   const conv = store.convs.get(frame.conversation_id);
   if (!conv) return;
-  for (const c of frame.counts) conv.receipts.set(c.seq, { read_by: c.read_by, of: c.of });
+  for (const c of frame.counts) conv.receipts.set(c.seq, { read_by: c.read_by, delivered_to: c.delivered_to ?? 0, of: c.of });
   refreshRows(conv);
 }
 
@@ -420,8 +452,11 @@ async function loadHistory(conv, before) {
     const lo = Math.max(texts[0].seq, texts[texts.length - 1].seq - 199);
     const receipts = await api.receipts(conv.id, lo, texts[texts.length - 1].seq);
     for (const c of receipts.counts) {
-      if (!conv.receipts.has(c.seq) || before === undefined) conv.receipts.set(c.seq, { read_by: c.read_by, of: c.of });
+      if (!conv.receipts.has(c.seq) || before === undefined) {
+        conv.receipts.set(c.seq, { read_by: c.read_by, delivered_to: c.delivered_to ?? 0, of: c.of });
+      }
       if (conv.kind === "direct" && c.read_by > 0) conv.peerRead = Math.max(conv.peerRead, c.seq);
+      if (conv.kind === "direct" && c.delivered_to > 0) conv.peerDelivered = Math.max(conv.peerDelivered, c.seq);
     }
   }
 }
@@ -441,6 +476,7 @@ async function openThread(cid, fromHistory = false) {
   if (store.openId !== cid) editing.cancel();
   hidePanels(false);
   store.openId = cid;
+  conv.found = null;
   document.body.dataset.view = "thread";
   $("#empty").hidden = true;
   $("#thread-body").hidden = false;
@@ -461,6 +497,40 @@ async function openThread(cid, fromHistory = false) {
   scroller.scrollTop = scroller.scrollHeight;
   $("#composer-input").focus();
   markRead();
+}
+
+/** A search result: open its conversation, load history back to the message, scroll it into
+ * view and highlight it. @param {number} cid @param {number} seq */
+async function jumpTo(cid, seq) {
+  if (!store.convs.has(cid)) {
+    setText($("#sidebar-error"), "You are no longer a member of that conversation");
+    return;
+  }
+  if (store.openId !== cid) await openThread(cid);
+  const conv = store.convs.get(cid);
+  while (store.openId === cid && !conv.events.has(seq) && !conv.complete && conv.oldest !== null && conv.oldest > seq) {
+    await loadHistory(conv, conv.oldest);
+  }
+  if (store.openId !== cid) return;
+  conv.found = seq;
+  renderMessages(store, conv, threadActions);
+  const li = /** @type {HTMLElement|null} */ ($("#messages").querySelector(`li[data-seq="${seq}"]`));
+  if (!li) return;
+  li.scrollIntoView({ block: "center" });
+  li.focus({ preventScroll: true });
+}
+
+/** @type {{q: string, next: number|null}} the search shown */
+const searching = { q: "", next: null };
+
+/** @param {boolean} more the next page of the same search */
+async function runSearch(more) {
+  const q = more ? searching.q : /** @type {HTMLInputElement} */ ($("#search-input")).value.trim();
+  if (!q) return;
+  const found = await api.search(q, more ? searching.next : null);
+  searching.q = q;
+  searching.next = found.next_before;
+  renderResults(store, found.results, more, found.next_before !== null, (cid, seq) => quietly(jumpTo(cid, seq)));
 }
 
 /** @param {number} cid */
@@ -616,6 +686,12 @@ function bindStatic() {
     await loadMembers(conv);
     await openThread(conv.id);
   }, "#sidebar-error");
+  onSubmit("#search-form", () => runSearch(false), "#sidebar-error");
+  $("#search-more").addEventListener("click", () => runSearch(true).catch((err) => setText($("#sidebar-error"), describe(err))));
+  $("#search-close").addEventListener("click", () => {
+    closeResults();
+    /** @type {HTMLInputElement} */ ($("#search-input")).value = "";
+  });
   onSubmit("#add-form", async () => {
     const input = /** @type {HTMLInputElement} */ ($("#add-username"));
     await api.addMembers(store.openId, [username(input)]);

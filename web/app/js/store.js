@@ -35,7 +35,9 @@ export const CHANGES = new Set(["edit", "delete"]);
  * @property {Map<number, {username: string, role: string}>|null} members
  * @property {number|null} peer  the other user of a direct conversation
  * @property {number} peerRead  the peer's read pointer (direct)
- * @property {Map<number, {read_by: number, of: number}>} receipts  group counts by seq
+ * @property {number|null} found  the seq a search result opened (highlighted)
+ * @property {number} peerDelivered  the peer's delivery pointer (direct): a device of theirs got up to it
+ * @property {Map<number, {read_by: number, delivered_to: number, of: number}>} receipts  group counts by seq
  * @property {ChatEvent|null} lastEvent
  * @property {Map<number, number>} typing  user -> when their "typing" expires (ms)
  */
@@ -103,6 +105,8 @@ export class Store {
         members: null,
         peer: null,
         peerRead: 0,
+        peerDelivered: 0,
+        found: null,
         receipts: new Map(),
         lastEvent: null,
         typing: new Map(),

@@ -85,7 +85,8 @@ export function renderMessages(store, conv, actions) {
 
 /**
  * @param {Store} store @param {Conv} conv @param {Row} row
- * @returns {{state: string, text: string, counts?: {read_by: number, of: number}}}
+ * @returns {{state: string, text: string, counts?: {read_by: number, delivered_to: number, of: number},
+ *   delivered?: number}} `delivered`: to how many (1:1: 1 or 0)
  */
 function statusOf(store, conv, row) {
   const own = row.own;
@@ -96,12 +97,17 @@ function statusOf(store, conv, row) {
   }
   const seq = row.seq;
   if (conv.kind === "direct") {
-    return seq <= conv.peerRead ? { state: "read", text: "Read" } : { state: "saved", text: "Saved" };
+    // Saved, then Delivered (a device of theirs got it), then Read; never Delivered after Read.
+    if (seq <= conv.peerRead) return { state: "read", text: "Read", delivered: 1 };
+    if (seq <= conv.peerDelivered) return { state: "saved", text: "Delivered", delivered: 1 };
+    return { state: "saved", text: "Saved", delivered: 0 };
   }
   const counts = conv.receipts.get(seq);
   if (!counts) return { state: "saved", text: "Saved" };
   const text = `Read by ${counts.read_by} of ${counts.of}`;
-  return { state: counts.read_by > 0 && counts.read_by >= counts.of ? "read" : "saved", text, counts };
+  // Never fewer delivered than read (a read is a delivery; the server's counts keep it so).
+  const delivered = Math.max(counts.delivered_to, counts.read_by);
+  return { state: counts.read_by > 0 && counts.read_by >= counts.of ? "read" : "saved", text, counts, delivered };
 }
 
 /**
@@ -109,13 +115,14 @@ function statusOf(store, conv, row) {
  * it changed.
  * @typedef {{key: string, seq: number|null, at: string, system?: string, mine?: boolean,
  *   sender?: string|number, name?: string, body?: string, state?: string, text?: string,
- *   readBy?: number, readOf?: number, readers?: boolean, cmid?: string, edited?: string,
- *   deleted?: boolean, canEdit?: boolean, canDelete?: boolean, names?: string[], me?: string}} RowModel
+ *   readBy?: number, readOf?: number, deliveredTo?: number, deliveredText?: string, readers?: boolean,
+ *   cmid?: string, edited?: string, deleted?: boolean, canEdit?: boolean, canDelete?: boolean,
+ *   names?: string[], me?: string, found?: boolean}} RowModel
  * @param {Store} store @param {Conv} conv @param {Row} row @returns {RowModel}
  */
 function rowModel(store, conv, row) {
   const event = row.event;
-  const base = { key: row.key, seq: row.seq, at: row.at };
+  const base = { key: row.key, seq: row.seq, at: row.at, found: row.seq !== null && row.seq === conv.found };
   if (event && event.kind !== "text") {
     const names = event.user_ids.map((uid) => store.name(uid)).join(", ");
     const verb = event.kind === "members_added" ? "added" : "removed";
@@ -128,7 +135,9 @@ function rowModel(store, conv, row) {
   const status = statusOf(store, conv, row);
   return {
     ...base, ...marks, mine, sender: "me", name: "You", body, state: status.state, text: status.text,
-    readBy: status.counts?.read_by, readOf: status.counts?.of,
+    readBy: status.counts?.read_by, readOf: status.counts?.of, deliveredTo: status.delivered,
+    deliveredText: status.counts && status.delivered !== undefined && status.delivered > status.counts.read_by
+      ? `delivered to ${status.delivered} of ${status.counts.of}` : undefined,
     readers: Boolean(status.counts && conv.members !== null && conv.member_count <= 100),
     cmid: row.own?.client_msg_id,
   };
@@ -190,7 +199,8 @@ function messageRow(conv, m, actions) {
   const li = h(
     "li",
     {
-      class: `message ${m.mine ? "mine" : "theirs"}`,
+      class: `message ${m.mine ? "mine" : "theirs"}${m.found ? " found" : ""}`,
+      tabindex: m.found ? "-1" : undefined,
       "data-key": m.key,
       "data-seq": m.seq ?? undefined,
       "data-at": m.at,
@@ -200,6 +210,7 @@ function messageRow(conv, m, actions) {
       "data-read-of": m.readOf,
       "data-deleted": m.deleted ? "true" : undefined,
       "data-edited": m.edited ? "true" : undefined,
+      "data-delivered": m.deliveredTo,
     },
     h("span", { class: "meta" }, h("span", { class: "sender", text: m.name }), " ",
       h("time", { datetime: m.at, text: clock(m.at) }),
@@ -222,6 +233,7 @@ function messageRow(conv, m, actions) {
         onclick: () => actions.retry(conv.id, m.cmid), text: "Retry" }));
     }
     li.append(line);
+    if (m.deliveredText) li.append(h("span", { class: "delivered muted", text: ` · ${m.deliveredText}` }));
   }
   return li;
 }
