@@ -24,6 +24,7 @@ HUB = {"chatd.fanout", "chatd.outbox", "chatd.topics", "chatd.ephemeral", "chatd
 SERVICES = {
     "chatd.accounts",
     "chatd.messaging",
+    "chatd.attachments",
     "chatd.receipts",
     "chatd.presence",
     "chatd.readstate",

@@ -27,6 +27,7 @@ class Send:
     conversation_id: int
     client_msg_id: str
     body: str
+    attachments: tuple[int, ...] = ()  # uploaded files' ids (docs/protocol.md §12)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +135,18 @@ def decode(text: str, what: str = "frame") -> dict[str, Any]:
     return frame
 
 
+def _attachments(value: object) -> tuple[int, ...]:
+    """A send's `attachments`: absent or a list of file ids (their number and owner are the
+    service's to check)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_ID for v in value
+    ):
+        raise ChatdError(Code.BAD_REQUEST, "attachments: expected a list of file ids", field="attachments")
+    return tuple(value)
+
+
 def parse(frame: dict[str, Any]) -> Frame:
     kind = frame.get("type")
     if kind == "send":
@@ -144,10 +157,11 @@ def parse(frame: dict[str, Any]) -> Frame:
                 "client_msg_id: 1-64 characters of A-Z a-z 0-9 . _ : -",
                 field="client_msg_id",
             )
-        body: str = _field(frame, "body", str)
-        if not body.strip():
+        attachments = _attachments(frame.get("attachments"))
+        body: str = _field(frame, "body", str, required=not attachments) or ""
+        if not body.strip() and not attachments:
             raise ChatdError(Code.BAD_REQUEST, "body: must not be empty", field="body")
-        return Send(positive_id(frame, "conversation_id"), client_msg_id, body)
+        return Send(positive_id(frame, "conversation_id"), client_msg_id, body, attachments)
     if kind == "read":
         return Read(positive_id(frame, "conversation_id"), positive_id(frame, "seq"))
     if kind == "presence":

@@ -18,7 +18,7 @@ from chatd.presence import Presence
 from chatd.ratelimit import RateLimiter
 from chatd.receipts import Receipts
 from chatd.storage import Stores, is_unavailable
-from chatd.storage.messages import Append
+from chatd.storage.messages import Append, Files
 
 HISTORY_MAX = 200
 LEAVE_MAX = 500  # groups one `POST /v1/conversations/leave` leaves at most
@@ -30,7 +30,8 @@ TOOK_PART_CACHE = 100_000
 # long after this worker last set it (docs/protocol.md §4.9).
 TOOK_PART_RECHECK_S = 60.0
 log = logging.getLogger("chatd.messaging")
-Outgoing = tuple[int, str, str]  # conversation_id, client_msg_id, body
+Outgoing = tuple[int, str, str, Files]  # conversation_id, client_msg_id, body, attachments
+MAX_ATTACHMENTS = 10  # files one message carries
 
 
 class Hold:
@@ -111,13 +112,36 @@ class Messaging:
         self._hub = hub
         self._limiter = limiter
         self._settings = settings
-        self._appends: Batcher[Append, tuple[dict[str, Any], bool]] = Batcher(
+        self._appends: Batcher[tuple[Append, Files], tuple[dict[str, Any], bool]] = Batcher(
             self._append_many, max_size=COMMIT_BATCH_MAX, concurrency=COMMITS_IN_FLIGHT
         )
 
-    async def _append_many(self, items: list[Append]) -> list[tuple[dict[str, Any], bool] | BaseException]:
+    async def _append_many(
+        self, items: list[tuple[Append, Files]]
+    ) -> list[tuple[dict[str, Any], bool] | BaseException]:
         metrics.COMMIT_BATCH.observe(len(items))
-        return await self._stores.messages.append_many(items)
+        return await self._stores.messages.append_many([i[0] for i in items], [i[1] for i in items])
+
+    async def _check_files(self, user_id: int, sends: Sequence[Outgoing]) -> dict[int, ChatdError]:
+        """Refusals of sends whose files the sender may not send (by index): more than
+        MAX_ATTACHMENTS, one twice, or one that is not the sender's upload (`not_found`, like
+        a file that does not exist; storage links only the sender's own files in any case)."""
+        wanted = sorted({f for send in sends for f in send[3]})
+        if not wanted:
+            return {}
+        owned = await self._stores.files.owned(user_id, wanted)
+        refusals: dict[int, ChatdError] = {}
+        for index, send in enumerate(sends):
+            carried = send[3]
+            if len(carried) > MAX_ATTACHMENTS:
+                message = f"attachments: at most {MAX_ATTACHMENTS} files"
+                refusals[index] = ChatdError(Code.BAD_REQUEST, message, field="attachments")
+            elif len(set(carried)) != len(carried):
+                message = "attachments: a file appears twice"
+                refusals[index] = ChatdError(Code.BAD_REQUEST, message, field="attachments")
+            elif missing := sorted(set(carried) - owned):
+                refusals[index] = ChatdError(Code.NOT_FOUND, "no such file", file_ids=missing)
+        return refusals
 
     # -- messages ------------------------------------------------------------------------
     async def send_many(
@@ -129,8 +153,11 @@ class Messaging:
         the connection's (see Hold)."""
         hold = hold if hold is not None else Hold()
         outcomes: list[dict[str, Any] | BaseException] = []
-        for _, _, body in sends:
-            if len(body) > self._settings.max_message_chars:
+        file_refusals = await self._check_files(user_id, sends)
+        for index, (_, _, body, _) in enumerate(sends):
+            if index in file_refusals:
+                outcomes.append(file_refusals[index])
+            elif len(body) > self._settings.max_message_chars:
                 error = ChatdError(
                     Code.MESSAGE_TOO_LONG,
                     f"body is longer than {self._settings.max_message_chars} characters",
@@ -160,7 +187,7 @@ class Messaging:
         events: list[dict[str, Any]] = []
         if refused:  # a send already stored is answered, never refused: it stores nothing
             refused = await self._answer_stored(user_id, sends, refused, outcomes, events)
-        appends: list[Append] = [(sends[i][0], user_id, sends[i][1], sends[i][2]) for i in todo]
+        appends = [((sends[i][0], user_id, sends[i][1], sends[i][2]), sends[i][3]) for i in todo]
         stored = await self._appends.submit_many(appends)
         events += [result[0] for result in stored if not isinstance(result, BaseException)]
         # A resend re-publishes too: if the first attempt died between COMMIT and PUBLISH,

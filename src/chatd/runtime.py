@@ -20,6 +20,7 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
 from chatd import metrics, migrations, notices
 from chatd.accounts import Accounts, Limiters
+from chatd.attachments import Attachments
 from chatd.config import Settings
 from chatd.conncap import ConnectionCap
 from chatd.connection import CLOSE_SERVICE_RESTART
@@ -99,6 +100,7 @@ class Runtime:
         self.messaging = Messaging(
             stores, self.hub, limiter, self.receipts, settings, lookups, groups, self.presence
         )
+        self.attachments = Attachments(stores, settings)
         self.flusher = Flusher(stores, read_state, settings.receipt_flush_interval_s)
         self.conncap = ConnectionCap(
             redis,
@@ -197,6 +199,7 @@ async def open_runtime(settings: Settings) -> Runtime:
         runtime.flusher.start()
         runtime.presence.start()
         runtime.sampler.start()
+        runtime.attachments.start()
     except BaseException:
         await pool.close()
         raise
@@ -204,6 +207,7 @@ async def open_runtime(settings: Settings) -> Runtime:
 
 
 async def close_runtime(runtime: Runtime) -> None:
+    await runtime.attachments.stop()
     await runtime.sampler.stop()
     await runtime.presence.stop()
     await runtime.flusher.stop()  # writes every pointer still only in Redis

@@ -10,6 +10,7 @@ import redis.exceptions
 
 from chatd.storage.accounts import AccountStore
 from chatd.storage.conversations import ConversationStore
+from chatd.storage.files import FileStore
 from chatd.storage.messages import MessageStore
 from chatd.storage.notices import NoticeStore
 from chatd.storage.presence import PresenceStore
@@ -18,6 +19,7 @@ from chatd.storage.receipts import ReceiptStore
 __all__ = [
     "AccountStore",
     "ConversationStore",
+    "FileStore",
     "MessageStore",
     "NoticeStore",
     "PresenceStore",
@@ -39,6 +41,7 @@ class Stores:
         self.receipts = ReceiptStore(pool)
         self.presence = PresenceStore(pool)
         self.notices = NoticeStore(pool)
+        self.files = FileStore(pool)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

@@ -6,8 +6,12 @@ from typing import Any
 import asyncpg
 
 from chatd.errors import ChatdError, Code
+from chatd.storage import files
 
-EVENT_COLUMNS = "id, conversation_id, seq, sender_id, client_msg_id, kind, body, user_ids, created_at"
+EVENT_COLUMNS = (
+    "id, conversation_id, seq, sender_id, client_msg_id, kind, body, user_ids, created_at,"
+    " attachments::text AS attachments"
+)
 
 # Group commit: many sends (any conversations) in one statement; seqs in the order of the
 # input. It takes the conversation row locks (in id order, so concurrent batches cannot
@@ -24,6 +28,7 @@ _ORIGINALS = (
 )
 
 Append = tuple[int, int, str, str]  # conversation_id, sender_id, client_msg_id, body
+Files = tuple[int, ...]  # the file ids a send carries (attachments), in order
 
 
 def event(row: asyncpg.Record) -> dict[str, Any]:
@@ -41,6 +46,8 @@ def event(row: asyncpg.Record) -> dict[str, Any]:
     }
     if row["user_ids"] is not None:
         frame["user_ids"] = list(row["user_ids"])
+    if (shown := files.attachments(row)) is not None:
+        frame["attachments"] = shown
     return frame
 
 
@@ -48,8 +55,11 @@ class MessageStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def append_many(self, items: list[Append]) -> list[tuple[dict[str, Any], bool] | BaseException]:
+    async def append_many(
+        self, items: list[Append], carried: list[Files] | None = None
+    ) -> list[tuple[dict[str, Any], bool] | BaseException]:
         """Store many messages in one statement (one COMMIT); results in the order of `items`.
+        `carried`: the files each send carries, linked to its message in the same transaction.
 
         The statement is where every send of the batch is ordered, in the order of `items`.
         A send it leaves out (not a member, a resend, the same key twice in `items`) is
@@ -60,13 +70,17 @@ class MessageStore:
         for index, (_, sender, cmid, _) in enumerate(items):
             first.setdefault((sender, cmid), index)
         batch = [items[i] for i in first.values()]
-        rows = await self._store([list(column) for column in zip(*batch, strict=True)])
+        links = {key: carried[i] for key, i in first.items() if carried and carried[i]}
+        rows, shown = await self._store([list(column) for column in zip(*batch, strict=True)], links)
         stored = {(row["sender_id"], row["client_msg_id"]): row for row in rows}
         results: list[tuple[dict[str, Any], bool] | BaseException | None] = [None] * len(items)
         for index, (_, sender, cmid, _) in enumerate(items):
             row = stored.get((sender, cmid))
             if row is not None and first[(sender, cmid)] == index:
-                results[index] = (event(row), False)
+                frame = event(row)
+                if row["id"] in shown:
+                    frame["attachments"] = shown[row["id"]]
+                results[index] = (frame, False)
         left = [i for i, result in enumerate(results) if result is None]
         if left:
             answers = await self.stored([items[i] for i in left])
@@ -94,15 +108,27 @@ class MessageStore:
                 answers.append((event(original), True))
         return answers
 
-    async def _store(self, columns: list[list[Any]]) -> list[asyncpg.Record]:
+    async def _store(
+        self, columns: list[list[Any]], links: dict[tuple[int, str], Files]
+    ) -> tuple[list[asyncpg.Record], dict[int, list[dict[str, Any]]]]:
         """Run the batch's statement; again, whole and in order, while it fails on a key that
         a concurrent batch committed first (the same fresh client_msg_id sent from two
         workers at once: the statement waits for the other one's COMMIT, then fails). The
         key is then stored and this batch leaves it out as a resend. Never one by one: sends
-        retried separately and concurrently would take their seqs in any order."""
+        retried separately and concurrently would take their seqs in any order. Sends that
+        carry files are linked to them in the same transaction (storage/files.py)."""
         for attempt in itertools.count(1):
             try:
-                return await self._pool.fetch(_APPEND_MANY, *columns)
+                if not links:
+                    return await self._pool.fetch(_APPEND_MANY, *columns), {}
+                async with self._pool.acquire() as conn, conn.transaction():
+                    rows = await conn.fetch(_APPEND_MANY, *columns)
+                    wanted = [
+                        (row["id"], row["sender_id"], list(carried))
+                        for row in rows
+                        if (carried := links.get((row["sender_id"], row["client_msg_id"])))
+                    ]
+                    return rows, await files.link(conn, wanted)
             except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
                 # Each failure means another key of this batch is now stored, so this ends.
                 if attempt > len(columns[0]):
