@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import os
 import secrets
 import tempfile
 import unicodedata
@@ -100,6 +101,15 @@ def inspect_image(spool: IO[bytes], content_type: str) -> Image | None:
         return None
 
 
+def spool_file() -> IO[bytes]:
+    """An unnamed file on disk for one upload: unlinked at once, so nothing is left whatever
+    happens to the upload or the worker (its name, kept as the open file's, tells an operator
+    what it is: /proc/PID/fd shows `chatd-upload-... (deleted)`)."""
+    fd, path = tempfile.mkstemp(prefix="chatd-upload-")
+    os.unlink(path)
+    return open(fd, "w+b")
+
+
 def content_disposition(disposition: str, name: str) -> str:
     ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\;' else "_" for c in name)
     return f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
@@ -130,7 +140,7 @@ class Attachments:
         limit = self._settings.max_upload_bytes
         if declared is not None and declared > limit:
             raise ChatdError(Code.TOO_LARGE, f"a file is at most {limit} bytes", limit=limit)
-        with tempfile.TemporaryFile(prefix="chatd-upload-") as spool:
+        with spool_file() as spool:
             size = 0
             head = b""
             async for chunk in body:
