@@ -1,4 +1,6 @@
-"""Client frames: JSON text validated into small typed records (docs/protocol.md)."""
+"""The WebSocket's frames (docs/protocol.md): client frames, JSON text validated into small
+typed records; and what the server sends about stored events (`message`, `ack`), encoded from
+storage's records here and nowhere else."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import orjson
 
 from chatd import metrics
 from chatd.errors import ChatdError, Code
+from chatd.storage.records import Event
 
 MAX_ID = 2**63 - 1  # ids and seqs are Postgres bigints
 MAX_REF_CHARS = 64
@@ -187,3 +190,38 @@ def error(exc: ChatdError, ref: Any = None) -> dict[str, Any]:
     if ref is not None:
         frame["ref"] = ref
     return frame
+
+
+# -- server frames of stored events ---------------------------------------------------------
+def message(event: Event) -> dict[str, Any]:
+    """A stored event as the `message` frame every member gets, live, on catch-up and in
+    history (docs/protocol.md §4.2)."""
+    frame: dict[str, Any] = {
+        "type": "message",
+        "conversation_id": event.conversation_id,
+        "seq": event.seq,
+        "id": event.id,
+        "kind": event.kind,
+        "sender_id": event.sender_id,
+        "client_msg_id": event.client_msg_id,
+        "body": event.body,
+        "created_at": event.created_at,
+    }
+    if event.user_ids is not None:
+        frame["user_ids"] = list(event.user_ids)
+    if event.attachments is not None:
+        frame["attachments"] = list(event.attachments)
+    return frame
+
+
+def ack(event: Event, duplicate: bool) -> dict[str, Any]:
+    """The sender's answer once `event` is committed; `duplicate` if it was stored before."""
+    return {
+        "type": "ack",
+        "conversation_id": event.conversation_id,
+        "client_msg_id": event.client_msg_id,
+        "message_id": event.id,
+        "seq": event.seq,
+        "created_at": event.created_at,
+        "duplicate": duplicate,
+    }

@@ -4,7 +4,10 @@ from typing import NamedTuple
 
 import asyncpg
 
+from chatd.storage.records import READABLE
+
 UNREAD_CAP = 1000
+_READABLE = [str(kind) for kind in READABLE]
 
 
 class Target(NamedTuple):
@@ -85,22 +88,25 @@ class ReceiptStore:
         return Target(row["kind"], row["last_seq"], row["member_count"], row["joined_seq"], row["took_part"])
 
     async def text_senders(self, cid: int, lo: int, hi: int) -> list[tuple[int, int | None]]:
+        """(seq, sender) of the messages people read (records.READABLE) in lo..hi."""
         rows = await self._pool.fetch(
             "SELECT seq, sender_id FROM messages WHERE conversation_id = $1"
-            " AND seq BETWEEN $2 AND $3 AND kind = 'text' ORDER BY seq",
+            " AND seq BETWEEN $2 AND $3 AND kind = ANY($4::text[]) ORDER BY seq",
             cid,
             lo,
             hi,
+            _READABLE,
         )
         return [(row["seq"], row["sender_id"]) for row in rows]
 
     async def unread(self, uid: int, pointers: dict[int, int]) -> dict[int, int]:
-        """Text messages from others after each pointer (and after joining), up to UNREAD_CAP."""
+        """Messages (records.READABLE) from others after each pointer (and after joining), up to
+        UNREAD_CAP."""
         if not pointers:
             return {}
         rows = await self._pool.fetch(
             "SELECT p.cid, (SELECT count(*) FROM (SELECT 1 FROM messages m"
-            "   WHERE m.conversation_id = p.cid AND m.kind = 'text'"
+            "   WHERE m.conversation_id = p.cid AND m.kind = ANY($5::text[])"
             "   AND m.seq > GREATEST(p.seq, (SELECT joined_seq FROM members"
             "                                WHERE conversation_id = p.cid AND user_id = $3))"
             "   AND m.sender_id IS DISTINCT FROM $3 LIMIT $4) AS x) AS unread"
@@ -109,6 +115,7 @@ class ReceiptStore:
             list(pointers.values()),
             uid,
             UNREAD_CAP,
+            _READABLE,
         )
         return {row["cid"]: row["unread"] for row in rows}
 
