@@ -4,10 +4,11 @@
 /**
  * @typedef {{type: "message", conversation_id: number, seq: number, id: number, kind: string,
  *   sender_id: number, client_msg_id: string|null, body: string, created_at: string,
- *   user_ids?: number[]}} ChatEvent
+ *   user_ids?: number[], attachments?: import("./files.js").FileInfo[]}} ChatEvent
  * @typedef {{status: string, version: number, last_seen: string|null}} PresenceEntry
  * @typedef {{client_msg_id: string, body: string, state: "pending"|"saved"|"failed",
- *   error: string|null, seq: number|null, created_at: string}} Own
+ *   error: string|null, seq: number|null, created_at: string,
+ *   attachments?: import("./files.js").FileInfo[]}} Own
  * @typedef {object} Conv
  * @property {number} id
  * @property {"direct"|"group"} kind

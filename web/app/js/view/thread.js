@@ -7,7 +7,8 @@ import { h, setAttr, setText, $, clock, dayKey, dayLabel, lastSeen } from "./dom
  * @typedef {import("../store.js").Conv} Conv
  * @typedef {import("../store.js").ChatEvent} ChatEvent
  * @typedef {import("../store.js").Own} Own
- * @typedef {{retry: (cid: number, cmid: string) => void, readers: (cid: number, seq: number, li: HTMLElement) => void}} ThreadActions
+ * @typedef {{retry: (cid: number, cmid: string) => void, readers: (cid: number, seq: number, li: HTMLElement) => void,
+ *   files: (files: import("../files.js").FileInfo[]) => HTMLElement}} ThreadActions
  * @typedef {{key: string, seq: number|null, event: ChatEvent|null, own: Own|null, at: string}} Row
  */
 
@@ -107,7 +108,8 @@ function statusOf(store, conv, row) {
  * it changed.
  * @typedef {{key: string, seq: number|null, at: string, system?: string, mine?: boolean,
  *   sender?: string|number, name?: string, body?: string, state?: string, text?: string,
- *   readBy?: number, readOf?: number, readers?: boolean, cmid?: string}} RowModel
+ *   readBy?: number, readOf?: number, readers?: boolean, cmid?: string,
+ *   files?: import("../files.js").FileInfo[]}} RowModel
  * @param {Store} store @param {Conv} conv @param {Row} row @returns {RowModel}
  */
 function rowModel(store, conv, row) {
@@ -120,13 +122,14 @@ function rowModel(store, conv, row) {
   }
   const mine = row.own !== null || (event && event.sender_id === store.me.user_id);
   const body = event ? event.body : row.own.body;
-  if (!mine) return { ...base, mine, sender: event.sender_id, name: store.name(event.sender_id), body };
+  const files = (event ? event.attachments : row.own.attachments) || undefined;
+  if (!mine) return { ...base, mine, sender: event.sender_id, name: store.name(event.sender_id), body, files };
   const status = statusOf(store, conv, row);
   return {
     ...base, mine, sender: "me", name: "You", body, state: status.state, text: status.text,
     readBy: status.counts?.read_by, readOf: status.counts?.of,
     readers: Boolean(status.counts && conv.members !== null && conv.member_count <= 100),
-    cmid: row.own?.client_msg_id,
+    cmid: row.own?.client_msg_id, files,
   };
 }
 
@@ -149,8 +152,9 @@ function messageRow(conv, m, actions) {
     },
     h("span", { class: "meta" }, h("span", { class: "sender", text: m.name }), " ",
       h("time", { datetime: m.at, text: clock(m.at) })),
-    h("p", { class: "body", text: m.body }),
+    m.body ? h("p", { class: "body", text: m.body }) : null,
   );
+  if (m.files?.length) li.append(actions.files(m.files));
   if (m.mine) {
     const line = h("span", { class: "status", role: m.state === "failed" ? "alert" : undefined });
     if (m.readers) {
