@@ -49,7 +49,9 @@ async def run_chat(session: ChatSession) -> None:
                 line = line_task.result()
                 if line is None:
                     return
-                if line.strip():
+                if line.startswith("/upload "):
+                    await session.upload(line.removeprefix("/upload ").strip())
+                elif line.strip():
                     session.submit(line)
         finally:
             live.cancel()
