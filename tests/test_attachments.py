@@ -355,3 +355,31 @@ async def test_odd_names_are_cleaned(nginx: Api, name: str) -> None:
     assert 0 < len(file["name"]) <= 255
     got = await nginx.call("GET", f"/v1/files/{file['id']}", alice.token)
     assert got.status_code == 200
+
+
+async def test_a_deleted_message_takes_its_files_with_it(
+    nginx: Api, stack: Stack, db: asyncpg.Connection
+) -> None:
+    """Deleting a message (the `delete` frame) deletes its files' bytes in the same transaction;
+    history shows the tombstone without them."""
+    alice, bob = await nginx.user("fa"), await nginx.user("fb")
+    cid = await nginx.direct(alice, bob)
+    file = await upload(nginx, alice, png(64, 48))
+    a = await Ws.connect(stack.url, alice.token)
+    try:
+        sent = await send_files(a, cid, [file["id"]], "to be deleted")
+        assert (await nginx.call("GET", f"/v1/files/{file['id']}", bob.token)).status_code == 200
+        await a.send_json(
+            {"type": "delete", "conversation_id": cid, "client_msg_id": uuid.uuid4().hex, "seq": sent["seq"]}
+        )
+        deleted = await a.expect(lambda f: f["type"] in ("ack", "error") and f["seq"] != sent["seq"])
+        assert deleted["type"] == "ack", deleted
+    finally:
+        await a.close()
+    assert await db.fetchval("SELECT count(*) FROM files WHERE id = $1", file["id"]) == 0
+    assert await db.fetchval("SELECT count(*) FROM file_chunks WHERE file_id = $1", file["id"]) == 0
+    assert (await nginx.call("GET", f"/v1/files/{file['id']}", bob.token)).status_code == 404
+    assert (await nginx.call("GET", f"/v1/files/{file['id']}/thumbnail", bob.token)).status_code == 404
+    original = (await nginx.history(bob, cid))[0]
+    assert original["deleted_at"]
+    assert "attachments" not in original

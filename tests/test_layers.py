@@ -25,6 +25,7 @@ SERVICES = {
     "chatd.accounts",
     "chatd.messaging",
     "chatd.attachments",
+    "chatd.amends",
     "chatd.receipts",
     "chatd.presence",
     "chatd.readstate",

@@ -34,6 +34,21 @@ class Send:
 
 
 @dataclass(frozen=True, slots=True)
+class Edit:
+    conversation_id: int
+    client_msg_id: str
+    seq: int  # the message edited
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    conversation_id: int
+    client_msg_id: str
+    seq: int  # the message deleted
+
+
+@dataclass(frozen=True, slots=True)
 class Read:
     conversation_id: int
     seq: int
@@ -54,7 +69,7 @@ class Typing:
     conversation_id: int
 
 
-Frame = Auth | Send | Read | Status | Ping | Typing
+Frame = Auth | Send | Edit | Delete | Read | Status | Ping | Typing
 
 
 def _field(frame: dict[str, Any], name: str, kind: type, required: bool = True) -> Any:
@@ -150,21 +165,36 @@ def _attachments(value: object) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _client_msg_id(frame: dict[str, Any]) -> str:
+    client_msg_id: str = _field(frame, "client_msg_id", str)
+    if not CLIENT_MSG_ID.match(client_msg_id):
+        raise ChatdError(
+            Code.BAD_REQUEST, "client_msg_id: 1-64 characters of A-Z a-z 0-9 . _ : -", field="client_msg_id"
+        )
+    return client_msg_id
+
+
+def _body(frame: dict[str, Any]) -> str:
+    body: str = _field(frame, "body", str)
+    if not body.strip():
+        raise ChatdError(Code.BAD_REQUEST, "body: must not be empty", field="body")
+    return body
+
+
 def parse(frame: dict[str, Any]) -> Frame:
     kind = frame.get("type")
     if kind == "send":
-        client_msg_id: str = _field(frame, "client_msg_id", str)
-        if not CLIENT_MSG_ID.match(client_msg_id):
-            raise ChatdError(
-                Code.BAD_REQUEST,
-                "client_msg_id: 1-64 characters of A-Z a-z 0-9 . _ : -",
-                field="client_msg_id",
-            )
+        client_msg_id = _client_msg_id(frame)
         attachments = _attachments(frame.get("attachments"))
-        body: str = _field(frame, "body", str, required=not attachments) or ""
-        if not body.strip() and not attachments:
-            raise ChatdError(Code.BAD_REQUEST, "body: must not be empty", field="body")
+        # with files, the text (a caption) may be empty or left out
+        body = (_field(frame, "body", str, required=False) or "") if attachments else _body(frame)
         return Send(positive_id(frame, "conversation_id"), client_msg_id, body, attachments)
+    if kind == "edit":
+        client_msg_id, body = _client_msg_id(frame), _body(frame)
+        return Edit(positive_id(frame, "conversation_id"), client_msg_id, positive_id(frame, "seq"), body)
+    if kind == "delete":
+        client_msg_id = _client_msg_id(frame)
+        return Delete(positive_id(frame, "conversation_id"), client_msg_id, positive_id(frame, "seq"))
     if kind == "read":
         return Read(positive_id(frame, "conversation_id"), positive_id(frame, "seq"))
     if kind == "presence":
@@ -211,6 +241,12 @@ def message(event: Event) -> dict[str, Any]:
         frame["user_ids"] = list(event.user_ids)
     if event.attachments is not None:
         frame["attachments"] = list(event.attachments)
+    if event.ref_seq is not None:
+        frame["ref_seq"] = event.ref_seq
+    if event.edited_at is not None:
+        frame["edited_at"] = event.edited_at
+    if event.deleted_at is not None:
+        frame["deleted_at"] = event.deleted_at
     return frame
 
 

@@ -20,6 +20,7 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
 from chatd import metrics, migrations, notices
 from chatd.accounts import Accounts, Limiters
+from chatd.amends import Amends
 from chatd.attachments import Attachments
 from chatd.config import Settings
 from chatd.conncap import ConnectionCap
@@ -101,6 +102,7 @@ class Runtime:
             stores, self.hub, limiter, self.receipts, settings, lookups, groups, self.presence
         )
         self.attachments = Attachments(stores, settings)
+        self.amends = Amends(stores, self.hub, limiter, settings)
         self.flusher = Flusher(stores, read_state, settings.receipt_flush_interval_s)
         self.conncap = ConnectionCap(
             redis,

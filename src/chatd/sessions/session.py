@@ -299,6 +299,9 @@ class Session:
                 await self._on_read(frame, ref)
             elif isinstance(frame, frames.Status):
                 await self._on_presence(frame.idle)
+            elif isinstance(frame, (frames.Edit, frames.Delete)):
+                ack = await self.runtime.amends.apply(self.user_id, frame)
+                self.conn.send({**ack, "ref": ref} if ref is not None else ack)
             elif isinstance(frame, frames.Ping):
                 self.conn.send({"type": "pong"})
             elif isinstance(frame, frames.Typing):

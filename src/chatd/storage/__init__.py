@@ -9,6 +9,7 @@ import asyncpg
 import redis.exceptions
 
 from chatd.storage.accounts import AccountStore
+from chatd.storage.amends import AmendStore
 from chatd.storage.conversations import ConversationStore
 from chatd.storage.files import FileStore
 from chatd.storage.messages import MessageStore
@@ -18,6 +19,7 @@ from chatd.storage.receipts import ReceiptStore
 
 __all__ = [
     "AccountStore",
+    "AmendStore",
     "ConversationStore",
     "FileStore",
     "MessageStore",
@@ -38,6 +40,7 @@ class Stores:
         self.accounts = AccountStore(pool)
         self.conversations = ConversationStore(pool)
         self.messages = MessageStore(pool)
+        self.amends = AmendStore(pool)
         self.receipts = ReceiptStore(pool)
         self.presence = PresenceStore(pool)
         self.notices = NoticeStore(pool)

@@ -125,10 +125,11 @@ async def link(
     return shown
 
 
-def attachments(row: asyncpg.Record) -> list[dict[str, Any]] | None:
-    """A message row's `attachments` column (jsonb, read as text), decoded."""
-    raw = row["attachments"]
-    return orjson.loads(raw) if raw is not None else None
+async def delete_for_messages(conn: asyncpg.Connection | Any, message_ids: list[int]) -> list[int]:
+    """In the transaction that deletes (or blanks) these messages: their files, unless another
+    message carries them too (storage/amends.py, a delete). The ids of the files deleted."""
+    rows = await conn.fetch("SELECT * FROM chatd_delete_message_files($1::bigint[])", message_ids)
+    return [row[0] for row in rows]
 
 
 class FileStore:
@@ -230,9 +231,3 @@ class FileStore:
             older_than_s,
         )
         return len(rows)
-
-    async def delete_for_messages(self, conn: asyncpg.Connection | Any, message_ids: list[int]) -> list[int]:
-        """In the transaction that deletes (or blanks) these messages: their files, unless
-        another message carries them too. The ids of the files deleted."""
-        rows = await conn.fetch("SELECT * FROM chatd_delete_message_files($1::bigint[])", message_ids)
-        return [row[0] for row in rows]

@@ -9,7 +9,7 @@ import asyncpg
 
 from chatd.errors import ChatdError, Code
 from chatd.storage import files
-from chatd.storage.records import EVENT_COLUMNS, Append, Event
+from chatd.storage.records import EVENT_COLUMNS, TIMELINE, Append, Event
 
 # Group commit: many sends (any conversations) in one statement; seqs in the order of the
 # input. It takes the conversation row locks (in id order, so concurrent batches cannot
@@ -124,8 +124,8 @@ class MessageStore:
         """Events by seq: ascending after `after`, or the `limit` latest before `before`."""
         if after is not None:
             rows = await self._pool.fetch(
-                f"SELECT {EVENT_COLUMNS} FROM messages WHERE conversation_id = $1"
-                " AND seq > $2 AND ($3::bigint IS NULL OR seq < $3) ORDER BY seq LIMIT $4",
+                f"{TIMELINE} WHERE m.conversation_id = $1"
+                " AND m.seq > $2 AND ($3::bigint IS NULL OR m.seq < $3) ORDER BY m.seq LIMIT $4",
                 conversation_id,
                 after,
                 before,
@@ -133,8 +133,8 @@ class MessageStore:
             )
             return [Event.from_row(row) for row in rows]
         rows = await self._pool.fetch(
-            f"SELECT {EVENT_COLUMNS} FROM messages WHERE conversation_id = $1"
-            " AND ($2::bigint IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3",
+            f"{TIMELINE} WHERE m.conversation_id = $1"
+            " AND ($2::bigint IS NULL OR m.seq < $2) ORDER BY m.seq DESC LIMIT $3",
             conversation_id,
             before,
             limit,
@@ -144,8 +144,7 @@ class MessageStore:
     async def range(self, conversation_id: int, first: int, last: int) -> list[Event]:
         """Events with first <= seq <= last, ascending (gap fill)."""
         rows = await self._pool.fetch(
-            f"SELECT {EVENT_COLUMNS} FROM messages WHERE conversation_id = $1"
-            " AND seq BETWEEN $2 AND $3 ORDER BY seq",
+            f"{TIMELINE} WHERE m.conversation_id = $1 AND m.seq BETWEEN $2 AND $3 ORDER BY m.seq",
             conversation_id,
             first,
             last,

@@ -10,6 +10,7 @@ import { renderHead, renderMembers, renderMessages, renderTyping, showReaders } 
 import { showLogin, hideLogin } from "./view/login.js";
 import { renderCount, renderLink, withinLimit } from "./view/composer.js";
 import { Attachments, bindAttachments } from "./view/attachments.js";
+import { Editing, Mentions } from "./editing.js";
 
 /** @typedef {import("./store.js").Conv} Conv @typedef {import("./store.js").ChatEvent} ChatEvent
  * @typedef {import("./outbox.js").OutboxEntry} OutboxEntry */
@@ -23,6 +24,8 @@ const api = new Api("");
 let store = new Store();
 /** @type {Socket|null} */
 let socket = null;
+const editing = new Editing(store, (frame) => socket?.raw(frame) ?? false);
+const mentionBox = new Mentions(store);
 const activity = new Activity((idle) => socket?.raw({ type: "presence", status: idle ? "idle" : "active" }));
 let lastTyping = 0;
 const attachments = new Attachments(() => api.token);
@@ -126,6 +129,7 @@ function endSession() {
   localStorage.removeItem(TOKEN_KEY);
   api.token = null;
   store = new Store();
+  editing.store = mentionBox.store = store;
   $("#main").hidden = true;
   $("#conversations").replaceChildren();
   closeThread();
@@ -142,6 +146,7 @@ function onFrame(frame) {
     case "message":
       return onMessage(frame);
     case "error":
+      if (editing.answered(frame)) return;
       return onError(frame);
     case "conversation_added":
       return onAdded(frame.conversation);
@@ -168,6 +173,7 @@ function onReady(frame) {
   if (frame.type === "ready") readsBefore = new Map([...store.convs.values()].map((c) => [c.id, c.read]));
   const removed = store.ready(frame);
   if (frame.limits) store.maxChars = frame.limits.max_message_chars ?? null;
+  if (frame.limits) store.editWindowS = frame.limits.edit_window_s ?? null;
   renderCount(store.maxChars);
   if (removed === null) return;
   const before = readsBefore;
@@ -195,7 +201,7 @@ function onMessage(event) {
   if (!store.message(event)) return;
   const conv = store.convs.get(event.conversation_id);
   const removedMe = event.kind === "members_removed" && event.user_ids.includes(store.me.user_id);
-  if (event.kind !== "text") quietly(loadMembers(conv));
+  if (event.kind === "members_added" || event.kind === "members_removed") quietly(loadMembers(conv));
   if (event.sender_id !== store.me.user_id && !store.presence.has(event.sender_id)) {
     // Sending counts as taking part (§4.9): their presence may be visible from now on.
     quietly(lookupPresence(event.sender_id));
@@ -208,7 +214,8 @@ function onMessage(event) {
     const atBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40;
     renderMessages(store, conv, threadActions);
     renderTyping(store, conv);
-    if (atBottom || event.sender_id === store.me.user_id) scroller.scrollTop = scroller.scrollHeight;
+    const newRow = event.kind !== "edit" && event.kind !== "delete";
+    if (newRow && (atBottom || event.sender_id === store.me.user_id)) scroller.scrollTop = scroller.scrollHeight;
     markRead();
   }
   if (removedMe) {
@@ -373,6 +380,7 @@ async function openThread(cid, fromHistory = false) {
     if (history.state?.chatd === "thread") history.replaceState(entry, "");
     else history.pushState(entry, "");
   }
+  if (store.openId !== cid) editing.cancel();
   store.openId = cid;
   document.body.dataset.view = "thread";
   $("#empty").hidden = true;
@@ -452,6 +460,8 @@ const threadActions = {
       showReaders(li, null, describe(err)); // e.g. group_too_large: only counts are kept
     }
   },
+  edit: (cid, seq) => editing.begin(cid, seq),
+  remove: (cid, seq) => editing.remove(cid, seq),
 };
 
 /** @param {number} uid */
@@ -560,12 +570,14 @@ function bindStatic() {
   $("#composer").addEventListener("submit", (event) => {
     event.preventDefault();
     const input = /** @type {HTMLTextAreaElement} */ ($("#composer-input"));
-    if (send(input.value)) input.value = "";
+    if (editing.current) editing.submit(input.value);
+    else if (send(input.value)) input.value = "";
     renderCount(store.maxChars);
   });
   bindAttachments(attachments);
   const composer = /** @type {HTMLTextAreaElement} */ ($("#composer-input"));
   composer.addEventListener("keydown", (event) => {
+    if (mentionBox.key(event) || editing.key(event)) return;
     if (event.key === "Enter" && !event.shiftKey) {
       event.preventDefault();
       /** @type {HTMLFormElement} */ ($("#composer")).requestSubmit();
@@ -573,6 +585,7 @@ function bindStatic() {
   });
   composer.addEventListener("input", () => {
     renderCount(store.maxChars);
+    mentionBox.update();
     if (store.openId === null || !composer.value.trim() || Date.now() - lastTyping < TYPING_EVERY_MS) return;
     lastTyping = Date.now();
     socket?.raw({ type: "typing", conversation_id: store.openId });

@@ -291,9 +291,10 @@ export class Socket {
     this.raw(frame);
   }
 
-  /** Frames that are only worth sending on a live socket (read, presence, typing).
-   * @param {Record<string, any>} frame */
+  /** Frames that are only worth sending on a live socket (read, presence, typing, edits).
+   * @param {Record<string, any>} frame @returns {boolean} whether it was sent */
   raw(frame) {
     if (this.live) this.ws.send(JSON.stringify(frame));
+    return this.live;
   }
 }

@@ -1,6 +1,7 @@
 // The open conversation: header with presence, messages with day separators and their state
 // (pending / saved / read / read by K of N / failed with a retry), the typing line, members.
 import { h, setAttr, setText, $, clock, dayKey, dayLabel, lastSeen } from "./dom.js";
+import { richText } from "./text.js";
 
 /**
  * @typedef {import("../store.js").Store} Store
@@ -8,6 +9,7 @@ import { h, setAttr, setText, $, clock, dayKey, dayLabel, lastSeen } from "./dom
  * @typedef {import("../store.js").ChatEvent} ChatEvent
  * @typedef {import("../store.js").Own} Own
  * @typedef {{retry: (cid: number, cmid: string) => void, readers: (cid: number, seq: number, li: HTMLElement) => void,
+ *   edit: (cid: number, seq: number) => void, remove: (cid: number, seq: number) => void,
  *   files: (files: import("../files.js").FileInfo[]) => HTMLElement}} ThreadActions
  * @typedef {{key: string, seq: number|null, event: ChatEvent|null, own: Own|null, at: string}} Row
  */
@@ -108,7 +110,8 @@ function statusOf(store, conv, row) {
  * it changed.
  * @typedef {{key: string, seq: number|null, at: string, system?: string, mine?: boolean,
  *   sender?: string|number, name?: string, body?: string, state?: string, text?: string,
- *   readBy?: number, readOf?: number, readers?: boolean, cmid?: string,
+ *   readBy?: number, readOf?: number, readers?: boolean, cmid?: string, edited?: string,
+ *   deleted?: boolean, canEdit?: boolean, canDelete?: boolean, names?: string[], me?: string,
  *   files?: import("../files.js").FileInfo[]}} RowModel
  * @param {Store} store @param {Conv} conv @param {Row} row @returns {RowModel}
  */
@@ -123,14 +126,63 @@ function rowModel(store, conv, row) {
   const mine = row.own !== null || (event && event.sender_id === store.me.user_id);
   const body = event ? event.body : row.own.body;
   const files = (event ? event.attachments : row.own.attachments) || undefined;
-  if (!mine) return { ...base, mine, sender: event.sender_id, name: store.name(event.sender_id), body, files };
+  const marks = textMarks(store, conv, event, mine);
+  if (!mine) return { ...base, ...marks, mine, sender: event.sender_id, name: store.name(event.sender_id), body, files };
   const status = statusOf(store, conv, row);
   return {
-    ...base, mine, sender: "me", name: "You", body, state: status.state, text: status.text,
+    ...base, ...marks, mine, sender: "me", name: "You", body, state: status.state, text: status.text,
     readBy: status.counts?.read_by, readOf: status.counts?.of,
     readers: Boolean(status.counts && conv.members !== null && conv.member_count <= 100),
     cmid: row.own?.client_msg_id, files,
   };
+}
+
+/** What a stored text shows besides its body: edited, deleted, its mentions, what I may do.
+ * @param {Store} store @param {Conv} conv @param {ChatEvent|null} event @param {boolean} mine */
+function textMarks(store, conv, event, mine) {
+  if (!event) return {};
+  if (event.deleted_at) return { deleted: true };
+  const names = conv.members ? [...conv.members.values()].map((m) => m.username.toLowerCase()).sort() : [];
+  const window = store.editWindowS;
+  const age = (Date.now() - Date.parse(event.created_at)) / 1000;
+  return {
+    edited: event.edited_at, names, me: store.me.username,
+    canEdit: mine && (window === null || age < window),
+    canDelete: mine || (conv.kind === "group" && conv.role === "owner"),
+  };
+}
+
+/** The message's menu: Edit, and Delete with a confirmation.
+ * @param {Conv} conv @param {RowModel} m @param {ThreadActions} actions */
+function messageMenu(conv, m, actions) {
+  const menu = h("div", { class: "menu", hidden: true });
+  const toggle = h("button", { type: "button", class: "link-button menu-button", "aria-expanded": "false",
+    "aria-label": "Message actions", text: "⋯" });
+  const fill = () => {
+    menu.replaceChildren();
+    if (m.canEdit) {
+      menu.append(h("button", { type: "button", class: "link-button edit-button", text: "Edit",
+        onclick: () => { close(); actions.edit(conv.id, m.seq); } }));
+    }
+    menu.append(h("button", { type: "button", class: "link-button delete-button", text: "Delete",
+      onclick: () => menu.replaceChildren(
+        h("span", { text: "Delete this message? " }),
+        h("button", { type: "button", class: "link-button confirm-delete", text: "Delete",
+          onclick: () => { close(); actions.remove(conv.id, m.seq); } }), " ",
+        h("button", { type: "button", class: "link-button", text: "Cancel", onclick: () => close() }),
+      ) }));
+  };
+  const close = () => {
+    menu.hidden = true;
+    toggle.setAttribute("aria-expanded", "false");
+  };
+  toggle.addEventListener("click", () => {
+    if (!menu.hidden) return close();
+    fill();
+    menu.hidden = false;
+    toggle.setAttribute("aria-expanded", "true");
+  });
+  return h("span", { class: "actions" }, toggle, menu);
 }
 
 /** @param {Conv} conv @param {RowModel} m @param {ThreadActions} actions */
@@ -149,12 +201,18 @@ function messageRow(conv, m, actions) {
       "data-state": m.state,
       "data-read-by": m.readBy,
       "data-read-of": m.readOf,
+      "data-deleted": m.deleted ? "true" : undefined,
+      "data-edited": m.edited ? "true" : undefined,
     },
     h("span", { class: "meta" }, h("span", { class: "sender", text: m.name }), " ",
-      h("time", { datetime: m.at, text: clock(m.at) })),
-    m.body ? h("p", { class: "body", text: m.body }) : null,
+      h("time", { datetime: m.at, text: clock(m.at) }),
+      m.edited ? h("span", { class: "edited muted", title: `Edited ${clock(m.edited)}`, text: " (edited)" }) : null),
+    m.deleted
+      ? h("p", { class: "body tombstone muted", text: "Message deleted" })
+      : m.body ? h("p", { class: "body" }, ...richText(m.body, new Set(m.names || []), m.me || "")) : null,
   );
-  if (m.files?.length) li.append(actions.files(m.files));
+  if (m.files?.length && !m.deleted) li.append(actions.files(m.files));
+  if (m.seq !== null && !m.deleted && (m.canEdit || m.canDelete)) li.append(messageMenu(conv, m, actions));
   if (m.mine) {
     const line = h("span", { class: "status", role: m.state === "failed" ? "alert" : undefined });
     if (m.readers) {
