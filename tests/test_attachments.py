@@ -383,3 +383,48 @@ async def test_a_deleted_message_takes_its_files_with_it(
     original = (await nginx.history(bob, cid))[0]
     assert original["deleted_at"]
     assert "attachments" not in original
+
+
+async def test_a_file_survives_backup_and_restore(
+    nginx: Api, stack: Stack, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """The backup role's own scripts (tests/test_backup.py runs them the same way): the files'
+    bytes are in the dump, and a restored database serves them whole."""
+    from tests.test_backup import backups, drop_database, restored, run, script_env
+
+    alice, bob = await nginx.user("fa"), await nginx.user("fb")
+    cid = await nginx.direct(alice, bob)
+    data = os.urandom(700_000)  # three chunks
+    file = await upload(nginx, alice, data, "archive.bin")
+    a = await Ws.connect(stack.url, alice.token)
+    try:
+        assert (await send_files(a, cid, [file["id"]]))["type"] == "ack"
+    finally:
+        await a.close()
+    scratch = f"restored_{uuid.uuid4().hex[:8]}"
+    await db.execute(f'CREATE DATABASE "{scratch}"')
+    try:
+        taken = run("chatd-backup", script_env(stack, tmp_path, 13))
+        assert taken.returncode == 0, taken.stderr
+        [dump] = backups(tmp_path)
+        back = run(
+            "chatd-restore", script_env(stack, tmp_path, 14, BACKUP_DATABASE=scratch), str(tmp_path / dump)
+        )
+        assert back.returncode == 0, back.stderr
+        conn = await restored(stack, scratch)
+        try:
+            chunks = await conn.fetch(
+                "SELECT data FROM file_chunks WHERE file_id = $1 AND part = 0 ORDER BY n", file["id"]
+            )
+            assert b"".join(row["data"] for row in chunks) == data
+            linked = "SELECT count(*) FROM message_files mf JOIN messages m ON m.id = mf.message_id"
+            assert (
+                await conn.fetchval(
+                    f"{linked} WHERE mf.file_id = $1 AND m.conversation_id = $2", file["id"], cid
+                )
+                == 1
+            )
+        finally:
+            await conn.close()
+    finally:
+        await drop_database(stack, scratch)
