@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -189,6 +190,7 @@ def test_upload_and_download_a_file(local: Local, tmp_path: Path) -> None:
     me = local.chat(alice, bob)
     me.sendline(f"/upload {source}")
     me.expect(r"\[file\] report.pdf \(300.0 KB\) · chatd client --user \S+ download (\d+)")
+    assert isinstance(me.match, re.Match)
     file_id = me.match.group(1)
     me.expect("saved")
     them = local.chat(bob, alice)  # the history shows it with the command to save it
