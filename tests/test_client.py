@@ -209,3 +209,30 @@ def test_upload_and_download_a_file(local: Local, tmp_path: Path) -> None:
     assert "not_found" in refused.stderr
     assert quit_with(them, "d") == 0
     assert quit_with(me, "d") == 0
+
+
+def test_edit_and_delete_the_last_message(local: Local) -> None:
+    alice, bob = local.user(), local.user()
+    me = local.chat(alice, bob)
+    them = local.chat(bob, alice)
+    me.sendline("meet at noon")
+    me.expect("saved: meet at noon")
+    me.sendline("bring teh slides")
+    me.expect("saved: bring teh slides")
+    them.expect(f"{alice}: bring teh slides")
+    me.sendline("/edit bring the slides")
+    them.expect(f"{alice} edited a message: bring the slides")
+    me.expect(f"{alice} edited a message: bring the slides")
+    me.sendline("/delete")
+    them.expect(f"{alice} deleted a message")
+    me.sendline("/edit #1 meet at one")  # an earlier one, by its seq
+    them.expect(f"{alice} edited a message: meet at one")
+    me.sendline("/edit")
+    me.expect("usage: /edit")
+    assert quit_with(them, "d") == 0
+    later = local.chat(bob, alice)  # history: the current versions only
+    shown = later.before or ""
+    assert "meet at one (edited)" in shown and "(message deleted)" in shown
+    assert "teh" not in shown and "meet at noon" not in shown
+    assert quit_with(later, "d") == 0
+    assert quit_with(me, "d") == 0

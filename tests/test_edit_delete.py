@@ -105,6 +105,8 @@ async def test_a_resent_edit_is_a_duplicate(w1: Api, w2: Api, db: asyncpg.Connec
     # The same key for another change is refused, never taken as a duplicate.
     other = await delete(a2, cid, 1, cmid="edit-1")
     assert other["type"] == "error" and other["code"] == "client_msg_id_conflict", other
+    send = await a2.send(cid, "a send under an edit's key", client_msg_id="edit-1")
+    assert send["type"] == "error" and send["code"] == "client_msg_id_conflict", send
     assert await db.fetchval("SELECT count(*) FROM messages WHERE conversation_id = $1", cid) == 2
     await sentinel(a2, b, cid)
     assert [f["seq"] for f in b.messages(cid)] == [1, 2, 3], "the resend was delivered again"

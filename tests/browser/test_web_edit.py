@@ -65,6 +65,9 @@ async def test_links_and_mentions(people: PersonFactory, nginx: Api, artifacts: 
     assert alice.user and bob.user and carol.user
     group = await nginx.group(alice.user, [bob.user, carol.user], title="links")
     b = await bob.open_app()  # Bob has not opened the conversation: the mention is in his badge
+    ws = await Ws.connect(nginx.base_url, carol.user.token)
+    assert (await ws.send(group, "no mention here"))["seq"] == 1
+    await ws.close()
     a = await alice.open_app()
     await alice.open_conversation(a, group)
 
@@ -93,18 +96,24 @@ async def test_links_and_mentions(people: PersonFactory, nginx: Api, artifacts: 
     assert await row.locator(".mention").count() == 1, "only members are mentions"
     assert "javascript:alert(1)" in await row.locator(".body").inner_text()
 
-    # Bob's badge stands out for the mention; a plain message from Carol does not add one.
-    ws = await Ws.connect(nginx.base_url, carol.user.token)
-    assert (await ws.send(group, "no mention here"))["type"] == "ack"
-    await ws.close()
-    badge = b.locator(f"#conversations li[data-conversation-id='{group}'] .badge")
-    await b.locator(f"#conversations li[data-conversation-id='{group}'] .badge[data-unread='2']").wait_for()
+    # Bob's badge stands out for the mention (Carol's plain message adds none) ...
+    item = f"#conversations li[data-conversation-id='{group}']"
+    badge = b.locator(f"{item} .badge")
+    await b.locator(f"{item} .badge[data-unread='2']").wait_for()
+    assert await badge.get_attribute("data-mentions") == "1"
+    # ... and an edit (the conversation's last event now) is no new unread message.
+    await box.press("ArrowUp")
+    await box.press("End")
+    await box.press_sequentially(" (edited)")
+    await box.press("Enter")
+    await b.locator(f"{item} .preview", has_text="(edited)").wait_for()
+    assert await badge.get_attribute("data-unread") == "2"
     assert await badge.get_attribute("data-mentions") == "1"
     await bob.open_conversation(b, group)
     mine = b.locator("#messages .mention-me")
     await mine.wait_for()
     assert await mine.inner_text() == f"@{bob.user.name}"
-    read = b.locator(f"#conversations li[data-conversation-id='{group}'] .badge[hidden][data-unread='0']")
-    await read.wait_for(state="attached")
+    read = b.locator(f"{item} .badge[hidden][data-unread='0']")
+    await read.wait_for(state="attached")  # read up to the edit: nothing left unread
     assert await badge.get_attribute("data-mentions") is None
     await shot(b, artifacts, "21-mention-bob")

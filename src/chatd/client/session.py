@@ -63,6 +63,12 @@ def clock(created_at: str) -> str:
     return when.strftime("%Y-%m-%d %H:%M")
 
 
+def _shown(event: Frame) -> str:
+    if event.get("deleted_at"):
+        return "(message deleted)"
+    return f"{event['body']} (edited)" if event.get("edited_at") else str(event["body"])
+
+
 def _short(body: str) -> str:
     return body if len(body) <= 30 else body[:29] + "…"
 
@@ -152,6 +158,32 @@ class ChatSession:
         for file in files:
             command = f"chatd client --user {me} download {file['id']}"
             self.out(f"  [file] {file['name']} ({size_text(file['size'])}) · {command}")
+
+    def command(self, line: str) -> bool:
+        """`/edit [#SEQ] TEXT` and `/delete [#SEQ]` (protocol.md §4.11): your last message, or
+        the one at SEQ. True if `line` was one of them (handled, or refused with a note)."""
+        name, _, rest = line.strip().partition(" ")
+        if name not in ("/edit", "/delete"):
+            return False
+        target = self._last_own()
+        seq_text, _, text = rest.strip().partition(" ")
+        if seq_text.startswith("#") and seq_text[1:].isdigit():
+            target, rest = int(seq_text[1:]), text
+        if target is None:
+            self.out("* nothing of yours to change here yet")
+        elif name == "/edit" and not rest.strip():
+            self.out("* usage: /edit [#SEQ] NEW TEXT")
+        elif not self.synced or self.ws is None:
+            self.out("* not connected: try again once connected")
+        else:
+            frame: Frame = {"conversation_id": self.cid, "client_msg_id": uuid.uuid4().hex, "seq": target}
+            frame |= {"type": "edit", "body": rest.strip()} if name == "/edit" else {"type": "delete"}
+            frame["id"] = frame["client_msg_id"]
+            asyncio.get_running_loop().create_task(self._raw(frame))
+        return True
+
+    def _last_own(self) -> int | None:
+        return max((seq for seq, own in self.mine.items() if own.state != "deleted"), default=None)
 
     async def _write(self, ws: ClientConnection) -> None:
         """Write the outbox to `ws` in order, each entry once per round, as it fills."""
@@ -297,6 +329,9 @@ class ChatSession:
             return
         self.last_seq = seq
         when, who = clock(event["created_at"]), self.name(event["sender_id"])
+        if event["kind"] in ("edit", "delete"):
+            self._changed(event, when, who)
+            return
         if event["kind"] != "text":
             users = ", ".join(self.name(u) for u in event.get("user_ids", []))
             verb = "added" if event["kind"] == "members_added" else "removed"
@@ -311,17 +346,31 @@ class ChatSession:
             return
         if event["sender_id"] == self.me and seq in self.mine:
             return  # typed here and its ack came first: already on screen
+        body = _shown(event)
         if event["sender_id"] != self.me:
-            self.out(f"{when} {who}: {event['body']}")
+            self.out(f"{when} {who}: {body}")
             self._show_files(event.get("attachments") or [])
             return
-        own = Own(cmid or "", event["body"], seq, "saved", event.get("attachments") or [])
+        state = "deleted" if event.get("deleted_at") else "saved"
+        own = Own(cmid or "", event["body"], seq, state, event.get("attachments") or [])
         if count and count["read_by"]:
             direct = self.conv["kind"] == "direct"
             own.state = "read" if direct else f"read by {count['read_by']} of {count['of']}"
         self.mine[seq] = own
-        self.out(f"{when} {who}: {event['body']}  · {own.state}")
+        self.out(f"{when} {who}: {body}  · {own.state}")
         self._show_files(own.files)
+
+    def _changed(self, event: Frame, when: str, who: str) -> None:
+        """An edit or delete of the message at `ref_seq`: printed as a line of its own."""
+        own = self.mine.get(event["ref_seq"])
+        if event["kind"] == "edit":
+            if own is not None:
+                own.body = event["body"]
+            self.out(f"{when} * {who} edited a message: {event['body']}")
+        else:
+            if own is not None:
+                own.state = "deleted"
+            self.out(f"{when} * {who} deleted a message")
 
     def _saved(self, client_msg_id: str, seq: int) -> None:
         own = self.outbox.pop(client_msg_id, None)
@@ -333,7 +382,7 @@ class ChatSession:
 
     def _read_by_peer(self, user_id: int, seq: int) -> None:
         for own in sorted((o for s, o in self.mine.items() if s <= seq), key=lambda o: o.seq or 0):
-            if own.state != "read":
+            if own.state not in ("read", "deleted"):
                 own.state = "read"
                 self.out(f"  ✓✓ read by {self.name(user_id)}: {_short(own.body)}")
 
@@ -341,7 +390,7 @@ class ChatSession:
         for count in counts:
             own = self.mine.get(count["seq"])
             state = f"read by {count['read_by']} of {count['of']}"
-            if own is not None and count["read_by"] and own.state != state:
+            if own is not None and count["read_by"] and own.state not in (state, "deleted"):
                 own.state = state
                 self.out(f"  ✓✓ {state}: {_short(own.body)}")
 

@@ -51,7 +51,7 @@ async def run_chat(session: ChatSession) -> None:
                     return
                 if line.startswith("/upload "):
                     await session.upload(line.removeprefix("/upload ").strip())
-                elif line.strip():
+                elif line.strip() and not session.command(line):
                     session.submit(line)
         finally:
             live.cancel()

@@ -82,6 +82,9 @@ class MessageStore:
             elif original["conversation_id"] != item.conversation_id:
                 message = "client_msg_id was already used for another conversation"
                 answers.append(ChatdError(Code.CLIENT_MSG_ID_CONFLICT, message))
+            elif original["kind"] != item.kind:  # the key of an edit or delete
+                message = "client_msg_id was already used for another message or change"
+                answers.append(ChatdError(Code.CLIENT_MSG_ID_CONFLICT, message))
             else:
                 answers.append((Event.from_row(original), True))
         return answers

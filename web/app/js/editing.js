@@ -153,7 +153,6 @@ export class Mentions {
       text: `@${name}`, onmousedown: (/** @type {Event} */ e) => { e.preventDefault(); this.choose(name); },
     })));
     list.hidden = this.names.length === 0;
-    this.input.setAttribute("aria-expanded", String(this.names.length > 0));
   }
 
   /** @param {string} name */

@@ -432,6 +432,8 @@ function markRead() {
     const box = li.getBoundingClientRect();
     if (box.bottom > view.top && box.top < view.bottom) seen = Math.max(seen, Number(li.dataset.seq));
   }
+  // Edits and deletes have no row: with the last row on screen, they are read too (§4.11).
+  if (seen > 0 && seen >= Math.max(0, ...conv.events.keys())) seen = conv.last;
   if (seen > conv.read && seen <= conv.last) {
     socket?.raw({ type: "read", conversation_id: cid, seq: seen });
     store.pointer(cid, seen);
