@@ -18,11 +18,12 @@ import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 
-TRANSPORTS = {"chatd.ws", "chatd.http_api", "chatd.wire"}
-ABOVE_TRANSPORTS = {"chatd.app", "chatd.server", "chatd.cli", "chatd.__main__"}
+TRANSPORTS = {"chatd.ws", "chatd.http_api", "chatd.http_accounts", "chatd.wire"}
+ABOVE_TRANSPORTS = {"chatd.app", "chatd.server", "chatd.cli", "chatd.admin_cli", "chatd.__main__"}
 HUB = {"chatd.fanout", "chatd.outbox", "chatd.topics", "chatd.ephemeral", "chatd.notices"}
 SERVICES = {
     "chatd.accounts",
+    "chatd.admin",
     "chatd.messaging",
     "chatd.attachments",
     "chatd.amends",

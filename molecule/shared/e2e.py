@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """End-to-end checks of a deployed chatd, from outside the hosts, through nginx.
 
-    e2e.py setup    --base https://HOST --cafile CERT --state FILE
+    e2e.py setup    --base https://HOST --cafile CERT --state FILE --admin-file FILE
     e2e.py exchange --state FILE [--disrupt "SHELL COMMAND"] [--timeout 150]
     e2e.py edge     --base https://HOST --cafile CERT
     e2e.py web      --base https://HOST --cafile CERT
     e2e.py traffic  --state FILE --out FILE --stop-file FILE [--min-reconnects N]
 
-setup registers two users, logs them in and opens a direct conversation.  exchange
+setup checks that registering needs an invite (the role's default), logs in as the admin made
+on the host (--admin-file: {"username", "password"}), creates an invite for two, registers two
+users with it (a third is refused: used up), logs them in and opens a direct conversation.  exchange
 connects both users' WebSockets (one after the other, so nginx's least_conn puts them
 on different workers), optionally runs a disruptive command (restart a service, reboot
 a host) and waits for the clients to reconnect, then checks that a message sent by
@@ -67,11 +69,26 @@ async def setup(args: argparse.Namespace) -> dict:
     deadline = time.monotonic() + args.timeout
     suffix = secrets.token_hex(3)
     users = {}
+    admin = json.loads(Path(args.admin_file).read_text())
     async with httpx.AsyncClient(base_url=args.base, timeout=10, verify=tls(args.cafile)) as client:
-        for who in ("alice", "bob"):
+        r = await http_retry(client, "GET", "/v1/server", deadline)
+        assert r.json() == {"registration": "invite"}, r.text
+        r = await http_retry(client, "POST", "/v1/register", deadline,
+                             json={"username": f"nobody{suffix}", "password": secrets.token_urlsafe(12)})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "invite_required", (r.status_code, r.text)
+        r = await http_retry(client, "POST", "/v1/login", deadline, json=admin)
+        assert r.status_code == 200, (r.status_code, r.text)
+        r = await http_retry(client, "POST", "/v1/admin/invites", deadline, json={"max_uses": 2, "note": "e2e"},
+                             headers={"Authorization": f"Bearer {r.json()['token']}"})
+        assert r.status_code == 201, (r.status_code, r.text)
+        invite = r.json()["token"]
+        for who in ("alice", "bob", "carol"):
             name, password = f"{who}{suffix}", secrets.token_urlsafe(12)
             r = await http_retry(client, "POST", "/v1/register", deadline,
-                                 json={"username": name, "password": password})
+                                 json={"username": name, "password": password, "invite": invite})
+            if who == "carol":  # the invite was for two
+                assert r.status_code == 403 and r.json()["error"]["code"] == "invalid_invite", r.text
+                break
             assert r.status_code == 201, (r.status_code, r.text)
             r = await http_retry(client, "POST", "/v1/login", deadline,
                                  json={"username": name, "password": password})
@@ -310,6 +327,7 @@ def main() -> None:
     p.add_argument("--base", required=True)
     p.add_argument("--state", required=True)
     p.add_argument("--cafile", help="CA (or self-signed) certificate to verify HTTPS with")
+    p.add_argument("--admin-file", required=True, help='the admin made on the host: {"username", "password"}')
     p.add_argument("--timeout", type=float, default=120)
     p = sub.add_parser("exchange")
     p.add_argument("--state", required=True)

@@ -62,6 +62,13 @@ def _origins(name: str, raw: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    value = raw.lower()
+    if value not in choices:
+        raise ConfigError(f"{name}: expected {', '.join(choices[:-1])} or {choices[-1]}, got {raw!r}")
+    return value
+
+
 def _log_level(name: str, raw: str) -> str:
     level = raw.lower()
     if level not in ("debug", "info", "warning", "error"):
@@ -121,6 +128,8 @@ class Settings:
     metrics: bool = _setting("on", _switch)
     forwarded_allow_ips: str = _setting("127.0.0.1,::1", lambda n, v: v)
     allowed_origins: tuple[str, ...] = _setting("", _origins)
+    # Who may register (docs/protocol.md "POST /v1/register"): the safe default needs an invite.
+    registration: str = _setting("invite", lambda n, v: _choice(n, v, ("invite", "open", "closed")))
     db_pool_min: int = _setting("2", lambda n, v: _int(n, v, 1, 200))
     db_pool_max: int = _setting("20", lambda n, v: _int(n, v, 1, 500))
     redis_pool_max: int = _setting("100", lambda n, v: _int(n, v, 2, 10_000))

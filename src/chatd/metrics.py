@@ -107,6 +107,13 @@ SWEEPER_REMOVALS = Counter(
     "chatd_presence_sweeper_removals_total", "Users whose entries had all expired, handled by the sweeper"
 )
 
+# -- accounts ------------------------------------------------------------------------------
+ADMIN_ACTIONS = Counter(
+    "chatd_admin_actions_total",
+    "Admin actions done through the API (create_invite, deactivate, ...); each is logged too",
+    ["action"],
+)
+
 # -- pools, errors, the loop ---------------------------------------------------------------
 POOL_CONNECTIONS = Gauge("chatd_pool_connections", "Pool connections by pool and state", ["pool", "state"])
 POOL_WAIT = Histogram(

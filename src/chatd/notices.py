@@ -9,7 +9,7 @@ op                     fields                                  rebuilt from
 =====================  ======================================  =================================
 ``conversation_added`` ``conversation``, ``since``              ``members`` (``joined_seq``)
 ``settings``           ``share_read_state``                    ``users.share_read_state``
-``revoke``             ``token`` (hex SHA-256)                 ``tokens``: the session layer
+``revoke``             ``tokens`` (hex SHA-256 each)           ``tokens``: the session layer
                                                                re-checks every socket's token
 =====================  ======================================  =================================
 
@@ -39,8 +39,13 @@ def settings(share_read_state: bool) -> Notice:
     return {"op": "settings", "share_read_state": share_read_state}
 
 
-def revoke(token_hash: bytes) -> Notice:
-    return {"op": "revoke", "token": token_hash.hex()}
+def revoke(*token_hashes: bytes) -> Notice:
+    """Close the sockets of these tokens (a logout: one; a deactivation or a password change:
+    every one of the user's, or all but the caller's)."""
+    notice: Notice = {"op": "revoke", "tokens": [token_hash.hex() for token_hash in token_hashes]}
+    if len(token_hashes) == 1:  # what workers of earlier releases read, during a rolling upgrade
+        notice["token"] = token_hashes[0].hex()
+    return notice
 
 
 def read_state(cid: int, seq: int, origin: str) -> Notice:

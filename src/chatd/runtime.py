@@ -20,6 +20,7 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
 from chatd import metrics, migrations, notices
 from chatd.accounts import Accounts, Limiters
+from chatd.admin import Admin
 from chatd.amends import Amends
 from chatd.attachments import Attachments
 from chatd.config import Settings
@@ -92,7 +93,8 @@ class Runtime:
             settings.argon2_concurrency,
             settings.argon2_queue,
         )
-        self.accounts = Accounts(stores, self.passwords, limiters, self.hub)
+        self.accounts = Accounts(stores, self.passwords, limiters, self.hub, settings.registration)
+        self.admin = Admin(stores, self.passwords, self.accounts)
         read_state = ReadState(redis, settings.redis_send_timeout_s)
         lookups = RateLimiter(redis, "lookup", settings.user_lookup_rate_limit, 60)
         groups = RateLimiter(redis, "group", settings.group_rate_limit, 3600)

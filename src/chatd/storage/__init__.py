@@ -9,6 +9,7 @@ import asyncpg
 import redis.exceptions
 
 from chatd.storage.accounts import AccountStore
+from chatd.storage.admin import AdminStore
 from chatd.storage.amends import AmendStore
 from chatd.storage.conversations import ConversationStore
 from chatd.storage.files import FileStore
@@ -19,6 +20,7 @@ from chatd.storage.receipts import ReceiptStore
 
 __all__ = [
     "AccountStore",
+    "AdminStore",
     "AmendStore",
     "ConversationStore",
     "FileStore",
@@ -38,6 +40,7 @@ class Stores:
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
         self.accounts = AccountStore(pool)
+        self.admin = AdminStore(pool)
         self.conversations = ConversationStore(pool)
         self.messages = MessageStore(pool)
         self.amends = AmendStore(pool)

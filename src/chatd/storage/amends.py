@@ -1,4 +1,4 @@
-"""Edits and deletions of messages (migration 0009, docs/protocol.md §4.11).
+"""Edits and deletions of messages (migration 0010, docs/protocol.md §4.11).
 
 One transaction holds the conversation's row lock (serialising with sends and membership
 changes, so seqs stay gapless and a removed member changes nothing), reads the facts the rules

@@ -16,7 +16,7 @@ from chatd.storage.records import EVENT_COLUMNS, TIMELINE, Append, Event
 # deadlock) before it reads the membership (migration 0006 says why that needs a function), so
 # nothing of a removed member is stored after the removal. Rows that fail the membership or
 # dedupe check are left out; rows are inserted in key order (migration 0007); each row's kind
-# is the Append's (migration 0008).
+# is the Append's (migration 0009).
 _APPEND_MANY = (
     f"SELECT {EVENT_COLUMNS} FROM chatd_append_many("
     "$1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[])"

@@ -32,11 +32,11 @@ MEMBERSHIP: tuple[Kind, ...] = (Kind.MEMBERS_ADDED, Kind.MEMBERS_REMOVED)
 
 EVENT_COLUMNS = (
     "id, conversation_id, seq, sender_id, client_msg_id, kind, body, user_ids, created_at,"
-    " ref_seq, edited_at, deleted_at, attachments::text AS attachments"  # jsonb (migration 0010)
+    " ref_seq, edited_at, deleted_at, attachments::text AS attachments"  # jsonb (migration 0011)
 )
 
 # Events as clients see them (history, catch-up, gap fill): an edit or delete row has no text
-# of its own and shows its original's current body and marks (migration 0009).
+# of its own and shows its original's current body and marks (migration 0011).
 TIMELINE = (
     "SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.client_msg_id, m.kind,"
     " CASE WHEN m.ref_seq IS NULL THEN m.body ELSE coalesce(o.body, '') END AS body,"

@@ -8,6 +8,9 @@ import { $, setAttr, setText, h } from "./view/dom.js";
 import { renderList } from "./view/list.js";
 import { renderHead, renderMembers, renderMessages, renderTyping, showReaders } from "./view/thread.js";
 import { showLogin, hideLogin } from "./view/login.js";
+import { bindAccount, openAccount } from "./view/account.js";
+import { bindAdmin, openAdmin } from "./view/admin.js";
+import { hidePanels, openPanel } from "./view/panels.js";
 import { renderCount, renderLink, withinLimit } from "./view/composer.js";
 import { Attachments, bindAttachments } from "./view/attachments.js";
 import { Editing, Mentions } from "./editing.js";
@@ -37,12 +40,13 @@ async function boot() {
   bindStatic();
   const token = localStorage.getItem(TOKEN_KEY);
   if (token) await startSession(token);
-  else showLogin(login);
+  else showLogin(login, () => api.server());
 }
 
-/** @param {"login"|"register"} action @param {string} username @param {string} password */
-async function login(action, username, password) {
-  if (action === "register") await api.register(username, password);
+/** @param {"login"|"register"} action @param {string} username @param {string} password
+ * @param {string} invite (when the server needs one to register) */
+async function login(action, username, password, invite) {
+  if (action === "register") await api.register(username, password, invite);
   const result = await api.login(username, password);
   localStorage.setItem(TOKEN_KEY, result.token);
   await startSession(result.token);
@@ -58,10 +62,11 @@ async function startSession(token) {
     if (err instanceof ApiError && err.status === 401) return endSession();
     throw err;
   }
-  store.names.set(store.me.user_id, store.me.username);
+  store.names.set(store.me.user_id, store.me.display_name || store.me.username);
   hideLogin();
   $("#main").hidden = false;
   setText($("#me"), store.me.username);
+  $("#admin-button").hidden = !store.me.admin;
   // Unacknowledged sends, kept in this browser until sent (outbox.js): a closed tab's are
   // taken over by another tab of this user, or by the next one opened.
   const outbox = new Outbox(store.me.user_id, (entries) => {
@@ -132,8 +137,9 @@ function endSession() {
   editing.store = mentionBox.store = store;
   $("#main").hidden = true;
   $("#conversations").replaceChildren();
+  hidePanels();
   closeThread();
-  showLogin(login);
+  showLogin(login, () => api.server());
 }
 
 // -- frames (docs/protocol.md §4.3) -----------------------------------------------------------
@@ -293,7 +299,7 @@ function onTyping(frame) {
 }
 
 // -- loading ----------------------------------------------------------------------------------
-/** @typedef {{user_id: number, username: string, role: string}} Member */
+/** @typedef {import("./store.js").Member} Member */
 
 /** @param {Conv} conv */
 async function loadMembers(conv) {
@@ -301,7 +307,7 @@ async function loadMembers(conv) {
     /** @type {{members: Member[]}} */
     const { members } = await api.members(conv.id);
     conv.members = new Map(members.map((m) => [m.user_id, { username: m.username, role: m.role }]));
-    for (const m of members) store.names.set(m.user_id, m.username);
+    for (const m of members) store.member(m);
     conv.member_count = members.length;
     conv.role = conv.members.get(store.me.user_id)?.role || conv.role;
     if (conv.kind === "direct") conv.peer = members.find((m) => m.user_id !== store.me.user_id)?.user_id ?? null;
@@ -381,6 +387,7 @@ async function openThread(cid, fromHistory = false) {
     else history.pushState(entry, "");
   }
   if (store.openId !== cid) editing.cancel();
+  hidePanels(false);
   store.openId = cid;
   document.body.dataset.view = "thread";
   $("#empty").hidden = true;
@@ -602,7 +609,8 @@ function bindStatic() {
     endSession();
   });
   $("#back").addEventListener("click", () => {
-    if (history.state?.chatd === "thread") history.back(); // popstate closes it
+    if (openPanel() !== null) hidePanels();
+    else if (history.state?.chatd === "thread") history.back(); // popstate closes it
     else closeThread();
   });
   window.addEventListener("popstate", (event) => {
@@ -615,7 +623,11 @@ function bindStatic() {
     panel.hidden = !panel.hidden;
     if (!panel.hidden) setText($("#members-error"), "");
     $("#members-toggle").setAttribute("aria-expanded", String(!panel.hidden));
-    if (!panel.hidden) renderMembers(store, store.convs.get(store.openId), removeMember);
+    if (!panel.hidden) {
+      const conv = store.convs.get(store.openId);
+      renderMembers(store, conv, removeMember);
+      quietly(loadMembers(conv)); // as they are now (names, who was deactivated since)
+    }
     const scroller = $("#scroller");
     scroller.scrollTop = scroller.scrollHeight;
   });
@@ -623,6 +635,20 @@ function bindStatic() {
     if (event.key === "Escape" && !$("#members").hidden) $("#members-toggle").click();
   });
   $("#older").addEventListener("click", () => quietly(loadOlder()));
+  bindAccount(api, {
+    me: () => store.me,
+    renamed(name) {
+      store.me.display_name = name;
+      store.names.set(store.me.user_id, name || store.me.username);
+    },
+  });
+  bindAdmin(api, () => store.me.user_id, (user) => {
+    store.member(user); // deactivated or back: shown at once where this admin sees them
+    refreshPresence();
+  });
+  $("#account-button").addEventListener("click", () => quietly(openAccount()));
+  $("#admin-button").addEventListener("click", () => quietly(openAdmin()));
+  for (const close of document.querySelectorAll(".panel-close")) close.addEventListener("click", () => hidePanels());
   $("#scroller").addEventListener("scroll", () => {
     if ($("#scroller").scrollTop < 40) quietly(loadOlder());
     markRead();

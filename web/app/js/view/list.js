@@ -63,7 +63,8 @@ export function renderList(store, open) {
 /** @param {Store} store @param {Conv} conv @param {HTMLElement} li */
 function updateItem(store, conv, li) {
   const title = store.title(conv);
-  setText($(".conversation-title", li), title);
+  const gone = conv.kind === "direct" && conv.peer !== null && store.deactivated.has(conv.peer);
+  setText($(".conversation-title", li), gone ? `${title} (deactivated)` : title);
   setText($(".preview", li), preview(store, conv));
   const badge = $(".badge", li);
   const unread = conv.unread >= 1000 ? "999+" : String(conv.unread);
