@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -182,6 +183,34 @@ def test_chat_without_prompt_toolkit_names_the_extra() -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "chatd[client]" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_upload_and_download_a_file(local: Local, tmp_path: Path) -> None:
+    alice, bob = local.user(), local.user()
+    source = tmp_path / "report.pdf"
+    source.write_bytes(b"%PDF-1.4\n" + os.urandom(300_000))
+    me = local.chat(alice, bob)
+    me.sendline(f"/upload {source}")
+    me.expect(r"\[file\] report.pdf \(300.0 KB\) · chatd client --user \S+ download (\d+)")
+    assert isinstance(me.match, re.Match)
+    file_id = me.match.group(1)
+    me.expect("saved")
+    them = local.chat(bob, alice)  # the history shows it with the command to save it
+    shown = f"[file] report.pdf (300.0 KB) · chatd client --user {bob} download {file_id}"
+    assert shown in (them.before or "")
+    saved = tmp_path / "copy.pdf"
+    done = local.client(bob, "download", file_id, "-o", str(saved))
+    assert done.returncode == 0, done.stderr
+    assert saved.read_bytes() == source.read_bytes()
+    # a missing file is said, not a traceback; nothing is sent
+    me.sendline(f"/upload {tmp_path / 'missing.txt'}")
+    me.expect("not uploaded")
+    outsider = local.user()
+    refused = local.client(outsider, "download", file_id, "-o", str(tmp_path / "x"))
+    assert refused.returncode == 1
+    assert "not_found" in refused.stderr
+    assert quit_with(them, "d") == 0
+    assert quit_with(me, "d") == 0
 
 
 def test_edit_and_delete_the_last_message(local: Local) -> None:

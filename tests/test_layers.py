@@ -25,6 +25,7 @@ SERVICES = {
     "chatd.accounts",
     "chatd.admin",
     "chatd.messaging",
+    "chatd.attachments",
     "chatd.amends",
     "chatd.receipts",
     "chatd.presence",

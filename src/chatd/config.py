@@ -184,6 +184,10 @@ class Settings:
     max_frame_bytes: int = _setting("65536", lambda n, v: _int(n, v, 1024, 16 * 1024 * 1024))
     max_http_body_bytes: int = _setting("65536", lambda n, v: _int(n, v, 1024, 16 * 1024 * 1024))
     max_message_chars: int = _setting("4000", lambda n, v: _int(n, v, 1, 1_000_000))
+    # one uploaded file (attachments.py); nginx's client_max_body_size for uploads must match
+    max_upload_bytes: int = _setting("26214400", lambda n, v: _int(n, v, 1024, 2**40))
+    # files uploaded and never sent are deleted after this
+    upload_unsent_ttl_s: float = _setting("86400", lambda n, v: _float(n, v, 1, 365 * 86400))
     edit_window_s: int = _setting("86400", lambda n, v: _int(n, v, 0, 100 * 365 * 86400))
     max_group_members: int = _setting("100000", lambda n, v: _int(n, v, 2, 1_000_000))
     user_lookup_rate_limit: int = _setting("30", lambda n, v: _int(n, v, 1, 1_000_000))

@@ -355,6 +355,7 @@ class Stack:
             chatd_ws_read_timeout=75,
             nginx_access_log=str(self.root / "logs" / "nginx-access.log"),
             chatd_web_root=str(web_root() or ""),
+            chatd_max_upload_bytes=self.env().get("CHATD_MAX_UPLOAD_BYTES", "26214400"),
         )
         site = nginx_template().render(**{**defaults, **site_vars})
         nginx = self.root / "nginx"

@@ -30,6 +30,7 @@ class Send:
     conversation_id: int
     client_msg_id: str
     body: str
+    attachments: tuple[int, ...] = ()  # uploaded files' ids (docs/protocol.md §13)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +161,18 @@ def decode(text: str, what: str = "frame") -> dict[str, Any]:
     return frame
 
 
+def _attachments(value: object) -> tuple[int, ...]:
+    """A send's `attachments`: absent or a list of file ids (their number and owner are the
+    service's to check)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_ID for v in value
+    ):
+        raise ChatdError(Code.BAD_REQUEST, "attachments: expected a list of file ids", field="attachments")
+    return tuple(value)
+
+
 def _client_msg_id(frame: dict[str, Any]) -> str:
     client_msg_id: str = _field(frame, "client_msg_id", str)
     if not CLIENT_MSG_ID.match(client_msg_id):
@@ -179,8 +192,11 @@ def _body(frame: dict[str, Any]) -> str:
 def parse(frame: dict[str, Any]) -> Frame:
     kind = frame.get("type")
     if kind == "send":
-        client_msg_id, body = _client_msg_id(frame), _body(frame)
-        return Send(positive_id(frame, "conversation_id"), client_msg_id, body)
+        client_msg_id = _client_msg_id(frame)
+        attachments = _attachments(frame.get("attachments"))
+        # with files, the text (a caption) may be empty or left out
+        body = (_field(frame, "body", str, required=False) or "") if attachments else _body(frame)
+        return Send(positive_id(frame, "conversation_id"), client_msg_id, body, attachments)
     if kind == "edit":
         client_msg_id, body = _client_msg_id(frame), _body(frame)
         return Edit(positive_id(frame, "conversation_id"), client_msg_id, positive_id(frame, "seq"), body)
@@ -233,6 +249,8 @@ def message(event: Event) -> dict[str, Any]:
     }
     if event.user_ids is not None:
         frame["user_ids"] = list(event.user_ids)
+    if event.attachments is not None:
+        frame["attachments"] = list(event.attachments)
     if event.ref_seq is not None:
         frame["ref_seq"] = event.ref_seq
     if event.edited_at is not None:

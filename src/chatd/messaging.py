@@ -31,7 +31,8 @@ TOOK_PART_CACHE = 100_000
 # long after this worker last set it (docs/protocol.md §4.9).
 TOOK_PART_RECHECK_S = 60.0
 log = logging.getLogger("chatd.messaging")
-Outgoing = tuple[int, str, str]  # conversation_id, client_msg_id, body
+Outgoing = tuple[int, str, str, tuple[int, ...]]  # conversation_id, client_msg_id, body, files
+MAX_ATTACHMENTS = 10  # files one message carries
 
 
 class Hold:
@@ -78,6 +79,11 @@ class Hold:
         )
 
 
+def _append(user_id: int, send: Outgoing) -> Append:
+    conversation_id, client_msg_id, body, carried = send
+    return Append(conversation_id, user_id, client_msg_id, body, Kind.TEXT, carried)
+
+
 class Messaging:
     def __init__(
         self,
@@ -111,6 +117,27 @@ class Messaging:
         metrics.COMMIT_BATCH.observe(len(items))
         return await self._stores.messages.append_many(items)
 
+    async def _check_files(self, user_id: int, sends: Sequence[Outgoing]) -> dict[int, ChatdError]:
+        """Refusals of sends whose files the sender may not send (by index): more than
+        MAX_ATTACHMENTS, one twice, or one that is not the sender's upload (`not_found`, like
+        a file that does not exist; storage links only the sender's own files in any case)."""
+        wanted = sorted({f for send in sends for f in send[3]})
+        if not wanted:
+            return {}
+        owned = await self._stores.files.owned(user_id, wanted)
+        refusals: dict[int, ChatdError] = {}
+        for index, send in enumerate(sends):
+            carried = send[3]
+            if len(carried) > MAX_ATTACHMENTS:
+                message = f"attachments: at most {MAX_ATTACHMENTS} files"
+                refusals[index] = ChatdError(Code.BAD_REQUEST, message, field="attachments")
+            elif len(set(carried)) != len(carried):
+                message = "attachments: a file appears twice"
+                refusals[index] = ChatdError(Code.BAD_REQUEST, message, field="attachments")
+            elif missing := sorted(set(carried) - owned):
+                refusals[index] = ChatdError(Code.NOT_FOUND, "no such file", file_ids=missing)
+        return refusals
+
     # -- messages ------------------------------------------------------------------------
     async def send_many(
         self, user_id: int, sends: Sequence[Outgoing], hold: Hold | None = None
@@ -121,8 +148,11 @@ class Messaging:
         the connection's (see Hold)."""
         hold = hold if hold is not None else Hold()
         outcomes: list[dict[str, Any] | BaseException] = []
-        for _, _, body in sends:
-            if len(body) > self._settings.max_message_chars:
+        file_refusals = await self._check_files(user_id, sends)
+        for index, (_, _, body, _) in enumerate(sends):
+            if index in file_refusals:
+                outcomes.append(file_refusals[index])
+            elif len(body) > self._settings.max_message_chars:
                 error = ChatdError(
                     Code.MESSAGE_TOO_LONG,
                     f"body is longer than {self._settings.max_message_chars} characters",
@@ -152,7 +182,9 @@ class Messaging:
         events: list[Event] = []
         if refused:  # a send already stored is answered, never refused: it stores nothing
             refused = await self._answer_stored(user_id, sends, refused, outcomes, events)
-        appends = [Append(sends[i][0], user_id, sends[i][1], sends[i][2], Kind.TEXT) for i in todo]
+        appends = [
+            Append(sends[i][0], user_id, sends[i][1], sends[i][2], Kind.TEXT, sends[i][3]) for i in todo
+        ]
         stored = await self._appends.submit_many(appends)
         events += [result[0] for result in stored if not isinstance(result, BaseException)]
         # A resend re-publishes too: if the first attempt died between COMMIT and PUBLISH,

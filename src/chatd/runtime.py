@@ -23,6 +23,7 @@ from chatd import metrics, migrations, notices
 from chatd.accounts import Accounts, Limiters
 from chatd.admin import Admin
 from chatd.amends import Amends
+from chatd.attachments import Attachments
 from chatd.config import Settings
 from chatd.conncap import ConnectionCap
 from chatd.connection import CLOSE_SERVICE_RESTART
@@ -116,6 +117,7 @@ class Runtime:
         self.notify = Notify(stores, self.hub, settings, key)
         self.pushes = Pushes(stores, self.presence, redis, settings, key)
         self.messaging.on_committed = self.pushes.committed  # off the send path (pushes.py)
+        self.attachments = Attachments(stores, settings)
         self.amends = Amends(stores, self.hub, limiter, settings)
         self.flusher = Flusher(stores, read_state, settings.receipt_flush_interval_s, delivered)
         self.conncap = ConnectionCap(
@@ -219,6 +221,7 @@ async def open_runtime(settings: Settings) -> Runtime:
         runtime.presence.start()
         runtime.sampler.start()
         runtime.pushes.start()
+        runtime.attachments.start()
     except BaseException:
         await pool.close()
         raise
@@ -227,6 +230,7 @@ async def open_runtime(settings: Settings) -> Runtime:
 
 async def close_runtime(runtime: Runtime) -> None:
     await runtime.pushes.stop()
+    await runtime.attachments.stop()
     await runtime.sampler.stop()
     await runtime.presence.stop()
     await runtime.flusher.stop()  # writes every pointer still only in Redis

@@ -16,7 +16,7 @@ import contextlib
 import random
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -46,6 +46,14 @@ class Own:
     body: str
     seq: int | None = None
     state: str = "pending"
+    files: list[Frame] = field(default_factory=list)  # uploaded, sent with the message
+
+
+def size_text(size: int) -> str:
+    for unit, scale in (("MB", 1e6), ("KB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
 
 
 def clock(created_at: str) -> str:
@@ -133,20 +141,41 @@ class ChatSession:
         unsent = f" · {len(self.outbox)} unsent" if self.outbox else ""
         return f" {self.title()} · {self.status}{unsent} · {who} · ^D quits"
 
-    def pending(self) -> list[dict[str, str]]:
-        return [{"client_msg_id": o.client_msg_id, "body": o.body} for o in self.outbox.values()]
+    def pending(self) -> list[dict[str, Any]]:
+        return [
+            {"client_msg_id": o.client_msg_id, "body": o.body, **({"files": o.files} if o.files else {})}
+            for o in self.outbox.values()
+        ]
 
     def name(self, uid: int | None) -> str:
         return "?" if uid is None else self.names.get(uid, f"user {uid}")
 
     # -- input -------------------------------------------------------------------------------
-    def submit(self, body: str, client_msg_id: str | None = None) -> None:
-        own = Own(client_msg_id or uuid.uuid4().hex, body)
+    def submit(self, body: str, client_msg_id: str | None = None, files: list[Frame] | None = None) -> None:
+        own = Own(client_msg_id or uuid.uuid4().hex, body, files=files or [])
         self.outbox[own.client_msg_id] = own
         note = "" if self.synced else " (offline: sent on reconnect)"
         self.out(f"{datetime.now().astimezone():%H:%M} {self.name(self.me)}: {body}  · pending{note}")
+        self._show_files(own.files)
         self._wake.set()
         self.refresh()
+
+    async def upload(self, path: str, caption: str = "") -> None:
+        """`/upload PATH`: the file goes up first (streamed from disk), then a message with it."""
+        self.out(f"  uploading {path} …")
+        try:
+            async with Api(self.url, self.token) as api:
+                file = await api.upload(path)
+        except (OSError, ApiError) as exc:
+            self.out(f"* not uploaded ({exc}): {path}")
+            return
+        self.submit(caption, files=[file])
+
+    def _show_files(self, files: list[Frame]) -> None:
+        me = self.name(self.me)
+        for file in files:
+            command = f"chatd client --user {me} download {file['id']}"
+            self.out(f"  [file] {file['name']} ({size_text(file['size'])}) · {command}")
 
     def command(self, line: str) -> bool:
         """`/edit [#SEQ] TEXT` and `/delete [#SEQ]` (protocol.md §4.11): your last message, or
@@ -190,6 +219,8 @@ class ChatSession:
             self._due.append((own, self._round))
             frame = {"type": "send", "id": own.client_msg_id, "conversation_id": self.cid}
             frame |= {"client_msg_id": own.client_msg_id, "body": own.body}
+            if own.files:
+                frame["attachments"] = [file["id"] for file in own.files]
             await ws.send(orjson.dumps(frame).decode())
 
     def _answered(self, client_msg_id: str) -> tuple[Own | None, bool]:
@@ -356,13 +387,16 @@ class ChatSession:
         body = _shown(event)
         if event["sender_id"] != self.me:
             self.out(f"{when} {who}: {body}")
+            self._show_files(event.get("attachments") or [])
             return
-        own = Own(cmid or "", event["body"], seq, "deleted" if event.get("deleted_at") else "saved")
+        state = "deleted" if event.get("deleted_at") else "saved"
+        own = Own(cmid or "", event["body"], seq, state, event.get("attachments") or [])
         if count and count["read_by"]:
             direct = self.conv["kind"] == "direct"
             own.state = "read" if direct else f"read by {count['read_by']} of {count['of']}"
         self.mine[seq] = own
         self.out(f"{when} {who}: {body}  · {own.state}")
+        self._show_files(own.files)
 
     def _changed(self, event: Frame, when: str, who: str) -> None:
         """An edit or delete of the message at `ref_seq`: printed as a line of its own."""

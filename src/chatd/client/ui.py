@@ -56,6 +56,8 @@ async def run_chat(session: ChatSession) -> None:
                     task = asyncio.create_task(session.search(query, more=words == "/more"))
                     searches.add(task)
                     task.add_done_callback(searches.discard)
+                elif words.startswith("/upload "):
+                    await session.upload(words.removeprefix("/upload ").strip())
                 elif words and not session.command(line):
                     session.submit(line)
         finally:

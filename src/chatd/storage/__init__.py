@@ -12,6 +12,7 @@ from chatd.storage.accounts import AccountStore
 from chatd.storage.admin import AdminStore
 from chatd.storage.amends import AmendStore
 from chatd.storage.conversations import ConversationStore
+from chatd.storage.files import FileStore
 from chatd.storage.messages import MessageStore
 from chatd.storage.notices import NoticeStore
 from chatd.storage.notify import NotifyStore
@@ -25,6 +26,7 @@ __all__ = [
     "AmendStore",
     "ConversationStore",
     "DeliveryStore",
+    "FileStore",
     "MessageStore",
     "NoticeStore",
     "NotifyStore",
@@ -53,6 +55,7 @@ class Stores:
         self.notices = NoticeStore(pool)
         self.notify = NotifyStore(pool)
         self.search = SearchStore(pool, search_language)
+        self.files = FileStore(pool)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from chatd.storage import files
 from chatd.storage.records import EVENT_COLUMNS, TIMELINE, Event, Kind
 
 Conn = asyncpg.Connection | PoolConnectionProxy
@@ -82,18 +83,19 @@ class Amend:
         return dataclasses.replace(event, deleted_at=deleted_at)
 
     async def erase(self) -> datetime.datetime:
-        """Everything the message holds goes here, in the delete's transaction: its text now.
-
-        Hook for attachments: delete the message's attachment rows here too (their files are
-        removed after the COMMIT by `Amends.on_delete` callbacks, amends.py). Returns when it
-        was deleted.
-        """
-        deleted_at: datetime.datetime = await self._conn.fetchval(
-            "UPDATE messages SET body = '', deleted_at = now() WHERE conversation_id = $1 AND seq = $2"
-            " RETURNING deleted_at",
+        """Everything the message holds goes here, in the delete's transaction: its text and
+        its files (their bytes are rows too, storage/files.py; a file another message also
+        carries stays). Returns when it was deleted."""
+        row = await self._conn.fetchrow(
+            "UPDATE messages SET body = '', attachments = NULL, deleted_at = now()"
+            " WHERE conversation_id = $1 AND seq = $2 RETURNING id, deleted_at",
             self._cid,
             self._ref_seq,
         )
+        assert row is not None
+        # Its files (bytes in Postgres, storage/files.py) go in this transaction too.
+        await files.delete_for_messages(self._conn, [row["id"]])
+        deleted_at: datetime.datetime = row["deleted_at"]
         return deleted_at
 
     async def _record(self, kind: Kind) -> Event:

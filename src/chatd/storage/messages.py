@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Sequence
 from typing import Any
@@ -7,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from chatd.errors import ChatdError, Code
+from chatd.storage import files
 from chatd.storage.records import EVENT_COLUMNS, TIMELINE, Append, Event
 
 # Group commit: many sends (any conversations) in one statement; seqs in the order of the
@@ -46,13 +48,17 @@ class MessageStore:
         batch = [items[i] for i in first.values()]
         columns: list[list[Any]] = [[i.conversation_id for i in batch], [i.sender_id for i in batch]]
         columns += [[i.client_msg_id for i in batch], [i.body for i in batch], [str(i.kind) for i in batch]]
-        rows = await self._store(columns)
+        links = {key: items[i].files for key, i in first.items() if items[i].files}
+        rows, shown = await self._store(columns, links)
         stored = {(row["sender_id"], row["client_msg_id"]): row for row in rows}
         results: list[Stored | BaseException | None] = [None] * len(items)
         for index, (_, sender, cmid, *_) in enumerate(items):
             row = stored.get((sender, cmid))
             if row is not None and first[(sender, cmid)] == index:
-                results[index] = (Event.from_row(row), False)
+                event = Event.from_row(row)
+                if row["id"] in shown:
+                    event = dataclasses.replace(event, attachments=tuple(shown[row["id"]]))
+                results[index] = (event, False)
         left = [i for i, result in enumerate(results) if result is None]
         if left:
             answers = await self.stored([items[i] for i in left])
@@ -83,15 +89,27 @@ class MessageStore:
                 answers.append((Event.from_row(original), True))
         return answers
 
-    async def _store(self, columns: list[list[Any]]) -> list[asyncpg.Record]:
+    async def _store(
+        self, columns: list[list[Any]], links: dict[tuple[int, str], tuple[int, ...]]
+    ) -> tuple[list[asyncpg.Record], dict[int, list[dict[str, Any]]]]:
         """Run the batch's statement; again, whole and in order, while it fails on a key that
         a concurrent batch committed first (the same fresh client_msg_id sent from two
         workers at once: the statement waits for the other one's COMMIT, then fails). The
         key is then stored and this batch leaves it out as a resend. Never one by one: sends
-        retried separately and concurrently would take their seqs in any order."""
+        retried separately and concurrently would take their seqs in any order. Sends that
+        carry files are linked to them in the same transaction (storage/files.py)."""
         for attempt in itertools.count(1):
             try:
-                return await self._pool.fetch(_APPEND_MANY, *columns)
+                if not links:
+                    return await self._pool.fetch(_APPEND_MANY, *columns), {}
+                async with self._pool.acquire() as conn, conn.transaction():
+                    rows = await conn.fetch(_APPEND_MANY, *columns)
+                    wanted = [
+                        (row["id"], row["sender_id"], list(carried))
+                        for row in rows
+                        if (carried := links.get((row["sender_id"], row["client_msg_id"])))
+                    ]
+                    return rows, await files.link(conn, wanted)
             except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
                 # Each failure means another key of this batch is now stored, so this ends.
                 if attempt > len(columns[0]):

@@ -11,9 +11,10 @@ from __future__ import annotations
 import datetime
 import enum
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import asyncpg
+import orjson
 
 
 class Kind(enum.StrEnum):
@@ -31,7 +32,7 @@ MEMBERSHIP: tuple[Kind, ...] = (Kind.MEMBERS_ADDED, Kind.MEMBERS_REMOVED)
 
 EVENT_COLUMNS = (
     "id, conversation_id, seq, sender_id, client_msg_id, kind, body, user_ids, created_at,"
-    " ref_seq, edited_at, deleted_at"
+    " ref_seq, edited_at, deleted_at, attachments::text AS attachments"  # jsonb (migration 0011)
 )
 
 # Events as clients see them (history, catch-up, gap fill): an edit or delete row has no text
@@ -40,7 +41,7 @@ TIMELINE = (
     "SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.client_msg_id, m.kind,"
     " CASE WHEN m.ref_seq IS NULL THEN m.body ELSE coalesce(o.body, '') END AS body,"
     " m.user_ids, m.created_at, m.ref_seq, coalesce(m.edited_at, o.edited_at) AS edited_at,"
-    " coalesce(m.deleted_at, o.deleted_at) AS deleted_at"
+    " coalesce(m.deleted_at, o.deleted_at) AS deleted_at, m.attachments::text AS attachments"
     " FROM messages m LEFT JOIN messages o ON o.conversation_id = m.conversation_id AND o.seq = m.ref_seq"
 )
 
@@ -61,6 +62,8 @@ class Event:
     ref_seq: int | None = None  # an edit's or delete's original message
     edited_at: datetime.datetime | None = None  # text: when last edited; edit: ditto
     deleted_at: datetime.datetime | None = None  # text: deleted (body is empty)
+    # What the message shows of the files it carries (storage/files.py); None: none.
+    attachments: tuple[dict[str, Any], ...] | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Event:
@@ -78,6 +81,7 @@ class Event:
             ref_seq=row["ref_seq"],
             edited_at=row["edited_at"],
             deleted_at=row["deleted_at"],
+            attachments=tuple(orjson.loads(row["attachments"])) if row["attachments"] else None,
         )
 
 
@@ -89,3 +93,4 @@ class Append(NamedTuple):
     client_msg_id: str
     body: str
     kind: Kind = Kind.TEXT
+    files: tuple[int, ...] = ()  # uploaded files the message carries, linked in its transaction

@@ -13,6 +13,7 @@ import { bindAdmin, openAdmin } from "./view/admin.js";
 import { hidePanels, openPanel } from "./view/panels.js";
 import { renderCount, renderLink, withinLimit } from "./view/composer.js";
 import { Desktop, Push, renderBadge } from "./notify.js";
+import { Attachments, bindAttachments } from "./view/attachments.js";
 import { Editing, Mentions } from "./editing.js";
 import { renderResults, closeResults } from "./view/search.js";
 
@@ -37,6 +38,7 @@ let lastTyping = 0;
 const push = new Push(api);
 /** @type {Desktop|null} */
 let desktop = null;
+const attachments = new Attachments(() => api.token);
 
 const wsUrl = () => `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/v1/ws`;
 
@@ -127,9 +129,9 @@ function showPending(entries) {
   for (const entry of entries) {
     const conv = store.convs.get(entry.conversation_id);
     if (conv && !conv.own.has(entry.client_msg_id)) {
-      const { client_msg_id, body } = entry;
+      const { client_msg_id, body, attachments: files } = entry;
       const created_at = entry.created_at || new Date().toISOString();
-      conv.own.set(client_msg_id, { client_msg_id, body, state: "pending", error: null, seq: null, created_at });
+      conv.own.set(client_msg_id, { client_msg_id, body, state: "pending", error: null, seq: null, created_at, attachments: files });
     }
   }
 }
@@ -580,8 +582,10 @@ const threadActions = {
     own.state = "pending";
     own.error = null;
     refreshRows(conv);
-    socket.send({ client_msg_id: cmid, conversation_id: cid, body: own.body, created_at: own.created_at });
+    const { body, created_at } = own;
+    socket.send({ client_msg_id: cmid, conversation_id: cid, body, created_at, attachments: own.attachments });
   },
+  files: (files) => attachments.view(files),
   async readers(cid, seq, li) {
     try {
       /** @type {{user_ids: number[]}} */
@@ -607,14 +611,21 @@ async function removeMember(uid) {
 /** @param {string} body @returns {boolean} whether it was taken (sent or queued) */
 function send(body) {
   const cid = store.openId;
-  if (cid === null || !body.trim() || !withinLimit(body, store.maxChars)) return false;
+  const withFiles = attachments.pending.length > 0;
+  if (cid === null || (!body.trim() && !withFiles) || !withinLimit(body, store.maxChars)) return false;
+  const problem = attachments.problem();
+  if (problem) {
+    setText($("#composer-error"), problem);
+    return false;
+  }
+  const files = withFiles ? attachments.take() : undefined;
   const conv = store.convs.get(cid);
   const cmid = crypto.randomUUID();
   const created_at = new Date().toISOString();
-  conv.own.set(cmid, { client_msg_id: cmid, body, state: "pending", error: null, seq: null, created_at });
+  conv.own.set(cmid, { client_msg_id: cmid, body, state: "pending", error: null, seq: null, created_at, attachments: files });
   renderMessages(store, conv, threadActions);
   $("#scroller").scrollTop = $("#scroller").scrollHeight;
-  socket.send({ client_msg_id: cmid, conversation_id: cid, body, created_at });
+  socket.send({ client_msg_id: cmid, conversation_id: cid, body, created_at, attachments: files });
   refreshList();
   return true;
 }
@@ -704,6 +715,7 @@ function bindStatic() {
     else if (send(input.value)) input.value = "";
     renderCount(store.maxChars);
   });
+  bindAttachments(attachments);
   const composer = /** @type {HTMLTextAreaElement} */ ($("#composer-input"));
   composer.addEventListener("keydown", (event) => {
     if (mentionBox.key(event) || editing.key(event)) return;

@@ -9,12 +9,13 @@ export const CHANGES = new Set(["edit", "delete"]);
  * @typedef {{type: "message", conversation_id: number, seq: number, id: number, kind: string,
  *   sender_id: number, client_msg_id: string|null, body: string, created_at: string,
  *   user_ids?: number[], ref_seq?: number, edited_at?: string, deleted_at?: string,
- *   changed?: number}} ChatEvent  (changed: the seq of the last edit or delete applied)
+ *   changed?: number, attachments?: import("./files.js").FileInfo[]}} ChatEvent  (changed: the seq of the last edit or delete applied)
  * @typedef {{status: string, version: number, last_seen: string|null}} PresenceEntry
  * @typedef {{user_id: number, username: string, role: string, display_name?: string|null,
  *   deactivated?: boolean}} Member
  * @typedef {{client_msg_id: string, body: string, state: "pending"|"saved"|"failed",
- *   error: string|null, seq: number|null, created_at: string}} Own
+ *   error: string|null, seq: number|null, created_at: string,
+ *   attachments?: import("./files.js").FileInfo[]}} Own
  * @typedef {object} Conv
  * @property {number} id
  * @property {"direct"|"group"} kind

@@ -9,7 +9,8 @@ import { richText } from "./text.js";
  * @typedef {import("../store.js").ChatEvent} ChatEvent
  * @typedef {import("../store.js").Own} Own
  * @typedef {{retry: (cid: number, cmid: string) => void, readers: (cid: number, seq: number, li: HTMLElement) => void,
- *   edit: (cid: number, seq: number) => void, remove: (cid: number, seq: number) => void}} ThreadActions
+ *   edit: (cid: number, seq: number) => void, remove: (cid: number, seq: number) => void,
+ *   files: (files: import("../files.js").FileInfo[]) => HTMLElement}} ThreadActions
  * @typedef {{key: string, seq: number|null, event: ChatEvent|null, own: Own|null, at: string}} Row
  */
 
@@ -117,7 +118,8 @@ function statusOf(store, conv, row) {
  *   sender?: string|number, name?: string, body?: string, state?: string, text?: string,
  *   readBy?: number, readOf?: number, deliveredTo?: number, deliveredText?: string, readers?: boolean,
  *   cmid?: string, edited?: string, deleted?: boolean, canEdit?: boolean, canDelete?: boolean,
- *   names?: string[], me?: string, found?: boolean}} RowModel
+ *   names?: string[], me?: string, found?: boolean,
+ *   files?: import("../files.js").FileInfo[]}} RowModel
  * @param {Store} store @param {Conv} conv @param {Row} row @returns {RowModel}
  */
 function rowModel(store, conv, row) {
@@ -130,8 +132,9 @@ function rowModel(store, conv, row) {
   }
   const mine = row.own !== null || (event && event.sender_id === store.me.user_id);
   const body = event ? event.body : row.own.body;
+  const files = (event ? event.attachments : row.own.attachments) || undefined;
   const marks = textMarks(store, conv, event, mine);
-  if (!mine) return { ...base, ...marks, mine, sender: event.sender_id, name: store.name(event.sender_id), body };
+  if (!mine) return { ...base, ...marks, mine, sender: event.sender_id, name: store.name(event.sender_id), body, files };
   const status = statusOf(store, conv, row);
   return {
     ...base, ...marks, mine, sender: "me", name: "You", body, state: status.state, text: status.text,
@@ -139,7 +142,7 @@ function rowModel(store, conv, row) {
     deliveredText: status.counts && status.delivered !== undefined && status.delivered > status.counts.read_by
       ? `delivered to ${status.delivered} of ${status.counts.of}` : undefined,
     readers: Boolean(status.counts && conv.members !== null && conv.member_count <= 100),
-    cmid: row.own?.client_msg_id,
+    cmid: row.own?.client_msg_id, files,
   };
 }
 
@@ -217,8 +220,9 @@ function messageRow(conv, m, actions) {
       m.edited ? h("span", { class: "edited muted", title: `Edited ${clock(m.edited)}`, text: " (edited)" }) : null),
     m.deleted
       ? h("p", { class: "body tombstone muted", text: "Message deleted" })
-      : h("p", { class: "body" }, ...richText(m.body, new Set(m.names || []), m.me || "")),
+      : m.body ? h("p", { class: "body" }, ...richText(m.body, new Set(m.names || []), m.me || "")) : null,
   );
+  if (m.files?.length && !m.deleted) li.append(actions.files(m.files));
   if (m.seq !== null && !m.deleted && (m.canEdit || m.canDelete)) li.append(messageMenu(conv, m, actions));
   if (m.mine) {
     const line = h("span", { class: "status", role: m.state === "failed" ? "alert" : undefined });
