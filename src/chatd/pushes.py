@@ -193,8 +193,10 @@ class Pushes:
                     )
 
     async def _consider(self, event: Event) -> None:
-        cid, seq = event.conversation_id, event.seq
-        targets = await self._stores.notify.targets(cid, event.sender_id)
+        cid, seq, sender = event.conversation_id, event.seq, event.sender_id
+        if sender is None:  # only users' text messages are taken in (`committed`)
+            return
+        targets = await self._stores.notify.targets(cid, sender)
         if not targets:
             return
         users = sorted({t.user_id for t in targets})
@@ -212,7 +214,7 @@ class Pushes:
         metrics.PUSH_SKIPPED.labels("handled").inc(sum(1 for a in answers if int(a) == 0))
         if not claimed:
             return
-        names = await self._stores.notify.names(cid, event.sender_id)
+        names = await self._stores.notify.names(cid, sender)
         if names is None:
             return
         assert self._key is not None
