@@ -4,7 +4,6 @@ and the cleanup of files never sent (docs/protocol.md §13, docs/operations.md "
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
 import os
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import quote
 
+from chatd import tasks
 from chatd.config import Settings
 from chatd.errors import ChatdError, Code
 from chatd.storage import Stores, is_unavailable
@@ -204,10 +204,7 @@ class Attachments:
         self._task = asyncio.create_task(self._sweep())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.cancel(self._task)
 
     async def _sweep(self) -> None:
         ttl = self._settings.upload_unsent_ttl_s

@@ -26,7 +26,6 @@ for one message. A push is a hint, never the message: the message is in Postgres
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections import OrderedDict
@@ -38,7 +37,7 @@ import httpx
 import orjson
 import redis.asyncio as aioredis
 
-from chatd import metrics, webpush
+from chatd import metrics, tasks, webpush
 from chatd.config import Settings
 from chatd.presence import Presence
 from chatd.storage import Stores, is_unavailable
@@ -165,11 +164,7 @@ class Pushes:
     async def stop(self) -> None:
         for timer in self._timers:
             timer.cancel()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await tasks.cancel(*self._tasks)
         if self._client is not None:
             await self._client.aclose()
 

@@ -6,13 +6,12 @@ delivery pointer too, so nothing is ever shown read and not delivered."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from chatd import metrics, notices
+from chatd import metrics, notices, tasks
 from chatd.config import Settings
 from chatd.errors import ChatdError, Code
 from chatd.fanout import Hub
@@ -287,10 +286,7 @@ class Flusher:
 
     async def stop(self) -> None:
         """Stop the loop, then write everything still dirty (waiting for another flusher)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.cancel(self._task)
         for _ in range(50):
             try:
                 if await self.flush_once() is not None:
