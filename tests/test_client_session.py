@@ -6,7 +6,8 @@ import asyncio
 
 import orjson
 
-from chatd.client.session import ChatSession, search_line
+from chatd.client.lines import search_line
+from chatd.client.session import ChatSession
 
 
 def session(lines: list[str]) -> ChatSession:

@@ -182,6 +182,7 @@ async def test_bad_queries_get_bad_request(w1: Api) -> None:
 
 
 async def test_terminal_client_search_prints_results_with_hits(w1: Api) -> None:
+    from chatd.client.commands import Commands
     from chatd.client.session import ChatSession
 
     alice, bob = await w1.user(), await w1.user()
@@ -191,8 +192,10 @@ async def test_terminal_client_search_prints_results_with_hits(w1: Api) -> None:
     acks = [await a.send(cid, f"{key} number {n}") for n in range(22)]
     lines: list[str] = []
     conv = {"id": cid, "kind": "direct", "title": None}
-    chat = ChatSession(
-        w1.base_url, {"token": bob.token, "user_id": bob.id}, conv, {alice.id: alice.name}, lines.append
+    chat = Commands(
+        ChatSession(
+            w1.base_url, {"token": bob.token, "user_id": bob.id}, conv, {alice.id: alice.name}, lines.append
+        )
     )
     await chat.search(key)
     assert len(lines) == 21 and lines[-1] == "* more: /more"

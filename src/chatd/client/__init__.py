@@ -13,7 +13,8 @@ from typing import Any
 
 from chatd.client import profiles
 from chatd.client.api import Api, ApiError
-from chatd.client.session import ChatSession, Stop, clock
+from chatd.client.lines import clock
+from chatd.client.session import ChatSession, Stop
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 

@@ -16,7 +16,6 @@ import contextlib
 import random
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +23,9 @@ import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from chatd.client.api import Api, ApiError
+from chatd.client.api import Api
+from chatd.client.lines import clock, short, shown, size_text
+from chatd.client.own import Own, OwnMessages
 
 Frame = dict[str, Any]
 # Refusals after which the send is written again, in order with the ones after it.
@@ -38,51 +39,6 @@ class Stop(Exception):
     def __init__(self, reason: str, auth: bool = False) -> None:
         super().__init__(reason)
         self.auth = auth
-
-
-@dataclass
-class Own:
-    client_msg_id: str
-    body: str
-    seq: int | None = None
-    state: str = "pending"
-    files: list[Frame] = field(default_factory=list)  # uploaded, sent with the message
-
-
-def size_text(size: int) -> str:
-    for unit, scale in (("MB", 1e6), ("KB", 1e3)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} B"
-
-
-def clock(created_at: str) -> str:
-    when = datetime.fromisoformat(created_at).astimezone()
-    if when.date() == datetime.now().astimezone().date():
-        return when.strftime("%H:%M")
-    return when.strftime("%Y-%m-%d %H:%M")
-
-
-def _shown(event: Frame) -> str:
-    if event.get("deleted_at"):
-        return "(message deleted)"
-    return f"{event['body']} (edited)" if event.get("edited_at") else str(event["body"])
-
-
-def search_line(result: Frame, name: Callable[[int | None], str]) -> str:
-    """One search result: where, when, who, and the snippet with hits in [brackets]. Control
-    characters are dropped: a message must not drive the terminal."""
-
-    def clean(text: str) -> str:
-        return "".join(c for c in text if c.isprintable())
-
-    snippet = "".join(f"[{clean(s['text'])}]" if s["hit"] else clean(s["text"]) for s in result["snippet"])
-    when = clock(result["created_at"])
-    return f"#{result['conversation_id']}:{result['seq']} {when} {name(result['sender_id'])}: {snippet}"
-
-
-def _short(body: str) -> str:
-    return body if len(body) <= 30 else body[:29] + "…"
 
 
 class ChatSession:
@@ -107,7 +63,7 @@ class ChatSession:
         self.last_seq = 0
         self.read_seq = 0
         self.outbox: dict[str, Own] = {}  # not yet acknowledged, in send order
-        self.mine: dict[int, Own] = {}  # acknowledged, by seq
+        self.mine = OwnMessages(out, self.name)  # acknowledged, by seq
         self.presence: dict[int, tuple[str, int]] = {}
         self.status = "connecting"
         self.ws: ClientConnection | None = None
@@ -125,8 +81,6 @@ class ChatSession:
         self._wake = asyncio.Event()
         self._confirming = False
         self._confirmed = 0
-        self._search_q = ""
-        self._search_next: int | None = None
 
     # -- what the UI reads -------------------------------------------------------------------
     def title(self) -> str:
@@ -160,48 +114,14 @@ class ChatSession:
         self._wake.set()
         self.refresh()
 
-    async def upload(self, path: str, caption: str = "") -> None:
-        """`/upload PATH`: the file goes up first (streamed from disk), then a message with it."""
-        self.out(f"  uploading {path} …")
-        try:
-            async with Api(self.url, self.token) as api:
-                file = await api.upload(path)
-        except (OSError, ApiError) as exc:
-            self.out(f"* not uploaded ({exc}): {path}")
-            return
-        self.submit(caption, files=[file])
-
     def _show_files(self, files: list[Frame]) -> None:
         me = self.name(self.me)
         for file in files:
             command = f"chatd client --user {me} download {file['id']}"
             self.out(f"  [file] {file['name']} ({size_text(file['size'])}) · {command}")
 
-    def command(self, line: str) -> bool:
-        """`/edit [#SEQ] TEXT` and `/delete [#SEQ]` (protocol.md §4.11): your last message, or
-        the one at SEQ. True if `line` was one of them (handled, or refused with a note)."""
-        name, _, rest = line.strip().partition(" ")
-        if name not in ("/edit", "/delete"):
-            return False
-        target = self._last_own()
-        seq_text, _, text = rest.strip().partition(" ")
-        if seq_text.startswith("#") and seq_text[1:].isdigit():
-            target, rest = int(seq_text[1:]), text
-        if target is None:
-            self.out("* nothing of yours to change here yet")
-        elif name == "/edit" and not rest.strip():
-            self.out("* usage: /edit [#SEQ] NEW TEXT")
-        elif not self.synced or self.ws is None:
-            self.out("* not connected: try again once connected")
-        else:
-            frame: Frame = {"conversation_id": self.cid, "client_msg_id": uuid.uuid4().hex, "seq": target}
-            frame |= {"type": "edit", "body": rest.strip()} if name == "/edit" else {"type": "delete"}
-            frame["id"] = frame["client_msg_id"]
-            asyncio.get_running_loop().create_task(self._raw(frame))
-        return True
-
-    def _last_own(self) -> int | None:
-        return max((seq for seq, own in self.mine.items() if own.state != "deleted"), default=None)
+    def last_own(self) -> int | None:
+        return self.mine.last()
 
     async def _write(self, ws: ClientConnection) -> None:
         """Write the outbox to `ws` in order, each entry once per round, as it fills."""
@@ -325,13 +245,13 @@ class ChatSession:
         elif kind == "error":
             self._error(frame)
         elif kind == "read" and frame["conversation_id"] == self.cid and frame["user_id"] != self.me:
-            self._read_by_peer(frame["user_id"], frame["seq"])
+            self.mine.read_by_peer(frame["user_id"], frame["seq"])
         elif kind == "delivered" and frame["conversation_id"] == self.cid and frame["user_id"] != self.me:
-            self._delivered_to_peer(frame["user_id"], frame["seq"])
+            self.mine.delivered_to_peer(frame["user_id"], frame["seq"])
         elif kind == "read_state" and frame["conversation_id"] == self.cid:
             self.read_seq = max(self.read_seq, frame["last_read_seq"])
         elif kind == "receipts" and frame["conversation_id"] == self.cid:
-            self._receipts(frame["counts"])
+            self.mine.counts(frame["counts"])
         elif kind == "presence":
             self._presence(frame, announce=True)
         self.refresh()
@@ -368,7 +288,7 @@ class ChatSession:
         self.last_seq = seq
         when, who = clock(event["created_at"]), self.name(event["sender_id"])
         if event["kind"] in ("edit", "delete"):
-            self._changed(event, when, who)
+            self.mine.changed(event, when, who)
             return
         if event["kind"] != "text":
             users = ", ".join(self.name(u) for u in event.get("user_ids", []))
@@ -384,7 +304,7 @@ class ChatSession:
             return
         if event["sender_id"] == self.me and seq in self.mine:
             return  # typed here and its ack came first: already on screen
-        body = _shown(event)
+        body = shown(event)
         if event["sender_id"] != self.me:
             self.out(f"{when} {who}: {body}")
             self._show_files(event.get("attachments") or [])
@@ -398,49 +318,13 @@ class ChatSession:
         self.out(f"{when} {who}: {body}  · {own.state}")
         self._show_files(own.files)
 
-    def _changed(self, event: Frame, when: str, who: str) -> None:
-        """An edit or delete of the message at `ref_seq`: printed as a line of its own."""
-        own = self.mine.get(event["ref_seq"])
-        if event["kind"] == "edit":
-            if own is not None:
-                own.body = event["body"]
-            self.out(f"{when} * {who} edited a message: {event['body']}")
-        else:
-            if own is not None:
-                own.state = "deleted"
-            self.out(f"{when} * {who} deleted a message")
-
     def _saved(self, client_msg_id: str, seq: int) -> None:
         own = self.outbox.pop(client_msg_id, None)
         if own is None or own.seq is not None:  # unknown, or a resend of one already shown saved
             return
         own.seq, own.state = seq, "saved"
         self.mine[seq] = own
-        self.out(f"  ✓ saved: {_short(own.body)}")
-
-    def _read_by_peer(self, user_id: int, seq: int) -> None:
-        for own in sorted((o for s, o in self.mine.items() if s <= seq), key=lambda o: o.seq or 0):
-            if own.state not in ("read", "deleted"):
-                own.state = "read"
-                self.out(f"  ✓✓ read by {self.name(user_id)}: {_short(own.body)}")
-
-    def _delivered_to_peer(self, user_id: int, seq: int) -> None:
-        for own in sorted((o for s, o in self.mine.items() if s <= seq), key=lambda o: o.seq or 0):
-            if own.state == "saved":  # never back from read
-                own.state = "delivered"
-                self.out(f"  ✓ delivered to {self.name(user_id)}: {_short(own.body)}")
-
-    def _receipts(self, counts: list[Frame]) -> None:
-        for count in counts:
-            own = self.mine.get(count["seq"])
-            delivered = max(count.get("delivered_to", 0), count["read_by"])
-            if count["read_by"]:
-                state, mark = f"read by {count['read_by']} of {count['of']}", "✓✓"
-            else:
-                state, mark = f"delivered to {delivered} of {count['of']}", "✓"
-            if own is not None and delivered and own.state not in (state, "deleted"):
-                own.state = state
-                self.out(f"  {mark} {state}: {_short(own.body)}")
+        self.out(f"  ✓ saved: {short(own.body)}")
 
     def _presence(self, entry: Frame, announce: bool) -> None:
         uid, version = entry["user_id"], entry["version"]
@@ -465,7 +349,7 @@ class ChatSession:
             return
         if self.outbox.pop(own.client_msg_id, None) is None:
             return  # stored meanwhile
-        self.out(f"* not sent ({frame['code']}: {frame['message']}): {_short(own.body)}")
+        self.out(f"* not sent ({frame['code']}: {frame['message']}): {short(own.body)}")
 
     def _confirm_received(self) -> None:
         """This device got the conversation up to last_seq: one `received` per batch of frames
@@ -479,37 +363,17 @@ class ChatSession:
             if self.last_seq > self._confirmed:
                 self._confirmed = self.last_seq
                 frame = {"type": "received", "conversation_id": self.cid, "seq": self.last_seq}
-                asyncio.get_running_loop().create_task(self._raw(frame))
+                asyncio.get_running_loop().create_task(self.send_frame(frame))
 
         asyncio.get_running_loop().call_soon(confirm)
-
-    async def search(self, words: str, more: bool = False) -> None:
-        """`/search WORDS` (and `/more`): the newest matches in my conversations, 20 at a time."""
-        if more and self._search_next is None:
-            self.out("* no more results")
-            return
-        q = self._search_q if more else words
-        try:
-            async with Api(self.url, self.token) as api:
-                found = await api.search(q, self._search_next if more else None)
-        except ApiError as exc:
-            self.out(f"* search failed: {exc}")
-            return
-        self._search_q, self._search_next = q, found["next_before"]
-        if not found["results"] and not more:
-            self.out(f"* nothing found for {q!r}")
-        for result in found["results"]:
-            self.out(search_line(result, self.name))
-        if found["next_before"] is not None:
-            self.out("* more: /more")
 
     def _mark_read(self) -> None:
         if self.synced and self.ws is not None and self.last_seq > self.read_seq:
             self.read_seq = self.last_seq
             frame = {"type": "read", "conversation_id": self.cid, "seq": self.last_seq}
-            asyncio.get_running_loop().create_task(self._raw(frame))
+            asyncio.get_running_loop().create_task(self.send_frame(frame))
 
-    async def _raw(self, frame: Frame) -> None:
+    async def send_frame(self, frame: Frame) -> None:
         if self.ws is not None:
             with contextlib.suppress(websockets.ConnectionClosed):
                 await self.ws.send(orjson.dumps(frame).decode())

@@ -9,6 +9,7 @@ from prompt_toolkit import PromptSession
 from prompt_toolkit.application import get_app_or_none
 from prompt_toolkit.patch_stdout import patch_stdout
 
+from chatd.client.commands import Commands
 from chatd.client.session import ChatSession
 
 
@@ -34,7 +35,7 @@ async def run_chat(session: ChatSession) -> None:
     """Until ^D, ^C, or the session stops (its exception propagates)."""
     # erase_when_done: the typed line leaves the prompt and comes back once, as a message
     prompt: PromptSession[str] = PromptSession(bottom_toolbar=session.toolbar, erase_when_done=True)
-    searches: set[asyncio.Task[None]] = set()  # `/search WORDS`, `/more`: answered above the prompt
+    commands = Commands(session)  # a line typed: a message, or /edit, /search, ...
     with patch_stdout(raw=True):
         live = asyncio.create_task(session.run())
         try:
@@ -50,16 +51,7 @@ async def run_chat(session: ChatSession) -> None:
                 line = line_task.result()
                 if line is None:
                     return
-                words = line.strip()
-                if words == "/more" or words.startswith("/search "):
-                    query = words.removeprefix("/search ").strip()
-                    task = asyncio.create_task(session.search(query, more=words == "/more"))
-                    searches.add(task)
-                    task.add_done_callback(searches.discard)
-                elif words.startswith("/upload "):
-                    await session.upload(words.removeprefix("/upload ").strip())
-                elif words and not session.command(line):
-                    session.submit(line)
+                await commands.line(line)
         finally:
             live.cancel()
             with contextlib.suppress(asyncio.CancelledError):
