@@ -103,17 +103,24 @@ class Confirmations:
             args += [c.uid, c.cid, c.seq, c.evidence]
         async with asyncio.timeout(self._timeout_s):
             flat = await self._script(keys=keys, args=args)
-        failures: Failures = {}
         moved: dict[int, list[tuple[int, int, int]]] = {}  # cid -> (uid, previous, seq) shown to others
+        alone: list[tuple[Key, Confirmation]] = []
         for index, (key, c) in enumerate(batch.items()):
             status, previous, visible = (int(v) for v in flat[3 * index : 3 * index + 3])
             if status == MOVED and visible:
                 moved.setdefault(c.cid, []).append((c.uid, previous, c.seq))
-            elif status not in (MOVED, UNCHANGED):  # rare: one by one, as a lone `received`
-                try:
-                    await self._receipts.received(c.uid, c.cid, c.seq, c.evidence)
-                except Exception as exc:
-                    failures[key] = exc
-        for cid, marks in moved.items():
-            await self._receipts.delivered_moved(cid, marks)
+            elif status not in (MOVED, UNCHANGED):  # rare (a user's first): as a lone `received`
+                alone.append((key, c))
+        outcomes = await asyncio.gather(
+            *(self._receipts.received(c.uid, c.cid, c.seq, c.evidence) for _, c in alone),
+            *(self._receipts.delivered_moved(cid, marks) for cid, marks in moved.items()),
+            return_exceptions=True,
+        )
+        failures: Failures = {}
+        for (key, _), outcome in zip(alone, outcomes, strict=False):
+            if isinstance(outcome, BaseException):
+                failures[key] = outcome
+        for outcome in outcomes[len(alone) :]:
+            if isinstance(outcome, BaseException):
+                log.warning("delivered not pushed", exc_info=outcome)
         return failures
