@@ -7,12 +7,16 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import orjson
+import redis.asyncio as aioredis
 import websockets
 
+from tests.conftest import Worker
 from tests.helpers import Api, User, Ws, ws_url
+from tests.test_receipts_flush import redis_calls
 
 
 async def received(ws: Ws, cid: int, seq: int) -> None:
@@ -197,3 +201,46 @@ async def test_received_bad_input_and_outsiders(w1: Api) -> None:
     assert (error["code"], error["last_seq"]) == ("seq_out_of_range", 1)
     for ws in (a, m, b):
         await ws.close()
+
+
+async def test_confirmations_cost_a_script_call_a_batch_not_one_a_frame(
+    spawn_worker: Callable[..., Worker], private_redis: str
+) -> None:
+    # A Redis of its own, with no periodic work: only what the confirmations do is counted.
+    worker = spawn_worker(
+        CHATD_REDIS_URL=private_redis,
+        CHATD_RECEIPT_FLUSH_INTERVAL_S="3600",
+        CHATD_PRESENCE_HEARTBEAT_S="600",
+        CHATD_PRESENCE_TTL_S="3600",
+        CHATD_PRESENCE_SWEEP_S="600",
+    )
+    api = Api(worker.url)
+    sender = await api.user()
+    members = [await api.user() for _ in range(10)]
+    cid = await api.group(sender, members)
+    s = await Ws.connect(worker.url, sender.token)
+    sockets = [await Ws.connect(worker.url, u.token) for u in members]
+    for ws in sockets:  # each takes part: their confirmations show, so each move widens a range
+        assert (await ws.send(cid, "here"))["type"] == "ack"
+    seqs = [(await s.send(cid, f"m{i}"))["seq"] for i in range(20)]
+    for ws in sockets:
+        await ws.wait_seq(cid, seqs[-1])
+        await received(ws, cid, seqs[0] - 1)  # the users' state is loaded outside the count
+    redis = aioredis.Redis.from_url(private_redis)
+    before = await redis_calls(redis)
+    for ws in sockets:  # a confirmation per message, then each again (a client that retries)
+        for seq in seqs + seqs:
+            await ws.send_json({"type": "received", "conversation_id": cid, "seq": seq})
+    for ws in sockets:
+        await received(ws, cid, seqs[-1])  # the pong: every earlier confirmation took effect
+    scripts = (await redis_calls(redis))["evalsha"] - before["evalsha"]
+    found = await counts(api, sender, cid, seqs[0], seqs[-1])
+    assert all(found[seq]["delivered_to"] == len(members) for seq in seqs), found
+    print(f"{len(sockets) * 41} received frames: {scripts} Redis script calls")
+    # One by one that was a script call a frame that moved a pointer (200), and one more to
+    # widen the group's changed range (200); in batches it is two a batch.
+    assert scripts < 100
+    for ws in (s, *sockets):
+        await ws.close()
+    await api.http.aclose()
+    await redis.aclose()

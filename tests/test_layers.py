@@ -28,6 +28,7 @@ SERVICES = {
     "chatd.attachments",
     "chatd.amends",
     "chatd.receipts",
+    "chatd.confirms",
     "chatd.presence",
     "chatd.readstate",
     "chatd.conncap",

@@ -111,6 +111,7 @@ class ChatdConn(Conn):
         self._unconfirmed: dict[int, int] = {}
         self._confirming = False
         self.confirmed = 0
+        self.received_ms = RECEIVED_MS  # 0: never confirm (the agent's `confirm` op sets it)
 
     def since(self) -> dict[str, int]:
         return {str(cid): nxt - 1 for cid, nxt in self.expected.items()}
@@ -164,7 +165,7 @@ class ChatdConn(Conn):
                 self.dupes += 1
             if frame.get("sender_id") != self.user_id:
                 self.rec.delivered(frame.get("body", ""), at)
-                if RECEIVED_MS:
+                if self.received_ms:
                     self._received(cid, seq)
         elif kind == "ack":
             self.rec.ack(frame["client_msg_id"], at, frame["conversation_id"], frame["seq"])
@@ -197,7 +198,7 @@ class ChatdConn(Conn):
             self._unconfirmed[cid] = seq
         if not self._confirming:
             self._confirming = True
-            asyncio.get_running_loop().call_later(RECEIVED_MS / 1000, self._confirm)
+            asyncio.get_running_loop().call_later(self.received_ms / 1000, self._confirm)
 
     def _confirm(self) -> None:
         self._confirming = False

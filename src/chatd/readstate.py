@@ -77,30 +77,33 @@ def gone_key(cid: int) -> str:
     return f"chatd:rgone:{cid}"
 
 
-# KEYS: room, user, dirty, gone, meta; ARGV: uid, cid, seq, evidence, took_part ('1', '0', ''
-# unknown) -> {status, previous, visible}; status: see MOVED.. above.
-_MARK = """
-if redis.call('EXISTS', KEYS[2]) == 0 then return {-2, 0, 0} end
-local share = redis.call('HGET', KEYS[5], 'share')
-if not share then return {-2, 0, 0} end
-if tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0') > tonumber(ARGV[4]) then return {-3, 0, 0} end
-local old = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
-local seq = tonumber(ARGV[3])
-if seq <= old then return {0, old, 0} end
-local took = redis.call('HGET', KEYS[5], 'p:' .. ARGV[2])
-local visible = 0
-if share == '1' then
-  if took == '1' or ARGV[5] == '1' then visible = 1
-  elseif took ~= '0' and ARGV[5] == '' then return {-4, old, 0} end
+# A mark, as a Lua function (one script makes many in confirms.py): room, user, dirty, gone,
+# meta; uid, cid, seq, evidence, took_part ('1', '0', '' unknown) -> {status, previous, visible}
+MARK_FN = """
+local function mark(room, user, dirty, gone, meta, uid, cid, seq_arg, evidence, known)
+  if redis.call('EXISTS', user) == 0 then return {-2, 0, 0} end
+  local share = redis.call('HGET', meta, 'share')
+  if not share then return {-2, 0, 0} end
+  if tonumber(redis.call('HGET', gone, uid) or '0') > tonumber(evidence) then return {-3, 0, 0} end
+  local old = tonumber(redis.call('HGET', user, cid) or '0')
+  local seq = tonumber(seq_arg)
+  if seq <= old then return {0, old, 0} end
+  local took = redis.call('HGET', meta, 'p:' .. cid)
+  local visible = 0
+  if share == '1' then
+    if took == '1' or known == '1' then visible = 1
+    elseif took ~= '0' and known == '' then return {-4, old, 0} end
+  end
+  if visible == 1 and redis.call('EXISTS', room) == 0 then return {-1, 0, 0} end
+  if known == '1' then redis.call('HSET', meta, 'p:' .. cid, '1')
+  elseif known == '0' then redis.call('HSETNX', meta, 'p:' .. cid, '0') end
+  redis.call('HSET', user, cid, seq)
+  if visible == 1 then redis.call('ZADD', room, 'GT', seq, uid) end
+  redis.call('SADD', dirty, cid .. ':' .. uid)
+  return {1, old, visible}
 end
-if visible == 1 and redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, 0} end
-if ARGV[5] == '1' then redis.call('HSET', KEYS[5], 'p:' .. ARGV[2], '1')
-elseif ARGV[5] == '0' then redis.call('HSETNX', KEYS[5], 'p:' .. ARGV[2], '0') end
-redis.call('HSET', KEYS[2], ARGV[2], seq)
-if visible == 1 then redis.call('ZADD', KEYS[1], 'GT', seq, ARGV[1]) end
-redis.call('SADD', KEYS[3], ARGV[2] .. ':' .. ARGV[1])
-return {1, old, visible}
 """
+_MARK = MARK_FN + "return mark(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], unpack(ARGV))"
 
 # KEYS: room, gone; ARGV: seq1, uid1, joined1, seq2, ... from Postgres (members who share and
 # took part). GT: never lowers a newer live mark. Postgres may be older than Redis: a member

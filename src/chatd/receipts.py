@@ -152,13 +152,19 @@ class Receipts:
                 )
             except Removed:
                 raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation") from None
-        if not moved or not visible:
+        if moved and visible:
+            await self.delivered_moved(cid, [(uid, previous, seq)])
+
+    async def delivered_moved(self, cid: int, marks: list[tuple[int, int, int]]) -> None:
+        """Delivery pointers others see moved in `cid`, (user, previous, seq) each: `delivered`
+        events (direct), or the group's changed range widened once (confirms.py batches)."""
+        if await self._kind(cid) == "direct":
+            for uid, _, seq in marks:
+                event = {"type": "delivered", "conversation_id": cid, "user_id": uid, "seq": seq}
+                self._hub.publish_state(event, key=("delivered", cid, uid))
             return
-        kind = target.kind if target else await self._kind(cid)
-        if kind == "direct":
-            event = {"type": "delivered", "conversation_id": cid, "user_id": uid, "seq": seq}
-            self._hub.publish_state(event, key=("delivered", cid, uid))
-        elif await self._state.widen(cid, previous + 1, seq, self._settings.receipt_push_interval_ms):
+        lo, hi = min(previous for _, previous, _ in marks) + 1, max(seq for _, _, seq in marks)
+        if await self._state.widen(cid, lo, hi, self._settings.receipt_push_interval_ms):
             self._hub.spawn(self._push_counts_later(cid))
 
     async def _kind(self, cid: int) -> str:

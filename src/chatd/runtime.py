@@ -25,6 +25,7 @@ from chatd.admin import Admin
 from chatd.amends import Amends
 from chatd.attachments import Attachments
 from chatd.config import Settings
+from chatd.confirms import Confirmations
 from chatd.conncap import ConnectionCap
 from chatd.connection import CLOSE_SERVICE_RESTART
 from chatd.fanout import Hub
@@ -106,6 +107,7 @@ class Runtime:
         lookups = RateLimiter(redis, "lookup", settings.user_lookup_rate_limit, 60)
         groups = RateLimiter(redis, "group", settings.group_rate_limit, 3600)
         self.receipts = Receipts(stores, read_state, self.hub, settings, delivered)
+        self.confirms = Confirmations(self.receipts, delivered, self.hub, settings.redis_send_timeout_s)
         self.presence = Presence(redis, stores, self.hub, settings)
         self.search = Search(stores)
         self.messaging = Messaging(
