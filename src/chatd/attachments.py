@@ -223,8 +223,7 @@ class Attachments:
 
     async def deleted(self, cid: int, seq: int, storage_keys: list[str]) -> None:
         """After a delete's COMMIT: the copies of its files in this host's download cache."""
-        if storage_keys:
-            await asyncio.to_thread(self.cache.remove, storage_keys)
+        self.cache.remove(storage_keys)  # an unlink or two per file
 
     # -- never-sent uploads, and the download cache ---------------------------------------------
     def start(self) -> None:
@@ -241,8 +240,9 @@ class Attachments:
         self._tasks.clear()
 
     async def _sweep_cache(self) -> None:
-        """At start (a crash may have left copies short of their size), then every
+        """Soon after start (a crash may have left copies short of their size), then every
         CHATD_FILES_CACHE_SWEEP_S."""
+        await asyncio.sleep(min(self._settings.files_cache_sweep_s, 5.0))
         while True:
             try:
                 removed = await self.cache.sweep(self._stores.files.sizes)
