@@ -41,7 +41,8 @@ def run(cache: bool, size: int, downloads: int) -> dict[str, object]:
             token = http.post("/v1/login", json=creds).json()["token"]
             auth = {"Authorization": f"Bearer {token}"}
             file = http.post("/v1/files", params={"name": "x.bin"}, content=data, headers=auth).json()["file"]
-            worker, postgres = stack.pids["worker-1"], stack.pids["postgres"]
+            worker = stack.pids["worker-1"]
+            postgres = int((stack.root / "pg" / "postmaster.pid").read_text().split()[0])
             cpu_worker, cpu_pg = cpu_seconds(worker), cpu_seconds(postgres)
             times: list[float] = []
             for _ in range(downloads):
