@@ -18,7 +18,14 @@ import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 
-TRANSPORTS = {"chatd.ws", "chatd.http_api", "chatd.http_accounts", "chatd.http_notify", "chatd.wire"}
+TRANSPORTS = {
+    "chatd.ws",
+    "chatd.http_api",
+    "chatd.http_accounts",
+    "chatd.http_files",
+    "chatd.http_notify",
+    "chatd.wire",
+}
 ABOVE_TRANSPORTS = {"chatd.app", "chatd.server", "chatd.cli", "chatd.admin_cli", "chatd.__main__"}
 HUB = {"chatd.fanout", "chatd.outbox", "chatd.topics", "chatd.ephemeral", "chatd.notices"}
 SERVICES = {
@@ -26,6 +33,7 @@ SERVICES = {
     "chatd.admin",
     "chatd.messaging",
     "chatd.attachments",
+    "chatd.filecache",
     "chatd.amends",
     "chatd.receipts",
     "chatd.confirms",

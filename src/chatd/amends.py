@@ -18,9 +18,10 @@ from chatd.storage.amends import KeyTaken
 from chatd.storage.records import Event, Kind
 
 log = logging.getLogger("chatd.amends")
-# Called after a delete's COMMIT with (conversation_id, seq of the deleted message): where what
-# lives outside Postgres (attachment files) is removed. Rows go in storage's `Amend.erase`.
-OnDelete = Callable[[int, int], Awaitable[None]]
+# Called after a delete's COMMIT with (conversation_id, seq of the deleted message, storage keys
+# of the files it deleted): where what lives outside Postgres (the attachments' download cache)
+# is removed. Rows go in storage's `Amend.erase`.
+OnDelete = Callable[[int, int, list[str]], Awaitable[None]]
 
 
 class Amends:
@@ -43,7 +44,7 @@ class Amends:
             limited = exc
         for attempt in (1, 2):
             try:
-                event, duplicate = await self._change(user_id, frame, limited)
+                event, duplicate, files = await self._change(user_id, frame, limited)
                 break
             except KeyTaken:  # the same key, committed meanwhile elsewhere: now a resend
                 if attempt == 2:
@@ -52,12 +53,12 @@ class Amends:
         # subscribers drop what they already have.
         await self._hub.publish(frames.message(event))
         if isinstance(frame, frames.Delete) and not duplicate:
-            await self._deleted(frame.conversation_id, frame.seq)
+            await self._deleted(frame.conversation_id, frame.seq, files)
         return frames.ack(event, duplicate)
 
     async def _change(
         self, user_id: int, frame: frames.Edit | frames.Delete, limited: ChatdError | None
-    ) -> tuple[Event, bool]:
+    ) -> tuple[Event, bool, list[str]]:
         kind = Kind.EDIT if isinstance(frame, frames.Edit) else Kind.DELETE
         cid, seq = frame.conversation_id, frame.seq
         async with self._stores.amends.change(cid, user_id, frame.client_msg_id, seq) as change:
@@ -66,19 +67,20 @@ class Amends:
                 if (stored.conversation_id, stored.kind, stored.ref_seq) != (cid, kind, seq):
                     message = "client_msg_id was already used for another message or change"
                     raise ChatdError(Code.CLIENT_MSG_ID_CONFLICT, message)
-                return stored, True
+                return stored, True, []
             if limited is not None:
                 raise limited
             if isinstance(frame, frames.Edit):
                 policy.may_edit(change.facts, user_id, seq, self._settings.edit_window_s)
-                return await change.edit(frame.body), False
+                return await change.edit(frame.body), False, []
             policy.may_delete(change.facts, user_id, seq)
-            return await change.delete(), False
+            event = await change.delete()
+            return event, False, change.deleted_files
 
-    async def _deleted(self, cid: int, seq: int) -> None:
+    async def _deleted(self, cid: int, seq: int, files: list[str]) -> None:
         for callback in self.on_delete:
             try:
-                await callback(cid, seq)
+                await callback(cid, seq, files)
             except Exception as exc:  # committed: the delete stands; what is left is logged
                 log.warning(
                     "after-delete cleanup failed",

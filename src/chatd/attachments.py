@@ -18,8 +18,9 @@ from urllib.parse import quote
 from chatd import tasks
 from chatd.config import Settings
 from chatd.errors import ChatdError, Code
+from chatd.filecache import FileCache
 from chatd.storage import Stores, is_unavailable
-from chatd.storage.files import ORIGINAL, THUMBNAIL, Image
+from chatd.storage.files import ORIGINAL, THUMBNAIL, Image, StoredFile
 
 log = logging.getLogger("chatd.attachments")
 
@@ -116,8 +117,18 @@ def content_disposition(disposition: str, name: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Served:
+    """How a download is served: nginx's internal location for the bytes, and the headers
+    that go with them (nginx keeps them across X-Accel-Redirect, from the cache or a worker)."""
+
+    location: str
+    content_type: str
+    disposition: str
+
+
+@dataclass(frozen=True, slots=True)
 class Blob:
-    """What the internal location serves: headers, and the bytes chunk by chunk."""
+    """What the internal location serves on a cache miss: headers, and the bytes chunk by chunk."""
 
     content_type: str
     size: int
@@ -125,11 +136,24 @@ class Blob:
     chunks: AsyncIterator[bytes]
 
 
+def served_as(found: StoredFile, part: int) -> tuple[str, str]:
+    """The Content-Type and Content-Disposition of a file or its thumbnail. Only images are
+    shown in the browser; anything else is a download, and text (HTML and SVG are text here)
+    stays text/plain, never a page."""
+    if part == THUMBNAIL:
+        assert found.thumb_type is not None
+        return found.thumb_type, content_disposition("inline", f"thumbnail-{found.name}")
+    inline = found.content_type in IMAGE_TYPES
+    served = SERVED_TYPES.get(found.content_type, "application/octet-stream")
+    return served, content_disposition("inline" if inline else "attachment", found.name)
+
+
 class Attachments:
     def __init__(self, stores: Stores, settings: Settings) -> None:
         self._stores = stores
         self._settings = settings
-        self._task: asyncio.Task[None] | None = None
+        self.cache = FileCache(settings.files_cache_dir, settings.files_cache_max_age_s)
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def upload(
         self, user_id: int, name: str | None, declared: int | None, body: AsyncIterator[bytes]
@@ -174,37 +198,56 @@ class Attachments:
         if missing:
             raise ChatdError(Code.NOT_FOUND, "no such file", file_ids=sorted(missing))
 
-    async def download(self, user_id: int, file_id: int, thumbnail: bool) -> str:
-        """The internal location nginx serves the bytes from, once chatd said this user may
-        have them; `not_found` for a file that does not exist and one they may not see alike."""
+    async def download(self, user_id: int, file_id: int, thumbnail: bool) -> Served:
+        """Where nginx serves the bytes from, once chatd said this user may have them;
+        `not_found` for a file that does not exist and one they may not see alike. Checked on
+        every download, cached copy or not."""
         found = await self._stores.files.readable(file_id, user_id)
         if found is None or (thumbnail and found.thumb_type is None):
             raise ChatdError(Code.NOT_FOUND, "no such file")
-        return f"/.chatd-files/{found.storage_key}/{THUMBNAIL if thumbnail else ORIGINAL}"
+        part = THUMBNAIL if thumbnail else ORIGINAL
+        content_type, disposition = served_as(found, part)
+        return Served(f"/.chatd-files/{found.storage_key}/{part}", content_type, disposition)
 
     async def blob(self, storage_key: str, part: int) -> Blob:
+        """The bytes nginx did not find in the download cache, from Postgres; written to the
+        cache on the way (filecache.py) when there is one."""
         found = await self._stores.files.by_key(storage_key)
         if found is None or part not in (ORIGINAL, THUMBNAIL) or (part and found.thumb_type is None):
             raise ChatdError(Code.NOT_FOUND, "no such file")
-        if part == THUMBNAIL:
-            assert found.thumb_type is not None
-            assert found.thumb_size is not None
-            disposition = content_disposition("inline", f"thumbnail-{found.name}")
-            chunks = self._stores.files.chunks(found.id, THUMBNAIL)
-            return Blob(found.thumb_type, found.thumb_size, disposition, chunks)
-        # Only images are shown in the browser; anything else is a download, and text (HTML
-        # and SVG are text here) stays text/plain, never a page.
-        inline = found.content_type in IMAGE_TYPES
-        served = SERVED_TYPES.get(found.content_type, "application/octet-stream")
-        disposition = content_disposition("inline" if inline else "attachment", found.name)
-        return Blob(served, found.size, disposition, self._stores.files.chunks(found.id, ORIGINAL))
+        size = found.size if part == ORIGINAL else found.thumb_size
+        assert size is not None
+        content_type, disposition = served_as(found, part)
+        chunks = self._stores.files.chunks(found.id, part)
+        return Blob(content_type, size, disposition, self.cache.fill(storage_key, part, size, chunks))
 
-    # -- never-sent uploads ------------------------------------------------------------------
+    async def deleted(self, cid: int, seq: int, storage_keys: list[str]) -> None:
+        """After a delete's COMMIT: the copies of its files in this host's download cache."""
+        self.cache.remove(storage_keys)  # an unlink or two per file
+
+    # -- never-sent uploads, and the download cache ---------------------------------------------
     def start(self) -> None:
-        self._task = asyncio.create_task(self._sweep())
+        self._tasks.append(asyncio.create_task(self._sweep()))
+        if self.cache.directory is not None:
+            self._tasks.append(asyncio.create_task(self._sweep_cache()))
 
     async def stop(self) -> None:
-        await tasks.cancel(self._task)
+        await tasks.cancel(*self._tasks)
+        self._tasks.clear()
+
+    async def _sweep_cache(self) -> None:
+        """Soon after start (a crash may have left copies short of their size), then every
+        CHATD_FILES_CACHE_SWEEP_S."""
+        await asyncio.sleep(min(self._settings.files_cache_sweep_s, 5.0))
+        while True:
+            try:
+                removed = await self.cache.sweep(self._stores.files.sizes)
+            except Exception as exc:
+                log.warning("download cache not swept", exc_info=None if is_unavailable(exc) else exc)
+            else:
+                if removed:
+                    log.info("download cache swept", extra={"files": removed})
+            await asyncio.sleep(self._settings.files_cache_sweep_s)
 
     async def _sweep(self) -> None:
         ttl = self._settings.upload_unsent_ttl_s
@@ -217,4 +260,5 @@ class Attachments:
                 log.warning("unsent uploads not cleaned up", exc_info=None if is_unavailable(exc) else exc)
                 continue
             if deleted:
-                log.info("unsent uploads deleted", extra={"files": deleted})
+                self.cache.remove(deleted)
+                log.info("unsent uploads deleted", extra={"files": len(deleted)})

@@ -44,6 +44,12 @@ def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     return raw
 
 
+def _cache_dir(name: str, raw: str) -> str:
+    if raw and not raw.startswith("/"):
+        raise ConfigError(f"{name}: expected an absolute path or nothing, got {raw!r}")
+    return raw.rstrip("/") or ("/" if raw else "")
+
+
 def _switch(name: str, raw: str) -> bool:
     value = raw.lower()
     if value not in ("on", "off"):
@@ -189,6 +195,10 @@ class Settings:
     max_upload_bytes: int = _setting("26214400", lambda n, v: _int(n, v, 1024, 2**40))
     # files uploaded and never sent are deleted after this
     upload_unsent_ttl_s: float = _setting("86400", lambda n, v: _float(n, v, 1, 365 * 86400))
+    # the per-host download cache nginx serves attachments from (filecache.py); "" = none
+    files_cache_dir: str = _setting("", _cache_dir)
+    files_cache_max_age_s: float = _setting("604800", lambda n, v: _float(n, v, 1, 365 * 86400))
+    files_cache_sweep_s: float = _setting("300", lambda n, v: _float(n, v, 0.1, 86400))
     edit_window_s: int = _setting("86400", lambda n, v: _int(n, v, 0, 100 * 365 * 86400))
     max_group_members: int = _setting("100000", lambda n, v: _int(n, v, 2, 1_000_000))
     user_lookup_rate_limit: int = _setting("30", lambda n, v: _int(n, v, 1, 1_000_000))

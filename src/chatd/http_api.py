@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from chatd import frames, logs, metrics
@@ -382,58 +382,6 @@ async def presence(request: Request) -> Response:
     return JSON({"presence": found, "hidden": hidden})
 
 
-# -- attachments (docs/protocol.md §13) ---------------------------------------------------
-@api
-async def upload(request: Request) -> Response:
-    """The body is the file, streamed; `?name=` what it is called."""
-    user_id, _ = await authenticated(request)
-    declared = request.headers.get("content-length")
-    size = frames.digits_value(declared) if declared is not None else None
-    if declared is not None and size is None:  # too many digits for any limit
-        size = frames.MAX_ID
-    name = request.query_params.get("name")
-    result = await runtime(request).attachments.upload(user_id, name, size, request.stream())
-    return JSON({"file": result}, status_code=201)
-
-
-def file_id(request: Request) -> int:
-    value: int = request.path_params["file_id"]
-    if not 0 < value <= frames.MAX_ID:
-        raise ChatdError(Code.NOT_FOUND, "no such file")
-    return value
-
-
-async def _download(request: Request, thumbnail: bool) -> Response:
-    user_id, _ = await authenticated(request)
-    location = await runtime(request).attachments.download(user_id, file_id(request), thumbnail)
-    # nginx serves the bytes from its internal location (nginx/chatd.conf.j2), not this worker.
-    return Response(status_code=200, headers={"X-Accel-Redirect": location, "Cache-Control": "no-store"})
-
-
-@api
-async def download(request: Request) -> Response:
-    return await _download(request, thumbnail=False)
-
-
-@api
-async def thumbnail(request: Request) -> Response:
-    return await _download(request, thumbnail=True)
-
-
-@api
-async def blob(request: Request) -> Response:
-    """The bytes for nginx's internal location; reached only through X-Accel-Redirect (nginx
-    refuses the path from outside), by a random key nobody is shown."""
-    part = frames.digits_value(request.path_params["part"])
-    found = await runtime(request).attachments.blob(request.path_params["key"], -1 if part is None else part)
-    headers = {
-        "Content-Length": str(found.size),
-        "Content-Disposition": found.disposition,
-        "Cache-Control": "private, no-store",
-    }
-    return StreamingResponse(found.chunks, media_type=found.content_type, headers=headers)
-
-
 routes = [
     Route("/healthz", healthz),
     Route("/readyz", readyz),
@@ -461,8 +409,4 @@ routes = [
     Route("/v1/conversations/{conversation_id:id}/messages", history),
     Route("/v1/conversations/{conversation_id:id}/receipts", receipts),
     Route("/v1/conversations/{conversation_id:id}/messages/{seq:id}/readers", readers),
-    Route("/v1/files", upload, methods=["POST"]),
-    Route("/v1/files/{file_id:id}", download),
-    Route("/v1/files/{file_id:id}/thumbnail", thumbnail),
-    Route("/.chatd-files/{key:str}/{part:str}", blob),
 ]

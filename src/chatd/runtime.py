@@ -121,6 +121,7 @@ class Runtime:
         self.messaging.on_committed = self.pushes.committed  # off the send path (pushes.py)
         self.attachments = Attachments(stores, settings)
         self.amends = Amends(stores, self.hub, limiter, settings)
+        self.amends.on_delete.append(self.attachments.deleted)
         self.flusher = Flusher(stores, read_state, settings.receipt_flush_interval_s, delivered)
         self.conncap = ConnectionCap(
             redis,

@@ -64,6 +64,7 @@ class Amend:
         self._ref_seq = ref_seq
         self.facts = facts
         self.stored = stored  # what is already stored under (actor, client_msg_id), if anything
+        self.deleted_files: list[str] = []  # storage keys of the files a delete removed
 
     async def edit(self, body: str) -> Event:
         """The original's body becomes `body` (the old text is overwritten, not kept)."""
@@ -94,7 +95,7 @@ class Amend:
         )
         assert row is not None
         # Its files (bytes in Postgres, storage/files.py) go in this transaction too.
-        await files.delete_for_messages(self._conn, [row["id"]])
+        self.deleted_files = await files.delete_for_messages(self._conn, [row["id"]])
         deleted_at: datetime.datetime = row["deleted_at"]
         return deleted_at
 

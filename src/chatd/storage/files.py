@@ -125,11 +125,18 @@ async def link(
     return shown
 
 
-async def delete_for_messages(conn: asyncpg.Connection | Any, message_ids: list[int]) -> list[int]:
+async def delete_for_messages(conn: asyncpg.Connection | Any, message_ids: list[int]) -> list[str]:
     """In the transaction that deletes (or blanks) these messages: their files, unless another
-    message carries them too (storage/amends.py, a delete). The ids of the files deleted."""
+    message carries them too (storage/amends.py, a delete). The storage keys of the files
+    deleted (their copies in the download cache go after COMMIT)."""
+    keys = await conn.fetch(
+        "SELECT f.id, f.storage_key FROM message_files mf JOIN files f ON f.id = mf.file_id"
+        " WHERE mf.message_id = ANY ($1::bigint[])",
+        message_ids,
+    )
     rows = await conn.fetch("SELECT * FROM chatd_delete_message_files($1::bigint[])", message_ids)
-    return [row[0] for row in rows]
+    deleted = {row[0] for row in rows}
+    return [row["storage_key"] for row in keys if row["id"] in deleted]
 
 
 class FileStore:
@@ -223,11 +230,19 @@ class FileStore:
             yield data
             n += 1
 
-    async def delete_unsent(self, older_than_s: float) -> int:
-        """Delete files uploaded longer ago than this and never sent; how many."""
+    async def delete_unsent(self, older_than_s: float) -> list[str]:
+        """Delete files uploaded longer ago than this and never sent; their storage keys."""
         rows = await self._pool.fetch(
             "DELETE FROM files WHERE sent_at IS NULL"
-            " AND created_at < now() - make_interval(secs => $1) RETURNING id",
+            " AND created_at < now() - make_interval(secs => $1) RETURNING storage_key",
             older_than_s,
         )
-        return len(rows)
+        return [row[0] for row in rows]
+
+    async def sizes(self, storage_keys: list[str]) -> dict[str, tuple[int, int | None]]:
+        """The sizes (file, thumbnail) of those of these files that still exist."""
+        rows = await self._pool.fetch(
+            "SELECT storage_key, size, thumb_size FROM files WHERE storage_key = ANY ($1::text[])",
+            storage_keys,
+        )
+        return {row[0]: (row[1], row[2]) for row in rows}
