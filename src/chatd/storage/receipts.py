@@ -18,10 +18,53 @@ class Target(NamedTuple):
     took_part: bool
 
 
-class ReceiptStore:
+class _PointerStore:
+    """Per-member "up to seq" pointers in one table (read or delivered): what Redis keeps of a
+    user, and the monotonic flush of Redis's pointers into Postgres."""
+
+    _table = "read_pointers"
+    _column = "last_read_seq"
+
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    async def user_state(self, uid: int) -> tuple[bool, list[tuple[int, int]], list[int]]:
+        """What Redis keeps of a user: the sharing setting, their pointers, and the
+        conversations they took part in. One snapshot."""
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            share = await conn.fetchval("SELECT share_read_state FROM users WHERE id = $1", uid)
+            pointers = await conn.fetch(
+                f"SELECT conversation_id, {self._column} FROM {self._table} WHERE user_id = $1", uid
+            )
+            took_part = await conn.fetch(
+                "SELECT conversation_id FROM members WHERE user_id = $1 AND took_part", uid
+            )
+        return (
+            bool(share) if share is not None else True,
+            [(row[0], row[1]) for row in pointers],
+            [row["conversation_id"] for row in took_part],
+        )
+
+    async def upsert(self, rows: list[tuple[int, int, int]]) -> int:
+        """Idempotent, monotonic: a pointer in Postgres never moves back. Non-members skipped."""
+        if not rows:
+            return 0
+        cids, uids, seqs = (list(column) for column in zip(*rows, strict=True))
+        table, column = self._table, self._column
+        result: str = await self._pool.execute(
+            f"INSERT INTO {table} (conversation_id, user_id, {column})"
+            " SELECT t.c, t.u, t.s FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS t(c, u, s)"
+            " WHERE EXISTS (SELECT 1 FROM members m WHERE m.conversation_id = t.c AND m.user_id = t.u)"
+            " ON CONFLICT (conversation_id, user_id) DO UPDATE"
+            f" SET {column} = GREATEST({table}.{column}, EXCLUDED.{column}), updated_at = now()",
+            cids,
+            uids,
+            seqs,
+        )
+        return int(result.split()[-1])
+
+
+class ReceiptStore(_PointerStore):
     async def room_pointers(self, cid: int) -> list[tuple[int, int, int]]:
         """(user, seq, joined_seq) of current members others may see read (they share read state
         and took part, §4.9): the sorted set's contents."""
@@ -33,47 +76,6 @@ class ReceiptStore:
             cid,
         )
         return [(row["user_id"], row["last_read_seq"], row["joined_seq"]) for row in rows]
-
-    async def user_pointers(self, uid: int) -> list[tuple[int, int]]:
-        rows = await self._pool.fetch(
-            "SELECT conversation_id, last_read_seq FROM read_pointers WHERE user_id = $1", uid
-        )
-        return [(row["conversation_id"], row["last_read_seq"]) for row in rows]
-
-    async def user_state(self, uid: int) -> tuple[bool, list[tuple[int, int]], list[int]]:
-        """What Redis keeps of a user: the sharing setting, their pointers, and the
-        conversations they took part in. One snapshot."""
-        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            share = await conn.fetchval("SELECT share_read_state FROM users WHERE id = $1", uid)
-            pointers = await conn.fetch(
-                "SELECT conversation_id, last_read_seq FROM read_pointers WHERE user_id = $1", uid
-            )
-            took_part = await conn.fetch(
-                "SELECT conversation_id FROM members WHERE user_id = $1 AND took_part", uid
-            )
-        return (
-            bool(share) if share is not None else True,
-            [(row["conversation_id"], row["last_read_seq"]) for row in pointers],
-            [row["conversation_id"] for row in took_part],
-        )
-
-    async def upsert(self, rows: list[tuple[int, int, int]]) -> int:
-        """Idempotent, monotonic: a pointer in Postgres never moves back. Non-members skipped."""
-        if not rows:
-            return 0
-        cids, uids, seqs = (list(column) for column in zip(*rows, strict=True))
-        result: str = await self._pool.execute(
-            "INSERT INTO read_pointers (conversation_id, user_id, last_read_seq)"
-            " SELECT t.c, t.u, t.s FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS t(c, u, s)"
-            " WHERE EXISTS (SELECT 1 FROM members m WHERE m.conversation_id = t.c AND m.user_id = t.u)"
-            " ON CONFLICT (conversation_id, user_id) DO UPDATE"
-            " SET last_read_seq = GREATEST(read_pointers.last_read_seq, EXCLUDED.last_read_seq),"
-            "     updated_at = now()",
-            cids,
-            uids,
-            seqs,
-        )
-        return int(result.split()[-1])
 
     async def target(self, cid: int, uid: int) -> Target | None:
         """The conversation as `uid`'s read mark sees it, if `uid` is a member of `cid`."""
@@ -133,12 +135,12 @@ class ReceiptStore:
         await self._pool.execute("UPDATE users SET share_read_state = $2 WHERE id = $1", uid, share)
 
 
-class DeliveryStore:
+class DeliveryStore(_PointerStore):
     """Delivery pointers ("received up to seq"): the same shapes as ReceiptStore's read pointers,
     so readstate.ReadState keeps them in Redis the same way (instance DELIVERED)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
+    _table = "delivery_pointers"
+    _column = "last_delivered_seq"
 
     async def room_pointers(self, cid: int) -> list[tuple[int, int, int]]:
         """(user, seq, joined_seq) of current members others may see, as for reads; a read
@@ -154,37 +156,3 @@ class DeliveryStore:
             cid,
         )
         return [(row["user_id"], row["seq"], row["joined_seq"]) for row in rows]
-
-    async def user_state(self, uid: int) -> tuple[bool, list[tuple[int, int]], list[int]]:
-        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            share = await conn.fetchval("SELECT share_read_state FROM users WHERE id = $1", uid)
-            pointers = await conn.fetch(
-                "SELECT conversation_id, last_delivered_seq FROM delivery_pointers WHERE user_id = $1", uid
-            )
-            took_part = await conn.fetch(
-                "SELECT conversation_id FROM members WHERE user_id = $1 AND took_part", uid
-            )
-        return (
-            bool(share) if share is not None else True,
-            [(row["conversation_id"], row["last_delivered_seq"]) for row in pointers],
-            [row["conversation_id"] for row in took_part],
-        )
-
-    async def upsert(self, rows: list[tuple[int, int, int]]) -> int:
-        """Idempotent, monotonic; non-members skipped (as ReceiptStore.upsert)."""
-        if not rows:
-            return 0
-        cids, uids, seqs = (list(column) for column in zip(*rows, strict=True))
-        result: str = await self._pool.execute(
-            "INSERT INTO delivery_pointers (conversation_id, user_id, last_delivered_seq)"
-            " SELECT t.c, t.u, t.s FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS t(c, u, s)"
-            " WHERE EXISTS (SELECT 1 FROM members m WHERE m.conversation_id = t.c AND m.user_id = t.u)"
-            " ON CONFLICT (conversation_id, user_id) DO UPDATE"
-            " SET last_delivered_seq = GREATEST(delivery_pointers.last_delivered_seq,"
-            "                                   EXCLUDED.last_delivered_seq),"
-            "     updated_at = now()",
-            cids,
-            uids,
-            seqs,
-        )
-        return int(result.split()[-1])
