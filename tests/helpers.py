@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import httpx
 import orjson
+import redis.asyncio as aioredis
 import websockets
 from websockets.asyncio.client import ClientConnection
 
@@ -206,3 +207,20 @@ async def sentinel(sender: Ws, receiver: Ws, cid: int) -> None:
     ack = await sender.send(cid, "sentinel")
     assert ack["type"] == "ack", ack
     await receiver.wait_seq(cid, ack["seq"])
+
+
+# A worker on a Redis of its own with no periodic work (flush, presence heartbeats and sweeps):
+# the Redis commands counted are only what the test's frames do.
+QUIET_REDIS_WORKER = {
+    "CHATD_RECEIPT_FLUSH_INTERVAL_S": "3600",
+    "CHATD_PRESENCE_HEARTBEAT_S": "600",
+    "CHATD_PRESENCE_TTL_S": "3600",
+    "CHATD_PRESENCE_SWEEP_S": "600",
+}
+REDIS_WORK = ("zadd", "zcount", "zscore", "hset", "hget", "sadd", "evalsha")
+
+
+async def redis_calls(redis: aioredis.Redis) -> dict[str, int]:
+    """Calls so far of each command in REDIS_WORK (INFO commandstats)."""
+    stats = await redis.info("commandstats")
+    return {name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in REDIS_WORK}

@@ -15,8 +15,7 @@ import redis.asyncio as aioredis
 import websockets
 
 from tests.conftest import Worker
-from tests.helpers import Api, User, Ws, ws_url
-from tests.test_receipts_flush import redis_calls
+from tests.helpers import QUIET_REDIS_WORKER, Api, User, Ws, redis_calls, ws_url
 
 
 async def received(ws: Ws, cid: int, seq: int) -> None:
@@ -206,14 +205,8 @@ async def test_received_bad_input_and_outsiders(w1: Api) -> None:
 async def test_confirmations_cost_a_script_call_a_batch_not_one_a_frame(
     spawn_worker: Callable[..., Worker], private_redis: str
 ) -> None:
-    # A Redis of its own, with no periodic work: only what the confirmations do is counted.
-    worker = spawn_worker(
-        CHATD_REDIS_URL=private_redis,
-        CHATD_RECEIPT_FLUSH_INTERVAL_S="3600",
-        CHATD_PRESENCE_HEARTBEAT_S="600",
-        CHATD_PRESENCE_TTL_S="3600",
-        CHATD_PRESENCE_SWEEP_S="600",
-    )
+    # Only what the confirmations do is counted (helpers.QUIET_REDIS_WORKER).
+    worker = spawn_worker(CHATD_REDIS_URL=private_redis, **QUIET_REDIS_WORKER)
     api = Api(worker.url)
     sender = await api.user()
     members = [await api.user() for _ in range(10)]

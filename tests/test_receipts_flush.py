@@ -16,7 +16,7 @@ from chatd.receipts import Flusher
 from chatd.security import hash_token, new_token
 from chatd.storage import Stores, create_pool
 from tests.conftest import Worker
-from tests.helpers import Api, User, Ws
+from tests.helpers import QUIET_REDIS_WORKER, REDIS_WORK, Api, User, Ws, redis_calls
 from tests.test_large_group import bulk_users
 
 HANG_S = 60  # a guard against a hang, far above the flush lock's TTL (30 s)
@@ -167,26 +167,11 @@ async def test_two_flushers_never_both_run(stack: Stack, private_redis: str) -> 
     await redis.aclose()
 
 
-REDIS_WORK = ("zadd", "zcount", "zscore", "hset", "hget", "sadd", "evalsha")
-
-
-async def redis_calls(redis: aioredis.Redis) -> dict[str, int]:
-    stats = await redis.info("commandstats")
-    return {name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in REDIS_WORK}
-
-
 async def test_mark_and_count_cost_the_same_redis_work_at_10000_members(
     stack: Stack, spawn_worker: Callable[..., Worker], db: asyncpg.Connection, private_redis: str
 ) -> None:
-    # A Redis of its own, with no periodic work (flush, presence heartbeats): only what the
-    # marks and counts do is counted.
-    worker = spawn_worker(
-        CHATD_REDIS_URL=private_redis,
-        CHATD_RECEIPT_FLUSH_INTERVAL_S="3600",
-        CHATD_PRESENCE_HEARTBEAT_S="600",
-        CHATD_PRESENCE_TTL_S="3600",
-        CHATD_PRESENCE_SWEEP_S="600",
-    )
+    # Only what the marks and counts do is counted (helpers.QUIET_REDIS_WORKER).
+    worker = spawn_worker(CHATD_REDIS_URL=private_redis, **QUIET_REDIS_WORKER)
     api = Api(worker.url)
     owner, partner = await api.user(), await api.user()
     members = await bulk_users(db, 10_000)
