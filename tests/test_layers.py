@@ -32,6 +32,7 @@ SERVICES = {
     "chatd.accounts",
     "chatd.admin",
     "chatd.messaging",
+    "chatd.conversations",
     "chatd.attachments",
     "chatd.filecache",
     "chatd.amends",

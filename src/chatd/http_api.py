@@ -14,8 +14,8 @@ from starlette.routing import Route
 
 from chatd import frames, logs, metrics
 from chatd.accounts import Identity
+from chatd.conversations import LEAVE_MAX
 from chatd.errors import HTTP_STATUS, ChatdError, Code
-from chatd.messaging import LEAVE_MAX
 from chatd.search import PAGE_DEFAULT
 from chatd.storage import is_unavailable
 
@@ -233,26 +233,26 @@ async def find_user(request: Request) -> Response:
     name = request.query_params.get("username")
     if name is None or not name.strip():
         raise ChatdError(Code.BAD_REQUEST, "username: expected a username", field="username")
-    return JSON(await runtime(request).messaging.find_user(user_id, frames.check_text(name, "username")))
+    return JSON(await runtime(request).conversations.find_user(user_id, frames.check_text(name, "username")))
 
 
 # -- conversations -----------------------------------------------------------------------
 @api
 async def list_conversations(request: Request) -> Response:
     user_id, _ = await authenticated(request)
-    return JSON({"conversations": await runtime(request).messaging.conversations(user_id)})
+    return JSON({"conversations": await runtime(request).conversations.of_user(user_id)})
 
 
 @api
 async def open_direct(request: Request) -> Response:
     user_id, _ = await authenticated(request)
     body = await read_json(request)
-    messaging = runtime(request).messaging
+    conversations = runtime(request).conversations
     if "user_id" in body:
-        others = await messaging.resolve_users(user_id, [frames.positive_id(body, "user_id")], [])
+        others = await conversations.resolve_users(user_id, [frames.positive_id(body, "user_id")], [])
     else:
-        others = await messaging.resolve_users(user_id, [], [string(body, "username")])
-    conv, created = await messaging.open_direct(user_id, others[0])
+        others = await conversations.resolve_users(user_id, [], [string(body, "username")])
+    conv, created = await conversations.open_direct(user_id, others[0])
     return JSON(conv, status_code=201 if created else 200)
 
 
@@ -263,17 +263,17 @@ async def create_group(request: Request) -> Response:
     title = string(body, "title").strip()
     if not 1 <= len(title) <= 200:
         raise ChatdError(Code.BAD_REQUEST, "title: 1 to 200 characters", field="title")
-    messaging = runtime(request).messaging
-    members = await messaging.resolve_users(
+    conversations = runtime(request).conversations
+    members = await conversations.resolve_users(
         user_id, id_list(body, "user_ids", int), id_list(body, "usernames", str)
     )
-    return JSON(await messaging.create_group(user_id, title, members), status_code=201)
+    return JSON(await conversations.create_group(user_id, title, members), status_code=201)
 
 
 @api
 async def get_conversation(request: Request) -> Response:
     user_id, _ = await authenticated(request)
-    return JSON(await runtime(request).messaging.conversation(user_id, path_id(request)))
+    return JSON(await runtime(request).conversations.get(user_id, path_id(request)))
 
 
 @api
@@ -281,7 +281,7 @@ async def list_members(request: Request) -> Response:
     user_id, _ = await authenticated(request)
     after = query_int(request, "after", 0) or 0
     limit = query_int(request, "limit", 100, low=1) or 100
-    members = await runtime(request).messaging.members(user_id, path_id(request), after, limit)
+    members = await runtime(request).conversations.members(user_id, path_id(request), after, limit)
     return JSON({"members": members})
 
 
@@ -289,13 +289,13 @@ async def list_members(request: Request) -> Response:
 async def add_members(request: Request) -> Response:
     user_id, _ = await authenticated(request)
     body = await read_json(request)
-    messaging = runtime(request).messaging
-    users = await messaging.resolve_users(
+    conversations = runtime(request).conversations
+    users = await conversations.resolve_users(
         user_id, id_list(body, "user_ids", int), id_list(body, "usernames", str)
     )
     if not users:
         raise ChatdError(Code.BAD_REQUEST, "user_ids or usernames: name at least one user")
-    event = await messaging.add_members(user_id, path_id(request), users)
+    event = await conversations.add_members(user_id, path_id(request), users)
     return JSON({"event": event})
 
 
@@ -303,7 +303,7 @@ async def add_members(request: Request) -> Response:
 async def remove_member(request: Request) -> Response:
     user_id, _ = await authenticated(request)
     target = path_id(request, "user_id")
-    event = await runtime(request).messaging.remove_members(user_id, path_id(request), [target])
+    event = await runtime(request).conversations.remove_members(user_id, path_id(request), [target])
     return JSON({"event": event})
 
 
@@ -312,21 +312,21 @@ async def leave(request: Request) -> Response:
     """Leave many groups at once, or decline every group one never took part in (§3)."""
     user_id, _ = await authenticated(request)
     body = await read_json(request)
-    messaging = runtime(request).messaging
+    conversations = runtime(request).conversations
     if "conversation_ids" in body:
         cids = list(dict.fromkeys(id_list(body, "conversation_ids", int)))
         if not 0 < len(cids) <= LEAVE_MAX:
             raise ChatdError(
                 Code.BAD_REQUEST, f"conversation_ids: 1 to {LEAVE_MAX} ids", field="conversation_ids"
             )
-        return JSON(await messaging.leave_many(user_id, cids))
+        return JSON(await conversations.leave_many(user_id, cids))
     if body.get("not_taken_part") is not True:
         raise ChatdError(
             Code.BAD_REQUEST,
             "conversation_ids or not_taken_part: true: which groups to leave",
             field="conversation_ids",
         )
-    return JSON(await messaging.leave_many(user_id, None))
+    return JSON(await conversations.leave_many(user_id, None))
 
 
 @api

@@ -28,6 +28,7 @@ from chatd.config import Settings
 from chatd.confirms import Confirmations
 from chatd.conncap import ConnectionCap
 from chatd.connection import CLOSE_SERVICE_RESTART
+from chatd.conversations import Conversations, TakingPart
 from chatd.fanout import Hub
 from chatd.messaging import Messaging
 from chatd.notify import Notify
@@ -110,9 +111,11 @@ class Runtime:
         self.confirms = Confirmations(self.receipts, delivered, self.hub, settings.redis_send_timeout_s)
         self.presence = Presence(redis, stores, self.hub, settings)
         self.search = Search(stores)
-        self.messaging = Messaging(
-            stores, self.hub, limiter, self.receipts, settings, lookups, groups, self.presence
+        taking_part = TakingPart(stores, self.receipts, self.presence)
+        self.conversations = Conversations(
+            stores, self.hub, self.receipts, taking_part, settings, lookups, groups
         )
+        self.messaging = Messaging(stores, self.hub, limiter, taking_part, settings)
         key = None
         if settings.push_vapid_key_file:
             key = VapidKey.from_file(Path(settings.push_vapid_key_file), settings.push_subject)

@@ -388,7 +388,7 @@ class Session:
         self._typing = typing
         if not typing.allow(cid):
             return
-        if not await typing.took_part(cid, lambda: self.runtime.messaging.took_part(cid, self.user_id)):
+        if not await typing.took_part(cid, lambda: self.runtime.conversations.took_part(cid, self.user_id)):
             return
         event = {"type": "typing", "conversation_id": cid, "user_id": self.user_id}
         self.runtime.hub.publish_state(event, key=("typing", cid, self.user_id))

@@ -35,7 +35,7 @@ async def sync(session: Session, since: dict[int, int]) -> None:
     """Attach to every conversation, say `ready` (its conversations in pages), send what was
     missed, then `synced`."""
     rt, conn, streams = session.runtime, session.conn, session.streams
-    convs = await rt.messaging.conversations(conn.user_id)
+    convs = await rt.conversations.of_user(conn.user_id)
     cids = [conv["id"] for conv in convs]
     for cid in cids:
         streams.begin(cid, since.get(cid, 0))
@@ -45,7 +45,7 @@ async def sync(session: Session, since: dict[int, int]) -> None:
     last = rt.hub.dispatched(cids)
     ahead = [cid for cid in cids if since.get(cid, 0) > last.get(cid, 0)]
     if ahead:  # the client has more than this worker dispatched yet, or claims to: ask Postgres
-        last.update(await rt.messaging.last_seqs(ahead))
+        last.update(await rt.conversations.last_seqs(ahead))
     pointers = await rt.receipts.pointers(conn.user_id)
     presence = await session.following.start()
     # At most READY_PAGE conversations a frame, whatever their number (protocol.md §4.1): a
