@@ -36,6 +36,25 @@ def test_missing_or_bad_setting_stops_start_up_with_one_line() -> None:
     assert url.returncode == 78 and "CHATD_DATABASE_URL" in url.stderr and len(url.stderr.splitlines()) == 1
 
 
+def test_output_to_a_closed_pipe_ends_quietly() -> None:
+    # `chatd dev up | head -1`: the reader is gone before the command writes. Its read end is
+    # closed here before the start, so the first write fails as it would after `head` exits.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "chatd", "check-config", "--list"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+    assert done.returncode == 141
+
+
 async def test_worker_refuses_an_older_schema_and_names_the_migration(stack: Stack) -> None:
     name = f"old_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(stack.database_url)

@@ -107,11 +107,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    settings = settings_or_exit()
-    if args.list:
+    if args.list:  # the defaults, whatever the environment holds
         for name, default in documented_defaults().items():
             print(f"{name}={'(required)' if default is None else default}")
         return 0
+    settings = settings_or_exit()
     print(f"chatd: configuration ok (log level {settings.log_level})")
     return 0
 
@@ -335,4 +335,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    raise SystemExit(args.func(args))
+    try:
+        code = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`chatd dev up | head -1`): no traceback, and no second error
+        # when the interpreter flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141  # 128 + SIGPIPE, what a shell reports for a command killed by it
+    raise SystemExit(code)

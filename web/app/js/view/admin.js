@@ -60,7 +60,7 @@ export function bindAdmin(client, me, userChanged) {
       $("#invite-new").hidden = false;
       input("#invite-note").value = "";
       await loadInvites();
-      return "Invite created: give it to the person (it is shown only now)";
+      return "Invite created";
     });
   });
   $("#user-form").addEventListener("submit", (event) => {
