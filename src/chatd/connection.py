@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -26,6 +28,11 @@ CLOSE_UNAVAILABLE = 1011
 Event = dict[str, Any]
 # A queued frame: its text, or (text, since, histogram) to observe time.time() - since once written.
 Queued = str | tuple[str, float, Any] | None
+# The ASGI extension that writes text frames now, below the one-message-per-send path
+# (wsflow.FlowControlledProtocol.write_texts): how many of the texts it wrote.
+WRITE_TEXTS = "chatd.write_texts"
+WriteTexts = Callable[[Sequence[str]], int]
+WRITE_BATCH = 64  # queued frames handed to one transport write at most
 
 
 def dumps(frame: dict[str, Any]) -> str:
@@ -46,6 +53,7 @@ class Connection:
         "_frames",
         "_queue_limit",
         "_waiters",
+        "_write_now",
         "_writer",
         "close_code",
         "id",
@@ -66,6 +74,8 @@ class Connection:
         self._writer: asyncio.Task[None] | None = None  # runs only while frames are queued
         self._done = False  # the writer has closed the socket or lost it
         self._waiters: list[asyncio.Future[None]] = []  # drained() and wait_closed() callers
+        extensions = websocket.scope.get("extensions") or {}
+        self._write_now: WriteTexts | None = extensions.get(WRITE_TEXTS)
 
     def __repr__(self) -> str:
         return f"<Connection user={self.user_id}>"
@@ -92,7 +102,14 @@ class Connection:
         """Queue `text`; with `latency` (a histogram), observe the time from `since` to its write."""
         if self.close_code is not None:
             return
-        if self._frames is not None and len(self._frames) >= self._queue_limit:
+        if self._frames is None:
+            # Nothing waits ahead of it: written now if the socket has room (most deliveries),
+            # without a writer task.
+            if self._write_now is not None and not self._done and self._write_now((text,)):
+                if latency is not None:
+                    latency.observe(time.time() - since)
+                return
+        elif len(self._frames) >= self._queue_limit:
             self.slow_consumer()
             return
         self._enqueue(text if latency is None else (text, since, latency))
@@ -127,6 +144,8 @@ class Connection:
         frames = self._frames
         try:
             while frames:
+                if self._write_now is not None and self._write_batch(frames):
+                    continue
                 text = frames.popleft()
                 if text is None:
                     if ws.application_state == WebSocketState.CONNECTED:
@@ -148,6 +167,24 @@ class Connection:
         self._frames = None
         self._writer = None
         self._wake()
+
+    def _write_batch(self, frames: deque[Queued]) -> bool:
+        """Write the queue's leading frames in one transport write, if the socket has room now
+        (False: none went; the writer waits for room in `send_text`)."""
+        assert self._write_now is not None
+        batch: list[str] = []
+        for item in itertools.islice(frames, WRITE_BATCH):
+            if item is None:
+                break
+            batch.append(item if isinstance(item, str) else item[0])
+        written = self._write_now(batch) if batch else 0
+        for _ in range(written):
+            item = frames.popleft()
+            if isinstance(item, tuple):
+                item[2].observe(time.time() - item[1])
+        if written and self._waiters and len(frames) <= self._queue_limit // 2:
+            self._wake()
+        return written > 0
 
     def _finish_writing(self) -> None:
         self._done = True

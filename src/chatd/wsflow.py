@@ -16,6 +16,10 @@ of that. It was closed for "missing" pongs while it was still reading (issue 19 
   closed (1011 ``keepalive ping timeout``) only when a ping has been outstanding for
   ``ping_timeout`` *and* no pong at all came back in that time. A reader that takes one
   ``PING_STEP`` of data per timeout answers some ping, and stays.
+- **Writing now.** ``write_texts`` (an ASGI extension in the scope, ``WRITE_TEXTS``) frames
+  text messages and hands them to the transport in one write, without a task or an ASGI
+  message per frame: ``Connection`` uses it while nothing waits in its queue and the window
+  and the transport have room, and queues behind ``send`` otherwise (same order, same window).
 - **Reading.** uvicorn stops reading the socket as soon as one message waits for the
   application; a session that is syncing (or has a full inbox) takes none for a while, and the
   client's pongs would wait behind its own frames. Here reading goes on until ``RECEIVE_BUFFER``
@@ -31,13 +35,18 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 
+from chatd.connection import WRITE_TEXTS
 from chatd.wire import WebSocketProtocol
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from websockets.frames import Frame
+    from websockets.http11 import Request
 
 PING_STEP = 4096  # bytes of data frames between two pings
 RECEIVE_BUFFER = 256 * 1024  # bytes of received messages waiting for the application
+_FIN_TEXT = 0x81  # FIN bit and the text opcode: one unfragmented text frame
 
 
 class _Ping(NamedTuple):
@@ -68,7 +77,55 @@ class FlowControlledProtocol(WebSocketProtocol):
         self._waiting = 0  # bytes of received messages the application has not taken
         self._sizes: deque[int] = deque()  # of each of those, in order
 
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        if self.response.status_code == 101:
+            extensions: Any = self.scope.get("extensions")  # ASGI types them as plain dicts
+            extensions[WRITE_TEXTS] = self.write_texts
+
     # -- writing ---------------------------------------------------------------------------
+    def write_texts(self, texts: Sequence[str]) -> int:
+        """Write the first of `texts` that may go now, in one transport write; how many went.
+
+        None may go before the handshake's answer, after a close, while the transport's buffer
+        is over its high-water mark (uvicorn's ``writable``) or while the window is full; the
+        caller then sends the rest through ``send``, which waits for room. Frames are built here
+        without websockets' per-frame objects when no extension (compression) is in use."""
+        if (
+            not self.handshake_complete
+            or self.close_sent
+            or self.initial_response is not None
+            or self._closing
+            or not self.writable.is_set()
+        ):
+            return 0
+        plain = not self.conn.extensions
+        parts: list[bytes] = []
+        count = 0
+        for text in texts:
+            if self._written - self._confirmed >= self.window and not self.read_paused:
+                break
+            data = text.encode()
+            if plain:
+                size = len(data)
+                if size < 126:
+                    parts.append(bytes((_FIN_TEXT, size)))
+                elif size < 65536:
+                    parts.append(struct.pack("!BBH", _FIN_TEXT, 126, size))
+                else:
+                    parts.append(struct.pack("!BBQ", _FIN_TEXT, 127, size))
+                parts.append(data)
+            else:
+                self.conn.send_text(data)
+                parts.extend(self.conn.data_to_send())
+            count += 1
+            self._written += len(text)
+        if parts:
+            self.transport.write(b"".join(parts))
+            if self._written - self._pinged_at >= PING_STEP and not self.read_paused:
+                self._ping()
+        return count
+
     async def send(self, message: ASGISendEvent) -> None:
         if message["type"] != "websocket.send":
             await super().send(message)
