@@ -30,6 +30,7 @@ SCENARIOS: dict[str, tuple[str, bool]] = {
     "fanout": ("scenarios.fanout", True),
     "sio-python": ("baselines.sio_python", True),
     "sio-node": ("baselines.sio_node", True),
+    "node-durable": ("baselines.node_durable", True),
     "synapse": ("baselines.synapse", True),
     "idle": ("scenarios.idle", True),
     "storm": ("scenarios.storm", True),

@@ -89,7 +89,10 @@ def ramp(
     return steps
 
 
-def run(ctx: Ctx) -> dict[str, Any]:
+def run(
+    ctx: Ctx, ws_url: str | None = None, servers: dict[str, int] | None = None, label: str = "durable"
+) -> dict[str, Any]:
+    """chatd's scenario 1; a peer (node-durable) passes its own `ws_url` and server process trees."""
     assert ctx.stack is not None
     pairs = 40 if ctx.quick else 200
     duration, drain = (1.5, 1.0) if ctx.quick else (8.0, 2.0)
@@ -102,9 +105,12 @@ def run(ctx: Ctx) -> dict[str, Any]:
             agent, local = place.add({"token": a.token, "tag": "sender"}, k)
             sends[agent].append((local, cid))
             place.add({"token": b.token, "tag": "receiver"}, k + 1)
-        connected = place.connect(fleet, ctx.ws_url, ctx)
-        log(f"durable: {connected['connected']} clients connected ({connected['failed']} failed)")
-        steps = ramp(ctx, fleet, QUICK_RATES if ctx.quick else FULL_RATES, duration, sends, drain, "durable")
+        connected = place.connect(fleet, ws_url or ctx.ws_url, ctx)
+        log(f"{label}: {connected['connected']} clients connected ({connected['failed']} failed)")
+        roots = None if servers is None else {**servers, **fleet.pids}
+        rates = QUICK_RATES if ctx.quick else FULL_RATES
+        steps = ramp(ctx, fleet, rates, duration, sends, drain, label, roots=roots)
+        order = fleet.order("receiver")
     finally:
         fleet.close()
     passing = [s["offered_rate"] for s in steps if sustained(s, TARGET_P99_MS)]
@@ -112,6 +118,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
         "pairs": pairs,
         "connect": connected,
         "steps": steps,
+        "receivers_seq_order": order,
         "max_rate_p99_ack_le_50ms": max(passing) if passing else 0,
         "max_ack_rate": max((s["ack_rate"] for s in steps), default=0),
     }
