@@ -2,9 +2,10 @@
 
 `python -m bench.node_peer_check [--sends 200]`: two senders on different Node processes send
 into one group at once (the third member on one of them), then one resends an acknowledged
-client_msg_id. Checks: every send acked, each member's socket got every message in seq order,
-the rows in PostgreSQL have gapless seqs 1..N and one row per client_msg_id, and the resend is
-acked with `duplicate: true` and the original seq. Prints what it found; exit 1 on a failure.
+client_msg_id and a non-member sends. Checks: every send acked, each member's socket got every
+message in seq order, the rows in PostgreSQL have gapless seqs 1..N and one row per
+client_msg_id, the resend is acked with `duplicate: true` and the original seq, and the
+non-member is refused with `not_member`. Prints what it found; exit 1 on a failure.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ async def _collect(ws: ClientConnection, want_msgs: int, want_acks: int) -> tupl
 
 async def check(stack: chatstack.BenchStack, socks: list[Path], sends: int) -> list[str]:
     async with Api(stack.url) as api:
-        a, b, c = await api.users(3)
+        a, b, c, outsider = await api.users(4)
         cid = await api.group(a, [a, b, c], "check")
     wa, wb, wc = await _open(socks[0], a), await _open(socks[1], b), await _open(socks[1], c)
     for n in range(sends):
@@ -77,6 +78,12 @@ async def check(stack: chatstack.BenchStack, socks: list[Path], sends: int) -> l
     same = again[0]["seq"] == first["seq"] and again[0]["message_id"] == first["message_id"]
     if not again[0]["duplicate"] or not same:
         problems.append(f"resend of a0 not acked as the duplicate of {first}: {again[0]}")
+    wo = await _open(socks[0], outsider)
+    await _send(wo, cid, "o0", "not a member")
+    refused = json.loads(await asyncio.wait_for(wo.recv(), 30))
+    if refused.get("code") != "not_member":
+        problems.append(f"a non-member's send was not refused with not_member: {refused}")
+    await wo.close()
     conn = await asyncpg.connect(stack.database_url)
     try:
         rows = await conn.fetch(
@@ -95,7 +102,7 @@ async def check(stack: chatstack.BenchStack, socks: list[Path], sends: int) -> l
         f"group {cid}: {total} sends from two processes acked {len(aa) + len(ab)}; members got"
         f" {len(ma)}/{len(mb)}/{len(mc)} messages; stored {len(rows)} rows, seqs 1..{max(seqs, default=0)},"
         f" last_seq {last_seq}; resend of a0 acked duplicate={again[0]['duplicate']} seq={again[0]['seq']}"
-        f" (first seq {first['seq']})"
+        f" (first seq {first['seq']}); a non-member's send: {refused.get('code')}"
     )
     for ws in (wa, wb, wc):
         await ws.close()

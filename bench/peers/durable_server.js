@@ -129,31 +129,28 @@ async function append(batch) {
     const cids = [...new Set(batch.map((b) => b.cid))].sort((a, b) => a - b);
     // the row locks serialise appends to a conversation (both processes): gapless seqs
     await client.query("SELECT id FROM conversations WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE", [cids]);
-    const senders = batch.map((b) => b.sender);
-    const cmids = batch.map((b) => b.cmid);
-    const known = await client.query(
-      "SELECT m.sender_id, m.client_msg_id, m.conversation_id, m.id, m.seq, m.created_at FROM messages m" +
-        " JOIN unnest($1::bigint[], $2::text[]) AS k (sender, cmid) ON m.sender_id = k.sender AND m.client_msg_id = k.cmid",
-      [senders, cmids],
+    // one row per item: the message already stored under its (sender, client_msg_id), if any,
+    // and whether the sender is a member (read after the lock: a concurrent resend is seen)
+    const checked = await client.query(
+      "SELECT k.ord, x.conversation_id, x.id, x.seq, x.created_at," +
+        " EXISTS (SELECT 1 FROM members m WHERE m.conversation_id = k.cid AND m.user_id = k.sender) AS member" +
+        " FROM unnest($1::bigint[], $2::bigint[], $3::text[]) WITH ORDINALITY AS k (cid, sender, cmid, ord)" +
+        " LEFT JOIN messages x ON x.sender_id = k.sender AND x.client_msg_id = k.cmid",
+      [batch.map((b) => b.cid), batch.map((b) => b.sender), batch.map((b) => b.cmid)],
     );
-    const member = await client.query(
-      "SELECT m.conversation_id, m.user_id FROM members m" +
-        " JOIN unnest($1::bigint[], $2::bigint[]) AS k (cid, uid) ON m.conversation_id = k.cid AND m.user_id = k.uid",
-      [batch.map((b) => b.cid), senders],
-    );
-    const stored = new Map(known.rows.map((r) => [`${r.sender_id}\t${r.client_msg_id}`, r]));
-    const members = new Set(member.rows.map((r) => `${r.conversation_id}\t${r.user_id}`));
+    const found = new Array(batch.length);
+    for (const r of checked.rows) found[r.ord - 1] = r;
     const results = new Array(batch.length);
     const fresh = []; // indexes of rows to insert
     const inBatch = new Map(); // a key sent twice in one batch: the second is a duplicate of the first
     batch.forEach((b, i) => {
       const key = `${b.sender}\t${b.cmid}`;
-      const old = stored.get(key);
+      const old = found[i].id === null ? null : found[i];
       if (old) {
         results[i] = old.conversation_id === b.cid
           ? { id: old.id, seq: old.seq, created_at: old.created_at, duplicate: true }
           : { error: "client_msg_id_conflict", message: "client_msg_id was already used for another conversation" };
-      } else if (!members.has(`${b.cid}\t${b.sender}`)) {
+      } else if (!found[i].member) {
         results[i] = { error: "not_member", message: "not a member of this conversation" };
       } else if (inBatch.has(key)) {
         results[i] = { sameAs: inBatch.get(key) };
@@ -163,30 +160,32 @@ async function append(batch) {
       }
     });
     if (fresh.length) {
-      const counts = new Map();
-      for (const i of fresh) counts.set(batch[i].cid, (counts.get(batch[i].cid) || 0) + 1);
-      const bumped = await client.query(
-        "UPDATE conversations c SET last_seq = c.last_seq + k.n FROM unnest($1::bigint[], $2::bigint[]) AS k (id, n)" +
-          " WHERE c.id = k.id RETURNING c.id, c.last_seq - k.n AS base",
-        [[...counts.keys()], [...counts.values()]],
-      );
-      const next = new Map(bumped.rows.map((r) => [r.id, r.base]));
-      const seqs = fresh.map((i) => {
-        const s = next.get(batch[i].cid) + 1;
-        next.set(batch[i].cid, s);
-        return s;
+      // seqs: the conversation's last_seq (bumped by the batch's count) plus each row's offset
+      const offsets = new Map();
+      const offset = fresh.map((i) => {
+        const n = (offsets.get(batch[i].cid) || 0) + 1;
+        offsets.set(batch[i].cid, n);
+        return n;
       });
       const rows = await client.query(
-        "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, kind, body)" +
-          " SELECT cid, seq, sender, cmid, 'text', body FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[])" +
-          " AS k (cid, seq, sender, cmid, body) RETURNING id, conversation_id, seq, created_at",
-        [fresh.map((i) => batch[i].cid), seqs, fresh.map((i) => batch[i].sender), fresh.map((i) => batch[i].cmid), fresh.map((i) => batch[i].body)],
+        "WITH bumped AS (UPDATE conversations c SET last_seq = c.last_seq + k.n" +
+          " FROM unnest($6::bigint[], $7::bigint[]) AS k (id, n) WHERE c.id = k.id RETURNING c.id, c.last_seq - k.n AS base)" +
+          " INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, kind, body)" +
+          " SELECT r.cid, b.base + r.off, r.sender, r.cmid, 'text', r.body" +
+          " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[]) AS r (cid, off, sender, cmid, body)" +
+          " JOIN bumped b ON b.id = r.cid RETURNING id, seq, created_at, sender_id, client_msg_id",
+        [
+          fresh.map((i) => batch[i].cid), offset, fresh.map((i) => batch[i].sender),
+          fresh.map((i) => batch[i].cmid), fresh.map((i) => batch[i].body),
+          [...offsets.keys()], [...offsets.values()],
+        ],
       );
-      const bySeq = new Map(rows.rows.map((r) => [`${r.conversation_id}\t${r.seq}`, r]));
-      fresh.forEach((i, k) => {
-        const r = bySeq.get(`${batch[i].cid}\t${seqs[k]}`);
+      // RETURNING promises no order: match the rows by their (sender, client_msg_id)
+      const byKey = new Map(rows.rows.map((r) => [`${r.sender_id}\t${r.client_msg_id}`, r]));
+      for (const i of fresh) {
+        const r = byKey.get(`${batch[i].sender}\t${batch[i].cmid}`);
         results[i] = { id: r.id, seq: r.seq, created_at: r.created_at, duplicate: false };
-      });
+      }
     }
     await client.query("COMMIT");
     results.forEach((r, i) => {
