@@ -93,7 +93,7 @@ def _step_table(steps: list[dict[str, Any]], rate_label: str) -> list[str]:
     return lines
 
 
-def _fanout(name: str, label: str, data: dict[str, Any]) -> list[str]:
+def _fanout(label: str, data: dict[str, Any]) -> list[str]:
     by = data.get("by_group_size", {})
     if not by:
         return [f"{label}: {data.get('error', 'not run')}", ""]
@@ -163,6 +163,7 @@ def write_docs(results: dict[str, Any], path: Path) -> None:
         ]
         out += _step_table(dur["steps"], "offered sends/s")
         out.append("")
+    out += _node_durable(s.get("node-durable", {}))
     if plots.latency_vs_rate(results, PLOTS / "latency_vs_rate.png"):
         out += [f"![latency against offered rate]({rel / 'latency_vs_rate.png'})", ""]
     out += [
@@ -176,12 +177,13 @@ def write_docs(results: dict[str, Any], path: Path) -> None:
         " processes as chatd, on the same Redis.",
         "",
     ]
-    for name, label in (
-        ("fanout", "chatd"),
-        ("sio-python", "(b) python-socketio + AsyncRedisManager, uvicorn"),
-        ("sio-node", "(c) Node.js Socket.IO + @socket.io/redis-adapter"),
+    for data, label in (
+        (s.get("fanout", {}), "chatd"),
+        (s.get("node-durable", {}).get("fanout", {}), "(e) Node.js like-for-like durable peer"),
+        (s.get("sio-python", {}), "(b) python-socketio + AsyncRedisManager, uvicorn"),
+        (s.get("sio-node", {}), "(c) Node.js Socket.IO + @socket.io/redis-adapter"),
     ):
-        out += _fanout(name, label, s.get(name, {}))
+        out += _fanout(label, data)
     half = s.get("fanout", {}).get("by_group_size", {}).get("10", {}).get("half_max_rate")
     if half:
         out += [
@@ -213,6 +215,23 @@ def write_docs(results: dict[str, Any], path: Path) -> None:
         if more.exists():
             out += [more.read_text()]
     path.write_text("\n".join(out) + "\n")
+
+
+def _node_durable(peer: dict[str, Any]) -> list[str]:
+    out = ["### Peer (e): the same write path in Node.js", ""]
+    dur = peer.get("durable", {})
+    if "steps" not in dur:
+        return [*out, f"Not measured: {peer.get('error', 'not run')}", ""]
+    v = peer.get("versions", {})
+    out += [
+        f"Node.js {v.get('node', '?')}, ws {v.get('ws', '?')}, pg {v.get('pg', '?')}, ioredis"
+        f" {v.get('ioredis', '?')} (bench/peers/durable_server.js): chatd's schema and promises, group"
+        f" commit, as many processes as chatd behind the same kind of nginx. Max offered rate with p99"
+        f" ack <= 50 ms: **{dur['max_rate_p99_ack_le_50ms']}/s**; highest ack rate seen"
+        f" {dur['max_ack_rate']}/s.",
+        "",
+    ]
+    return [*out, *_step_table(dur["steps"], "offered sends/s"), ""]
 
 
 def _durable_peer(syn: dict[str, Any]) -> list[str]:
