@@ -6,7 +6,15 @@ from pathlib import Path
 from typing import Any
 
 from bench import plots
-from bench.headline import DURABLE_P99_MS, FANOUT_P99_MS, durable_max, fanout_max, saturation
+from bench.headline import (
+    DURABLE_P99_MS,
+    FANOUT_P99_MS,
+    durable_max,
+    fanout_max,
+    medians,
+    runs,
+    saturation,
+)
 from bench.targets import targets
 
 __all__ = ["targets", "write_docs"]
@@ -120,6 +128,56 @@ def _fanout(label: str, data: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+HEADLINE_LABELS = {
+    "durable": "chatd",
+    "node-durable": "(e) Node.js like-for-like durable peer",
+    "synapse": "(d) Synapse (bound: p99 ack <= 1 s)",
+    "fanout": "chatd",
+    "sio-python": "(b) python-socketio",
+    "sio-node": "(c) Node.js Socket.IO",
+    "loadgen-ceiling": "load-generator ceiling (minimal relay)",
+}
+
+
+def _headlines(results: dict[str, Any]) -> list[str]:
+    med = results.get("headlines") or medians(results)
+    n = len(runs(results))
+    out = [
+        "",
+        f"## Headlines ({f'median of {n} runs, min-max beside it' if n > 1 else 'one run'})",
+        "",
+        "The highest offered rate within the bound with every lower step passing (bench/headline.py);"
+        ' "top" marks a ramp that never failed (its maximum is higher). Step tables further down are'
+        + (" run 1's." if n > 1 else " this run's."),
+        "",
+        f"| durable 1:1 sends/s at p99 ack <= {DURABLE_P99_MS:g} ms | median | min-max | each run | top |",
+        "|---|---|---|---|---|",
+    ]
+    for key in ("durable", "node-durable", "synapse"):
+        if key in med:
+            f = med[key]
+            out.append(
+                f"| {HEADLINE_LABELS[key]} | **{_fmt(f['median'])}** | {_fmt(f['min'])}-{_fmt(f['max'])}"
+                f" | {', '.join(map(_fmt, f['runs']))} | {'top' if f['top'] else ''} |"
+            )
+    out += [
+        "",
+        f"| fan-out deliveries/s at p99 <= {FANOUT_P99_MS:g} ms | group | median | min-max | each run | top"
+        " | saturation (p99 <= 2 s), median |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    fan = sorted((k for k in med if "/" in k), key=lambda k: (int(k.split("/")[1]), k))
+    for key in fan:
+        source, g = key.split("/")
+        f = med[key]
+        out.append(
+            f"| {HEADLINE_LABELS.get(source, source)} | {g} | **{_fmt(f['median'])}**"
+            f" | {_fmt(f['min'])}-{_fmt(f['max'])} | {', '.join(map(_fmt, f['runs']))}"
+            f" | {'top' if f['top'] else ''} | {_fmt(f['saturation_median'])} |"
+        )
+    return [*out, ""]
+
+
 def _durable_line(steps: list[dict[str, Any]]) -> str:
     head = durable_max(steps)
     top = " (kept up at the top step: the maximum is higher)" if head["top"] else ""
@@ -159,6 +217,7 @@ def write_docs(results: dict[str, Any], path: Path) -> None:
     for row in results.get("targets") or targets(results):
         met = "-" if row["met"] is None else ("met" if row["met"] else "**not met**")
         out.append(f"| {row['target']} | {row['measured']} | {_fmt(row['ratio'])} | {met} |")
+    out += _headlines(results)
     out += ["", "## Method", "", METHOD, CAVEATS]
     ceiling = s.get("db-ceiling", {})
     out += ["## 1. Durable sends, 1:1 conversations", ""]
