@@ -10,7 +10,16 @@ from pathlib import Path
 
 PEERS = Path(__file__).resolve().parent.parent / ".peers"
 
-PY_RELAY = ["python-socketio>=5.11,<6", "uvicorn[standard]>=0.30,<1", "redis>=5,<9"]
+PY_RELAY = ["python-socketio>=5.11,<6", "redis>=5,<9"]
+
+
+def same_as_chatd(*names: str) -> list[str]:
+    """Requirements pinning `names` to the versions chatd runs on (from this environment)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name.split('[')[0])}" for name in names]
+
+
 NODE_RELAY = ["socket.io@^4.8", "@socket.io/redis-adapter@^8.3", "redis@^4.7"]
 # the like-for-like durable peer (issue 23): exact versions, so two runs measure the same code
 NODE_DURABLE = ["ws@8.23.1", "pg@8.23.1", "ioredis@6.1.0"]
