@@ -26,6 +26,7 @@ DOCS = HERE.parent / "docs" / "benchmarks.md"
 # name -> (module under bench/, whether it measures the chatd stack)
 SCENARIOS: dict[str, tuple[str, bool]] = {
     "db-ceiling": ("baselines.dbceiling", True),
+    "loadgen-ceiling": ("baselines.loadgen_ceiling", False),
     "durable": ("scenarios.durable", True),
     "fanout": ("scenarios.fanout", True),
     "sio-python": ("baselines.sio_python", True),

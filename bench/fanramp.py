@@ -34,18 +34,23 @@ def keeps_up(step: dict[str, Any], group: int) -> bool:
 
 
 def ramp(
-    ctx: Ctx, fleet: Fleet, sends_by_size: dict[int, Sends], label: str, roots: dict[str, int] | None = None
+    ctx: Ctx,
+    fleet: Fleet,
+    sends_by_size: dict[int, Sends],
+    label: str,
+    roots: dict[str, int] | None = None,
+    levels: list[int] | None = None,
 ) -> dict[str, Any]:
+    """`levels` (offered deliveries/s) replace the default ramp."""
     duration, drain = (1.0, 1.0) if ctx.quick else (6.0, 3.0)
-    base = QUICK_LEVELS if ctx.quick else FULL_LEVELS
+    base = levels or (QUICK_LEVELS if ctx.quick else FULL_LEVELS)
     out: dict[str, Any] = {}
     step_no = 1000
     for group, sends in sends_by_size.items():
         steps: list[dict[str, Any]] = []
         best: dict[str, Any] | None = None
         # small groups: each delivery costs a durable send, so start lower
-        levels = ([250, 500] if group <= 2 and not ctx.quick else []) + base
-        for level in levels:
+        for level in ([250, 500] if group <= 2 and not ctx.quick else []) + base:
             rate = level / (group - 1)
             step_no += 1
             step = run_step(

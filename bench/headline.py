@@ -113,8 +113,17 @@ FANOUT_SOURCES = {
     "node-durable": ("node-durable", "fanout"),
     "sio-python": ("sio-python",),
     "sio-node": ("sio-node",),
-    "loadgen-ceiling": ("loadgen-ceiling",),
+    "loadgen-ceiling-sio": ("loadgen-ceiling", "sio"),
+    "loadgen-ceiling-chatd": ("loadgen-ceiling", "chatd"),
 }
+# which ceiling bounds which server: the protocol the load generators speak to it
+CEILING_OF = {
+    "fanout": "loadgen-ceiling-chatd",
+    "node-durable": "loadgen-ceiling-chatd",
+    "sio-python": "loadgen-ceiling-sio",
+    "sio-node": "loadgen-ceiling-sio",
+}
+GENERATOR_BOUND = 0.8  # a figure at 80 % of the ceiling or more is the generators' limit
 
 
 def figures(scenarios: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -173,3 +182,32 @@ def spread(fig: dict[str, Any] | None, unit: str = "") -> str:
     if fig["top"]:
         text += " (kept up at the top step)"
     return text
+
+
+def generator_bound(med: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each server and group size measured beside a load-generator ceiling: its headline as a
+    share of the ceiling's (both at p99 <= 100 ms, medians) and what that means."""
+    out: list[dict[str, Any]] = []
+    for source, ceiling_key in CEILING_OF.items():
+        for g in GROUPS:
+            fig, ceiling = med.get(f"{source}/{g}"), med.get(f"{ceiling_key}/{g}")
+            if fig is None or ceiling is None:
+                continue
+            share = round(fig["median"] / ceiling["median"], 2) if ceiling["median"] else None
+            if ceiling["top"]:
+                verdict = "ceiling not found (the relay kept up at its top step): not judged"
+            elif share is not None and share >= GENERATOR_BOUND:
+                verdict = "the load generators' limit, not the server's"
+            else:
+                verdict = "the server's own limit"
+            out.append(
+                {
+                    "server": source,
+                    "group": g,
+                    "figure": fig["median"],
+                    "ceiling": ceiling["median"],
+                    "share": share,
+                    "verdict": verdict,
+                }
+            )
+    return out

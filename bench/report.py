@@ -11,10 +11,11 @@ from bench.headline import (
     FANOUT_P99_MS,
     durable_max,
     fanout_max,
-    medians,
-    runs,
     saturation,
 )
+from bench.report_baselines import db_ceiling, headlines, loadgen_ceiling
+from bench.report_baselines import fmt as _fmt
+from bench.report_baselines import pcts as _pcts
 from bench.targets import targets
 
 __all__ = ["targets", "write_docs"]
@@ -69,14 +70,6 @@ Read the numbers with these in mind:
 """
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
-
-
 def _cpu(step: dict[str, Any], key: str = "cpu_s_per_1000_deliveries") -> dict[str, float]:
     per = step.get(key, {})
     out = dict.fromkeys(CPU_GROUPS, 0.0)
@@ -128,56 +121,6 @@ def _fanout(label: str, data: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-HEADLINE_LABELS = {
-    "durable": "chatd",
-    "node-durable": "(e) Node.js like-for-like durable peer",
-    "synapse": "(d) Synapse (bound: p99 ack <= 1 s)",
-    "fanout": "chatd",
-    "sio-python": "(b) python-socketio",
-    "sio-node": "(c) Node.js Socket.IO",
-    "loadgen-ceiling": "load-generator ceiling (minimal relay)",
-}
-
-
-def _headlines(results: dict[str, Any]) -> list[str]:
-    med = results.get("headlines") or medians(results)
-    n = len(runs(results))
-    out = [
-        "",
-        f"## Headlines ({f'median of {n} runs, min-max beside it' if n > 1 else 'one run'})",
-        "",
-        "The highest offered rate within the bound with every lower step passing (bench/headline.py);"
-        ' "top" marks a ramp that never failed (its maximum is higher). Step tables further down are'
-        + (" run 1's." if n > 1 else " this run's."),
-        "",
-        f"| durable 1:1 sends/s at p99 ack <= {DURABLE_P99_MS:g} ms | median | min-max | each run | top |",
-        "|---|---|---|---|---|",
-    ]
-    for key in ("durable", "node-durable", "synapse"):
-        if key in med:
-            f = med[key]
-            out.append(
-                f"| {HEADLINE_LABELS[key]} | **{_fmt(f['median'])}** | {_fmt(f['min'])}-{_fmt(f['max'])}"
-                f" | {', '.join(map(_fmt, f['runs']))} | {'top' if f['top'] else ''} |"
-            )
-    out += [
-        "",
-        f"| fan-out deliveries/s at p99 <= {FANOUT_P99_MS:g} ms | group | median | min-max | each run | top"
-        " | saturation (p99 <= 2 s), median |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    fan = sorted((k for k in med if "/" in k), key=lambda k: (int(k.split("/")[1]), k))
-    for key in fan:
-        source, g = key.split("/")
-        f = med[key]
-        out.append(
-            f"| {HEADLINE_LABELS.get(source, source)} | {g} | **{_fmt(f['median'])}**"
-            f" | {_fmt(f['min'])}-{_fmt(f['max'])} | {', '.join(map(_fmt, f['runs']))}"
-            f" | {'top' if f['top'] else ''} | {_fmt(f['saturation_median'])} |"
-        )
-    return [*out, ""]
-
-
 def _durable_line(steps: list[dict[str, Any]]) -> str:
     head = durable_max(steps)
     top = " (kept up at the top step: the maximum is higher)" if head["top"] else ""
@@ -217,11 +160,11 @@ def write_docs(results: dict[str, Any], path: Path) -> None:
     for row in results.get("targets") or targets(results):
         met = "-" if row["met"] is None else ("met" if row["met"] else "**not met**")
         out.append(f"| {row['target']} | {row['measured']} | {_fmt(row['ratio'])} | {met} |")
-    out += _headlines(results)
+    out += headlines(results)
     out += ["", "## Method", "", METHOD, CAVEATS]
     ceiling = s.get("db-ceiling", {})
     out += ["## 1. Durable sends, 1:1 conversations", ""]
-    out += _ceiling(ceiling)
+    out += db_ceiling(ceiling)
     dur = s.get("durable", {})
     if "steps" in dur:
         out += [
@@ -251,6 +194,7 @@ def write_docs(results: dict[str, Any], path: Path) -> None:
         (s.get("sio-node", {}), "(c) Node.js Socket.IO + @socket.io/redis-adapter"),
     ):
         out += _fanout(label, data)
+    out += loadgen_ceiling(s.get("loadgen-ceiling", {}), results)
     half = s.get("fanout", {}).get("by_group_size", {}).get("10", {}).get("half_max_rate")
     if half:
         out += [
@@ -282,40 +226,6 @@ def write_docs(results: dict[str, Any], path: Path) -> None:
         if more.exists():
             out += [more.read_text()]
     path.write_text("\n".join(out) + "\n")
-
-
-def _ceiling(ceiling: dict[str, Any]) -> list[str]:
-    if "inserts_per_s" not in ceiling:
-        return [f"Baseline (a), the database ceiling: {ceiling.get('error', 'not run')}", ""]
-    pg = ceiling.get("cpu_s_per_1000_inserts", {}).get("postgres")
-    pg_us = None if pg is None else round(pg * 1000, 1)
-    out = [
-        "Baseline (a), the database ceiling, on the same PostgreSQL. **Per row**: asyncpg, one"
-        f" INSERT+COMMIT per message into a table shaped like `messages` without chatd's constraints,"
-        f" concurrency {ceiling['concurrency']}: **{ceiling['inserts_per_s']} rows/s**, latency"
-        f" p50/p99/p999 {_pcts(ceiling['latency_ms'])} ms, PostgreSQL CPU"
-        f" {_fmt(pg_us)} µs per row (load `{ceiling['loadavg_after']}`).",
-        "",
-    ]
-    grouped = ceiling.get("grouped", [])
-    if grouped:
-        out += [
-            "**Grouped**, chatd's own group commit (`MessageStore.append_many`: the `chatd_append_many`"
-            " statement, one COMMIT per batch, with chatd's Python around it) into chatd's real schema"
-            " (migrations applied, 1:1 conversations and members), each batch one row per conversation,"
-            f" {grouped[0]['concurrency']} batches in flight, closed loop. A server that batches sends"
-            " per COMMIT is bounded by these rows/s, not by the per-row figure.",
-            "",
-            "| rows per batch | rows/s | statement p50 / p99 / p999 ms | PostgreSQL CPU µs per row | load |",
-            "|---|---|---|---|---|",
-        ]
-        for g in grouped:
-            out.append(
-                f"| {g['batch']} | **{_fmt(g['rows_per_s'])}** | {_pcts(g['statement_ms'])}"
-                f" | {_fmt(g['postgres_cpu_us_per_row'])} | {g['loadavg_after'].split()[0]} |"
-            )
-        out.append("")
-    return out
 
 
 def _node_durable(peer: dict[str, Any]) -> list[str]:
@@ -386,10 +296,6 @@ def _storm(st: dict[str, Any]) -> list[str]:
         "",
     ]
     return out
-
-
-def _pcts(d: dict[str, Any]) -> str:
-    return f"{_fmt(d['p50'])} / {_fmt(d['p99'])} / {_fmt(d['p999'])}"
 
 
 def _presence(pr: dict[str, Any]) -> list[str]:

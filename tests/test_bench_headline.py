@@ -104,3 +104,23 @@ def test_worker_cpu_per_delivery_is_compared_at_a_level_every_server_kept_pace_a
     }
     got = targets.equal_rate_cpu(run)
     assert got == {"rate": 2000, "fanout": 20.0, "node-durable": 8.0, "sio-node": 5.0}
+
+
+def test_a_figure_near_the_load_generator_ceiling_is_the_generators_limit() -> None:
+    def fig(median: float, top: bool = False) -> dict[str, Any]:
+        return {"median": median, "top": top}
+
+    med = {
+        "fanout/10": fig(6000),
+        "loadgen-ceiling-chatd/10": fig(60000),
+        "sio-node/10": fig(25000),
+        "loadgen-ceiling-sio/10": fig(30000),
+        "sio-node/100": fig(35000),
+        "loadgen-ceiling-sio/100": fig(35000, top=True),
+    }
+    got = {(b["server"], b["group"]): b["verdict"] for b in headline.generator_bound(med)}
+    assert got == {
+        ("fanout", "10"): "the server's own limit",
+        ("sio-node", "10"): "the load generators' limit, not the server's",
+        ("sio-node", "100"): "ceiling not found (the relay kept up at its top step): not judged",
+    }
