@@ -77,6 +77,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             "load_generators": args.agents,
             "deflate": args.deflate,
             "chatd_env": chatstack.BENCH_ENV,
+            # every difference from production's defaults, with its reason (the Method section)
+            "deviations": chatstack.deviations(),
             "metrics_off_workers": args.metrics_off,
             "repeat": args.repeat,
         },

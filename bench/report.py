@@ -24,15 +24,18 @@ PLOTS = Path(__file__).resolve().parent / "results" / "plots"
 CPU_GROUPS = ("workers", "nginx", "postgres", "redis", "loadgen")
 
 METHOD = """\
-Run it: `.venv/bin/python -m bench run` (full: this page and `bench/results/full.json`), or
-`.venv/bin/python -m bench run --quick` (about 2 minutes, the CI smoke test; no timing asserted),
-`--only durable,fanout` for some scenarios; `python -m bench report` redraws this page.
+Run it: `.venv/bin/python -m bench run --repeat 3` (full, three runs: this page and
+`bench/results/full.json`), or `.venv/bin/python -m bench run --quick` (about 2 minutes, the CI
+smoke test; no timing asserted), `--only durable,fanout` for some scenarios; `python -m bench
+report` redraws this page.
 
 How it measures:
 - One command starts what it measures: chatd's own local stack (`chatd.devstack.Stack`:
   PostgreSQL, Redis, N chatd workers on unix sockets, nginx on 127.0.0.1, the production nginx
-  site) with send rate limits lifted and cheap argon2 (setup only). nginx may hold 19,500
-  connections per worker (`reuseport`), as the box allows 20,000 open files per process.
+  site). Every setting in which it differs from production's defaults is in the table below,
+  with its reason; Redis persists like production's (AOF, fsync every second).
+- `--repeat N` runs every scenario N times in one invocation, interleaved (run 1 of each, then
+  run 2, ...); headlines and targets use the medians, the spread is shown beside them.
 - Load comes from separate load-generator processes (multiprocessing, each its own uvloop), never
   the event loop being measured. Load is **open loop**: each step has a fixed offered rate and
   a schedule; every payload carries its *scheduled* send time and latency is taken at the
@@ -50,16 +53,17 @@ How it measures:
 
 CAVEATS = """\
 Read the numbers with these in mind:
-- Everything shares 2 cores: the load generators (Python, uvloop, `websockets`) too, and at
-  times other work on the box (the `load` column is the 1-minute load average after each step).
+- Everything shares the box's cores: the load generators (Python, uvloop, `websockets`) too, and
+  at times other work on the box (the `load` column is the 1-minute load average after each
+  step). The load-generator ceiling says where the generators themselves stop.
 - chatd acknowledges after the COMMIT and also sends the sender's own copy (not counted as a
   delivery); the relays (b), (c) store nothing and skip the sender. Concurrent sends share one
   statement and COMMIT (group commit; each ack still follows its COMMIT). The per-user send
   rate limit is lifted but still consulted (concurrent sends share one Redis round trip).
-- PostgreSQL runs with `fsync = on` and `synchronous_commit = on`. On this VM a single WAL
-  fsync now and then takes 0.1-0.7 s (seen with plain asyncpg INSERTs at 400/s too); such a
-  stall lands as a p99 spike in whichever step it hits, so one bad step in a ramp that is
-  otherwise clean is the disk, not the rate.
+- PostgreSQL runs with `fsync = on` and `synchronous_commit = on`. On a VM a single WAL fsync
+  now and then stalls; such a stall lands as a p99 spike in whichever step it hits, and under
+  the headline rule it ends the headline there (a run's figure is then low; the median of
+  several runs is what to read).
 - Every headline (durable sends/s at p99 ack <= 50 ms, fan-out deliveries/s at p99 <= 100 ms) is the
   highest offered rate within the bound *with every lower step passing too*, for chatd and every
   peer alike (bench/headline.py). Fan-out "saturation" (p99 up to 2 s) is shown apart and is not a
@@ -68,6 +72,22 @@ Read the numbers with these in mind:
 - Synapse runs as one process (its monolith), not as N workers.
 - Clients do not negotiate permessage-deflate (`--deflate` turns it on).
 """
+
+
+def _deviations(results: dict[str, Any]) -> list[str]:
+    devs = results.get("config", {}).get("deviations")
+    if devs is None:
+        return ["Settings that differ from production: not recorded in this results file.", ""]
+    out = [
+        "Where the bench's stack differs from production's defaults (recorded in the results file:"
+        " chatd's defaults from `chatd.config`, the others from the Ansible roles):",
+        "",
+        "| setting | bench | production default | why |",
+        "|---|---|---|---|",
+    ]
+    for d in devs:
+        out.append(f"| {d['setting']} | {d['bench']} | {_fmt(d['production'])} | {d['reason']} |")
+    return [*out, ""]
 
 
 def _cpu(step: dict[str, Any], key: str = "cpu_s_per_1000_deliveries") -> dict[str, float]:
@@ -161,7 +181,7 @@ def write_docs(results: dict[str, Any], path: Path) -> None:
         met = "-" if row["met"] is None else ("met" if row["met"] else "**not met**")
         out.append(f"| {row['target']} | {row['measured']} | {_fmt(row['ratio'])} | {met} |")
     out += headlines(results)
-    out += ["", "## Method", "", METHOD, CAVEATS]
+    out += ["", "## Method", "", METHOD, *_deviations(results), CAVEATS]
     ceiling = s.get("db-ceiling", {})
     out += ["## 1. Durable sends, 1:1 conversations", ""]
     out += db_ceiling(ceiling)
@@ -221,7 +241,9 @@ def write_docs(results: dict[str, Any], path: Path) -> None:
     out += _idle(s.get("idle", {}))
     out += _storm(s.get("storm", {}))
     out += _presence(s.get("presence", {}))
-    for extra in ("notes.md", "profile.md"):
+    # generated from profile.json by `bench profile` (the hand-written notes.md is not included:
+    # every figure on this page comes from a results file)
+    for extra in ("profile.md",):
         more = path.parent.parent / "bench" / "results" / extra
         if more.exists():
             out += [more.read_text()]
