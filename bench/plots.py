@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from bench.headline import fanout_max
+from bench.headline import fanout_max, get
 
 
 def latency_vs_rate(results: dict[str, Any], out: Path) -> bool:
@@ -51,12 +51,13 @@ def deliveries_vs_group(results: dict[str, Any], out: Path) -> bool:
     s = results["scenarios"]
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     drawn = False
-    for name, label in (
-        ("fanout", "chatd"),
-        ("sio-python", "python-socketio relay"),
-        ("sio-node", "Node Socket.IO relay"),
+    for path, label in (
+        (("fanout",), "chatd"),
+        (("node-durable", "fanout"), "Node.js like-for-like peer"),
+        (("sio-python",), "python-socketio relay"),
+        (("sio-node",), "Node Socket.IO relay"),
     ):
-        by = s.get(name, {}).get("by_group_size", {})
+        by = get(s, *path, "by_group_size") or {}
         if not by:
             continue
         sizes = sorted(int(g) for g in by)
