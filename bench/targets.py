@@ -13,6 +13,7 @@ from bench.headline import (
     FANOUT_SOURCES,
     GROUPS,
     fanout_keeps_up,
+    generator_bound,
     medians,
     offered_deliveries,
     runs,
@@ -36,13 +37,18 @@ def _row(target: str, measured: str, ratio: float | None, met: bool | None) -> R
     return {"target": target, "measured": measured, "ratio": ratio, "met": met}
 
 
-def _bounds(ours: dict[str, Any] | None, peer: dict[str, Any] | None) -> str:
-    """What a ramp that never failed means for the ratio."""
+def _bounds(ours: dict[str, Any], peer: dict[str, Any]) -> str:
+    """What a ramp that never failed, or a figure at the load generators' ceiling, means for the
+    ratio."""
     notes = []
-    if peer is not None and peer["top"]:
+    if peer["top"]:
         notes.append("peer kept up at the top step: ratio is an upper bound")
-    if ours is not None and ours["top"]:
+    elif peer.get("at_ceiling"):
+        notes.append("peer at the load generators' ceiling: ratio is an upper bound")
+    if ours["top"]:
         notes.append("chatd kept up at the top step: ratio is a lower bound")
+    elif ours.get("at_ceiling"):
+        notes.append("chatd at the load generators' ceiling: ratio is a lower bound")
     return f" ({'; '.join(notes)})" if notes else ""
 
 
@@ -53,15 +59,17 @@ def _versus(
     need: float,
     unit: str,
 ) -> Row:
-    r = None if ours is None or peer is None else _ratio(ours["median"], peer["median"])
     if ours is None or peer is None:
         return _row(target, f"{spread(ours, unit)} vs {spread(peer, unit)}", None, None)
+    r = _ratio(ours["median"], peer["median"])
     measured = f"{spread(ours, unit)} vs {spread(peer, unit)}" + _bounds(ours, peer)
     # a ratio that is only an upper bound cannot show the target met, a lower bound cannot show it missed
+    upper = peer["top"] or peer.get("at_ceiling", False)
+    lower = ours["top"] or ours.get("at_ceiling", False)
     met = None if r is None else r >= need
-    if met and peer["top"] and not ours["top"]:
+    if met and upper and not lower:
         met = None
-    if met is False and ours["top"] and not peer["top"]:
+    if met is False and lower and not upper:
         met = None
     return _row(target, measured, r, met)
 
@@ -100,6 +108,9 @@ def equal_rate_cpu(scenarios: dict[str, Any], group: str = CPU_GROUP) -> dict[st
 
 def targets(results: dict[str, Any]) -> list[Row]:
     med = medians(results)
+    for b in generator_bound(med):
+        if b["verdict"].startswith("the load generators'"):
+            med[f"{b['server']}/{b['group']}"] = {**med[f"{b['server']}/{b['group']}"], "at_ceiling": True}
     every = runs(results)
     s = results.get("scenarios", {})
     n = len(every)

@@ -124,3 +124,20 @@ def test_a_figure_near_the_load_generator_ceiling_is_the_generators_limit() -> N
         ("sio-node", "10"): "the load generators' limit, not the server's",
         ("sio-node", "100"): "ceiling not found (the relay kept up at its top step): not judged",
     }
+
+
+def test_a_peer_at_the_load_generator_ceiling_makes_the_ratio_an_upper_bound() -> None:
+    def fan(levels: list[tuple[float, float]]) -> dict[str, Any]:
+        return {"by_group_size": {"10": {"steps": [fan_step(lv, 10, p) for lv, p in levels]}}}
+
+    run = {
+        "fanout": fan([(1000, 10), (2000, 10), (4000, 900)]),
+        "sio-node": fan([(1000, 10), (2000, 10), (4000, 10), (8000, 900)]),
+        "loadgen-ceiling": {"sio": fan([(1000, 10), (2000, 10), (4000, 10), (8000, 900)])},
+    }
+    rows = {r["target"]: r for r in targets.targets(_results(run))}
+    row = next(r for t, r in rows.items() if "groups of 10" in t and "Socket.IO" in t)
+    # 2,000 vs 4,000 is 0.5x, under 0.75x, but the peer's 4,000 is the generators' limit, not Node's
+    assert row["ratio"] == 0.5
+    assert row["met"] is False
+    assert "peer at the load generators' ceiling: ratio is an upper bound" in row["measured"]
