@@ -53,7 +53,7 @@ REASONS = {
     "CHATD_GROUP_RATE_LIMIT": "setup only: the fan-out scenario creates hundreds of groups",
     "CHATD_ARGON2_QUEUE": "setup only: thousands of concurrent logins",
     "CHATD_REGISTRATION": "setup only: the population registers without invites",
-    "CHATD_SEND_QUEUE_FRAMES": "saturation steps push the load generators (on the same 2 cores) behind;"
+    "CHATD_SEND_QUEUE_FRAMES": "saturation steps push the load generators (on the same cores) behind;"
     " at the default chatd closes a socket whose queue is full (a slow consumer), which would end a"
     " ramp with disconnects instead of latency figures. No headline depends on it: at p99 <= 100 ms a"
     " socket's queue holds about a tenth of a second of its deliveries, far below the default",
@@ -85,7 +85,7 @@ STACK_DEVIATIONS = [
         "Hosts",
         "everything on one box, over loopback and unix sockets",
         "PostgreSQL, Redis and the workers may be on separate hosts (docs/operations.md)",
-        "one shared 2-core box: no network latency, but every process competes for the same cores",
+        "one shared box: no network latency, but every process competes for the same cores",
     ),
 ]
 ROLES = Path(__file__).resolve().parent.parent / "ansible" / "roles"

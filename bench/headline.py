@@ -172,14 +172,15 @@ def medians(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def spread(fig: dict[str, Any] | None, unit: str = "") -> str:
-    """ "1,000/s (900-1,100, 3 runs)" style text of a median figure."""
+def spread(fig: dict[str, Any] | None, unit: str = "", top: bool = True) -> str:
+    """A median figure as "1,000/s (900-1,100, 3 runs)"; `top`: say if a run kept up at its
+    ramp's top step."""
     if fig is None:
         return "not measured"
     text = f"{fig['median']:,.0f}{unit}"
     if len(fig["runs"]) > 1:
         text += f" ({fig['min']:,.0f}-{fig['max']:,.0f}, {len(fig['runs'])} runs)"
-    if fig["top"]:
+    if top and fig["top"]:
         text += " (kept up at the top step)"
     return text
 
@@ -194,12 +195,15 @@ def generator_bound(med: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             if fig is None or ceiling is None:
                 continue
             share = round(fig["median"] / ceiling["median"], 2) if ceiling["median"] else None
-            if ceiling["top"]:
-                verdict = "ceiling not found (the relay kept up at its top step): not judged"
-            elif share is not None and share >= GENERATOR_BOUND:
-                verdict = "the load generators' limit, not the server's"
-            else:
+            if fig["top"]:
+                verdict = "the server kept up at its top step: its limit was not reached"
+            elif share is not None and share < GENERATOR_BOUND:
+                # the ceiling is at least its figure (more if the relay kept up at its top step)
                 verdict = "the server's own limit"
+            elif ceiling["top"]:
+                verdict = "ceiling not found (the relay kept up at its top step): not judged"
+            else:
+                verdict = "the load generators' limit, not the server's"
             out.append(
                 {
                     "server": source,

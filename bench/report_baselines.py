@@ -25,6 +25,8 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
+FAN_ORDER = ("fanout", "node-durable", "sio-node", "sio-python")
+FAN_ORDER += ("loadgen-ceiling-chatd", "loadgen-ceiling-sio")
 HEADLINE_LABELS = {
     "durable": "chatd",
     "node-durable": "(e) Node.js like-for-like durable peer",
@@ -64,7 +66,10 @@ def headlines(results: dict[str, Any]) -> list[str]:
         " | saturation (p99 <= 2 s), median |",
         "|---|---|---|---|---|---|---|",
     ]
-    fan = sorted((k for k in med if "/" in k), key=lambda k: (int(k.split("/")[1]), k))
+    order = [*FAN_ORDER, *(k.split("/")[0] for k in med if "/" in k)]
+    fan = sorted(
+        (k for k in med if "/" in k), key=lambda k: (int(k.split("/")[1]), order.index(k.split("/")[0]))
+    )
     for key in fan:
         source, g = key.split("/")
         f = med[key]

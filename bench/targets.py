@@ -62,16 +62,18 @@ def _versus(
     if ours is None or peer is None:
         return _row(target, f"{spread(ours, unit)} vs {spread(peer, unit)}", None, None)
     r = _ratio(ours["median"], peer["median"])
-    measured = f"{spread(ours, unit)} vs {spread(peer, unit)}" + _bounds(ours, peer)
+    measured = f"{spread(ours, unit, top=False)} vs {spread(peer, unit, top=False)}" + _bounds(ours, peer)
     # a ratio that is only an upper bound cannot show the target met, a lower bound cannot show it missed
     upper = peer["top"] or peer.get("at_ceiling", False)
     lower = ours["top"] or ours.get("at_ceiling", False)
     met = None if r is None else r >= need
-    if met and upper and not lower:
-        met = None
-    if met is False and lower and not upper:
+    if (met and upper) or (met is False and lower):  # the bound points the wrong way
         met = None
     return _row(target, measured, r, met)
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:g} ms"
 
 
 def _fmt_p99(p99s: list[float]) -> str:
@@ -167,8 +169,8 @@ def targets(results: dict[str, Any]) -> list[Row]:
     rows.append(
         _row(
             ">= 10x Synapse's durable sends/s (d) at a lower p99",
-            f"{spread(chatd, '/s')} (p99 {_get(chatd, 'p99_median')} ms) vs {spread(syn, '/s')} at p99"
-            f" ack <= 1 s (p99 {_get(syn, 'p99_median')} ms)",
+            f"{spread(chatd, '/s')} (p99 {_ms(_get(chatd, 'p99_median'))}) vs {spread(syn, '/s')} at p99"
+            f" ack <= 1 s (p99 {_ms(_get(syn, 'p99_median'))})",
             r,
             None if r is None else (r >= 10 and lower),
         )
