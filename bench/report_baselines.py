@@ -25,7 +25,7 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
-FAN_ORDER = ("fanout", "node-durable", "sio-node", "sio-python")
+FAN_ORDER: tuple[str, ...] = ("fanout", "node-durable", "sio-node", "sio-python")
 FAN_ORDER += ("loadgen-ceiling-chatd", "loadgen-ceiling-sio")
 HEADLINE_LABELS = {
     "durable": "chatd",
