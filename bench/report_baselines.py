@@ -151,7 +151,8 @@ def db_ceiling(ceiling: dict[str, Any]) -> list[str]:
             " statement, one COMMIT per batch, with chatd's Python around it) into chatd's real schema"
             " (migrations applied, 1:1 conversations and members), each batch one row per conversation,"
             f" {grouped[0]['concurrency']} batches in flight, closed loop. A server that batches sends"
-            " per COMMIT is bounded by these rows/s, not by the per-row figure.",
+            " per COMMIT is bounded by these rows/s, not by the per-row figure. The batch sizes chatd"
+            " reaches are in its durable step table (messages per COMMIT).",
             "",
             "| rows per batch | rows/s | statement p50 / p99 / p999 ms | PostgreSQL CPU µs per row | load |",
             "|---|---|---|---|---|",

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import httpx
+
 from bench.context import Ctx, Placement, log
 from bench.headline import durable_max, durable_passes
 from bench.loadgen.fleet import Fleet
@@ -52,6 +54,25 @@ async def _population(url: str, pairs: int) -> list[tuple[Any, Any, int]]:
 sustained = durable_passes  # acks keep pace, p99 send->ack within a limit
 
 
+def commit_batches(urls: list[str]) -> tuple[float, float] | None:
+    """chatd's `chatd_commit_batch_size` histogram summed over the workers: (sum, count); None if
+    no worker serves metrics."""
+    total = count = 0.0
+    seen = False
+    for url in urls:
+        try:
+            text = httpx.get(url, timeout=5).text
+        except httpx.HTTPError:
+            continue  # a worker run with CHATD_METRICS=off
+        for line in text.splitlines():
+            if line.startswith("chatd_commit_batch_size_sum "):
+                total += float(line.rsplit(" ", 1)[1])
+                seen = True
+            elif line.startswith("chatd_commit_batch_size_count "):
+                count += float(line.rsplit(" ", 1)[1])
+    return (total, count) if seen else None
+
+
 def ramp(
     ctx: Ctx,
     fleet: Fleet,
@@ -63,15 +84,21 @@ def ramp(
     roots: dict[str, int] | None = None,
     first_step: int = 0,
     stop_p99_ms: float = STOP_P99_MS,
+    metrics: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Raise the offered rate until acks fall behind, or p99 ack passes the stop limit in two
-    steps running (one noisy step on a shared box does not end the ramp)."""
+    steps running (one noisy step on a shared box does not end the ramp). With chatd's workers'
+    `metrics` URLs, each step records the mean messages per group-commit statement."""
     steps: list[dict[str, Any]] = []
     over = 0
     for n, rate in enumerate(rates):
+        before = commit_batches(metrics) if metrics else None
         step = run_step(
             ctx, fleet, first_step + n, rate, duration, sends, drain=drain, roots=roots, label=label
         )
+        after = commit_batches(metrics) if metrics else None
+        if before and after and after[1] > before[1]:
+            step["commit_batch_mean"] = round((after[0] - before[0]) / (after[1] - before[1]), 2)
         steps.append(public(step))
         p99 = step["ack_ms"]["p99"]
         over = over + 1 if p99 is None or p99 > stop_p99_ms else 0
@@ -103,7 +130,9 @@ def run(
         log(f"{label}: {connected['connected']} clients connected ({connected['failed']} failed)")
         roots = None if servers is None else {**servers, **fleet.pids}
         rates = QUICK_RATES if ctx.quick else FULL_RATES
-        steps = ramp(ctx, fleet, rates, duration, sends, drain, label, roots=roots)
+        # chatd's own commit batch sizes (what baseline (a)'s grouped figures compare with)
+        urls = [ctx.stack.metrics_url(i) for i in range(ctx.workers)] if servers is None else None
+        steps = ramp(ctx, fleet, rates, duration, sends, drain, label, roots=roots, metrics=urls)
         order = fleet.order("receiver")
     finally:
         fleet.close()
