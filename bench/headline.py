@@ -195,7 +195,9 @@ def generator_bound(med: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             if fig is None or ceiling is None:
                 continue
             share = round(fig["median"] / ceiling["median"], 2) if ceiling["median"] else None
-            if fig["top"]:
+            if not ceiling["median"]:
+                verdict = "no ceiling (the relay failed its first step): not judged"
+            elif fig["top"]:
                 verdict = "the server kept up at its top step: its limit was not reached"
             elif share is not None and share < GENERATOR_BOUND:
                 # the ceiling is at least its figure (more if the relay kept up at its top step)

@@ -17,6 +17,11 @@ from bench.headline import (
 )
 
 
+def _positive(v: Any) -> Any:
+    """A CPU figure, or None if it came out negative (an accounting race; older results files)."""
+    return None if isinstance(v, int | float) and v < 0 else v
+
+
 def fmt(v: Any) -> str:
     if v is None:
         return "-"
@@ -160,7 +165,7 @@ def db_ceiling(ceiling: dict[str, Any]) -> list[str]:
         for g in grouped:
             out.append(
                 f"| {g['batch']} | **{fmt(g['rows_per_s'])}** | {pcts(g['statement_ms'])}"
-                f" | {fmt(g['postgres_cpu_us_per_row'])} | {g['loadavg_after'].split()[0]} |"
+                f" | {fmt(_positive(g['postgres_cpu_us_per_row']))} | {g['loadavg_after'].split()[0]} |"
             )
         out.append("")
     return out

@@ -113,21 +113,26 @@ def test_a_figure_near_the_load_generator_ceiling_is_the_generators_limit() -> N
     med = {
         "fanout/10": fig(6000),
         "loadgen-ceiling-chatd/10": fig(60000),
+        "node-durable/10": fig(0),
         "fanout/100": fig(6000),
-        "loadgen-ceiling-chatd/100": fig(6500, top=True),
+        "loadgen-ceiling-chatd/100": fig(0),
         "sio-node/10": fig(25000),
         "loadgen-ceiling-sio/10": fig(30000),
         "sio-node/100": fig(35000),
         "loadgen-ceiling-sio/100": fig(35000, top=True),
         "sio-python/10": fig(9000, top=True),
+        "sio-python/100": fig(2000),
     }
     got = {(b["server"], b["group"]): b["verdict"] for b in headline.generator_bound(med)}
     assert got == {
         ("fanout", "10"): "the server's own limit",
-        ("fanout", "100"): "ceiling not found (the relay kept up at its top step): not judged",
+        ("fanout", "100"): "no ceiling (the relay failed its first step): not judged",
+        ("node-durable", "10"): "the server's own limit",
         ("sio-node", "10"): "the load generators' limit, not the server's",
         ("sio-node", "100"): "ceiling not found (the relay kept up at its top step): not judged",
         ("sio-python", "10"): "the server kept up at its top step: its limit was not reached",
+        # under 80 % of a ceiling that is only a lower bound: certainly the server's own limit
+        ("sio-python", "100"): "the server's own limit",
     }
 
 
