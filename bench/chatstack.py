@@ -1,17 +1,22 @@
 """The stack under test: chatd's own local stack (chatd.devstack.Stack), tuned for load.
 
-Only the nginx limits differ from `chatd dev up`, set through Stack's nginx_* fields: each
-nginx worker may hold up to 19,500 connections (the box allows 20,000 open files per process)
-and the listening socket uses `reuseport` so the kernel spreads connections evenly over the
-nginx workers.
+The nginx limits differ from `chatd dev up`, set through Stack's nginx_* fields: each nginx
+worker may hold up to 19,500 connections (the box allows 20,000 open files per process) and the
+listening socket uses `reuseport` so the kernel spreads connections evenly over the nginx
+workers. Redis appends to its AOF every second, as in production (the local stack keeps
+nothing). Every setting that still differs from production is in `deviations()`, with its
+reason; the results record them and docs/benchmarks.md's Method section lists them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.procstat import tree
+from chatd.config import Settings
 from chatd.devstack import Stack
 
 BENCH_ENV = {
@@ -35,6 +40,55 @@ BENCH_ENV = {
     "CHATD_PRESENCE_MAX_GROUP_SIZE": "1000",
 }
 NGINX_WORKER_CONNECTIONS = 19500
+# Why each BENCH_ENV setting differs from chatd's default (docs/benchmarks.md, Method).
+REASONS = {
+    "CHATD_RATE_LIMIT_MESSAGES": "a few load-generator users send thousands of messages/s; the limit"
+    " is still consulted on every send (one Redis round trip per batch), so its cost is measured",
+    "CHATD_RATE_LIMIT_WINDOW_S": "with the limit above, a 1 s window: no bench user is ever limited",
+    "CHATD_ARGON2_TIME_COST": "setup only: the population logs in thousands of users before any step",
+    "CHATD_ARGON2_MEMORY_KIB": "setup only, as above",
+    "CHATD_LOGIN_RATE_LIMIT": "setup only: thousands of logins from one address",
+    "CHATD_LOGIN_ADDRESS_RATE_LIMIT": "setup only: thousands of logins from one address",
+    "CHATD_REGISTER_RATE_LIMIT": "setup only: thousands of registrations from one address",
+    "CHATD_GROUP_RATE_LIMIT": "setup only: the fan-out scenario creates hundreds of groups",
+    "CHATD_ARGON2_QUEUE": "setup only: thousands of concurrent logins",
+    "CHATD_REGISTRATION": "setup only: the population registers without invites",
+    "CHATD_SEND_QUEUE_FRAMES": "saturation steps push the load generators (on the same cores) behind;"
+    " at the default chatd closes a socket whose queue is full (a slow consumer), which would end a"
+    " ramp with disconnects instead of latency figures. No headline depends on it: at p99 <= 100 ms a"
+    " socket's queue holds about a tenth of a second of its deliveries, far below the default",
+    "CHATD_PRESENCE_MAX_GROUP_SIZE": "scenario 5 measures presence pushes to groups of up to ~200"
+    " members, which the default leaves out of presence",
+}
+# settings of the stack itself (not chatd's) that differ from the Ansible roles' defaults
+STACK_DEVIATIONS = [
+    (
+        "nginx worker_connections, listen reuseport",
+        f"{NGINX_WORKER_CONNECTIONS}, reuseport",
+        "ansible/roles/nginx/defaults/main.yml:nginx_worker_connections, no reuseport",
+        "the box allows 20,000 open files per process; reuseport spreads scenario 3's 15,000+"
+        " connections evenly over the nginx workers",
+    ),
+    (
+        "PostgreSQL shared_buffers",
+        "256MB (chatd.devstack)",
+        "ansible/roles/postgresql/defaults/main.yml:postgresql_shared_buffers",
+        "the local stack's setting; the bench's tables stay far smaller than either",
+    ),
+    (
+        "PostgreSQL max_connections",
+        "300 (chatd.devstack)",
+        "ansible/roles/postgresql/defaults/main.yml:postgresql_max_connections",
+        "the local stack's setting: chatd's pools, the peers' and baseline (a)'s 32 connections at once",
+    ),
+    (
+        "Hosts",
+        "everything on one box, over loopback and unix sockets",
+        "PostgreSQL, Redis and the workers may be on separate hosts (docs/operations.md)",
+        "one shared box: no network latency, but every process competes for the same cores",
+    ),
+]
+ROLES = Path(__file__).resolve().parent.parent / "ansible" / "roles"
 
 
 @dataclass
@@ -50,6 +104,22 @@ class BenchStack(Stack):
             super().start_worker(index)
         finally:
             self.extra_env = common
+
+    def start_redis(self) -> None:
+        """The local stack's Redis with production's persistence (ansible/roles/redis: AOF,
+        fsync every second) instead of none."""
+        super().start_redis()
+        self.save_redis_config("appendonly", "yes")
+        self.save_redis_config("appendfsync", "everysec")
+
+    def save_redis_config(self, key: str, value: str) -> None:
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.redis_port, password=self.redis_password)
+        try:
+            client.config_set(key, value)
+        finally:
+            client.close()
 
     def postmaster_pid(self) -> int:
         return int((self.root / "pg" / "postmaster.pid").read_text().split()[0])
@@ -91,3 +161,31 @@ def start(
         stack.down()
         raise
     return stack
+
+
+def _role_default(path: str) -> str:
+    """ "ansible/roles/<role>/defaults/main.yml:<variable>" -> its value there, as text."""
+    import yaml  # type: ignore[import-untyped]  # PyYAML ships no type hints
+
+    file, _, name = path.partition(":")
+    name = name.split(",")[0]
+    data = yaml.safe_load((ROLES.parent.parent / file).read_text())
+    return f"{data.get(name)} ({path.split('/')[2]} role)"
+
+
+def deviations() -> list[dict[str, Any]]:
+    """Every setting in which the bench's stack differs from production's defaults, with the
+    production value read from chatd's config and the Ansible roles (no number written twice)."""
+    defaults = {f"CHATD_{f.name.upper()}": f.metadata["default"] for f in dataclasses.fields(Settings)}
+    out: list[dict[str, Any]] = []
+    for name, value in BENCH_ENV.items():
+        if defaults.get(name) != value:
+            out.append(
+                {"setting": name, "bench": value, "production": defaults.get(name), "reason": REASONS[name]}
+            )
+    for setting, bench, production, reason in STACK_DEVIATIONS:
+        if production.startswith("ansible/"):
+            tail = production.partition(",")[2]
+            production = _role_default(production) + ("," + tail if tail else "")
+        out.append({"setting": setting, "bench": bench, "production": production, "reason": reason})
+    return out

@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import chatstack
+from bench import chatstack, headline
 from bench.context import Ctx, log
 from bench.procstat import loadavg
 
@@ -26,10 +26,12 @@ DOCS = HERE.parent / "docs" / "benchmarks.md"
 # name -> (module under bench/, whether it measures the chatd stack)
 SCENARIOS: dict[str, tuple[str, bool]] = {
     "db-ceiling": ("baselines.dbceiling", True),
+    "loadgen-ceiling": ("baselines.loadgen_ceiling", False),
     "durable": ("scenarios.durable", True),
     "fanout": ("scenarios.fanout", True),
     "sio-python": ("baselines.sio_python", True),
     "sio-node": ("baselines.sio_node", True),
+    "node-durable": ("baselines.node_durable", True),
     "synapse": ("baselines.synapse", True),
     "idle": ("scenarios.idle", True),
     "storm": ("scenarios.storm", True),
@@ -55,6 +57,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     # stop cleanly (stack and peers down) on SIGTERM, and on SIGINT even when started in the background
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
+    if args.repeat < 1:
+        raise SystemExit("--repeat must be at least 1")
     names = list(SCENARIOS) if not args.only else args.only.split(",")
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
@@ -73,9 +77,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             "load_generators": args.agents,
             "deflate": args.deflate,
             "chatd_env": chatstack.BENCH_ENV,
+            # every difference from production's defaults, with its reason (the Method section)
+            "deviations": chatstack.deviations(),
             "metrics_off_workers": args.metrics_off,
+            "repeat": args.repeat,
         },
+        # run 1's scenarios; runs 2..N (`--repeat`) in "repeats", each the same shape
         "scenarios": {},
+        "repeats": [],
     }
     started = time.monotonic()
     try:
@@ -83,17 +92,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             log(f"starting chatd stack ({args.workers} workers) in {work}")
             off = {n - 1: {"CHATD_METRICS": "off"} for n in args.metrics_off}
             ctx.stack = chatstack.start(work / "stack", args.workers, worker_env=off)
-        for scenario in names:
-            module = importlib.import_module(f"bench.{SCENARIOS[scenario][0]}")
-            log(f"== {scenario}")
-            t = time.monotonic()
-            try:
-                outcome = module.run(ctx)
-            except Exception as exc:
-                traceback.print_exc()
-                outcome = {"error": f"{type(exc).__name__}: {exc}"}
-            outcome["wall_s"] = round(time.monotonic() - t, 1)
-            results["scenarios"][scenario] = outcome
+        every: list[dict[str, Any]] = []
+        for rep in range(args.repeat):
+            every.append({})
+            results["scenarios"], results["repeats"] = every[0], every[1:]
+            for scenario in names:
+                module = importlib.import_module(f"bench.{SCENARIOS[scenario][0]}")
+                log(f"== {scenario}" + (f" (run {rep + 1} of {args.repeat})" if args.repeat > 1 else ""))
+                t = time.monotonic()
+                try:
+                    outcome = module.run(ctx)
+                except Exception as exc:
+                    traceback.print_exc()
+                    outcome = {"error": f"{type(exc).__name__}: {exc}"}
+                outcome["wall_s"] = round(time.monotonic() - t, 1)
+                every[rep][scenario] = outcome
     finally:
         if ctx.stack is not None:
             ctx.stack.down()
@@ -106,6 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.merge:
         results = _merge(RESULTS / f"{args.merge}.json", results)
         name = args.merge
+    results["headlines"] = headline.medians(results)
     results["targets"] = report.targets(results)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{name}.json"
@@ -120,7 +134,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def check(results: dict[str, Any]) -> int:
     """For CI: 1 if the harness broke (a scenario, or a peer it installs, raised and recorded an
     `error`), else 0. Timing never fails the check."""
-    broken = {name: out["error"] for name, out in results["scenarios"].items() if "error" in out}
+    broken = {
+        name + (f" (run {n + 1})" if n else ""): out["error"]
+        for n, scenarios in enumerate(headline.runs(results))
+        for name, out in scenarios.items()
+        if "error" in out
+    }
     for name, error in broken.items():
         log(f"check: {name} failed: {error}")
     if not broken:
@@ -133,6 +152,11 @@ def _merge(path: Path, rerun: dict[str, Any]) -> dict[str, Any]:
     target's ratio still compares numbers taken in one run, see targets.py)."""
     base: dict[str, Any] = json.loads(path.read_text())
     base["scenarios"].update(rerun["scenarios"])
+    repeats = base.setdefault("repeats", [])
+    for n, scenarios in enumerate(rerun.get("repeats", [])):
+        if n >= len(repeats):
+            repeats.append({})
+        repeats[n].update(scenarios)
     base.setdefault("reruns", []).append(
         {
             "scenarios": list(rerun["scenarios"]),
@@ -149,6 +173,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from bench import report
 
     results = json.loads(Path(args.results).read_text())
+    results["headlines"] = headline.medians(results)
     results["targets"] = report.targets(results)
     report.write_docs(results, DOCS)
     log(f"wrote {DOCS}")
@@ -170,6 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--workers", type=int, default=2, help="chatd (and peer) worker processes")
     run.add_argument("--agents", type=int, default=2, help="load-generator processes")
     run.add_argument("--name", help="results file name (default: quick or full)")
+    run.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the selected scenarios N times (use 3 for docs/benchmarks.md): headlines are the medians",
+    )
     run.add_argument("--deflate", action="store_true", help="clients negotiate permessage-deflate")
     run.add_argument(
         "--docs",

@@ -21,23 +21,55 @@ def run_relay(ctx: Ctx, label: str, start_workers: Starter) -> dict[str, Any]:
     socks = [procs.root / f"worker-{i + 1}.sock" for i in range(ctx.workers)]
     for sock in socks:
         sock.unlink(missing_ok=True)
-    fleet = None
     try:
         start_workers(procs, socks)
         for sock in socks:
             wait_path(sock)
         port = procs.nginx([f"unix:{s}" for s in socks])
-        count = members(ctx)
-        parts = partitions(count)
-        rooms: list[list[str]] = [[] for _ in range(count)]
-        for group, groups in parts.items():
-            for k, member_ids in enumerate(groups):
-                for m in member_ids:
-                    rooms[m].append(f"g{group}-{k}")
-        fleet = ctx.fleet()
+        roots = {name: pid for name, pid in procs.pids.items()}
+        roots["redis"] = ctx.stack.pids["redis"]
+        return relay_ramp(ctx, label, f"ws://127.0.0.1:{port}", roots)
+    finally:
+        procs.stop()
+
+
+def relay_ramp(
+    ctx: Ctx,
+    label: str,
+    url: str,
+    servers: dict[str, int],
+    proto: str = "sio",
+    group_sizes: tuple[int, ...] | None = None,
+    levels: list[int] | None = None,
+) -> dict[str, Any]:
+    """The fan-out ramp against a relay at `url` whose members join rooms: Socket.IO rooms, or
+    (proto "chatd", the load-generator ceiling's relay) a token listing the member's
+    conversations, "<user id>:<conversation id>,...". `servers` are the process trees to
+    account CPU to besides the load generators."""
+    count = members(ctx)
+    parts = {g: groups for g, groups in partitions(count).items() if group_sizes is None or g in group_sizes}
+
+    def room(group: int, k: int) -> str:
+        return f"g{group}-{k}" if proto == "sio" else str(group * 100000 + k + 1)
+
+    rooms: list[list[str]] = [[] for _ in range(count)]
+    for group, groups in parts.items():
+        for k, member_ids in enumerate(groups):
+            for m in member_ids:
+                rooms[m].append(room(group, k))
+    fleet = ctx.fleet()
+    try:
         place = Placement(len(fleet))
-        where = [place.add({"rooms": r, "tag": "member"}, n) for n, r in enumerate(rooms)]
-        connected = place.connect(fleet, f"ws://127.0.0.1:{port}", ctx, proto="sio")
+        where = [
+            place.add(
+                {"rooms": r, "tag": "member"}
+                if proto == "sio"
+                else {"token": f"{n + 1}:{','.join(r)}", "tag": "member"},
+                n,
+            )
+            for n, r in enumerate(rooms)
+        ]
+        connected = place.connect(fleet, url if proto == "sio" else f"{url}/v1/ws", ctx, proto=proto)
         log(f"{label}: {connected['connected']} members connected ({connected['failed']} failed)")
         if connected["connected"] < count:
             raise RuntimeError(f"only {connected['connected']} of {count} connected: {connected['errors']}")
@@ -46,14 +78,11 @@ def run_relay(ctx: Ctx, label: str, start_workers: Starter) -> dict[str, Any]:
             sends: Sends = [[] for _ in range(len(fleet))]
             for k, member_ids in enumerate(groups):
                 agent, local = where[member_ids[0]]
-                sends[agent].append((local, f"g{group}-{k}"))
+                target: Any = room(group, k) if proto == "sio" else int(room(group, k))
+                sends[agent].append((local, target))
             sends_by_size[group] = sends
-        roots = {name: pid for name, pid in procs.pids.items()}
-        roots["redis"] = ctx.stack.pids["redis"]
-        roots.update(fleet.pids)
-        by_size = ramp(ctx, fleet, sends_by_size, label, roots=roots)
+        roots = {**servers, **fleet.pids}
+        by_size = ramp(ctx, fleet, sends_by_size, label, roots=roots, levels=levels)
         return {"members": count, "connect": connected, "by_group_size": by_size}
     finally:
-        if fleet is not None:
-            fleet.close()
-        procs.stop()
+        fleet.close()

@@ -1,4 +1,8 @@
-"""Peer (b): a pure relay, python-socketio with AsyncRedisManager under uvicorn (no storage)."""
+"""Peer (b): a pure relay, python-socketio with AsyncRedisManager under uvicorn (no storage).
+
+Served like chatd (src/chatd/server.py): the same uvicorn and websockets versions, uvicorn's
+sans-I/O WebSocket implementation (`websockets-sansio`, which chatd's protocol class extends),
+httptools, uvloop."""
 
 from __future__ import annotations
 
@@ -16,7 +20,9 @@ HERE = Path(__file__).resolve().parent.parent / "peers"
 def run(ctx: Ctx) -> dict[str, Any]:
     assert ctx.stack is not None
     log("sio-python: installing python-socketio into bench/.peers/pysio")
-    python = install.venv("pysio", install.PY_RELAY)
+    python = install.venv(
+        "pysio", [*install.PY_RELAY, *install.same_as_chatd("uvicorn[standard]", "websockets", "uvloop")]
+    )
     stack = ctx.stack
 
     def start(procs: Procs, socks: list[Path]) -> None:
@@ -32,7 +38,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
                     "--uds",
                     str(sock),
                     "--ws",
-                    "websockets",
+                    "websockets-sansio",
                     "--http",
                     "httptools",
                     "--loop",
@@ -46,6 +52,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
             )
 
     result = run_relay(ctx, "sio-python", start)
+    result["ws_implementation"] = "websockets-sansio"  # as chatd's (src/chatd/wire.py)
     result["versions"] = install.versions(
         python, ["python-socketio", "python-engineio", "uvicorn", "redis", "websockets", "uvloop"]
     )

@@ -57,6 +57,11 @@ class Fleet:
         reqs = [self.send(i, op, **args, **(per_agent[i] if per_agent else {})) for i in range(len(self))]
         return [self.wait(i, req) for i, req in enumerate(reqs)]
 
+    def order(self, tag: str) -> dict[str, int]:
+        """Seq gaps and repeats the clients tagged `tag` saw in their conversations, summed."""
+        replies = self.all("verify", tag=tag, final={})
+        return {k: sum(r.get(k, 0) for r in replies) for k in ("missing", "duplicates")}
+
     def close(self) -> None:
         for i in range(len(self)):
             with contextlib.suppress(OSError, EOFError, TimeoutError):

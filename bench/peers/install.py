@@ -10,8 +10,19 @@ from pathlib import Path
 
 PEERS = Path(__file__).resolve().parent.parent / ".peers"
 
-PY_RELAY = ["python-socketio>=5.11,<6", "uvicorn[standard]>=0.30,<1", "redis>=5,<9"]
+PY_RELAY = ["python-socketio>=5.11,<6", "redis>=5,<9"]
+
+
+def same_as_chatd(*names: str) -> list[str]:
+    """Requirements pinning `names` to the versions chatd runs on (from this environment)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name.split('[')[0])}" for name in names]
+
+
 NODE_RELAY = ["socket.io@^4.8", "@socket.io/redis-adapter@^8.3", "redis@^4.7"]
+# the like-for-like durable peer (issue 23): exact versions, so two runs measure the same code
+NODE_DURABLE = ["ws@8.23.1", "pg@8.23.1", "ioredis@6.1.0"]
 
 
 def _run(argv: list[str], cwd: Path | None = None, timeout: float = 900) -> None:
@@ -65,9 +76,11 @@ def npm_tree(name: str, packages: list[str]) -> Path:
     return root
 
 
-def npm_versions(root: Path) -> dict[str, str]:
+def npm_versions(
+    root: Path, packages: tuple[str, ...] = ("socket.io", "@socket.io/redis-adapter", "redis")
+) -> dict[str, str]:
     out: dict[str, str] = {}
-    for pkg in ("socket.io", "@socket.io/redis-adapter", "redis"):
+    for pkg in packages:
         meta = root / "node_modules" / pkg / "package.json"
         if meta.exists():
             out[pkg] = json.loads(meta.read_text())["version"]

@@ -42,7 +42,10 @@ async def _population(
         return users, cids
 
 
-def run(ctx: Ctx) -> dict[str, Any]:
+def run(
+    ctx: Ctx, ws_url: str | None = None, servers: dict[str, int] | None = None, label: str = "fanout"
+) -> dict[str, Any]:
+    """chatd's scenario 2; a peer (node-durable) passes its own `ws_url` and server process trees."""
     assert ctx.stack is not None
     count = members(ctx)
     parts = partitions(count)
@@ -51,8 +54,8 @@ def run(ctx: Ctx) -> dict[str, Any]:
     try:
         place = Placement(len(fleet))
         where = [place.add({"token": u.token, "tag": "member"}, n) for n, u in enumerate(users)]
-        connected = place.connect(fleet, ctx.ws_url, ctx)
-        log(f"fanout: {connected['connected']} members connected ({connected['failed']} failed)")
+        connected = place.connect(fleet, ws_url or ctx.ws_url, ctx)
+        log(f"{label}: {connected['connected']} members connected ({connected['failed']} failed)")
         sends_by_size: dict[int, Sends] = {}
         for group, groups in parts.items():
             sends: Sends = [[] for _ in range(len(fleet))]
@@ -60,7 +63,9 @@ def run(ctx: Ctx) -> dict[str, Any]:
                 agent, local = where[members_[0]]
                 sends[agent].append((local, cid))
             sends_by_size[group] = sends
-        by_size = ramp(ctx, fleet, sends_by_size, "fanout")
+        roots = None if servers is None else {**servers, **fleet.pids}
+        by_size = ramp(ctx, fleet, sends_by_size, label, roots=roots)
+        order = fleet.order("member")
     finally:
         fleet.close()
-    return {"members": count, "connect": connected, "by_group_size": by_size}
+    return {"members": count, "connect": connected, "by_group_size": by_size, "members_seq_order": order}
