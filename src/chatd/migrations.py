@@ -8,9 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
-
-from chatd.storage import schema
+from chatd.storage import connect, schema
 
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -44,7 +42,7 @@ def load(directory: Path | None = None) -> list[Migration]:
 
 async def migrate(dsn: str) -> list[str]:
     """Apply what is missing; returns the names applied."""
-    conn = await asyncpg.connect(dsn)
+    conn = await connect(dsn)
     try:
         await schema.lock(conn)
         try:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import errno
 import socket
+from typing import Any
 
 import asyncpg
 import redis.exceptions
 
+from chatd.config import database_hosts
 from chatd.storage.accounts import AccountStore
 from chatd.storage.conversations import ConversationStore
 from chatd.storage.messages import MessageStore
@@ -23,6 +25,7 @@ __all__ = [
     "PresenceStore",
     "ReceiptStore",
     "Stores",
+    "connect",
     "create_pool",
     "is_unavailable",
 ]
@@ -48,9 +51,58 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     skipped. asyncpg still rolls back a transaction left open."""
 
 
+# A URL with a host list (the primary and its standbys, with target_session_attrs=read-write):
+# each host gets this long to answer before the next is tried. asyncpg's own multi-host connect
+# has one timeout for the whole list, so a first host that is down without a word (powered
+# off: no RST, no ICMP) would use it all and the next host would never be tried.
+CONNECT_TIMEOUT_S = 5.0
+
+
+class _HostList:
+    """Connects to the first host of the list that takes the connection (the DSN's
+    target_session_attrs decides: read-write skips standbys), starting with the host that took
+    the last one: after a failover only the first connection pays for the dead host."""
+
+    def __init__(self, hosts: list[tuple[str, int]]) -> None:
+        self.hosts = hosts
+        self.first = 0
+
+    async def connect(self, dsn: str, **kwargs: Any) -> asyncpg.Connection:
+        failure: Exception | None = None
+        for step in range(len(self.hosts)):
+            index = (self.first + step) % len(self.hosts)
+            host, port = self.hosts[index]
+            try:
+                conn: asyncpg.Connection = await asyncpg.connect(
+                    dsn, host=host, port=port, timeout=CONNECT_TIMEOUT_S, **kwargs
+                )
+            except Exception as exc:  # as libpq does: any failure moves on to the next host
+                failure = exc
+                continue
+            self.first = index
+            return conn
+        assert failure is not None
+        raise failure
+
+
+_host_lists: dict[str, _HostList] = {}
+
+
+async def connect(dsn: str | None = None, **kwargs: Any) -> asyncpg.Connection:
+    """asyncpg.connect, with a host list tried host by host (CONNECT_TIMEOUT_S each)."""
+    hosts = database_hosts(dsn) if dsn else []
+    if not dsn or not hosts:
+        conn: asyncpg.Connection = await asyncpg.connect(dsn, **kwargs)
+        return conn
+    if dsn not in _host_lists:
+        _host_lists[dsn] = _HostList(hosts)
+    return await _host_lists[dsn].connect(dsn, **kwargs)
+
+
 async def create_pool(dsn: str, min_size: int, max_size: int) -> Pool:
     pool: Pool = await asyncpg.create_pool(
         dsn,
+        connect=connect,
         min_size=min_size,
         max_size=max_size,
         reset=_keep_session,
