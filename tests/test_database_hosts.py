@@ -141,9 +141,11 @@ async def test_the_standby_is_passed_over_for_the_primary(stack: Stack, standby:
             assert await conn.fetchval("SELECT inet_server_port()") == stack.pg_port
     finally:
         await pool.close()
-    # A standby alone takes no read-write session: the error the workers report as unavailable.
-    with pytest.raises(asyncpg.TargetServerAttributeNotMatched):
+    # Only standbys up (the primary restarting, or lost until a failover): the workers answer
+    # `unavailable` (retry), not `internal`.
+    with pytest.raises(asyncpg.TargetServerAttributeNotMatched) as caught:
         await storage.connect(host_list_url(stack, standby, standby))
+    assert storage.is_unavailable(caught.value)
 
 
 async def test_the_host_that_answered_last_is_tried_first(

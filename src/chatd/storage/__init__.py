@@ -139,6 +139,9 @@ def is_unavailable(exc: BaseException) -> bool:
             asyncpg.PostgresConnectionError,  # SQLSTATE 08, and asyncpg's lost connections
             asyncpg.exceptions.OperatorInterventionError,  # 57: shutdown, cannot connect now
             asyncpg.exceptions.TooManyConnectionsError,
+            # A host list where no host takes writes: the primary restarting, or lost until a
+            # standby is promoted.
+            asyncpg.exceptions.TargetServerAttributeNotMatched,
             redis.exceptions.ConnectionError,
             redis.exceptions.TimeoutError,
             ConnectionError,
