@@ -160,3 +160,17 @@ async def test_the_host_that_answered_last_is_tried_first(
     assert await again.fetchval("SELECT inet_server_port()") == stack.pg_port
     await again.close()
     assert seen == [1], "the host that failed before was tried again first"
+
+
+async def test_connections_notice_a_vanished_host(stack: Stack) -> None:
+    """TCP keepalive and a user timeout on every connection the pool makes: a primary that loses
+    power is noticed in seconds, not after the kernel's retransmissions (about 15 minutes)."""
+    for url in (stack.database_url, host_list_url(stack, stack.pg_port, stack.pg_port)):
+        conn = await storage.connect(url)
+        try:
+            sock = conn._transport.get_extra_info("socket")  # type: ignore[attr-defined]
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 5
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 10_000
+        finally:
+            await conn.close()
