@@ -32,7 +32,7 @@ yamllint .
 step "ansible-lint (production profile)"
 ansible-lint
 step "syntax check"
-for pb in ansible/playbooks/site.yml ansible/playbooks/upgrade.yml ansible/playbooks/rollback.yml ansible/playbooks/backup.yml ansible/playbooks/restore.yml; do
+for pb in ansible/playbooks/*.yml; do
   ansible-playbook -i inventory.example --syntax-check "$pb"
 done
 
