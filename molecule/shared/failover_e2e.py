@@ -122,6 +122,9 @@ async def check(args: argparse.Namespace) -> dict:
     times = sorted(a["acked"] for a in acks)
     gaps = [b - a for a, b in zip(times, times[1:])]
     around = [a for a in acks if crashed - 60 < a["acked"]]
+    # What an ack costs in this mode (round trip through nginx, the worker, the commit): the
+    # sends before the crash, which no failover slowed down.
+    rtts = sorted((a["acked"] - a["sent"]) * 1000 for a in acks if a["acked"] <= crashed)
     result = {
         "check": "ok", "mode": args.mode, "acked": len(acks), "acked_before_crash": sum(a["acked"] <= crashed for a in acks),
         "lost": len(lost), "lost_ids": [a["client_msg_id"] for a in lost], "history": len(history),
@@ -129,6 +132,9 @@ async def check(args: argparse.Namespace) -> dict:
         "first_ack_after_crash_s": round(after[0] - crashed, 1),
         "longest_gap_between_acks_s": round(max(gaps), 1) if gaps else None,
         "acks_in_the_minute_before": sum(a["acked"] <= crashed for a in around),
+        "lost_acked_s_before_crash": [round(crashed - a["acked"], 2) for a in lost],
+        "ack_ms_before_crash": {"median": round(rtts[len(rtts) // 2]), "p90": round(rtts[len(rtts) * 9 // 10])}
+        if rtts else None,
     }
     if args.out:
         Path(args.out).write_text(json.dumps(result))
