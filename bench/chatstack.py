@@ -24,6 +24,7 @@ BENCH_ENV = {
     # the population registers and logs in thousands of users from one address, many at once
     "CHATD_LOGIN_ADDRESS_RATE_LIMIT": "1000000",
     "CHATD_REGISTER_RATE_LIMIT": "1000000",
+    "CHATD_GROUP_RATE_LIMIT": "1000000",
     "CHATD_ARGON2_QUEUE": "100000",
     "CHATD_SEND_QUEUE_FRAMES": "20000",
     # scenario 5's groups hold up to ~200 members (50 plus the churners spread over them): it

@@ -72,6 +72,12 @@ class Api:
                 if reply["type"] == "ack":
                     return
 
+    async def take_part(self, user: User, cid: int, member: User) -> None:
+        """Take part in group `cid` without a message: name a member who is already in it, which
+        changes nothing else (adding members is taking part, docs/protocol.md §4.9). Only then
+        are `user`'s read marks counted in the group's receipts (§4.8)."""
+        await self.call("POST", f"/v1/conversations/{cid}/members", user.token, {"usernames": [member.name]})
+
     async def direct(self, a: User, b: User) -> int:
         # By username: ids are accepted only for people one already shares a conversation with.
         conv = await self.call("POST", "/v1/conversations/direct", a.token, {"username": b.name})

@@ -16,6 +16,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
 from chatd.devstack import Stack
 from chatd.processes import free_port
@@ -27,6 +28,7 @@ TEST_ENV = {
     "CHATD_ARGON2_MEMORY_KIB": "1024",
     "CHATD_RATE_LIMIT_MESSAGES": "1000000",
     "CHATD_USER_LOOKUP_RATE_LIMIT": "1000",
+    "CHATD_GROUP_RATE_LIMIT": "1000000",  # test users create groups freely; one test has its own
     "CHATD_LOGIN_RATE_LIMIT": "5",  # each test user logs in once; one test hits the limit
     # hundreds of users register and log in from 127.0.0.1, many at once; the tests of these
     # limits spawn workers of their own with low ones
@@ -146,3 +148,62 @@ def private_redis(stack: Stack) -> Iterator[str]:
     proc.terminate()
     proc.wait(10)
     shutil.rmtree(directory, ignore_errors=True)
+
+
+class RedisServer:
+    """A redis-server this test can stop, restart (empty), pause (SIGSTOP) and resume."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.dir = Path(tempfile.mkdtemp(prefix="chatd-redis-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                *("redis-server", "--bind", "127.0.0.1", "--port", str(self.port)),
+                *("--save", "", "--appendonly", "no", "--dir", str(self.dir)),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        self.stack._wait_tcp(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+    def restart(self) -> None:
+        """As `systemctl restart` does: SIGTERM, wait for the exit, start again (empty)."""
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.start()
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    async def command(self, *args: str) -> object:
+        client = aioredis.Redis.from_url(self.url, socket_timeout=5)
+        try:
+            return await client.execute_command(*args)  # type: ignore[no-untyped-call]
+        finally:
+            await client.aclose()
+
+
+@pytest.fixture
+def redis_server(stack: Stack) -> Iterator[RedisServer]:
+    server = RedisServer(stack)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.dir, ignore_errors=True)

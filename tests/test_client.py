@@ -140,6 +140,9 @@ def test_group_create_add_remove_and_receipts(local: Local) -> None:
     assert local.client(alice, "group", "add", f"#{gid}", carol).returncode == 0
     me = local.chat(alice, f"#{gid}")
     them = local.chat(bob, f"#{gid}")
+    them.sendline("here")  # bob takes part: only then are his reads shown (protocol.md §4.9)
+    them.expect("saved: here")
+    me.expect(f"{bob}: here")
     me.sendline("hello team")
     me.expect("saved: hello team")
     them.expect(f"{alice}: hello team")

@@ -11,8 +11,10 @@ import asyncio
 import dataclasses
 import os
 import shutil
+import socket
 import ssl
 import stat
+import struct
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator
@@ -206,3 +208,44 @@ async def test_with_tls_plain_http_only_redirects_and_https_has_hsts(stack: Stac
         assert orjson.loads(await ws.recv())["type"] == "ready"
         await ws.close()
     await asyncio.to_thread(shutil.rmtree, tmp_path, True)
+
+
+@asynccontextmanager
+async def resetting_upstream() -> AsyncIterator[int]:
+    """A port that takes a request and resets the connection without an answer: a worker
+    shutting down (its accept queue and idle keep-alive connections are reset, or closed
+    just as nginx reuses one)."""
+
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.close()
+
+    server = await asyncio.start_server(reset, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+async def test_a_presence_lookup_is_retried_on_another_worker_when_one_drops_it(
+    stack: Stack, nginx: Api
+) -> None:
+    """A rolling restart resets connections of the worker going down. nginx retries a GET on
+    the next worker by itself but never a POST, so the web app's presence lookup (a POST only
+    because it carries a list) answered 502 during every restart; it is a read, and is retried."""
+    alice, bob = await nginx.user(), await nginx.user()
+    await nginx.direct(alice, bob)
+    async with resetting_upstream() as port:
+        ports = [port, stack.worker_ports[0]]
+        async with edge(stack, worker_ports=ports) as url, httpx.AsyncClient(base_url=url) as http:
+            headers = {"authorization": f"Bearer {alice.token}"}
+            lookup = {"user_ids": [bob.id]}
+            statuses = [
+                (await http.post("/v1/presence", json=lookup, headers=headers)).status_code for _ in range(10)
+            ]
+            # Read paths that are GETs were already retried; a check that the edge works.
+            me = await http.get("/v1/me", headers=headers)
+    assert me.status_code == 200
+    assert statuses == [200] * 10

@@ -21,15 +21,13 @@ from chatd.storage import is_unavailable
 from tests.conftest import Worker
 from tests.helpers import Api, Ws
 
-# Every batch is refused as a concurrent resend would refuse it, so each send is stored alone by
-# chatd_append, whose body parameter this schema declares an integer: asyncpg cannot encode the
-# text the code passes and raises DataError (an asyncpg.InterfaceError), before any SQL runs.
+# The group commit's function as a hand-made change left it: its body parameter an integer
+# array. The statement, which passes text, finds no such function (UndefinedFunctionError):
+# a failure of the server's own making, not of reaching it.
 _DRIFTED_SCHEMA = """
-CREATE OR REPLACE FUNCTION chatd_append_many(p_cids bigint[], p_senders bigint[], p_cmids text[],
-                                             p_bodies text[])
-RETURNS SETOF messages LANGUAGE plpgsql AS $$ BEGIN RAISE unique_violation; END $$;
-DROP FUNCTION chatd_append(bigint, bigint, text, text);
-CREATE FUNCTION chatd_append(p_cid bigint, p_sender bigint, p_cmid text, p_body integer)
+DROP FUNCTION chatd_append_many(bigint[], bigint[], text[], text[]);
+CREATE FUNCTION chatd_append_many(p_cids bigint[], p_senders bigint[], p_cmids text[],
+                                  p_bodies integer[])
 RETURNS SETOF messages LANGUAGE sql AS $$ SELECT * FROM messages WHERE false $$;
 """
 
@@ -80,7 +78,9 @@ async def test_a_bug_is_logged_with_its_traceback_and_answered_internal(
         await api.http.aclose()
     lines = [orjson.loads(line) for line in worker.log.read_text().splitlines() if line.startswith("{")]
     assert any(
-        line["event"] == "frame failed" and "Traceback" in line.get("exc", "") and "DataError" in line["exc"]
+        line["event"] == "frame failed"
+        and "Traceback" in line.get("exc", "")
+        and "UndefinedFunctionError" in line["exc"]
         for line in lines
     ), lines
     assert not any(line["event"] == "unavailable reply" for line in lines), lines

@@ -13,7 +13,7 @@ from chatd.batching import Batcher
 from chatd.devstack import Stack
 from chatd.errors import ChatdError, Code
 from chatd.storage.messages import MessageStore
-from tests.helpers import Api, Ws, ack_for
+from tests.helpers import Api, Ws, ack_for, wait_until_blocked
 
 
 @pytest.fixture
@@ -58,8 +58,9 @@ async def test_append_many_answers_each_send_like_a_single_append(w1: Api, store
     alice, bob, carol = await w1.user(), await w1.user(), await w1.user()
     c1 = await w1.direct(alice, bob)
     c2 = await w1.group(alice, [bob])
-    first, duplicate = await store.append(c1, alice.id, "before", "stored earlier")
-    assert not duplicate
+    (stored,) = await store.append_many([(c1, alice.id, "before", "stored earlier")])
+    assert not isinstance(stored, BaseException) and not stored[1]
+    first = stored[0]
     results = await store.append_many(
         [
             (c1, alice.id, "a1", "one"),
@@ -126,3 +127,36 @@ async def test_many_connections_sending_at_once_are_all_acked_and_delivered(w1: 
         assert sorted(f["body"] for f in got) == sorted(f"m{n}" for n in range(per))
     for ws in senders + receivers:
         await ws.close()
+
+
+async def test_a_batch_that_loses_a_key_to_a_concurrent_commit_runs_again_whole_and_in_order(
+    w1: Api, stack: Stack, store: MessageStore, db: asyncpg.Connection
+) -> None:
+    """Another transaction stores a key of the batch while the batch's statement runs: the
+    statement waits for it on the unique index, fails at its COMMIT, and the batch is run
+    again as one statement, in its order, the key now answered like a resend."""
+    victim, peer, attacker = await w1.user(), await w1.user(), await w1.user()
+    cid = await w1.direct(victim, peer)
+    here, there = await w1.group(attacker, [], title="here"), await w1.group(attacker, [], title="there")
+    watcher = await asyncpg.connect(stack.database_url)
+    try:
+        async with db.transaction():
+            await db.execute(
+                "SELECT * FROM chatd_append_many($1, $2, $3, $4)", [there], [attacker.id], ["x"], ["1"]
+            )
+            pid = await db.fetchval("SELECT pg_backend_pid()")
+            items = [(cid, victim.id, f"v{n}", f"#{n}") for n in range(10)]
+            items[5:5] = [(here, attacker.id, "x", "same key"), (there, attacker.id, "x", "same key")]
+            batch = asyncio.ensure_future(store.append_many(items))
+            await wait_until_blocked(watcher, pid)
+            assert not batch.done()
+        results = await batch
+    finally:
+        await watcher.close()
+    conflict, duplicate = results[5:7]
+    assert isinstance(conflict, ChatdError) and conflict.code == Code.CLIENT_MSG_ID_CONFLICT, conflict
+    assert not isinstance(duplicate, BaseException) and duplicate[1], duplicate
+    assert duplicate[0]["conversation_id"] == there and duplicate[0]["body"] == "1"
+    victims = [r for n, r in enumerate(results) if n not in (5, 6)]
+    assert [r[0]["seq"] for r in victims if not isinstance(r, BaseException)] == list(range(1, 11))
+    assert await db.fetchval("SELECT last_seq FROM conversations WHERE id = $1", cid) == 10

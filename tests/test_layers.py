@@ -18,7 +18,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 
-TRANSPORTS = {"chatd.ws", "chatd.http_api"}
+TRANSPORTS = {"chatd.ws", "chatd.http_api", "chatd.wire"}
 ABOVE_TRANSPORTS = {"chatd.app", "chatd.server", "chatd.cli", "chatd.__main__"}
 HUB = {"chatd.fanout", "chatd.outbox", "chatd.topics", "chatd.ephemeral", "chatd.notices"}
 SERVICES = {

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-NOT_RUNTIME = {"httpx", "websockets", "jinja2", "prompt_toolkit", "prompt-toolkit"}
+NOT_RUNTIME = {"httpx", "jinja2", "prompt_toolkit", "prompt-toolkit"}
 
 
 def _name(requirement: str) -> str:

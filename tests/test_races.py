@@ -58,19 +58,6 @@ async def _removed_while_waiting(
         await watcher.close()
 
 
-async def test_append_after_a_concurrent_removal_is_refused(
-    w1: Api, stack: Stack, db: asyncpg.Connection, store: MessageStore
-) -> None:
-    owner, bob = await w1.user(), await w1.user()
-    cid = await w1.group(owner, [bob])
-    (outcome,) = await _removed_while_waiting(
-        stack, db, cid, bob.id, lambda: store.append(cid, bob.id, "late", "after removal")
-    )
-    assert isinstance(outcome, ChatdError) and outcome.code == Code.NOT_MEMBER, outcome
-    assert await db.fetchval("SELECT count(*) FROM messages WHERE conversation_id = $1", cid) == 0
-    assert await db.fetchval("SELECT last_seq FROM conversations WHERE id = $1", cid) == 0
-
-
 async def test_batched_append_after_a_concurrent_removal_is_refused(
     w1: Api, stack: Stack, db: asyncpg.Connection, store: MessageStore
 ) -> None:

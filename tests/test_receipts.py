@@ -21,6 +21,7 @@ async def send_n(ws: Ws, cid: int, n: int) -> None:
 async def test_direct_read_event_reaches_sender_and_other_devices(w1: Api, w2: Api) -> None:
     alice, bob = await w1.user(), await w1.user()
     cid = await w1.direct(alice, bob)
+    await w1.direct(bob, alice)  # bob opens it too: his reads are shown (§4.9)
     a = await Ws.connect(w1.base_url, alice.token)
     await send_n(a, cid, 3)
     b1 = await Ws.connect(w2.base_url, bob.token)
@@ -42,6 +43,7 @@ async def test_direct_read_event_reaches_sender_and_other_devices(w1: Api, w2: A
 async def test_pointer_only_moves_forward(w1: Api) -> None:
     alice, bob = await w1.user(), await w1.user()
     cid = await w1.direct(alice, bob)
+    await w1.direct(bob, alice)  # bob opens it too: his reads are shown (§4.9)
     a = await Ws.connect(w1.base_url, alice.token)
     await send_n(a, cid, 6)
     b = await Ws.connect(w1.base_url, bob.token)
@@ -62,6 +64,8 @@ async def test_group_counts_are_exact_under_concurrent_readers(w1: Api, w2: Api)
     s = await Ws.connect(w1.base_url, sender.token)
     await send_n(s, cid, 10)
     sockets = [await Ws.connect((w1, w2)[i % 2].base_url, u.token) for i, u in enumerate(readers)]
+    for ws in sockets:  # each reader takes part (§4.9: only then are their reads counted)
+        assert (await ws.send(cid, "here"))["type"] == "ack"
     rng = random.Random(7)
     final = [rng.randint(0, 10) for _ in readers]
 
@@ -136,6 +140,10 @@ async def test_private_read_state_is_not_shared_but_still_syncs(w1: Api, w2: Api
     b1 = await Ws.connect(w2.base_url, bob.token)
     b2 = await Ws.connect(w1.base_url, bob.token)
     c = await Ws.connect(w2.base_url, carol.token)
+    # Both take part (§4.9), so privacy is what keeps bob's reads hidden.
+    await w1.direct(bob, alice)
+    for ws in (b1, c):
+        assert (await ws.send(group, "here"))["type"] == "ack"
     await b1.read(direct, 2)
     await b1.read(group, 2)
     await c.read(group, 2)

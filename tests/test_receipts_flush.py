@@ -38,7 +38,8 @@ async def wait_pointer(db: asyncpg.Connection, cid: int, uid: int, seq: int, wit
 async def group_with_flushed_reads(
     api: Api, url: str, db: asyncpg.Connection, messages: int, reads: tuple[int, int]
 ) -> tuple[int, list[User], list[Ws]]:
-    """alice sends `messages` to bob and carol, who read up to `reads`, flushed to Postgres."""
+    """alice sends `messages` to bob and carol, who write one each and read up to `reads`,
+    flushed to Postgres."""
     alice, bob, carol = await api.user(), await api.user(), await api.user()
     cid = await api.group(alice, [bob, carol])
     a = await Ws.connect(url, alice.token)
@@ -47,6 +48,7 @@ async def group_with_flushed_reads(
     b = await Ws.connect(url, bob.token)
     c = await Ws.connect(url, carol.token)
     for ws, user, seq in ((b, bob, reads[0]), (c, carol, reads[1])):
+        assert (await ws.send(cid, "here"))["type"] == "ack"  # took part: reads are counted (§4.9)
         await ws.read(cid, seq)
         await wait_pointer(db, cid, user.id, seq, within=2)
     return cid, [alice, bob, carol], [a, b, c]
@@ -181,7 +183,7 @@ async def test_mark_and_count_cost_the_same_redis_work_at_10000_members(
     big_base, small_base = 5, 0  # the big group's seqs 1-5 are the five members_added events
     # Give the big group 10,000 distinct read pointers, as if everyone had been reading.
     redis = aioredis.Redis.from_url(private_redis)
-    await ReadState(redis).load_room(big, [(m.id, big_base + i % 50 + 1) for i, m in enumerate(members)])
+    await ReadState(redis).load_room(big, [(m.id, big_base + i % 50 + 1, 0) for i, m in enumerate(members)])
     reader_big = members[123]
     reader_big.token = new_token()
     await db.execute(
@@ -192,7 +194,10 @@ async def test_mark_and_count_cost_the_same_redis_work_at_10000_members(
 
     async def work(reader: User, cid: int, base: int) -> dict[str, int]:
         ws = await Ws.connect(worker.url, reader.token)
-        await ws.read(cid, base + 1)  # loads the user's state once, outside the measurement
+        # Takes part (§4.9: only then do others see their reads), and loads the user's state,
+        # outside the measurement.
+        assert (await ws.send(cid, "here"))["type"] == "ack"
+        await ws.read(cid, base + 1)
         await asyncio.sleep(0.6)  # the coalesced push of that mark happens before we count
         before = await redis_calls(redis)
         for seq in range(base + 2, base + 42):

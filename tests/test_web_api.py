@@ -152,3 +152,17 @@ async def test_typing_is_relayed_to_members_never_stored(nginx: Api) -> None:
     await a.expect(ack_for(cmid))
     for ws in (a, b, s):
         await ws.close()
+
+
+async def test_ready_tells_the_message_length_limit(nginx: Api, spawn_worker: Callable[..., Worker]) -> None:
+    """So a client can show the limit while the message is typed (issue 19, item 6)."""
+    user = await nginx.user()
+    ws = await Ws.connect(nginx.base_url, user.token)
+    assert ws.ready["limits"] == {"max_message_chars": 4000}
+    await ws.close()
+    worker = spawn_worker(CHATD_MAX_MESSAGE_CHARS="120")
+    ws = await Ws.connect(worker.url, user.token)
+    assert ws.ready["limits"] == {"max_message_chars": 120}
+    refused = await ws.send(1, "x" * 121)
+    assert refused["code"] == "message_too_long"
+    await ws.close()

@@ -90,8 +90,11 @@ async def _population(
         extra = [[u for k, u in enumerate(pool) if k % groups == g] for g in range(groups)]
         cids = await asyncio.gather(*(api.group(rows[g][0], rows[g] + extra[g], "s5") for g in range(groups)))
         # Churners take part (one message each), or the members would never see their presence;
-        # then wait until those short sessions have gone offline again.
+        # then wait until those short sessions have gone offline again. The markers take part
+        # without a message (their reads count only then, §4.8), leaving the seqs to the sender.
         await asyncio.gather(*(api.speak(u, cids[k % groups]) for k, u in enumerate(pool)))
+        markers = [(u, cids[g], rows[g][0]) for g in range(groups) for u in rows[g][1:]]
+        await asyncio.gather(*(api.take_part(*marker) for marker in markers))
         await asyncio.sleep(settle_s)
         return rows, list(cids), [(u, k % groups) for k, u in enumerate(pool)]
 

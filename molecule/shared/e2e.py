@@ -285,6 +285,7 @@ async def web(args: argparse.Namespace) -> dict:
             index.status_code, index.text[:200])
         module = await client.get("/web/js/main.js")
         assert module.status_code == 200 and module.headers["content-type"].startswith("text/javascript")
+        assert module.headers.get("content-encoding") == "gzip", module.headers
         again = await client.get("/web/js/main.js", headers={"If-None-Match": module.headers["etag"]})
         assert again.status_code == 304, again.status_code
         for r in (index, module, await client.get("/web/app.css")):

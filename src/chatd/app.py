@@ -94,6 +94,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
+    # `/v1/me/` is an unknown path (404), not a redirect to a Location built from the Host.
+    app.router.redirect_slashes = False
     app.add_middleware(ApiCors, allowed=settings.allowed_origins)
     app.add_middleware(AccessLog)
     return app

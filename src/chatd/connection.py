@@ -22,7 +22,6 @@ CLOSE_SLOW_CONSUMER = 4008
 CLOSE_TOO_MANY_CONNECTIONS = 4009
 CLOSE_SERVICE_RESTART = 1012
 CLOSE_UNAVAILABLE = 1011
-CLOSE_POLICY_VIOLATION = 1008  # before accept: the upgrade is refused with HTTP 403
 
 Event = dict[str, Any]
 # A queued frame: its text, or (text, since, histogram) to observe time.time() - since once written.

@@ -1,7 +1,13 @@
 """Cross-worker fan-out: two publish APIs after commit, one Redis subscriber per process.
 
 Channels: ``chatd:c:<conversation>`` carries a conversation's events as the exact JSON frames
-clients receive; ``chatd:u:<user>`` carries per-user notices (notices.py).
+clients receive; ``chatd:u:<user>`` carries per-user notices (notices.py); ``chatd:p:<user>``
+carries the user's presence changes, subscribed by each worker for the users its sessions
+follow (sessions/following.py): a change is one publish, whatever the number of the user's
+conversations. A notice for more than
+USERS_PER_CHANNEL users goes once per USERS_PER_NOTICE of them on ``chatd:users``, which every
+worker follows, with the user ids in it: a group naming 10,000 users is a dozen publishes, not
+10,000 (which would also overflow the outbox and cost every worker a resync).
 
 Everything published goes through one of two APIs, each with one error policy:
 
@@ -26,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Hashable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -46,6 +52,10 @@ log = logging.getLogger("chatd.fanout")
 
 RECONNECT_BACKOFF_MAX_S = 1.0
 RECONNECT_TIMEOUT_S = 5.0
+USERS_CHANNEL = "chatd:users"
+USERS_PER_CHANNEL = 32  # up to this many recipients, a notice goes on each one's own channel
+USERS_PER_NOTICE = 1000  # beyond it, on USERS_CHANNEL, this many user ids per publish
+SUBSCRIBER_WAIT_S = 10.0  # a session's subscribe: for the subscriber to be back, and confirmed
 
 
 def conversation_channel(cid: int) -> str:
@@ -56,14 +66,20 @@ def user_channel(uid: int) -> str:
     return f"chatd:u:{uid}"
 
 
+def presence_channel(uid: int) -> str:
+    return f"chatd:p:{uid}"
+
+
 class Hub:
     def __init__(
         self,
         redis: aioredis.Redis,
+        subscriber: aioredis.Redis,
         stores: Stores,
         gap_fill_delay: float,
         publish_timeout_s: float = 0.5,
         on_resync: Callable[[list[Subscriber]], Awaitable[None]] | None = None,
+        presence_max_group_size: int = 100,
     ) -> None:
         # After a subscriber outage a token revoke sent meanwhile is gone, and no durable
         # source holds it: the caller re-checks every local subscriber's token.
@@ -71,10 +87,20 @@ class Hub:
         self.redis = redis
         self.stores = stores
         self.gap_fill_delay = gap_fill_delay
+        # A membership change in a conversation this small (before or after) can change whose
+        # presence its members follow (Topic tells its subscribers).
+        self.presence_max_group_size = presence_max_group_size
         self.topics: dict[int, Topic] = {}
         self.users: dict[int, set[Subscriber]] = {}
+        self.followers: dict[int, set[Subscriber]] = {}  # user -> sessions following their presence
         self.connections: set[Subscriber] = set()
-        self._pubsub = redis.pubsub()
+        # The subscriber's own client (one connection, never reconnected by redis-py: the reader
+        # task does it, then resyncs). Commands from sessions wait while it is away (`_up`) and
+        # never run during a reconnect (`_lock`): two tasks connecting it at once break it.
+        self.subscriber = subscriber
+        self._pubsub = subscriber.pubsub()
+        self._up = asyncio.Event()
+        self._lock = asyncio.Lock()
         self._pongs: dict[bytes, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reader: asyncio.Task[None] | None = None
@@ -84,7 +110,8 @@ class Hub:
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        await self._pubsub.subscribe(CONTROL_CHANNEL)
+        await self._pubsub.subscribe(CONTROL_CHANNEL, USERS_CHANNEL)
+        self._up.set()
         self._reader = asyncio.create_task(self._read_loop())
         await self._confirm()
         self.outbox.start()
@@ -135,8 +162,15 @@ class Hub:
         await self.outbox.publish([(conversation_channel(e["conversation_id"]), dumps(e)) for e in events])
 
     async def publish_to_users(self, user_ids: list[int], notice: Notice) -> None:
-        """A sequenced per-user notice (notices.py says which are, and their source)."""
-        await self.sequenced([user_channel(uid) for uid in user_ids], notice)
+        """A sequenced per-user notice (notices.py says which are, and their source).
+
+        Many recipients share publishes on USERS_CHANNEL (each worker picks its own users
+        out), so the outbox holds a few entries for any number of them."""
+        if len(user_ids) <= USERS_PER_CHANNEL:
+            await self.sequenced([user_channel(uid) for uid in user_ids], notice)
+            return
+        chunks = [user_ids[i : i + USERS_PER_NOTICE] for i in range(0, len(user_ids), USERS_PER_NOTICE)]
+        await self.outbox.publish([(USERS_CHANNEL, dumps({"users": c, "notice": notice})) for c in chunks])
 
     def publish_state(self, event: Event, key: Hashable | None = None) -> None:
         """A conversation's state event (typing, read counts): dropped if Redis fails."""
@@ -147,13 +181,30 @@ class Hub:
         self.ephemeral([user_channel(uid) for uid in user_ids], notice, key)
 
     # -- subscriptions -------------------------------------------------------------------
+    async def _command(self, call: Callable[[], Awaitable[Any]]) -> None:
+        """Run a subscribe, unsubscribe or ping on the subscriber's connection once it is up; if
+        the connection fails under it, again after the reader has reconnected."""
+        async with asyncio.timeout(SUBSCRIBER_WAIT_S):
+            while True:
+                await self._up.wait()
+                try:
+                    async with self._lock:
+                        await call()
+                    return
+                except redis.exceptions.ConnectionError:
+                    await asyncio.sleep(0.05)  # the reader sees the same loss and reconnects
+
     async def _confirm(self) -> None:
+        """Returns once every SUBSCRIBE sent before it is active: a PING sent after them comes
+        back as a PONG. After a reconnect (which subscribes every channel again) the reader
+        sends the PING again."""
         token = secrets.token_hex(8).encode()
         future = asyncio.get_running_loop().create_future()
         self._pongs[token] = future
         try:
-            await self._pubsub.ping(token)
-            await asyncio.wait_for(future, timeout=10)
+            async with asyncio.timeout(SUBSCRIBER_WAIT_S):
+                await self._command(lambda: self._pubsub.ping(token))
+                await future
         finally:
             self._pongs.pop(token, None)
 
@@ -163,12 +214,14 @@ class Hub:
         self.users.setdefault(conn.user_id, set()).add(conn)
         # Every connection confirms its own SUBSCRIBE (a repeat is harmless): the one sent for
         # the user's other connection may still be on its way.
-        await self._pubsub.subscribe(user_channel(conn.user_id))
+        channel = user_channel(conn.user_id)
+        await self._command(lambda: self._pubsub.subscribe(channel))
         await self._confirm()
 
     def remove_connection(self, conn: Subscriber) -> None:
         self.connections.discard(conn)
         self.detach(conn, list(conn.conversations))
+        self.unfollow(conn, list(conn.followed))
         conns = self.users.get(conn.user_id)
         if conns is not None:
             conns.discard(conn)
@@ -185,9 +238,10 @@ class Hub:
             self.topics[cid].conns.add(conn)
         if new:
             try:
-                await self._pubsub.subscribe(*(conversation_channel(cid) for cid in new))
+                channels = [conversation_channel(cid) for cid in new]
+                await self._command(lambda: self._pubsub.subscribe(*channels))
                 await self._confirm()
-                last = await self.stores.conversations.last_seqs(new)
+                heads = await self.stores.conversations.heads(new)
             except Exception as exc:
                 for cid in new:
                     topic = self.topics.get(cid)
@@ -197,7 +251,7 @@ class Hub:
                         del self.topics[cid]
                 raise
             for cid in new:
-                self.topics[cid].start(last.get(cid, 0))
+                self.topics[cid].start(*heads.get(cid, (0, 0)))
         await asyncio.gather(*(self.topics[cid].ready for cid in cids if cid in self.topics))
 
     def dispatched(self, cids: list[int]) -> dict[int, int]:
@@ -218,13 +272,42 @@ class Hub:
                 del self.topics[cid]
                 self.spawn(self._unsubscribe(conversation_channel(cid)))
 
+    async def follow(self, conn: Subscriber, uids: Iterable[int]) -> None:
+        """Deliver the presence changes of `uids` to `conn`; returns once they are subscribed
+        (each call confirms: another session's SUBSCRIBE of the same user may be on its way)."""
+        if conn not in self.connections:  # it ended meanwhile
+            return
+        new, asked = [], False
+        for uid in uids:
+            asked = True
+            watchers = self.followers.setdefault(uid, set())
+            if not watchers:
+                new.append(uid)
+            watchers.add(conn)
+        if new:
+            channels = [presence_channel(uid) for uid in new]
+            await self._command(lambda: self._pubsub.subscribe(*channels))
+        if asked:
+            await self._confirm()
+
+    def unfollow(self, conn: Subscriber, uids: Iterable[int]) -> None:
+        for uid in uids:
+            watchers = self.followers.get(uid)
+            if watchers is None:
+                continue
+            watchers.discard(conn)
+            if not watchers:
+                del self.followers[uid]
+                self.spawn(self._unsubscribe(presence_channel(uid)))
+
     async def _unsubscribe(self, channel: str) -> None:
         # Re-check: a new connection may have needed the channel again in the meantime.
         kind, _, ident = channel.rpartition(":")
-        still = int(ident) in (self.topics if kind == "chatd:c" else self.users)
+        held: dict[str, Collection[int]] = {"chatd:c": self.topics, "chatd:u": self.users}
+        still = int(ident) in held.get(kind, self.followers)
         if not still:
-            with contextlib.suppress(redis.exceptions.RedisError):
-                await self._pubsub.unsubscribe(channel)
+            with contextlib.suppress(redis.exceptions.RedisError, TimeoutError):
+                await self._command(lambda: self._pubsub.unsubscribe(channel))
 
     # -- the subscriber ------------------------------------------------------------------
     async def _read_loop(self) -> None:
@@ -234,8 +317,10 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                self._up.clear()
                 log.warning("redis subscriber disconnected; reconnecting", exc_info=True)
                 await self._reconnect()
+                self._up.set()
                 continue
             if message is not None:
                 try:
@@ -254,8 +339,12 @@ class Hub:
         while True:
             await asyncio.sleep(backoff)
             try:
-                async with asyncio.timeout(RECONNECT_TIMEOUT_S):  # e.g. a hung server
+                async with self._lock, asyncio.timeout(RECONNECT_TIMEOUT_S):  # e.g. a hung server
+                    if self._pubsub.connection is not None:
+                        await self._pubsub.connection.disconnect(nowait=True)
                     await self._pubsub.connect()  # type: ignore[no-untyped-call]
+                    for token in list(self._pongs):  # their PINGs went out on the lost connection
+                        await self._pubsub.ping(token)
                     await self._pubsub.ping(RESYNC)
             except Exception:
                 backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX_S)
@@ -279,6 +368,12 @@ class Hub:
             if message["data"] == RESYNC:  # some worker dropped publishes it could not make
                 self.spawn(self.resync())
             return
+        if channel == USERS_CHANNEL:
+            shared = orjson.loads(message["data"])
+            for uid in shared["users"]:
+                for conn in list(self.users.get(uid, ())):
+                    conn.notice(shared["notice"])
+            return
         prefix, _, ident = channel.rpartition(":")
         data: bytes = message["data"]
         if prefix == "chatd:c":
@@ -293,6 +388,12 @@ class Hub:
             payload = orjson.loads(data)
             for conn in list(self.users.get(int(ident), ())):
                 conn.notice(payload)
+        elif prefix == "chatd:p":
+            watchers = list(self.followers.get(int(ident), ()))
+            if watchers:
+                text, event = data.decode(), orjson.loads(data)
+                for conn in watchers:
+                    conn.presence(text, event)
 
     async def resync(self) -> None:
         """After the subscriber reconnects, recover whatever was published while it was away.

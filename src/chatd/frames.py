@@ -83,15 +83,28 @@ def is_digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+def digits_value(text: str) -> int | None:
+    """The value of a string of ASCII digits below 2^63, else None. Never int() of a long
+    string: past 4,300 digits Python refuses to convert it (ValueError)."""
+    if not is_digits(text):
+        return None
+    significant = text.lstrip("0")
+    if len(significant) > len(str(MAX_ID)):
+        return None
+    value = int(significant or "0")
+    return value if value <= MAX_ID else None
+
+
 def parse_since(raw: dict[str, Any] | None) -> dict[int, int]:
     since: dict[int, int] = {}
     for key, value in (raw or {}).items():
         valid_value = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
-        if not is_digits(key) or not 0 < int(key) <= MAX_ID or not valid_value:
+        cid = digits_value(key)
+        if not cid or not valid_value:
             raise ChatdError(
                 Code.BAD_REQUEST, 'since: expected {"<conversation_id>": <seq>, ...}', field="since"
             )
-        since[int(key)] = value
+        since[cid] = value
     return since
 
 

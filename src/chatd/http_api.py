@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -14,6 +15,7 @@ from starlette.routing import Route
 from chatd import frames, logs, metrics
 from chatd.accounts import Identity
 from chatd.errors import HTTP_STATUS, ChatdError, Code
+from chatd.messaging import LEAVE_MAX
 from chatd.storage import is_unavailable
 
 log = logging.getLogger("chatd.http")
@@ -58,8 +60,8 @@ def runtime(request: Request) -> Runtime:
 
 async def read_json(request: Request) -> dict[str, Any]:
     limit = runtime(request).settings.max_http_body_bytes
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    declared = frames.digits_value(request.headers.get("content-length", ""))
+    if declared is not None and declared > limit:
         raise ChatdError(Code.TOO_LARGE, f"body is larger than {limit} bytes")
     body = bytearray()
     async for chunk in request.stream():
@@ -100,14 +102,32 @@ def query_int(request: Request, name: str, default: int | None, low: int = 0) ->
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    if not frames.is_digits(raw) or int(raw) < low or int(raw) > frames.MAX_ID:
+    value = frames.digits_value(raw)
+    if value is None or value < low:
         raise ChatdError(Code.BAD_REQUEST, f"{name}: expected an integer >= {low}", field=name)
-    return int(raw)
+    return value
+
+
+class IdConvertor(Convertor[int]):
+    """`{name:id}` in a path: ASCII digits. A value of 2^63 or more (any length) becomes 2^63,
+    which path_id refuses like 0: `not_member` (protocol.md §3)."""
+
+    regex = "[0-9]+"
+
+    def convert(self, value: str) -> int:
+        converted = frames.digits_value(value)
+        return frames.MAX_ID + 1 if converted is None else converted
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("id", IdConvertor())
 
 
 def path_id(request: Request, name: str = "conversation_id") -> int:
     value: int = request.path_params[name]
-    if not 0 < value < 2**63:
+    if not 0 < value <= frames.MAX_ID:
         raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
     return value
 
@@ -278,6 +298,28 @@ async def remove_member(request: Request) -> Response:
 
 
 @api
+async def leave(request: Request) -> Response:
+    """Leave many groups at once, or decline every group one never took part in (§3)."""
+    user_id, _ = await authenticated(request)
+    body = await read_json(request)
+    messaging = runtime(request).messaging
+    if "conversation_ids" in body:
+        cids = list(dict.fromkeys(id_list(body, "conversation_ids", int)))
+        if not 0 < len(cids) <= LEAVE_MAX:
+            raise ChatdError(
+                Code.BAD_REQUEST, f"conversation_ids: 1 to {LEAVE_MAX} ids", field="conversation_ids"
+            )
+        return JSON(await messaging.leave_many(user_id, cids))
+    if body.get("not_taken_part") is not True:
+        raise ChatdError(
+            Code.BAD_REQUEST,
+            "conversation_ids or not_taken_part: true: which groups to leave",
+            field="conversation_ids",
+        )
+    return JSON(await messaging.leave_many(user_id, None))
+
+
+@api
 async def history(request: Request) -> Response:
     user_id, _ = await authenticated(request)
     after = query_int(request, "after", None)
@@ -332,15 +374,16 @@ routes = [
     Route("/v1/conversations", list_conversations),
     Route("/v1/conversations/direct", open_direct, methods=["POST"]),
     Route("/v1/conversations/group", create_group, methods=["POST"]),
-    Route("/v1/conversations/{conversation_id:int}", get_conversation),
-    Route("/v1/conversations/{conversation_id:int}/members", list_members),
-    Route("/v1/conversations/{conversation_id:int}/members", add_members, methods=["POST"]),
+    Route("/v1/conversations/leave", leave, methods=["POST"]),
+    Route("/v1/conversations/{conversation_id:id}", get_conversation),
+    Route("/v1/conversations/{conversation_id:id}/members", list_members),
+    Route("/v1/conversations/{conversation_id:id}/members", add_members, methods=["POST"]),
     Route(
-        "/v1/conversations/{conversation_id:int}/members/{user_id:int}",
+        "/v1/conversations/{conversation_id:id}/members/{user_id:id}",
         remove_member,
         methods=["DELETE"],
     ),
-    Route("/v1/conversations/{conversation_id:int}/messages", history),
-    Route("/v1/conversations/{conversation_id:int}/receipts", receipts),
-    Route("/v1/conversations/{conversation_id:int}/messages/{seq:int}/readers", readers),
+    Route("/v1/conversations/{conversation_id:id}/messages", history),
+    Route("/v1/conversations/{conversation_id:id}/receipts", receipts),
+    Route("/v1/conversations/{conversation_id:id}/messages/{seq:id}/readers", readers),
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -13,12 +14,14 @@ from chatd.batching import Batcher
 from chatd.config import Settings
 from chatd.errors import ChatdError, Code
 from chatd.fanout import Hub
+from chatd.presence import Presence
 from chatd.ratelimit import RateLimiter
 from chatd.receipts import Receipts
 from chatd.storage import Stores, is_unavailable
 from chatd.storage.messages import Append
 
 HISTORY_MAX = 200
+LEAVE_MAX = 500  # groups one `POST /v1/conversations/leave` leaves at most
 # Group commit: sends arriving while these many statements are in flight share the next one.
 COMMITS_IN_FLIGHT = 4
 COMMIT_BATCH_MAX = 256
@@ -30,6 +33,62 @@ log = logging.getLogger("chatd.messaging")
 Outgoing = tuple[int, str, str]  # conversation_id, client_msg_id, body
 
 
+class Hold:
+    """One connection's rule for retried sends (docs/protocol.md §7): once a send is refused
+    with `rate_limited` or `unavailable`, every later send of the connection is refused with
+    the same code until that send (same conversation and client_msg_id) is sent again. A
+    client that resends in order is then never overtaken by sends it wrote before it saw the
+    refusal, however late those are read (a time limit alone would let them through)."""
+
+    __slots__ = ("code", "key", "until")
+
+    def __init__(self) -> None:
+        self.key: tuple[int, str] | None = None
+        self.code = Code.RATE_LIMITED
+        self.until = 0.0  # time.monotonic() when the limit lets the refused send in
+
+    def holds(self, conversation_id: int, client_msg_id: str) -> bool:
+        """True if this send must be refused; the refused send itself lifts the hold."""
+        if self.key is None:
+            return False
+        if self.key == (conversation_id, client_msg_id):
+            self.key = None
+            return False
+        return True
+
+    def refused(self, conversation_id: int, client_msg_id: str, exc: BaseException) -> bool:
+        """A send was refused: hold the later ones if it is to be retried (True if so)."""
+        if isinstance(exc, ChatdError) and exc.code is Code.RATE_LIMITED:
+            self.code = Code.RATE_LIMITED
+            self.until = time.monotonic() + exc.extra.get("retry_after_ms", 0) / 1000
+        elif is_unavailable(exc):
+            self.code = Code.UNAVAILABLE
+        else:
+            return False
+        self.key = (conversation_id, client_msg_id)
+        return True
+
+    def refusal(self) -> ChatdError:
+        if self.code is Code.UNAVAILABLE:
+            return ChatdError(Code.UNAVAILABLE, "an earlier send was refused; resend it first")
+        left_ms = max(0, math.ceil((self.until - time.monotonic()) * 1000))
+        return ChatdError(
+            Code.RATE_LIMITED, "an earlier send was refused; resend it first", retry_after_ms=left_ms
+        )
+
+
+def _ack(send: Outgoing, event: dict[str, Any], duplicate: bool) -> dict[str, Any]:
+    return {
+        "type": "ack",
+        "conversation_id": send[0],
+        "client_msg_id": send[1],
+        "message_id": event["id"],
+        "seq": event["seq"],
+        "created_at": event["created_at"],
+        "duplicate": duplicate,
+    }
+
+
 class Messaging:
     def __init__(
         self,
@@ -39,9 +98,13 @@ class Messaging:
         receipts: Receipts,
         settings: Settings,
         lookups: RateLimiter,
+        groups: RateLimiter,
+        presence: Presence,
     ) -> None:
+        self._presence = presence
         self._receipts = receipts
         self._lookups = lookups
+        self._groups = groups  # groups created per user per hour
         # (conversation, user) pairs this worker knows have taken part (presence consent).
         self._took_part: dict[tuple[int, int], float] = {}  # -> when to set it again
         self._stores = stores
@@ -58,11 +121,13 @@ class Messaging:
 
     # -- messages ------------------------------------------------------------------------
     async def send_many(
-        self, user_id: int, sends: Sequence[Outgoing]
+        self, user_id: int, sends: Sequence[Outgoing], hold: Hold | None = None
     ) -> list[dict[str, Any] | BaseException]:
         """One connection's sends, in its order: an ack (built after the COMMIT) or the
         exception, per send. They share one group commit, so a later send of the same
-        conversation always gets the higher seq; at most COMMIT_BATCH_MAX of them."""
+        conversation always gets the higher seq; at most COMMIT_BATCH_MAX of them. `hold` is
+        the connection's (see Hold)."""
+        hold = hold if hold is not None else Hold()
         outcomes: list[dict[str, Any] | BaseException] = []
         for _, _, body in sends:
             if len(body) > self._settings.max_message_chars:
@@ -73,16 +138,31 @@ class Messaging:
                 outcomes.append(error)
             else:
                 outcomes.append({})
-        # One pipelined INCR per send, in order: past the limit every later one is refused too.
-        counted = [i for i, outcome in enumerate(outcomes) if not isinstance(outcome, BaseException)]
+        counted = []
+        for i, outcome in enumerate(outcomes):
+            if not isinstance(outcome, BaseException):
+                if hold.holds(sends[i][0], sends[i][1]):
+                    outcomes[i] = hold.refusal()
+                else:
+                    counted.append(i)
+        # One pipelined INCR per send, in order. Past the first one refused, every later one
+        # is held behind it, whatever its count says (the window may end between two INCRs).
         hits = await asyncio.gather(*(self._limiter.hit(user_id) for _ in counted), return_exceptions=True)
+        todo: list[int] = []
+        refused: list[int] = []
+        refusal: BaseException | None = None
         for index, hit in zip(counted, hits, strict=True):
-            if isinstance(hit, BaseException):
-                outcomes[index] = hit
-        todo = [i for i, outcome in enumerate(outcomes) if not isinstance(outcome, BaseException)]
+            if refused or isinstance(hit, BaseException):
+                refused.append(index)
+                refusal = refusal or hit
+            else:
+                todo.append(index)
+        events: list[dict[str, Any]] = []
+        if refused:  # a send already stored is answered, never refused: it stores nothing
+            refused = await self._answer_stored(user_id, sends, refused, outcomes, events)
         appends: list[Append] = [(sends[i][0], user_id, sends[i][1], sends[i][2]) for i in todo]
         stored = await self._appends.submit_many(appends)
-        events = [result[0] for result in stored if not isinstance(result, BaseException)]
+        events += [result[0] for result in stored if not isinstance(result, BaseException)]
         # A resend re-publishes too: if the first attempt died between COMMIT and PUBLISH,
         # this delivers it now; subscribers drop the copy if they already have it. Queued in
         # commit order.
@@ -90,19 +170,17 @@ class Messaging:
         for cid in dict.fromkeys(event["conversation_id"] for event in events):
             await self._mark_took_part(cid, user_id)
         for index, result in zip(todo, stored, strict=True):
-            if isinstance(result, BaseException):
-                outcomes[index] = result
-                continue
-            event, duplicate = result
-            outcomes[index] = {
-                "type": "ack",
-                "conversation_id": sends[index][0],
-                "client_msg_id": sends[index][1],
-                "message_id": event["id"],
-                "seq": event["seq"],
-                "created_at": event["created_at"],
-                "duplicate": duplicate,
-            }
+            outcomes[index] = result if isinstance(result, BaseException) else _ack(sends[index], *result)
+        if refused and refusal is not None:
+            outcomes[refused[0]] = refusal
+        # The first send (of those the hold let through) refused for a reason worth retrying
+        # holds every later one: the rate limit's refusal, or a failed commit before it.
+        for index in counted:
+            outcome = outcomes[index]
+            if isinstance(outcome, BaseException) and hold.refused(sends[index][0], sends[index][1], outcome):
+                break
+        for index in refused[1:]:
+            outcomes[index] = hold.refusal() if hold.key is not None else outcomes[refused[0]]
         for outcome in outcomes:
             if isinstance(outcome, ChatdError):
                 metrics.SENDS.labels(outcome.code.value).inc()
@@ -111,6 +189,34 @@ class Messaging:
             else:
                 (metrics.SENDS_DUPLICATE if outcome["duplicate"] else metrics.SENDS_ACKED).inc()
         return outcomes
+
+    async def _answer_stored(
+        self,
+        user_id: int,
+        sends: Sequence[Outgoing],
+        refused: list[int],
+        outcomes: list[dict[str, Any] | BaseException],
+        events: list[dict[str, Any]],
+    ) -> list[int]:
+        """Sends the rate limit refused that are already stored (a resend after a reconnect)
+        get their duplicate ack instead, so a client is never asked to resend what it may
+        have seen stored. Returns those still refused."""
+        items: list[Append] = [(sends[i][0], user_id, sends[i][1], sends[i][2]) for i in refused]
+        try:
+            answers = await self._stores.messages.stored(items)
+        except Exception as exc:  # only a refusal more: the client resends it
+            log.warning("stored sends not looked up", exc_info=None if is_unavailable(exc) else exc)
+            return refused
+        still = []
+        for index, answer in zip(refused, answers, strict=True):
+            if answer is None:
+                still.append(index)
+            elif isinstance(answer, ChatdError):
+                outcomes[index] = answer
+            else:
+                outcomes[index] = _ack(sends[index], *answer)
+                events.append(answer[0])
+        return still
 
     async def _mark_took_part(self, conversation_id: int, user_id: int) -> None:
         """Sending makes the sender's presence visible in the conversation (docs/protocol.md
@@ -121,7 +227,8 @@ class Messaging:
         if self._took_part.get(key, 0.0) > now:
             return
         try:
-            await self._stores.conversations.mark_took_part(conversation_id, user_id)
+            if await self._stores.conversations.mark_took_part(conversation_id, user_id):
+                await self._took_part_now(conversation_id, user_id)
         except Exception as exc:
             log.warning(
                 "took_part not recorded",
@@ -184,6 +291,8 @@ class Messaging:
         conv, created = await self._stores.conversations.find_or_create_direct(user_id, other)
         if created:
             await self._announce(conv, [user_id, other], since=0)
+        else:  # opening it again is taking part (§4.9)
+            await self._took_part_now(conv["id"], user_id)
         return conv, created
 
     async def create_group(self, user_id: int, title: str, members: list[int]) -> dict[str, Any]:
@@ -192,9 +301,15 @@ class Messaging:
             raise ChatdError(
                 Code.GROUP_FULL, f"a group holds at most {self._settings.max_group_members} members"
             )
+        # Each group lands in every member's `ready`: one user cannot make thousands of them.
+        await self._groups.hit(user_id)
         conv = await self._stores.conversations.create_group(user_id, title, everyone)
         await self._announce(conv, everyone, since=0)
         return conv
+
+    async def took_part(self, conversation_id: int, user_id: int) -> bool:
+        """Whether the member took part in the conversation (consent, docs/protocol.md §4.9)."""
+        return await self._stores.conversations.took_part(conversation_id, user_id)
 
     async def conversation(self, user_id: int, conversation_id: int) -> dict[str, Any]:
         return await self._stores.conversations.get_for_member(conversation_id, user_id)
@@ -213,13 +328,16 @@ class Messaging:
     ) -> dict[str, Any] | None:
         async with self._stores.conversations.change_group(conversation_id, user_id) as group:
             policy.may_change_members(group.facts)
-            added, total = await group.add(users)
-            if not added:
-                return None
-            policy.within_group_size(total, self._settings.max_group_members)
-            event = await group.record("members_added", added)
-            conv = await group.conversation()
+            added, total = await group.add(users)  # the actor takes part, whoever is added
+            if added:
+                policy.within_group_size(total, self._settings.max_group_members)
+                event = await group.record("members_added", added)
+                conv = await group.conversation()
+        if not added:
+            await self._took_part_now(conversation_id, user_id)
+            return None
         await self._hub.publish(event)  # committed now
+        await self._took_part_now(conversation_id, user_id)  # adding members is taking part
         # The new members' devices follow the conversation from the event that added them.
         await self._announce(conv, event["user_ids"], since=event["seq"] - 1)
         return event
@@ -234,10 +352,45 @@ class Messaging:
                 return None
             event = await group.record("members_removed", removed)
         await self._hub.publish(event)  # committed now
-        await self._receipts.forget(conversation_id, removed)
+        await self._receipts.forget(conversation_id, removed, event["seq"])
         for uid in removed:
             self._took_part.pop((conversation_id, uid), None)
         return event
+
+    async def leave_many(self, user_id: int, conversation_ids: list[int] | None) -> dict[str, Any]:
+        """Leave these groups, or (None) decline up to LEAVE_MAX groups the user never took part
+        in. Each is an ordinary leave (a `members_removed` event); conversations that are not
+        groups of the user's are `ignored`. Safe to repeat after a failure part-way."""
+        more = False
+        if conversation_ids is None:
+            conversation_ids = await self._stores.conversations.not_taken_part(user_id, LEAVE_MAX + 1)
+            more, conversation_ids = len(conversation_ids) > LEAVE_MAX, conversation_ids[:LEAVE_MAX]
+        left: list[int] = []
+        ignored: list[int] = []
+        for cid in conversation_ids:
+            try:
+                event = await self.remove_members(user_id, cid, [user_id])
+            except ChatdError as exc:
+                if exc.code not in (Code.NOT_MEMBER, Code.NOT_A_GROUP):
+                    raise
+                event = None
+            (left if event is not None else ignored).append(cid)
+        return {"left": left, "ignored": ignored, "more": more}
+
+    async def _took_part_now(self, conversation_id: int, user_id: int) -> None:
+        """After the COMMIT that recorded it: the user's reads there may show, and the members
+        of a small conversation follow the user's presence from now on (§4.8, §4.9). State
+        only: if Redis fails here, the change stands (the next read mark finds the flag in
+        Postgres, the next `ready` the presence)."""
+        try:
+            await self._receipts.took_part(conversation_id, user_id)
+            await self._presence.took_part(conversation_id, user_id)
+        except Exception as exc:
+            log.warning(
+                "took_part not announced",
+                extra={"conversation_id": conversation_id},
+                exc_info=None if is_unavailable(exc) else exc,
+            )
 
     async def _announce(self, conv: dict[str, Any], user_ids: list[int], since: int) -> None:
         await self._hub.publish_to_users(user_ids, notices.conversation_added(conv, since))

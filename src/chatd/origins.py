@@ -8,8 +8,13 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+import orjson
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from chatd.errors import ChatdError, Code
 
 # What the API uses: every method of §3 and the two request headers a client sends.
 CORS_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE"]
@@ -34,12 +39,24 @@ def websocket_allowed(headers: dict[str, str], allowed: tuple[str, ...]) -> bool
     return origin.lower() in allowed or same_origin(origin, headers.get("host", ""))
 
 
+class _Cors(CORSMiddleware):
+    def preflight_response(self, request_headers: Headers) -> Response:
+        """A refused preflight in chatd's error shape (Starlette answers it in text)."""
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        refused = bytes(response.body).decode().replace("Disallowed CORS", "CORS preflight refused:")
+        body = orjson.dumps({"error": ChatdError(Code.BAD_REQUEST, refused).to_dict()})
+        headers = {k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")}
+        return Response(body, response.status_code, headers, media_type="application/json")
+
+
 class ApiCors:
     """Starlette's CORS middleware, applied to /v1/ only, when any origin is allowed."""
 
     def __init__(self, app: ASGIApp, allowed: tuple[str, ...]) -> None:
         self.app = app
-        self.cors = CORSMiddleware(
+        self.cors = _Cors(
             app,
             allow_origins=list(allowed),
             allow_methods=CORS_METHODS,

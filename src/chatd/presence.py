@@ -6,12 +6,14 @@ grace period instead of removing it, so a reconnect within it (a rolling restart
 network blip) changes nothing. Entries of a crashed worker simply expire. One Lua script
 applies a change and recomputes online/away/offline atomically, so among any number of
 sweepers on any number of hosts exactly one sees a given transition; it gets a version
-(strictly increasing per user) and is published as ephemeral state (fanout.py) to the
-conversations the user took part in that have at most CHATD_PRESENCE_MAX_GROUP_SIZE members,
-where each connection drops versions it has already seen. Bigger groups get no presence pushes
-at all, so a change costs the same whatever the size of the user's groups; their members ask
-(``POST /v1/presence``). A transition whose publish is lost (Redis failed, the publisher died)
-is re-published from ``chatd:ppending``.
+(strictly increasing per user) and is published once, as ephemeral state (fanout.py), on the
+user's own presence channel, whatever the number or size of the user's conversations. Sessions
+follow the users whose presence they may see (sessions/following.py): those who took part in a
+conversation of at most CHATD_PRESENCE_MAX_GROUP_SIZE members with them; bigger groups get no
+presence pushes at all, their members ask (``POST /v1/presence``). Each connection drops
+versions it has already seen. When a user takes part in a small conversation, its members are
+told the user's status there, and follow the user from then on. A transition whose publish is
+lost (Redis failed, the publisher died) is re-published from ``chatd:ppending``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import redis.asyncio as aioredis
 from chatd import metrics
 from chatd.config import Settings
 from chatd.connection import Connection
-from chatd.fanout import Hub, conversation_channel
+from chatd.fanout import Hub, conversation_channel, presence_channel
 from chatd.storage import Stores
 
 log = logging.getLogger("chatd.presence")
@@ -152,6 +154,8 @@ class Presence:
         self._tasks: list[asyncio.Task[None]] = []
         self._marker = f"chatd:pmark:{secrets.token_hex(8)}"
         self._marked = False
+        # Told when this worker re-registers after a loss it saw (the connection cap waits).
+        self.on_data_lost: Callable[[], Awaitable[None]] | None = None
 
     @property
     def _ttl_ms(self) -> int:
@@ -189,6 +193,8 @@ class Presence:
             await self.change(conn.user_id, "idle" if idle else "active", conn.id)
 
     async def _announce(self, uid: int, state: str, version: int, last_alive_ms: int = 0) -> None:
+        """One publish per change, on the user's own channel: the sessions following the user
+        subscribe to it (the cost of a change never depends on the user's conversations)."""
         last_seen = None
         if state == "offline":
             seen = datetime.fromtimestamp(last_alive_ms / 1000, UTC) if last_alive_ms else datetime.now(UTC)
@@ -201,10 +207,18 @@ class Presence:
             "version": version,
             "last_seen": last_seen,
         }
-        cids = await self._stores.presence.conversation_ids(uid, self._settings.presence_max_group_size)
-        channels = [conversation_channel(cid) for cid in cids]
-        sent = self._hub.ephemeral(channels, event, key=("presence", uid))
+        sent = self._hub.ephemeral([presence_channel(uid)], event, key=("presence", uid))
         sent.add_done_callback(functools.partial(self._sent, uid, version))
+
+    async def took_part(self, cid: int, uid: int) -> None:
+        """`uid` took part in `cid` (after the COMMIT): if the conversation is small, tell its
+        members `uid`'s status there; their sessions follow `uid` from then on (§4.9)."""
+        small, last_seen = await self._stores.presence.small_member(
+            cid, uid, self._settings.presence_max_group_size
+        )
+        if small:
+            [event] = await self.view({uid: last_seen})
+            self._hub.ephemeral([conversation_channel(cid)], {"type": "presence", **event})
 
     def _sent(self, uid: int, version: int, sent: asyncio.Future[bool]) -> None:
         """Published: the transition leaves the pending set. If not, the sweeper re-publishes
@@ -249,15 +263,23 @@ class Presence:
         found = sorted(await self.view(visible), key=lambda entry: int(entry["user_id"]))
         return found, [u for u in wanted if u not in visible]
 
-    async def snapshot(self, uid: int) -> list[dict[str, Any]]:
-        """Everyone whose changes `uid` is pushed (up to the configured cap): co-members of
-        conversations of at most CHATD_PRESENCE_MAX_GROUP_SIZE members who took part in them."""
+    async def followed(self, uid: int) -> dict[int, datetime | None]:
+        """Everyone whose changes `uid` is pushed (up to CHATD_PRESENCE_SNAPSHOT_MAX, the lowest
+        ids), with when they were last seen: co-members of conversations of at most
+        CHATD_PRESENCE_MAX_GROUP_SIZE members who took part in them."""
         if self._settings.presence_snapshot_max == 0:
-            return []
+            return {}
         found = await self._stores.presence.co_members(
             uid, self._settings.presence_snapshot_max, self._settings.presence_max_group_size
         )
-        return await self.view(dict(found))
+        return dict(found)
+
+    async def joined(self, cid: int, uid: int) -> dict[int, datetime | None]:
+        """Whose changes `uid` may be pushed through `cid`, which it just joined."""
+        found = await self._stores.presence.took_part_members(
+            cid, uid, self._settings.presence_max_group_size
+        )
+        return dict(found)
 
     # -- background loops ----------------------------------------------------------------
     def start(self) -> None:
@@ -314,6 +336,8 @@ class Presence:
         if await self._marker_missing():
             if self._marked:
                 log.warning("redis lost presence data; re-registering local connections")
+                if self.on_data_lost is not None:
+                    await self.on_data_lost()
             self._marked = True
             await self.heartbeat()
         now_ms = int(time.time() * 1000)

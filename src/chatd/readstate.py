@@ -1,8 +1,21 @@
-"""Read pointers' hot state in Redis. Every operation here is O(log members) or better.
+"""Read pointers' hot state in Redis. Every operation here is O(log members) or better, except
+a sharing change, which goes over the user's own conversations once.
 
-``chatd:rr:<cid>``  sorted set: user id -> last_read_seq of members who share read state; the
+``chatd:rr:<cid>``  sorted set: user id -> last_read_seq of the members others may see read:
+                    those who share read state and took part in the conversation (§4.9); the
                     readers of message m are ``ZCOUNT(m.seq, +inf)`` minus its sender.
 ``chatd:lr:<uid>``  hash: conversation id -> the user's own last_read_seq (all conversations).
+``chatd:lm:<uid>``  hash, loaded with it: ``share`` the user's sharing setting (1/0),
+                    authoritative for the marks: set in the same script that takes the user's
+                    pointers out of (or back into) the rooms, so a mark is either before the
+                    change (and moved by it) or after it (and sees it); ``p:<cid>`` 1 once the
+                    user took part in cid (a cache: a missing field is checked in Postgres).
+                    A key of its own: releases before it read every field of ``chatd:lr:*`` as
+                    a conversation id, so a rollback keeps working.
+``chatd:rgone:<cid>``  hash: user id -> seq of the event that removed them. A mark that cannot
+                    show it was made after that (by a seq the connection was given, or the
+                    seq the membership began at) is refused: a `read` in flight while its
+                    member is removed never lands after the pointer was forgotten.
 ``chatd:rdirty``    set of ``cid:uid`` pairs changed since the last flush to Postgres.
 ``chatd:rflushed-before``  a Unix time: every pointer changed before it is in Postgres (metrics).
 Both the sorted set and the hash carry a sentinel (member ``0`` scored -1, field ``_``) so a key
@@ -24,6 +37,9 @@ FLUSHING = "chatd:rflushing"
 FLUSH_LOCK = "chatd:rflush-lock"
 FLUSHED_BEFORE = "chatd:rflushed-before"
 SENTINEL = "0"
+GONE_TTL_S = 86_400  # far longer than any mark is in flight
+
+MOVED, UNCHANGED, LOAD_ROOM, LOAD_USER, REMOVED, ASK_TOOK_PART = 1, 0, -1, -2, -3, -4
 
 
 def room_key(cid: int) -> str:
@@ -34,34 +50,112 @@ def user_key(uid: int) -> str:
     return f"chatd:lr:{uid}"
 
 
-# KEYS: room, user, dirty; ARGV: uid, cid, seq, shared -> {status, previous}
-# status 1 moved, 0 no-op (older or equal), -1 room needs loading, -2 user needs loading.
+def meta_key(uid: int) -> str:
+    return f"chatd:lm:{uid}"
+
+
+def gone_key(cid: int) -> str:
+    return f"chatd:rgone:{cid}"
+
+
+# KEYS: room, user, dirty, gone, meta; ARGV: uid, cid, seq, evidence, took_part ('1', '0', ''
+# unknown) -> {status, previous, visible}; status: see MOVED.. above.
 _MARK = """
-if redis.call('EXISTS', KEYS[2]) == 0 then return {-2, 0} end
-if ARGV[4] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
+if redis.call('EXISTS', KEYS[2]) == 0 then return {-2, 0, 0} end
+local share = redis.call('HGET', KEYS[5], 'share')
+if not share then return {-2, 0, 0} end
+if tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0') > tonumber(ARGV[4]) then return {-3, 0, 0} end
 local old = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
 local seq = tonumber(ARGV[3])
-if seq <= old then return {0, old} end
+if seq <= old then return {0, old, 0} end
+local took = redis.call('HGET', KEYS[5], 'p:' .. ARGV[2])
+local visible = 0
+if share == '1' then
+  if took == '1' or ARGV[5] == '1' then visible = 1
+  elseif ARGV[5] == '' then return {-4, old, 0} end
+end
+if visible == 1 and redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, 0} end
+if ARGV[5] == '1' then redis.call('HSET', KEYS[5], 'p:' .. ARGV[2], '1') end
 redis.call('HSET', KEYS[2], ARGV[2], seq)
-if ARGV[4] == '1' then redis.call('ZADD', KEYS[1], 'GT', seq, ARGV[1]) end
+if visible == 1 then redis.call('ZADD', KEYS[1], 'GT', seq, ARGV[1]) end
 redis.call('SADD', KEYS[3], ARGV[2] .. ':' .. ARGV[1])
-return {1, old}
+return {1, old, visible}
 """
 
-# KEYS: room; ARGV: seq1, uid1, seq2, uid2, ... (GT: never lowers a newer live mark)
+# KEYS: room, gone; ARGV: seq1, uid1, joined1, seq2, ... from Postgres (members who share and
+# took part). GT: never lowers a newer live mark. Postgres may be older than Redis: a member
+# removed since (a tombstone newer than the membership read) or who stopped sharing since (the
+# user's `share` in chatd:lm, when loaded) is left out.
 _LOAD_ROOM = """
 redis.call('ZADD', KEYS[1], 'GT', -1, '0')
-for i = 1, #ARGV, 2 do redis.call('ZADD', KEYS[1], 'GT', ARGV[i], ARGV[i + 1]) end
+for i = 1, #ARGV, 3 do
+  local uid = ARGV[i + 1]
+  local removed = tonumber(redis.call('HGET', KEYS[2], uid) or '0') > tonumber(ARGV[i + 2])
+  local private = redis.call('HGET', 'chatd:lm:' .. uid, 'share') == '0'
+  if not removed and not private then redis.call('ZADD', KEYS[1], 'GT', ARGV[i], uid) end
+end
 return 1
 """
 
-# KEYS: user; ARGV: cid1, seq1, ...; keeps the larger of the stored and the loaded value
+# KEYS: user, meta; ARGV: share (1/0), n, cid1, seq1, ..., cidn, seqn, then the cids the user
+# took part in. Keeps the larger of the stored and the loaded pointer; a `share` already there
+# is newer than Postgres's (a change writes Postgres first) and is kept.
 _LOAD_USER = """
-for i = 1, #ARGV, 2 do
+local n = tonumber(ARGV[2])
+for i = 3, 2 + 2 * n, 2 do
   local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '-1')
   if tonumber(ARGV[i + 1]) > cur then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 end
+for i = 3 + 2 * n, #ARGV do redis.call('HSET', KEYS[2], 'p:' .. ARGV[i], '1') end
+redis.call('HSETNX', KEYS[2], 'share', ARGV[1])
 redis.call('HSET', KEYS[1], '_', '1')
+return 1
+"""
+
+# KEYS: user, meta; ARGV: uid, share (1/0) -> 0, or -2 when the user's state must be loaded
+# first. The flag and every room the user's pointers are in, at once (the module docstring).
+_SET_SHARED = """
+if redis.call('EXISTS', KEYS[1]) == 0 or not redis.call('HGET', KEYS[2], 'share') then return -2 end
+redis.call('HSET', KEYS[2], 'share', ARGV[2])
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  local cid = fields[i]
+  if string.match(cid, '^%d+$') then
+    local room = 'chatd:rr:' .. cid
+    if ARGV[2] == '0' then
+      redis.call('ZREM', room, ARGV[1])
+    elseif redis.call('HGET', KEYS[2], 'p:' .. cid) == '1' and redis.call('EXISTS', room) == 1 then
+      redis.call('ZADD', room, 'GT', fields[i + 1], ARGV[1])
+    end
+  end
+end
+return 0
+"""
+
+# KEYS: room, gone, then each removed user's hash and meta; ARGV: cid, seq of the removal, the
+# tombstones' lifetime (s), then the users' ids (in the order of their keys)
+_FORGET = """
+for i = 4, #ARGV do
+  redis.call('ZREM', KEYS[1], ARGV[i])
+  redis.call('HDEL', KEYS[2 * i - 5], ARGV[1])
+  redis.call('HDEL', KEYS[2 * i - 4], 'p:' .. ARGV[1])
+  if tonumber(ARGV[2]) > tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0') then
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[2])
+  end
+end
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
+# KEYS: user, meta, room; ARGV: uid, cid. The user took part in cid: their pointer there may
+# show. Nothing to do while the user's state is not loaded (Postgres has the flag).
+_TOOK_PART = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], 'p:' .. ARGV[2], '1')
+local seq = redis.call('HGET', KEYS[1], ARGV[2])
+if seq and redis.call('HGET', KEYS[2], 'share') == '1' and redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('ZADD', KEYS[3], 'GT', seq, ARGV[1])
+end
 return 1
 """
 
@@ -80,18 +174,18 @@ redis.call('DEL', KEYS[1])
 return r
 """
 
-# KEYS: room; ARGV: seq, uid
-_SHARE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('ZADD', KEYS[1], 'GT', ARGV[1], ARGV[2]) end
-return 1
-"""
-
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 
 Loader = Callable[[], Awaitable[Iterable[tuple[int, int]]]]
+RoomLoader = Callable[[], Awaitable[Iterable[tuple[int, int, int]]]]
+UserLoader = Callable[[], Awaitable[tuple[bool, list[tuple[int, int]], list[int]]]]
+
+
+class Removed(Exception):
+    """The mark could not show it was made by the membership that is current: refused."""
 
 
 class ReadState:
@@ -106,50 +200,77 @@ class ReadState:
         self._widen = redis.register_script(_WIDEN)
         self._take_range = redis.register_script(_TAKE_RANGE)
         self._release = redis.register_script(_RELEASE)
-        self._share = redis.register_script(_SHARE)
+        self._set_shared = redis.register_script(_SET_SHARED)
+        self._forget = redis.register_script(_FORGET)
+        self._took_part = redis.register_script(_TOOK_PART)
 
     async def mark(
-        self, uid: int, cid: int, seq: int, shared: bool, load_room: Loader, load_user: Loader
-    ) -> tuple[bool, int]:
-        """Move the pointer forward; returns (moved, previous). Loads lost state as needed."""
-        for _ in range(3):
+        self,
+        uid: int,
+        cid: int,
+        seq: int,
+        evidence: int,
+        took_part: Callable[[], Awaitable[bool]],
+        load_room: RoomLoader,
+        load_user: UserLoader,
+    ) -> tuple[bool, int, bool]:
+        """Move the pointer forward; returns (moved, previous, visible to others).
+
+        `evidence`: a seq this membership is known to have reached (one its connection was
+        given, or the one it joined at); a removal after it refuses the mark (`Removed`).
+        Whether others see it follows the user's `share` here and whether they took part
+        (`took_part` is asked only when Redis does not know). Loads lost state as needed."""
+        known = ""
+        for _ in range(5):  # load the user, ask Postgres whether they took part, load the room
             async with asyncio.timeout(self._timeout_s):
-                status, previous = await self._mark(
-                    keys=[room_key(cid), user_key(uid), DIRTY], args=[uid, cid, seq, int(shared)]
+                status, previous, visible = await self._mark(
+                    keys=[room_key(cid), user_key(uid), DIRTY, gone_key(cid), meta_key(uid)],
+                    args=[uid, cid, seq, evidence, known],
                 )
-            if status == -1:
+            if status == REMOVED:
+                raise Removed
+            if status == ASK_TOOK_PART:
+                known = "1" if await took_part() else "0"
+            elif status == LOAD_ROOM:
                 pointers = await load_room()
                 async with asyncio.timeout(self._timeout_s):
                     await self.load_room(cid, pointers)
-            elif status == -2:
-                pointers = await load_user()
+            elif status == LOAD_USER:
+                loaded = await load_user()
                 async with asyncio.timeout(self._timeout_s):
-                    await self.load_user(uid, pointers)
+                    await self.load_user(uid, *loaded)
             else:
-                return status == 1, int(previous)
+                return status == MOVED, int(previous), bool(visible)
         raise RuntimeError("read state could not be loaded")
 
-    async def load_room(self, cid: int, pointers: Iterable[tuple[int, int]]) -> None:
+    async def load_room(self, cid: int, pointers: Iterable[tuple[int, int, int]]) -> None:
+        """(user, seq, joined_seq) of the members who share and took part, from Postgres."""
         args: list[int] = []
-        for uid, seq in pointers:
-            args += [seq, uid]
-        await self._load_room(keys=[room_key(cid)], args=args)
+        for uid, seq, joined in pointers:
+            args += [seq, uid, joined]
+        await self._load_room(keys=[room_key(cid), gone_key(cid)], args=args)
 
-    async def load_user(self, uid: int, pointers: Iterable[tuple[int, int]]) -> None:
-        args: list[int] = []
+    async def load_user(
+        self, uid: int, share: bool, pointers: Iterable[tuple[int, int]], took_part: Iterable[int]
+    ) -> None:
+        flat: list[int] = []
         for cid, seq in pointers:
-            args += [cid, seq]
-        await self._load_user(keys=[user_key(uid)], args=args)
+            flat += [cid, seq]
+        args = [int(share), len(flat) // 2, *flat, *took_part]
+        await self._load_user(keys=[user_key(uid), meta_key(uid)], args=args)
 
     async def room_loaded(self, cid: int) -> bool:
         return bool(await self.redis.exists(room_key(cid)))
 
     async def user_pointers(self, uid: int) -> dict[int, int] | None:
         """The user's pointers, or None when they must be loaded from Postgres first."""
-        raw = await self.redis.hgetall(user_key(uid))
-        if not raw:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(user_key(uid))
+            pipe.exists(meta_key(uid))
+            raw, meta = await pipe.execute()
+        if not raw or not meta:
             return None
-        return {int(k): int(v) for k, v in raw.items() if _text(k) != "_"}
+        return {int(k): int(v) for k, v in raw.items() if _text(k).isdigit()}
 
     async def counts(self, cid: int, messages: list[tuple[int, int | None]]) -> list[int]:
         """Readers of each (seq, sender) message: pointers >= seq, the sender not counted."""
@@ -169,23 +290,22 @@ class ReadState:
         members = await self.redis.zrangebyscore(room_key(cid), seq, "+inf")
         return sorted(int(_text(m)) for m in members if isinstance(m, bytes | str) and _text(m) != SENTINEL)
 
-    async def forget(self, cid: int, uids: list[int]) -> None:
-        """Members removed: they no longer count, and their own pointer for it goes."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zrem(room_key(cid), *(str(u) for u in uids))
-            for uid in uids:
-                pipe.hdel(user_key(uid), str(cid))
-            await pipe.execute()
+    async def forget(self, cid: int, uids: list[int], removed_at: int) -> None:
+        """Members removed by the event at seq `removed_at`: they no longer count, their own
+        pointer for it goes, and marks of their membership still in flight are refused."""
+        keys = [room_key(cid), gone_key(cid), *(k for uid in uids for k in (user_key(uid), meta_key(uid)))]
+        await self._forget(keys=keys, args=[cid, removed_at, GONE_TTL_S, *uids])
 
-    async def set_shared(self, uid: int, pointers: dict[int, int], shared: bool) -> None:
-        """A room not loaded stays so: it is rebuilt from Postgres, sentinel and all, on use."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for cid, seq in pointers.items():
-                if shared:
-                    await self._share(keys=[room_key(cid)], args=[seq, uid], client=pipe)
-                else:
-                    pipe.zrem(room_key(cid), str(uid))
-            await pipe.execute()
+    async def set_shared(self, uid: int, shared: bool) -> bool:
+        """Set the user's sharing and move their pointers out of (or back into) the rooms, in
+        one step; False when the user's state must be loaded first. A room not loaded stays so:
+        it is rebuilt from Postgres, sentinel and all, on use."""
+        status = await self._set_shared(keys=[user_key(uid), meta_key(uid)], args=[uid, int(shared)])
+        return int(status) == 0
+
+    async def took_part(self, uid: int, cid: int) -> None:
+        """The user took part in cid (§4.9): their pointer there may show from now on."""
+        await self._took_part(keys=[user_key(uid), meta_key(uid), room_key(cid)], args=[uid, cid])
 
     # -- coalescing group pushes ---------------------------------------------------------
     async def widen(self, cid: int, lo: int, hi: int, window_ms: int) -> bool:

@@ -6,14 +6,16 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from chatd import metrics, notices
 from chatd.config import Settings
 from chatd.errors import ChatdError, Code
 from chatd.fanout import Hub
-from chatd.readstate import ReadState
+from chatd.readstate import ReadState, Removed
 from chatd.storage import Stores
+from chatd.storage.receipts import Target
 
 log = logging.getLogger("chatd.receipts")
 COUNTS_MAX = 200
@@ -28,50 +30,72 @@ class Receipts:
         self._settings = settings
         self._kinds: dict[int, str] = {}  # conversation kinds never change: a safe cache
 
-    async def _load_room(self, cid: int) -> list[tuple[int, int]]:
+    async def _load_room(self, cid: int) -> list[tuple[int, int, int]]:
         return await self._stores.receipts.room_pointers(cid)
 
     async def pointers(self, uid: int) -> dict[int, int]:
         found = await self._state.user_pointers(uid)
         if found is None:
-            await self._state.load_user(uid, await self._stores.receipts.user_pointers(uid))
+            await self._state.load_user(uid, *await self._stores.receipts.user_state(uid))
             found = await self._state.user_pointers(uid) or {}
         return found
 
-    async def mark(
-        self, uid: int, cid: int, seq: int, shared: bool, known_last: int, origin: str = ""
-    ) -> int:
+    async def _target(self, cid: int, uid: int, seq: int) -> Target:
+        target = await self._stores.receipts.target(cid, uid)
+        if target is None:
+            raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
+        if seq > target.last_seq:
+            raise ChatdError(
+                Code.SEQ_OUT_OF_RANGE,
+                f"seq {seq} is beyond the conversation's last seq {target.last_seq}",
+                last_seq=target.last_seq,
+            )
+        return target
+
+    async def mark(self, uid: int, cid: int, seq: int, known_last: int, origin: str = "") -> int:
         """Move `uid`'s pointer in `cid` to `seq` (never back); returns the pointer now.
 
         `known_last` is the highest seq this connection has delivered: marks up to it need
-        no database check.
+        no database check, and it shows the mark belongs to the current membership (a mark
+        of a membership removed meanwhile is refused, `not_member`).
         """
-        target = None
-        if seq > known_last:
-            target = await self._stores.receipts.target(cid, uid)
-            if target is None:
-                raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
-            if seq > target[1]:
-                raise ChatdError(
-                    Code.SEQ_OUT_OF_RANGE,
-                    f"seq {seq} is beyond the conversation's last seq {target[1]}",
-                    last_seq=target[1],
-                )
-        moved, previous = await self._state.mark(
-            uid,
-            cid,
-            seq,
-            shared,
-            lambda: self._load_room(cid),
-            lambda: self._stores.receipts.user_pointers(uid),
-        )
+        target = await self._target(cid, uid, seq) if seq > known_last else None
+
+        async def took_part() -> bool:
+            if target is not None:
+                return target.took_part
+            return await self._stores.conversations.took_part(cid, uid)
+
+        def attempt(evidence: int) -> Awaitable[tuple[bool, int, bool]]:
+            return self._state.mark(
+                uid,
+                cid,
+                seq,
+                evidence,
+                took_part,
+                lambda: self._load_room(cid),
+                lambda: self._stores.receipts.user_state(uid),
+            )
+
+        try:
+            moved, previous, visible = await attempt(target.joined_seq if target else known_last)
+        except Removed:
+            if target is not None:  # the membership it was checked against is gone
+                raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation") from None
+            # What this connection was given is older than a removal: a membership that began
+            # since (removed and added back) proves itself with where it began.
+            target = await self._target(cid, uid, seq)
+            try:
+                moved, previous, visible = await attempt(target.joined_seq)
+            except Removed:
+                raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation") from None
         if not moved:
             return previous
         # Read state is ephemeral (latest value wins): a pointer only grows, and `ready` and
         # the HTTP queries give the current value to whoever missed an event.
         self._hub.notify_state([uid], notices.read_state(cid, seq, origin), key=("read_state", uid, cid))
-        if shared:
-            kind = target[0] if target else await self._kind(cid)
+        if visible:  # the reader shares read state and took part in the conversation (§4.8, §4.9)
+            kind = target.kind if target else await self._kind(cid)
             if kind == "direct":
                 event = {"type": "read", "conversation_id": cid, "user_id": uid, "seq": seq}
                 self._hub.publish_state(event, key=("read", cid, uid))
@@ -129,7 +153,7 @@ class Receipts:
         target = await self._stores.receipts.target(cid, uid)
         if target is None:
             raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
-        if target[2] > self._settings.readers_list_max:
+        if target.member_count > self._settings.readers_list_max:
             raise ChatdError(
                 Code.GROUP_TOO_LARGE,
                 f"who-read lists are kept for groups of up to {self._settings.readers_list_max}",
@@ -142,11 +166,15 @@ class Receipts:
         return [r for r in await self._state.readers(cid, seq) if r != senders[seq]]
 
     async def sync(self, uid: int, cids: list[int]) -> dict[int, tuple[int, int]]:
-        """(last_read_seq, unread) per conversation, for the `ready` frame."""
+        """(last_read_seq, unread) per conversation, as `ready` gives them."""
         pointers = await self.pointers(uid)
         mine = {cid: pointers.get(cid, 0) for cid in cids}
-        unread = await self._stores.receipts.unread(uid, mine)
+        unread = await self.unread(uid, mine)
         return {cid: (mine[cid], unread.get(cid, 0)) for cid in cids}
+
+    async def unread(self, uid: int, pointers: dict[int, int]) -> dict[int, int]:
+        """Unread text messages per conversation after these pointers (counted up to 1000)."""
+        return await self._stores.receipts.unread(uid, pointers)
 
     async def read_state(self, uid: int) -> list[dict[str, int]]:
         """Every conversation's pointer and unread count, as `ready` gives them (§4.1)."""
@@ -157,12 +185,21 @@ class Receipts:
         ]
 
     async def set_share(self, uid: int, share: bool) -> None:
+        """Postgres first, then Redis in one step (readstate.py): a mark on any connection is
+        either before it and moved by it, or after it and follows it (§4.8 "at once")."""
         await self._stores.receipts.set_share(uid, share)
-        await self._state.set_shared(uid, await self.pointers(uid), share)
+        while not await self._state.set_shared(uid, share):
+            await self.pointers(uid)  # loads the user's state from Postgres
         await self._hub.publish_to_users([uid], notices.settings(share))
 
-    async def forget(self, cid: int, uids: list[int]) -> None:
-        await self._state.forget(cid, uids)
+    async def forget(self, cid: int, uids: list[int], removed_at: int) -> None:
+        """Members removed by the event at seq `removed_at` (after its COMMIT)."""
+        await self._state.forget(cid, uids, removed_at)
+
+    async def took_part(self, cid: int, uid: int) -> None:
+        """`uid` took part in `cid` (after the COMMIT that recorded it): their read pointer
+        there may show from now on (§4.9)."""
+        await self._state.took_part(uid, cid)
 
 
 class Flusher:

@@ -11,8 +11,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
 from chatd import metrics, migrations, notices
 from chatd.accounts import Accounts, Limiters
@@ -33,6 +37,18 @@ from chatd.subscriber import Subscriber
 log = logging.getLogger("chatd")
 READY_REDIS_TIMEOUT_S = 2.0
 
+# A pooled connection that Redis closed (it restarted) fails the next command sent on it, and
+# redis-py 8.1 does not check pooled TCP connections for EOF before use: retry such a command
+# on a fresh connection. Connection errors only (closed, reset, refused, still loading): each
+# fails at once, so a Redis that is really down still fails in well under 0.2 s (three retries,
+# up to 20, 40 and 80 ms apart); timeouts are not retried (the callers bound a hung Redis, see
+# CHATD_REDIS_SEND_TIMEOUT_S). The commands retried are idempotent or harmless twice (a rate
+# counter may count one action twice).
+REDIS_RETRY = Retry(ExponentialWithJitterBackoff(cap=0.1, base=0.01), 3, (redis.exceptions.ConnectionError,))
+# The subscriber's connection never reconnects inside redis-py: its reader task does that
+# (fanout.py), then resyncs what was missed, which a silent reconnect would skip.
+SUBSCRIBER_RETRY = Retry(NoBackoff(), 0, ())
+
 
 class SchemaOutdated(RuntimeError):
     pass
@@ -41,16 +57,20 @@ class SchemaOutdated(RuntimeError):
 class Runtime:
     """Everything one worker process holds: pools, the hub, the services."""
 
-    def __init__(self, settings: Settings, stores: Stores, redis: aioredis.Redis) -> None:
+    def __init__(
+        self, settings: Settings, stores: Stores, redis: aioredis.Redis, subscriber: aioredis.Redis
+    ) -> None:
         self.settings = settings
         self.stores = stores
         self.redis = redis
         self.hub = Hub(
             redis,
+            subscriber,
             stores,
             settings.gap_fill_delay_s,
             settings.redis_send_timeout_s,
             on_resync=self._recheck_tokens,
+            presence_max_group_size=settings.presence_max_group_size,
         )
         limiter = RateLimiter(
             redis,
@@ -73,13 +93,21 @@ class Runtime:
         self.accounts = Accounts(stores, self.passwords, limiters, self.hub)
         read_state = ReadState(redis, settings.redis_send_timeout_s)
         lookups = RateLimiter(redis, "lookup", settings.user_lookup_rate_limit, 60)
+        groups = RateLimiter(redis, "group", settings.group_rate_limit, 3600)
         self.receipts = Receipts(stores, read_state, self.hub, settings)
-        self.messaging = Messaging(stores, self.hub, limiter, self.receipts, settings, lookups)
-        self.flusher = Flusher(stores, read_state, settings.receipt_flush_interval_s)
         self.presence = Presence(redis, stores, self.hub, settings)
-        self.conncap = ConnectionCap(
-            redis, settings.max_connections_per_user, settings.presence_ttl_s, settings.redis_send_timeout_s
+        self.messaging = Messaging(
+            stores, self.hub, limiter, self.receipts, settings, lookups, groups, self.presence
         )
+        self.flusher = Flusher(stores, read_state, settings.receipt_flush_interval_s)
+        self.conncap = ConnectionCap(
+            redis,
+            settings.max_connections_per_user,
+            settings.presence_ttl_s,
+            settings.presence_sweep_s,
+            settings.redis_send_timeout_s,
+        )
+        self.presence.on_data_lost = self.conncap.data_lost
         self.sampler = Sampler(self.hub, stores, redis, self.flusher, self.presence)
         self.draining = False
         self._inflight = 0
@@ -153,16 +181,19 @@ async def open_runtime(settings: Settings) -> Runtime:
         # Past `redis_pool_max` connections a command waits for a free one (up to 10 s)
         # instead of failing: a burst then queues rather than answering `unavailable`.
         pool_class = TimedRedisPool if metrics.ENABLED else aioredis.BlockingConnectionPool
+        options: dict[str, Any] = {"timeout": 10, "health_check_interval": 30, "socket_keepalive": True}
         redis_pool = pool_class.from_url(
-            settings.redis_url,
-            max_connections=settings.redis_pool_max,
-            timeout=10,
-            health_check_interval=30,
-            socket_keepalive=True,
+            settings.redis_url, max_connections=settings.redis_pool_max, retry=REDIS_RETRY, **options
         )
         redis = aioredis.Redis.from_pool(redis_pool)  # closing the client closes the pool
-        runtime = Runtime(settings, Stores(pool), redis)
+        # The subscriber's one connection, in a pool of its own (a different retry policy).
+        subscriber_pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=1, retry=SUBSCRIBER_RETRY, **options
+        )
+        subscriber = aioredis.Redis.from_pool(subscriber_pool)
+        runtime = Runtime(settings, Stores(pool), redis, subscriber)
         await runtime.hub.start()
+        await runtime.conncap.start()
         runtime.flusher.start()
         runtime.presence.start()
         runtime.sampler.start()
@@ -177,6 +208,7 @@ async def close_runtime(runtime: Runtime) -> None:
     await runtime.presence.stop()
     await runtime.flusher.stop()  # writes every pointer still only in Redis
     await runtime.hub.stop()
+    await runtime.hub.subscriber.aclose()
     await runtime.redis.aclose()
     await runtime.stores.pool.close()
     runtime.passwords.close()

@@ -18,7 +18,7 @@ from types import FrameType
 
 import uvicorn
 
-from chatd import metrics
+from chatd import metrics, wire, wsflow
 from chatd.app import create_app
 from chatd.config import Settings
 from chatd.runtime import Runtime, open_runtime
@@ -99,12 +99,15 @@ def serve(
             uds=uds,
             host=host,
             port=port,
-            ws="websockets-sansio",
-            http="httptools",
+            # uvicorn's websockets-sansio and httptools protocols, answering in chatd's shapes
+            # (wire.py), the WebSocket one with reader-paced flow control (wsflow.py)
+            ws=wsflow.protocol_class(settings.ws_window_bytes),
+            http=wire.HttpProtocol,
             loop="none",
             ws_max_size=settings.max_frame_bytes,
-            # The presence heartbeat: a peer that leaves a ping unanswered for a presence TTL is
-            # closed (and shown offline after the grace period).
+            # The presence heartbeat: a peer that leaves a ping unanswered for a presence TTL,
+            # with no pong at all meanwhile, is closed (and shown offline after the grace
+            # period); wsflow.py.
             ws_ping_interval=settings.presence_heartbeat_s,
             ws_ping_timeout=settings.presence_ttl_s,
             log_config=None,

@@ -34,11 +34,22 @@ class Subscriber(Protocol):
     @property
     def conversations(self) -> Collection[int]: ...  # the conversations it follows
 
+    @property
+    def followed(self) -> Collection[int]: ...  # the users whose presence it follows
+
     def deliver(self, cid: int, seq: int, text: str, event: Event) -> None:
         """A sequenced event, in seq order without gaps (the topic guarantees it)."""
 
     def broadcast(self, text: str, event: Event) -> None:
-        """An ephemeral state event of a conversation it follows (presence, receipts, typing)."""
+        """An ephemeral state event of a conversation it follows (receipts, typing, and the
+        presence of a member who just took part in it)."""
+
+    def presence(self, text: str, event: Event) -> None:
+        """A presence change of a user it follows."""
+
+    def members_changed(self, cid: int) -> None:
+        """A membership event of a conversation it follows, small enough (before or after) to
+        change whose presence it may follow; called after `deliver` of that event."""
 
     def notice(self, payload: dict[str, Any]) -> None:
         """A per-user control message (conversation added, read state, settings, revoke)."""

@@ -24,6 +24,7 @@ class TopicOwner(Protocol):
     """What a topic needs from the hub that owns it (fanout.Hub), seen from below."""
 
     gap_fill_delay: float
+    presence_max_group_size: int
     topics: dict[int, Topic]
     stores: Stores
 
@@ -38,14 +39,16 @@ class Topic:
         self.cid = cid
         self.conns: set[Subscriber] = set()
         self.next_seq: int | None = None  # None until the baseline is read
+        self.member_count = 0  # as of next_seq - 1
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.ahead: dict[int, tuple[str, Event]] = {}
         self._gap_timer: asyncio.TimerHandle | None = None
         self._filling = False
         self._fill_to = 0  # the highest seq a fill was asked for
 
-    def start(self, last_seq: int) -> None:
+    def start(self, last_seq: int, member_count: int = 0) -> None:
         self.next_seq = last_seq + 1
+        self.member_count = member_count
         early, self.ahead = self.ahead, {}
         for seq in sorted(early):
             self.accept(seq, *early[seq])
@@ -69,8 +72,16 @@ class Topic:
 
     def _dispatch(self, seq: int, text: str, event: Event) -> None:
         self.next_seq = seq + 1
-        for conn in list(self.conns):
+        conns = list(self.conns)
+        for conn in conns:
             conn.deliver(self.cid, seq, text, event)
+        if event.get("kind") in ("members_added", "members_removed"):
+            before = self.member_count
+            change = len(event.get("user_ids") or ())
+            self.member_count += change if event["kind"] == "members_added" else -change
+            if min(before, self.member_count) <= self.hub.presence_max_group_size:
+                for conn in conns:  # a removed member's too: it may follow fewer users now
+                    conn.members_changed(self.cid)
 
     def broadcast(self, text: str, event: Event) -> None:
         for conn in list(self.conns):

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING
 
 from starlette.websockets import WebSocket
 
-from chatd import frames, metrics, origins
-from chatd.connection import CLOSE_POLICY_VIOLATION
+from chatd import frames, http_api, metrics, origins
 from chatd.errors import ChatdError, Code
 from chatd.sessions import Session, authenticate
 
@@ -27,7 +26,8 @@ async def endpoint(websocket: WebSocket) -> None:
     if not origins.websocket_allowed(dict(websocket.headers), runtime.settings.allowed_origins):
         # Before accepting: the upgrade is answered 403 and no socket opens (protocol.md §11).
         log.info("ws refused: origin", extra={"origin": websocket.headers.get("origin")})
-        await websocket.close(CLOSE_POLICY_VIOLATION)
+        refusal = ChatdError(Code.FORBIDDEN, "origin not allowed")
+        await websocket.send_denial_response(http_api.error_response(refusal))
         return
     await websocket.accept()
     authenticated = await authenticate(runtime, websocket)

@@ -1,6 +1,6 @@
 """The rest of what a user does: scroll back through history by pages with day separators,
-see a refused send's meaning with a retry, manage a group's members, and be sent back to the
-login screen when the token is revoked (close 4001)."""
+manage a group's members, and be sent back to the login screen when the token is revoked
+(close 4001). (An over-long message is refused before it is sent: test_web_forms.py.)"""
 
 from __future__ import annotations
 
@@ -46,21 +46,6 @@ async def test_scroll_back_and_day_separators(
     await shot(a, artifacts, "history-paged")
 
 
-async def test_refused_send_shows_why_and_retries(people: PersonFactory, nginx: Api) -> None:
-    alice, bob = await people("alice"), await people("bob")
-    assert alice.user and bob.user
-    cid = await nginx.direct(alice.user, bob.user)
-    a = await alice.open_app()
-    await alice.open_conversation(a, cid)
-    await alice.send(a, "x" * 4001)  # over CHATD_MAX_MESSAGE_CHARS
-    failed = a.locator("#messages li.mine[data-state='failed']")
-    await failed.wait_for()
-    assert "Too long to send" in await failed.locator(".status").inner_text()
-    await failed.get_by_role("button", name="Retry").click()  # refused again, as it must be
-    await a.locator("#messages li.mine[data-state='failed'] .retry").wait_for()
-    assert await a.locator("#messages li.mine").count() == 1
-
-
 async def test_group_members_and_revoked_token(people: PersonFactory, nginx: Api) -> None:
     owner, member, newcomer = await people("owner"), await people("member"), await people("newcomer")
     assert owner.user and member.user and newcomer.user
@@ -92,3 +77,38 @@ async def test_group_members_and_revoked_token(people: PersonFactory, nginx: Api
     m2 = await member.open_app()
     await m1.get_by_role("button", name="Log out").click()
     await m2.locator("#login:not([hidden])").wait_for()
+
+
+MARK_ROWS = """() => { window.marked = [...document.querySelectorAll('#messages > li')];
+  window.marked.forEach((li, i) => { li.chatdMarker = i; }); return window.marked.length; }"""
+MARKED_KEPT = """() => window.marked.filter((li, i) =>
+  li.isConnected && li.chatdMarker === i && li.closest('#messages')).length"""
+
+
+async def test_older_pages_render_only_what_changed(people: PersonFactory, nginx: Api) -> None:
+    """Loading an older page, or the peer reading, leaves the rows already shown in place: the
+    same DOM nodes, not a re-render of the whole list (issue 19, item 10)."""
+    alice, bob = await people("alice"), await people("bob")
+    assert alice.user and bob.user
+    cid = await nginx.direct(alice.user, bob.user)
+    ws = await Ws.connect(nginx.base_url, bob.user.token)
+    for i in range(1, 121):
+        assert (await ws.send(cid, f"page {i}"))["type"] == "ack"
+    a = await alice.open_app()
+    await alice.open_conversation(a, cid)
+    await alice.send(a, "mine")
+    await a.locator("#messages li.mine[data-state='saved']").wait_for()
+    shown = await a.evaluate(MARK_ROWS)
+    assert shown >= 52  # a day separator, the last page of 50 and mine
+    await a.locator("#older").click()
+    await a.locator("#messages .body").get_by_text("page 21", exact=True).wait_for()
+    assert await a.locator("#messages li.message").count() == 101
+    assert await a.evaluate(MARKED_KEPT) == shown
+    assert await a.locator("#messages li.day").count() == 1  # still one day, one separator
+    # The peer reads mine: its row changes, the others stay as they are.
+    assert (await ws.read(cid, 121))["type"] == "read_state"
+    await a.locator("#messages li.mine[data-state='read']").wait_for()
+    assert await a.evaluate(MARKED_KEPT) == shown - 1
+    texts = await a.locator("#messages li.message .body").all_inner_texts()
+    assert texts == [f"page {i}" for i in range(21, 121)] + ["mine"]
+    await ws.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.browser.conftest import PersonFactory, shot
-from tests.helpers import Api
+from tests.helpers import Api, Ws
 
 # Records every value any unread badge takes from the first paint on (an init script runs
 # before the app on each load), so a transient over-count cannot slip between two polls.
@@ -26,6 +26,7 @@ async def test_read_in_direct_conversation(people: PersonFactory, nginx: Api, ar
     alice, bob = await people("alice"), await people("bob")
     assert alice.user and bob.user
     cid = await nginx.direct(alice.user, bob.user)
+    await nginx.direct(bob.user, alice.user)  # Bob opens it too: only then are his reads shown (§4.9)
     a, b = await alice.open_app(), await bob.open_app()
     await alice.open_conversation(a, cid)
     await bob.open_conversation(b, cid)
@@ -41,6 +42,14 @@ async def test_group_counts_second_tab_and_reload(people: PersonFactory, nginx: 
     alice, bob, carol = await people("alice"), await people("bob"), await people("carol")
     assert alice.user and bob.user and carol.user
     group = await nginx.group(alice.user, [bob.user, carol.user], title="receipts")
+    # Bob and Carol take part (§4.9: reads count only then); Carol has read everything so far.
+    for user in (bob.user, carol.user):
+        ws = await Ws.connect(nginx.base_url, user.token)
+        ack = await ws.send(group, f"hello from {user.name}")
+        assert ack["type"] == "ack", ack
+        if user is carol.user:
+            await ws.read(group, ack["seq"])
+        await ws.close()
     a = await alice.open_app()
     b = await bob.open_app()
     c1, c2 = await carol.open_app(), await carol.open_app()

@@ -105,6 +105,23 @@ async def test_security_headers(stack: Stack) -> None:
     assert again.status_code == 304  # revalidated by ETag, not downloaded again
 
 
+async def test_compressed_and_still_revalidated(stack: Stack) -> None:
+    """HTML, JS and CSS are sent gzipped to a browser that accepts it (issue 19, item 10), and
+    revalidation by ETag still answers 304."""
+    async with httpx.AsyncClient(base_url=stack.url) as http:
+        for path in ("/", "/web/js/main.js", "/web/app.css", "/web/js/view/thread.js"):
+            plain = await http.get(path, headers={"Accept-Encoding": "identity"})
+            packed = await http.get(path, headers={"Accept-Encoding": "gzip, deflate, br"})
+            assert "content-encoding" not in plain.headers
+            assert packed.headers.get("content-encoding") == "gzip", (path, packed.headers)
+            assert packed.content == plain.content  # httpx decodes it
+            assert packed.num_bytes_downloaded < len(plain.content) / 2, path
+            assert "accept-encoding" in packed.headers["vary"].lower()
+            for etag in (plain.headers["etag"], packed.headers["etag"]):
+                again = await http.get(path, headers={"Accept-Encoding": "gzip", "If-None-Match": etag})
+                assert again.status_code == 304, (path, etag)
+
+
 async def test_other_origins(
     people: PersonFactory,
     nginx: Api,

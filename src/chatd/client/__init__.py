@@ -123,14 +123,20 @@ async def cmd_list(args: argparse.Namespace) -> int:
 
 
 async def _ready(url: str, token: str) -> dict[str, Any]:
+    """The `ready` frame, with the conversations of the `conversations` pages after it."""
     import orjson
     import websockets
 
     async with websockets.connect(url.replace("http", "ws", 1) + "/v1/ws", max_size=2**20) as ws:
         await ws.send(orjson.dumps({"type": "auth", "token": token}).decode())
         frame: dict[str, Any] = orjson.loads(await ws.recv())
-    if frame.get("type") != "ready":
-        raise ApiError(frame.get("code", "unauthorized"), frame.get("message", "auth failed"))
+        if frame.get("type") != "ready":
+            raise ApiError(frame.get("code", "unauthorized"), frame.get("message", "auth failed"))
+        page = frame
+        while page.get("more"):
+            page = orjson.loads(await ws.recv())
+            if page.get("type") == "conversations":
+                frame["conversations"] += page["conversations"]
     return frame
 
 

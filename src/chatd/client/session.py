@@ -2,13 +2,16 @@
 
 It follows docs/protocol.md §8: `since` catch-up, an outbox resent with the same
 `client_msg_id` after every reconnect, backoff with full jitter (reset after `synced`),
-1012 reconnects at once, 4001 stops. It writes lines through `out` and knows nothing of
-the terminal.
+1012 reconnects at once, 4001 stops. One writer sends the outbox in order; a send refused
+for a reason to retry rewinds it to that send (the server refuses every later one until it
+comes again), so lines are stored in the order typed. It writes lines through `out` and
+knows nothing of the terminal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import random
 import uuid
@@ -24,7 +27,9 @@ from websockets.asyncio.client import ClientConnection
 from chatd.client.api import Api
 
 Frame = dict[str, Any]
-RETRYABLE = {"rate_limited", "unavailable", "internal", "shutting_down"}
+# Refusals after which the send is written again, in order with the ones after it.
+RETRYABLE = {"rate_limited", "unavailable", "internal"}
+RETRY_LATER_S = 1.0  # when a refusal says nothing of when
 
 
 class Stop(Exception):
@@ -81,6 +86,15 @@ class ChatSession:
         self.status = "connecting"
         self.ws: ClientConnection | None = None
         self.synced = False
+        self.listed = False  # the conversation was in this connection's `ready` pages
+        # The writer: what it wrote on this connection (in the current round), the replies
+        # still due (client_msg_id, round), the round (a rewind starts a new one), and when
+        # it may write again.
+        self._sent: set[str] = set()
+        self._due: collections.deque[tuple[Own, int]] = collections.deque()
+        self._round = 0
+        self._resume = 0.0
+        self._wake = asyncio.Event()
 
     # -- what the UI reads -------------------------------------------------------------------
     def title(self) -> str:
@@ -107,16 +121,52 @@ class ChatSession:
         self.outbox[own.client_msg_id] = own
         note = "" if self.synced else " (offline: sent on reconnect)"
         self.out(f"{datetime.now().astimezone():%H:%M} {self.name(self.me)}: {body}  · pending{note}")
-        if self.ws is not None:
-            asyncio.get_running_loop().create_task(self._send(own))
+        self._wake.set()
         self.refresh()
 
-    async def _send(self, own: Own) -> None:
-        frame = {"type": "send", "id": own.client_msg_id, "conversation_id": self.cid}
-        frame |= {"client_msg_id": own.client_msg_id, "body": own.body}
-        if self.ws is not None:
-            with contextlib.suppress(websockets.ConnectionClosed):
-                await self.ws.send(orjson.dumps(frame).decode())
+    async def _write(self, ws: ClientConnection) -> None:
+        """Write the outbox to `ws` in order, each entry once per round, as it fills."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if (wait := self._resume - loop.time()) > 0:
+                await asyncio.sleep(wait)
+                continue
+            own = next((o for o in self.outbox.values() if o.client_msg_id not in self._sent), None)
+            if own is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            self._sent.add(own.client_msg_id)
+            self._due.append((own, self._round))
+            frame = {"type": "send", "id": own.client_msg_id, "conversation_id": self.cid}
+            frame |= {"client_msg_id": own.client_msg_id, "body": own.body}
+            await ws.send(orjson.dumps(frame).decode())
+
+    def _answered(self, client_msg_id: str) -> tuple[Own | None, bool]:
+        """The write a reply answers (replies come in the order written), and whether it
+        was written in the current round."""
+        if all(own.client_msg_id != client_msg_id for own, _ in self._due):
+            return None, False
+        while True:
+            own, written_in = self._due.popleft()
+            if own.client_msg_id == client_msg_id:
+                return own, written_in == self._round
+
+    def _rewind(self, own: Own, delay: float) -> None:
+        """Write again from `own` on after `delay`. The server refuses every send written
+        after it until it comes again: their replies belong to the round that ends here.
+        It comes again even if it was seen stored meanwhile (its event in the catch-up after a
+        reconnect, say): that lifts the server's hold, and it is answered as a duplicate."""
+        if own.client_msg_id not in self.outbox:  # every send before it is answered
+            self.outbox = {own.client_msg_id: own, **self.outbox}
+        self._round += 1
+        self._sent.clear()
+        for cmid in self.outbox:
+            if cmid == own.client_msg_id:
+                break
+            self._sent.add(cmid)
+        self._resume = max(self._resume, asyncio.get_running_loop().time() + delay)
+        self._wake.set()
 
     # -- the connection loop -----------------------------------------------------------------
     async def run(self) -> None:
@@ -151,10 +201,17 @@ class ChatSession:
                 auth = {"type": "auth", "token": self.token, "since": {str(self.cid): self.last_seq}}
                 await ws.send(orjson.dumps(auth).decode())
                 self.ws = ws
-                for own in list(self.outbox.values()):
-                    await self._send(own)
-                async for raw in ws:
-                    self._frame(orjson.loads(raw))
+                self._round += 1  # a new connection: everything unacknowledged is written again
+                self._sent.clear()
+                self._due.clear()
+                writer = asyncio.get_running_loop().create_task(self._write(ws))
+                try:
+                    async for raw in ws:
+                        self._frame(orjson.loads(raw))
+                finally:
+                    writer.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, websockets.ConnectionClosed):
+                        await writer
                 return ws.close_code
         except websockets.ConnectionClosed as exc:
             return exc.rcvd.code if exc.rcvd else None
@@ -164,7 +221,7 @@ class ChatSession:
     # -- frames ------------------------------------------------------------------------------
     def _frame(self, frame: Frame) -> None:
         kind = frame.get("type")
-        if kind == "ready":
+        if kind in ("ready", "conversations"):
             self._ready(frame)
         elif kind == "synced":
             self.synced, self.status = True, "synced"
@@ -176,6 +233,7 @@ class ChatSession:
             self._message(frame)
             self._mark_read()
         elif kind == "ack" and frame["conversation_id"] == self.cid:
+            self._answered(frame["client_msg_id"])
             self._saved(frame["client_msg_id"], frame["seq"])
         elif kind == "error":
             self._error(frame)
@@ -190,12 +248,17 @@ class ChatSession:
         self.refresh()
 
     def _ready(self, frame: Frame) -> None:
-        mine = [c for c in frame["conversations"] if c["id"] == self.cid]
-        if not mine:
+        """`ready` and the `conversations` pages after it (protocol.md §4.1)."""
+        if frame["type"] == "ready":
+            self.listed = False
+            for entry in frame["presence"]:
+                self._presence(entry, announce=False)
+        for conv in frame["conversations"]:
+            if conv["id"] == self.cid:
+                self.listed = True
+                self.read_seq = max(self.read_seq, conv["last_read_seq"])
+        if not frame["more"] and not self.listed:
             raise Stop(f"you are no longer a member of #{self.cid}")
-        self.read_seq = max(self.read_seq, mine[0]["last_read_seq"])
-        for entry in frame["presence"]:
-            self._presence(entry, announce=False)
 
     def _message(self, event: Frame, count: Frame | None = None) -> None:
         seq = event["seq"]
@@ -229,7 +292,7 @@ class ChatSession:
 
     def _saved(self, client_msg_id: str, seq: int) -> None:
         own = self.outbox.pop(client_msg_id, None)
-        if own is None:
+        if own is None or own.seq is not None:  # unknown, or a resend of one already shown saved
             return
         own.seq, own.state = seq, "saved"
         self.mine[seq] = own
@@ -260,15 +323,18 @@ class ChatSession:
             self.out(f"* {self.name(uid)} is {entry['status']}{seen}")
 
     def _error(self, frame: Frame) -> None:
-        own = self.outbox.get(str(frame.get("ref")))
+        own, current = self._answered(str(frame.get("ref")))
         if own is None:
             self.out(f"* error {frame['code']}: {frame['message']}")
             return
+        if frame["code"] == "shutting_down":
+            return  # the 1012 close follows; the next connection writes it again
         if frame["code"] in RETRYABLE:
-            delay = frame.get("retry_after_ms", 1000) / 1000
-            asyncio.get_running_loop().call_later(delay, lambda: asyncio.ensure_future(self._send(own)))
+            if current:  # else written after a refused one: written again after it anyway
+                self._rewind(own, frame.get("retry_after_ms", RETRY_LATER_S * 1000) / 1000)
             return
-        del self.outbox[own.client_msg_id]
+        if self.outbox.pop(own.client_msg_id, None) is None:
+            return  # stored meanwhile
         self.out(f"* not sent ({frame['code']}: {frame['message']}): {_short(own.body)}")
 
     def _mark_read(self) -> None:

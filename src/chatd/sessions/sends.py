@@ -4,7 +4,9 @@ Up to `window` sends of one connection are unacknowledged at once (CHATD_SEND_WI
 are committed in groups: whatever arrived while the previous group was committing goes to
 Messaging.send_many together, so they share one group commit and one Redis pipeline. One
 group at a time per connection, and one statement per group, so a later send always gets the
-later seq, and replies (`ack` or `error`) are queued in send order. Past the window, sends
+later seq, and replies (`ack` or `error`) are queued in send order. A send refused for the rate
+limit (or a failed commit) holds every later send of the connection until it is sent again
+(messaging.Hold), so a client that resends in order keeps its order. Past the window, sends
 wait in the session's inbox (session.py), and past that the socket is not read: backpressure,
 never a close.
 """
@@ -20,7 +22,7 @@ from typing import Any
 from chatd import frames, metrics
 from chatd.connection import Connection
 from chatd.errors import ChatdError
-from chatd.messaging import Messaging, Outgoing
+from chatd.messaging import Hold, Messaging, Outgoing
 from chatd.sessions.state import frame_failure
 
 
@@ -33,7 +35,17 @@ class Pending:
 
 
 class SendPipeline:
-    __slots__ = ("_conn", "_in_flight", "_messaging", "_slot", "_task", "_unacked", "_waiting", "window")
+    __slots__ = (
+        "_conn",
+        "_hold",
+        "_in_flight",
+        "_messaging",
+        "_slot",
+        "_task",
+        "_unacked",
+        "_waiting",
+        "window",
+    )
 
     def __init__(
         self,
@@ -50,6 +62,7 @@ class SendPipeline:
         self._unacked = 0  # read and not yet answered
         self._task: asyncio.Task[None] | None = None  # runs only while sends are unanswered
         self._slot: asyncio.Event | None = None  # set when a slot frees or all are answered
+        self._hold = Hold()  # a refused send holds the later ones until it is sent again
 
     @property
     def unacked(self) -> int:
@@ -101,7 +114,7 @@ class SendPipeline:
             (p.frame.conversation_id, p.frame.client_msg_id, p.frame.body) for p in stored
         ]
         try:
-            results = await self._messaging.send_many(self._conn.user_id, outgoing)
+            results = await self._messaging.send_many(self._conn.user_id, outgoing, self._hold)
         except Exception as exc:  # a bug below: every send of the group gets the same answer
             results = [exc] * len(stored)
         outcome = dict(zip(map(id, stored), results, strict=True))

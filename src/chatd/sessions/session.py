@@ -21,6 +21,8 @@ from chatd.accounts import Identity
 from chatd.connection import Connection, dumps
 from chatd.errors import ChatdError, Code
 from chatd.sessions import state, sync
+from chatd.sessions.following import Following
+from chatd.sessions.limits import PresenceFrames, TypingFrames
 from chatd.sessions.sends import SendPipeline
 from chatd.sessions.state import NEXT, State
 from chatd.sessions.streams import Streams
@@ -32,7 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("chatd.ws")
 # The inbox holds at most a send window of frames and this many bytes of them.
 INBOX_BYTES = 1 << 20
-TYPING_INTERVAL_S = 1.0  # protocol.md §4.10: receivers show "typing" for 5 s after the last one
 
 
 def send_window(configured: int, queue_frames: int) -> int:
@@ -49,10 +50,12 @@ class Session:
         "_inbox",
         "_inbox_bytes",
         "_inbox_room",
+        "_presence",
         "_processor",
         "_started",
-        "_typing_at",
+        "_typing",
         "conn",
+        "following",
         "runtime",
         "sends",
         "share_read_state",
@@ -70,7 +73,10 @@ class Session:
         self.sends = SendPipeline(self.conn, runtime.messaging, window, runtime.in_flight)
         self.share_read_state = identity.share_read_state
         self._deferred: list[tuple[dict[str, Any], int]] = []  # conversations added while syncing
-        self._typing_at: dict[int, float] | None = None  # conversation -> last relayed `typing`
+        # Per-connection limits on state frames (protocol.md §4.9, §4.10), made on first use.
+        self._typing: TypingFrames | None = None
+        self._presence: PresenceFrames | None = None
+        self.following = Following(self)
         self._started = time.perf_counter()
         # Frames read but not processed yet (frame or decode error, ref, time read, size).
         self._inbox: deque[tuple[frames.Frame | ChatdError, Any, float, int]] | None = None
@@ -111,13 +117,27 @@ class Session:
     def conversations(self) -> Collection[int]:
         return self.streams.cursor.keys()
 
+    @property
+    def followed(self) -> Collection[int]:
+        return self.following.users
+
     def deliver(self, cid: int, seq: int, text: str, event: Event) -> None:
         if self.state in (State.SYNCING, State.LIVE):
             self.streams.deliver(cid, seq, text, event)
 
     def broadcast(self, text: str, event: Event) -> None:
         if self.state in (State.SYNCING, State.LIVE):
+            if event["type"] == "presence" and not self.following.took_part(event):
+                return
             self.streams.state(text, event)
+
+    def presence(self, text: str, event: Event) -> None:
+        if self.state in (State.SYNCING, State.LIVE):
+            self.streams.state(text, event)
+
+    def members_changed(self, cid: int) -> None:
+        if self.state in (State.SYNCING, State.LIVE):
+            self.following.refresh()
 
     def notice(self, payload: dict[str, Any]) -> None:
         op = payload.get("op")
@@ -157,6 +177,8 @@ class Session:
             self.fail(exc, "follow failed")
 
     def _left(self, cid: int) -> None:
+        if self._typing is not None:
+            self._typing.left(cid)
         self.runtime.hub.detach(self, [cid])
 
     # -- AUTHENTICATING -> SYNCING -> LIVE -----------------------------------------------
@@ -187,6 +209,9 @@ class Session:
             self._enter(State.DRAINING)
         if self._processor is not None:
             self._processor.cancel()  # sends already in the window still commit
+        if self._presence is not None:
+            self._presence.stop()
+        self.following.stop()
         rt = self.runtime
         rt.hub.remove_connection(self)
         await rt.presence.disconnect(self.conn)
@@ -273,7 +298,7 @@ class Session:
             if isinstance(frame, frames.Read):
                 await self._on_read(frame, ref)
             elif isinstance(frame, frames.Status):
-                await self.runtime.presence.set_idle(self.conn, frame.idle)
+                await self._on_presence(frame.idle)
             elif isinstance(frame, frames.Ping):
                 self.conn.send({"type": "pong"})
             elif isinstance(frame, frames.Typing):
@@ -289,25 +314,39 @@ class Session:
         cid = frame.conversation_id
         metrics.READ_MARKS.inc()
         pointer = await self.runtime.receipts.mark(
-            self.user_id, cid, frame.seq, self.share_read_state, self.streams.cursor.get(cid, 0), self.id
+            self.user_id, cid, frame.seq, self.streams.cursor.get(cid, 0), self.id
         )
         reply: dict[str, Any] = {"type": "read_state", "conversation_id": cid, "last_read_seq": pointer}
         if ref is not None:
             reply["ref"] = ref
         self.conn.send(reply)
 
+    async def _on_presence(self, idle: bool) -> None:
+        """Mark this connection idle or active. Past CHATD_PRESENCE_FRAME_RATE_LIMIT frames a
+        window, the last status asked for is applied when the window ends (§4.9)."""
+        if self._presence is None:
+            limit = self.runtime.settings.presence_frame_rate_limit
+            self._presence = PresenceFrames(limit, self._set_idle, self.runtime.hub.spawn)
+        await self._presence.take(idle)
+
+    async def _set_idle(self, idle: bool) -> None:
+        if self.reading:  # a deferred status of a connection that closed meanwhile is moot
+            await self.runtime.presence.set_idle(self.conn, idle)
+
     async def _on_typing(self, frame: frames.Typing) -> None:
         """Relay "typing" to the conversation's connections: never stored, at most one a second
-        per connection and conversation (extra frames are dropped without a reply)."""
+        per connection and conversation and CHATD_TYPING_FRAME_RATE_LIMIT a window per
+        connection, and only once the user took part in it (§4.9: typing shows activity).
+        Other frames are dropped without a reply."""
         cid = frame.conversation_id
         if cid not in self.streams.cursor:  # a session follows exactly the user's conversations
             raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
-        now = time.monotonic()
-        seen = self._typing_at if self._typing_at is not None else {}
-        if now - seen.get(cid, -TYPING_INTERVAL_S) < TYPING_INTERVAL_S:
+        typing = self._typing or TypingFrames(self.runtime.settings.typing_frame_rate_limit)
+        self._typing = typing
+        if not typing.allow(cid):
             return
-        seen[cid] = now
-        self._typing_at = seen
+        if not await typing.took_part(cid, lambda: self.runtime.messaging.took_part(cid, self.user_id)):
+            return
         event = {"type": "typing", "conversation_id": cid, "user_id": self.user_id}
         self.runtime.hub.publish_state(event, key=("typing", cid, self.user_id))
 

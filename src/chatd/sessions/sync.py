@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from chatd import frames, metrics
 from chatd.connection import Connection, dumps
 from chatd.errors import ChatdError, Code
+from chatd.sessions.following import Following
 from chatd.sessions.streams import Streams
 from chatd.subscriber import Subscriber
 
@@ -22,14 +23,17 @@ class Session(Subscriber, Protocol):
     runtime: Runtime
     conn: Connection
     streams: Streams
+    following: Following
 
 
 log = logging.getLogger("chatd.ws")
 CATCH_UP_PAGE = 500
+READY_PAGE = 250  # conversations per `ready` or `conversations` frame
 
 
 async def sync(session: Session, since: dict[int, int]) -> None:
-    """Attach to every conversation, say `ready`, send what was missed, then `synced`."""
+    """Attach to every conversation, say `ready` (its conversations in pages), send what was
+    missed, then `synced`."""
     rt, conn, streams = session.runtime, session.conn, session.streams
     convs = await rt.messaging.conversations(conn.user_id)
     cids = [conv["id"] for conv in convs]
@@ -42,19 +46,30 @@ async def sync(session: Session, since: dict[int, int]) -> None:
     ahead = [cid for cid in cids if since.get(cid, 0) > last.get(cid, 0)]
     if ahead:  # the client has more than this worker dispatched yet, or claims to: ask Postgres
         last.update(await rt.messaging.last_seqs(ahead))
-    read_state = await rt.receipts.sync(conn.user_id, cids)
-    for conv in convs:
-        conv["last_seq"] = last.get(conv["id"], conv["last_seq"])
-        conv["last_read_seq"], conv["unread"] = read_state.get(conv["id"], (0, 0))
-    presence = await rt.presence.snapshot(conn.user_id)
-    for entry in presence:
-        streams.presence_versions[entry["user_id"]] = entry["version"]
-    conn.send({"type": "ready", "user_id": conn.user_id, "conversations": convs, "presence": presence})
-    for cid in cids:
-        if cid not in since or since[cid] > last.get(cid, 0):  # a `since` past the end: the end
-            streams.cursor[cid] = last.get(cid, 0)
-        if cid not in since:
-            streams.end_catch_up(cid)
+    pointers = await rt.receipts.pointers(conn.user_id)
+    presence = await session.following.start()
+    # At most READY_PAGE conversations a frame, whatever their number (protocol.md §4.1): a
+    # client's frame limit bounds what it can take, and strangers can add anyone to groups.
+    for start in range(0, max(len(convs), 1), READY_PAGE):
+        page = convs[start : start + READY_PAGE]
+        unread = await rt.receipts.unread(conn.user_id, {c["id"]: pointers.get(c["id"], 0) for c in page})
+        for conv in page:
+            conv["last_seq"] = last.get(conv["id"], conv["last_seq"])
+            conv["last_read_seq"], conv["unread"] = pointers.get(conv["id"], 0), unread.get(conv["id"], 0)
+        more = start + READY_PAGE < len(convs)
+        if start == 0:
+            frame = {"type": "ready", "user_id": conn.user_id, "conversations": page, "more": more}
+            limits = {"max_message_chars": rt.settings.max_message_chars}
+            conn.send({**frame, "presence": presence, "limits": limits})
+        else:
+            conn.send({"type": "conversations", "conversations": page, "more": more})
+        for conv in page:  # listed: live events of conversations not in `since` may go now
+            cid = conv["id"]
+            if cid not in since or since[cid] > last.get(cid, 0):  # a `since` past the end: the end
+                streams.cursor[cid] = last.get(cid, 0)
+            if cid not in since:
+                streams.end_catch_up(cid)
+        await conn.drained()  # paced like catch-up
     for cid in cids:
         if cid in since:
             await catch_up(session, cid)
@@ -90,3 +105,4 @@ async def follow(session: Session, conv: dict[str, Any], after: int) -> None:
     session.streams.begin(cid, after)
     await session.runtime.hub.attach(session, [cid])
     await catch_up(session, cid)
+    await session.following.joined(cid, conv["member_count"])

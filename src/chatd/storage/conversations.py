@@ -21,13 +21,15 @@ def conversation(row: asyncpg.Record) -> dict[str, Any]:
 Conn = asyncpg.Connection | PoolConnectionProxy
 
 
-async def _took_part(conn: Conn | asyncpg.Pool, conversation_id: int, user_id: int) -> None:
-    """Presence consent (docs/protocol.md §4.9): `user_id` took part in the conversation."""
-    await conn.execute(
+async def _took_part(conn: Conn | asyncpg.Pool, conversation_id: int, user_id: int) -> bool:
+    """Consent (docs/protocol.md §4.9): `user_id` took part in the conversation. True if that
+    is new."""
+    status: str = await conn.execute(
         "UPDATE members SET took_part = true WHERE conversation_id = $1 AND user_id = $2 AND NOT took_part",
         conversation_id,
         user_id,
     )
+    return status == "UPDATE 1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +128,18 @@ class ConversationStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def mark_took_part(self, conversation_id: int, user_id: int) -> None:
-        await _took_part(self._pool, conversation_id, user_id)
+    async def took_part(self, conversation_id: int, user_id: int) -> bool:
+        """Whether `user_id` is a member of the conversation and took part in it (§4.9)."""
+        found: bool | None = await self._pool.fetchval(
+            "SELECT took_part FROM members WHERE conversation_id = $1 AND user_id = $2",
+            conversation_id,
+            user_id,
+        )
+        return bool(found)
+
+    async def mark_took_part(self, conversation_id: int, user_id: int) -> bool:
+        """True if `user_id` had not taken part in the conversation before."""
+        return await _took_part(self._pool, conversation_id, user_id)
 
     async def find_or_create_direct(self, a: int, b: int) -> tuple[dict[str, Any], bool]:
         lo, hi = min(a, b), max(a, b)
@@ -225,6 +237,25 @@ class ConversationStore:
             user_id,
         )
         return [conversation(row) for row in rows]
+
+    async def not_taken_part(self, user_id: int, limit: int) -> list[int]:
+        """Groups `user_id` is in but never took part in (someone else put them there)."""
+        rows = await self._pool.fetch(
+            "SELECT m.conversation_id FROM members m JOIN conversations c ON c.id = m.conversation_id"
+            " WHERE m.user_id = $1 AND NOT m.took_part AND c.kind = 'group'"
+            " ORDER BY m.conversation_id LIMIT $2",
+            user_id,
+            limit,
+        )
+        return [row["conversation_id"] for row in rows]
+
+    async def heads(self, conversation_ids: list[int]) -> dict[int, tuple[int, int]]:
+        """(last_seq, member_count) per conversation, as of one moment each."""
+        rows = await self._pool.fetch(
+            "SELECT id, last_seq, member_count FROM conversations WHERE id = ANY($1::bigint[])",
+            conversation_ids,
+        )
+        return {row["id"]: (row["last_seq"], row["member_count"]) for row in rows}
 
     async def last_seqs(self, conversation_ids: list[int]) -> dict[int, int]:
         rows = await self._pool.fetch(

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import itertools
 from typing import Any
 
 import asyncpg
@@ -10,17 +9,18 @@ from chatd.errors import ChatdError, Code
 
 EVENT_COLUMNS = "id, conversation_id, seq, sender_id, client_msg_id, kind, body, user_ids, created_at"
 
-# Both take the conversation row lock before they read the membership (migration 0006 says
-# why that needs a function): nothing of a removed member is stored after the removal.
-# One send: no row if the sender is not a member; a duplicate client_msg_id raises a unique
-# violation, which undoes the seq increment too, so no gap is left.
-_APPEND = f"SELECT {EVENT_COLUMNS} FROM chatd_append($1, $2, $3, $4)"
-
-# Group commit: many sends (any conversations) in one statement. Rows that fail the
-# membership or dedupe check are left out (the caller retries them one by one for the exact
-# error); conversation rows are locked in id order, so concurrent batches cannot deadlock.
+# Group commit: many sends (any conversations) in one statement; seqs in the order of the
+# input. It takes the conversation row locks (in id order, so concurrent batches cannot
+# deadlock) before it reads the membership (migration 0006 says why that needs a function), so
+# nothing of a removed member is stored after the removal. Rows that fail the membership or
+# dedupe check are left out; rows are inserted in key order (migration 0007).
 _APPEND_MANY = (
     f"SELECT {EVENT_COLUMNS} FROM chatd_append_many($1::bigint[], $2::bigint[], $3::text[], $4::text[])"
+)
+# The stored rows of some (sender, client_msg_id) keys: what a left-out send is answered from.
+_ORIGINALS = (
+    f"SELECT {EVENT_COLUMNS} FROM messages WHERE client_msg_id IS NOT NULL"
+    " AND (sender_id, client_msg_id) IN (SELECT * FROM unnest($1::bigint[], $2::text[]))"
 )
 
 Append = tuple[int, int, str, str]  # conversation_id, sender_id, client_msg_id, body
@@ -48,60 +48,66 @@ class MessageStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def append(
-        self, conversation_id: int, sender_id: int, client_msg_id: str, body: str
-    ) -> tuple[dict[str, Any], bool]:
-        """Store a message; returns (event, duplicate). Committed when this returns."""
-        try:
-            row = await self._pool.fetchrow(_APPEND, conversation_id, sender_id, client_msg_id, body)
-        except asyncpg.UniqueViolationError:
-            row = None
-        else:
-            if row is None:
-                raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
-            return event(row), False
-        original = await self._pool.fetchrow(
-            f"SELECT {EVENT_COLUMNS} FROM messages WHERE sender_id = $1 AND client_msg_id = $2",
-            sender_id,
-            client_msg_id,
-        )
-        if original is None:  # the conflicting row was deleted with its conversation
-            raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
-        if original["conversation_id"] != conversation_id:
-            raise ChatdError(
-                Code.CLIENT_MSG_ID_CONFLICT,
-                "client_msg_id was already used for another conversation",
-            )
-        return event(original), True
-
     async def append_many(self, items: list[Append]) -> list[tuple[dict[str, Any], bool] | BaseException]:
         """Store many messages in one statement (one COMMIT); results in the order of `items`.
 
-        A send the statement leaves out (not a member, a resend, the same key twice in `items`)
-        or a batch that fails as a whole (a concurrent resend with the same key) is retried
-        alone, which gives each one its own answer.
+        The statement is where every send of the batch is ordered, in the order of `items`.
+        A send it leaves out (not a member, a resend, the same key twice in `items`) is
+        answered from what is stored then, and never stored later, where it would come after
+        sends that followed it.
         """
         first: dict[tuple[int, str], int] = {}
         for index, (_, sender, cmid, _) in enumerate(items):
             first.setdefault((sender, cmid), index)
         batch = [items[i] for i in first.values()]
-        columns = [list(column) for column in zip(*batch, strict=True)]
-        rows: list[asyncpg.Record] = []
-        # A concurrent resend with a key of this batch fails the whole statement: nothing is
-        # stored, and every send is then retried alone.
-        with contextlib.suppress(asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
-            rows = await self._pool.fetch(_APPEND_MANY, *columns)
+        rows = await self._store([list(column) for column in zip(*batch, strict=True)])
         stored = {(row["sender_id"], row["client_msg_id"]): row for row in rows}
         results: list[tuple[dict[str, Any], bool] | BaseException | None] = [None] * len(items)
         for index, (_, sender, cmid, _) in enumerate(items):
             row = stored.get((sender, cmid))
             if row is not None and first[(sender, cmid)] == index:
                 results[index] = (event(row), False)
-        alone = [i for i, result in enumerate(results) if result is None]
-        outcomes = await asyncio.gather(*(self.append(*items[i]) for i in alone), return_exceptions=True)
-        for index, outcome in zip(alone, outcomes, strict=True):
-            results[index] = outcome
+        left = [i for i, result in enumerate(results) if result is None]
+        if left:
+            answers = await self.stored([items[i] for i in left])
+            for index, answer in zip(left, answers, strict=True):
+                # Nothing stored under its key: not a member (or the original was deleted with
+                # its conversation).
+                results[index] = answer or ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
         return [result for result in results if result is not None]
+
+    async def stored(self, items: list[Append]) -> list[tuple[dict[str, Any], bool] | ChatdError | None]:
+        """What is stored under each send's key: its original (duplicate), the refusal if the
+        key was used in another conversation, or None if nothing is. Stores nothing."""
+        keys = list(dict.fromkeys((sender, cmid) for _, sender, cmid, _ in items))
+        found = await self._pool.fetch(_ORIGINALS, [k[0] for k in keys], [k[1] for k in keys])
+        originals = {(row["sender_id"], row["client_msg_id"]): row for row in found}
+        answers: list[tuple[dict[str, Any], bool] | ChatdError | None] = []
+        for cid, sender, cmid, _ in items:
+            original = originals.get((sender, cmid))
+            if original is None:
+                answers.append(None)
+            elif original["conversation_id"] != cid:
+                message = "client_msg_id was already used for another conversation"
+                answers.append(ChatdError(Code.CLIENT_MSG_ID_CONFLICT, message))
+            else:
+                answers.append((event(original), True))
+        return answers
+
+    async def _store(self, columns: list[list[Any]]) -> list[asyncpg.Record]:
+        """Run the batch's statement; again, whole and in order, while it fails on a key that
+        a concurrent batch committed first (the same fresh client_msg_id sent from two
+        workers at once: the statement waits for the other one's COMMIT, then fails). The
+        key is then stored and this batch leaves it out as a resend. Never one by one: sends
+        retried separately and concurrently would take their seqs in any order."""
+        for attempt in itertools.count(1):
+            try:
+                return await self._pool.fetch(_APPEND_MANY, *columns)
+            except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
+                # Each failure means another key of this batch is now stored, so this ends.
+                if attempt > len(columns[0]):
+                    raise
+        raise AssertionError("unreachable")
 
     async def page(
         self,

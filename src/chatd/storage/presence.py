@@ -12,19 +12,35 @@ class PresenceStore:
     # Presence consent (docs/protocol.md §4.9): B's presence is shared with A only through a
     # conversation both are in and B took part in (created, opened, added members to, or sent
     # a message in). Pushed (live events, the `ready` snapshot) only through conversations of
-    # at most `max_members` members: what a change costs never depends on how big the user's
-    # groups are. Neither query reads a member of a bigger conversation.
+    # at most `max_members` members: no query here reads a member of a bigger conversation.
 
-    async def conversation_ids(self, uid: int, max_members: int) -> list[int]:
-        """The conversations `uid`'s presence events go to: small ones it took part in."""
+    async def took_part_members(
+        self, cid: int, uid: int, max_members: int
+    ) -> list[tuple[int, datetime | None]]:
+        """Members of `cid` other than `uid` who took part in it, if it has at most
+        `max_members` members: whose presence a member who just joined follows."""
         rows = await self._pool.fetch(
-            "SELECT m.conversation_id FROM members m"
-            " JOIN conversations c ON c.id = m.conversation_id"
-            " WHERE m.user_id = $1 AND m.took_part AND c.member_count <= $2",
+            "SELECT u.id, u.last_seen FROM members m JOIN users u ON u.id = m.user_id"
+            " JOIN conversations c ON c.id = m.conversation_id AND c.member_count <= $3"
+            " WHERE m.conversation_id = $1 AND m.user_id <> $2 AND m.took_part ORDER BY u.id",
+            cid,
             uid,
             max_members,
         )
-        return [row["conversation_id"] for row in rows]
+        return [(row["id"], row["last_seen"]) for row in rows]
+
+    async def small_member(self, cid: int, uid: int, max_members: int) -> tuple[bool, datetime | None]:
+        """Whether `uid` is a member of `cid` and it has at most `max_members` members, and
+        when `uid` was last seen."""
+        row = await self._pool.fetchrow(
+            "SELECT u.last_seen FROM members m JOIN users u ON u.id = m.user_id"
+            " JOIN conversations c ON c.id = m.conversation_id AND c.member_count <= $3"
+            " WHERE m.conversation_id = $1 AND m.user_id = $2",
+            cid,
+            uid,
+            max_members,
+        )
+        return (row is not None, row["last_seen"] if row is not None else None)
 
     async def co_members(self, uid: int, limit: int, max_members: int) -> list[tuple[int, datetime | None]]:
         """Users whose presence `uid` is pushed (not `uid`), with when they were last seen."""

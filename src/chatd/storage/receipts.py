@@ -1,30 +1,58 @@
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import asyncpg
 
 UNREAD_CAP = 1000
+
+
+class Target(NamedTuple):
+    kind: str
+    last_seq: int
+    member_count: int
+    joined_seq: int  # the seq the membership began after
+    took_part: bool
 
 
 class ReceiptStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def room_pointers(self, cid: int) -> list[tuple[int, int]]:
-        """(user, seq) of current members who share read state: the sorted set's contents."""
+    async def room_pointers(self, cid: int) -> list[tuple[int, int, int]]:
+        """(user, seq, joined_seq) of current members others may see read (they share read state
+        and took part, §4.9): the sorted set's contents."""
         rows = await self._pool.fetch(
-            "SELECT rp.user_id, rp.last_read_seq FROM read_pointers rp"
+            "SELECT rp.user_id, rp.last_read_seq, m.joined_seq FROM read_pointers rp"
             " JOIN members m ON m.conversation_id = rp.conversation_id AND m.user_id = rp.user_id"
             " JOIN users u ON u.id = rp.user_id"
-            " WHERE rp.conversation_id = $1 AND u.share_read_state",
+            " WHERE rp.conversation_id = $1 AND u.share_read_state AND m.took_part",
             cid,
         )
-        return [(row["user_id"], row["last_read_seq"]) for row in rows]
+        return [(row["user_id"], row["last_read_seq"], row["joined_seq"]) for row in rows]
 
     async def user_pointers(self, uid: int) -> list[tuple[int, int]]:
         rows = await self._pool.fetch(
             "SELECT conversation_id, last_read_seq FROM read_pointers WHERE user_id = $1", uid
         )
         return [(row["conversation_id"], row["last_read_seq"]) for row in rows]
+
+    async def user_state(self, uid: int) -> tuple[bool, list[tuple[int, int]], list[int]]:
+        """What Redis keeps of a user: the sharing setting, their pointers, and the
+        conversations they took part in. One snapshot."""
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            share = await conn.fetchval("SELECT share_read_state FROM users WHERE id = $1", uid)
+            pointers = await conn.fetch(
+                "SELECT conversation_id, last_read_seq FROM read_pointers WHERE user_id = $1", uid
+            )
+            took_part = await conn.fetch(
+                "SELECT conversation_id FROM members WHERE user_id = $1 AND took_part", uid
+            )
+        return (
+            bool(share) if share is not None else True,
+            [(row["conversation_id"], row["last_read_seq"]) for row in pointers],
+            [row["conversation_id"] for row in took_part],
+        )
 
     async def upsert(self, rows: list[tuple[int, int, int]]) -> int:
         """Idempotent, monotonic: a pointer in Postgres never moves back. Non-members skipped."""
@@ -44,15 +72,17 @@ class ReceiptStore:
         )
         return int(result.split()[-1])
 
-    async def target(self, cid: int, uid: int) -> tuple[str, int, int] | None:
-        """(kind, last_seq, member_count) if `uid` is a member of `cid`, else None."""
+    async def target(self, cid: int, uid: int) -> Target | None:
+        """The conversation as `uid`'s read mark sees it, if `uid` is a member of `cid`."""
         row = await self._pool.fetchrow(
-            "SELECT c.kind, c.last_seq, c.member_count FROM conversations c"
+            "SELECT c.kind, c.last_seq, c.member_count, m.joined_seq, m.took_part FROM conversations c"
             " JOIN members m ON m.conversation_id = c.id AND m.user_id = $2 WHERE c.id = $1",
             cid,
             uid,
         )
-        return None if row is None else (row["kind"], row["last_seq"], row["member_count"])
+        if row is None:
+            return None
+        return Target(row["kind"], row["last_seq"], row["member_count"], row["joined_seq"], row["took_part"])
 
     async def text_senders(self, cid: int, lo: int, hi: int) -> list[tuple[int, int | None]]:
         rows = await self._pool.fetch(

@@ -15,7 +15,7 @@ export class ApiError extends Error {
   }
 }
 
-/** What an error code means to a person (§5), for messages shown in the app.
+/** What an error answering a send means to a person (§5), shown under the message.
  * @type {Record<string, string>} */
 export const ERROR_TEXT = {
   rate_limited: "Too many messages; it will be sent shortly",
@@ -26,6 +26,15 @@ export const ERROR_TEXT = {
   unavailable: "The server is busy; retrying",
   shutting_down: "The server is restarting; retrying",
   internal: "Server error; retrying",
+};
+
+/** The same for HTTP requests; any other code shows the server's own message (a `bad_request`
+ * says which field is wrong and why).
+ * @type {Record<string, string>} */
+const REQUEST_TEXT = {
+  not_member: "You are not a member of this conversation",
+  unavailable: "The server is busy; try again",
+  internal: "Server error; try again",
   user_not_found: "No such user",
   username_taken: "That username is taken",
   invalid_credentials: "Wrong username or password",
@@ -37,11 +46,21 @@ export const ERROR_TEXT = {
 /** @param {ApiError|Error} err */
 export function describe(err) {
   if (err instanceof ApiError) {
-    const text = ERROR_TEXT[err.code] || err.message;
+    if (err.code === "rate_limited") {
+      const seconds = Math.max(1, Math.ceil((err.data.retry_after_ms || 1000) / 1000));
+      return `Too many attempts; try again in ${seconds} s`;
+    }
+    if (err.code.startsWith("http_")) return `The server answered ${err.status}; try again`; // not chatd's own answer (§1)
+    const text = REQUEST_TEXT[err.code] || sentence(err.message) || err.code;
     const names = err.data.usernames ? `: ${err.data.usernames.join(", ")}` : "";
     return text + names;
   }
   return String(err.message || err);
+}
+
+/** "username: 3-32 characters" -> "Username: 3-32 characters". @param {string} text */
+function sentence(text) {
+  return text ? text[0].toUpperCase() + text.slice(1) : "";
 }
 
 export class Api {

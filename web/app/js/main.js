@@ -1,14 +1,17 @@
 // The app: log in, hold one WebSocket session, keep the store current and the views in step.
 import { Api, ApiError, ERROR_TEXT, describe } from "./api.js";
 import { Socket } from "./socket.js";
+import { Outbox } from "./outbox.js";
 import { Store, TYPING_SHOWN_MS } from "./store.js";
 import { Activity } from "./activity.js";
 import { $, setAttr, setText, h } from "./view/dom.js";
 import { renderList } from "./view/list.js";
-import { keyOf, renderHead, renderMembers, renderMessages, renderTyping, showReaders, upsertRow } from "./view/thread.js";
+import { renderHead, renderMembers, renderMessages, renderTyping, showReaders } from "./view/thread.js";
 import { showLogin, hideLogin } from "./view/login.js";
+import { renderCount, renderLink, withinLimit } from "./view/composer.js";
 
-/** @typedef {import("./store.js").Conv} Conv @typedef {import("./store.js").ChatEvent} ChatEvent */
+/** @typedef {import("./store.js").Conv} Conv @typedef {import("./store.js").ChatEvent} ChatEvent
+ * @typedef {import("./outbox.js").OutboxEntry} OutboxEntry */
 
 const TOKEN_KEY = "chatd.token";
 const TYPING_EVERY_MS = 2000;
@@ -23,7 +26,6 @@ const activity = new Activity((idle) => socket?.raw({ type: "presence", status: 
 let lastTyping = 0;
 
 const wsUrl = () => `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/v1/ws`;
-const outboxKey = () => `chatd.outbox.${store.me.user_id}`;
 
 // -- session -------------------------------------------------------------------------------
 async function boot() {
@@ -39,6 +41,7 @@ async function login(action, username, password) {
   const result = await api.login(username, password);
   localStorage.setItem(TOKEN_KEY, result.token);
   await startSession(result.token);
+  $("#direct-username").focus(); // the first thing to do; not the page body
 }
 
 /** @param {string} token */
@@ -54,38 +57,69 @@ async function startSession(token) {
   hideLogin();
   $("#main").hidden = false;
   setText($("#me"), store.me.username);
-  // Per tab, and kept across a reload of it: unacknowledged sends are resent from here.
-  const saved = JSON.parse(sessionStorage.getItem(outboxKey()) || "[]");
+  // Unacknowledged sends, kept in this browser until sent (outbox.js): a closed tab's are
+  // taken over by another tab of this user, or by the next one opened.
+  const outbox = new Outbox(store.me.user_id, (entries) => {
+    showPending(entries);
+    renderList(store, showThread);
+    if (store.openId !== null) renderMessages(store, store.convs.get(store.openId), threadActions);
+    socket?.pump();
+  });
+  await outbox.open();
   socket = new Socket(wsUrl(), token, {
     since: () => Object.fromEntries([...store.convs.values()].map((c) => [String(c.id), c.last])),
     frame: onFrame,
-    state: (state) => {
-      if (state === "online" && !store.presence.has(store.me.user_id)) {
-        // Our own dot until the server reports a change of ours (version 0 is the oldest).
-        store.setPresence({ user_id: store.me.user_id, status: activity.idle ? "away" : "online", version: 0, last_seen: null });
-      }
-      setAttr($("#link"), "data-connection", state);
-      setText($("#link"), { connecting: "Connecting…", online: "Online", reconnecting: "Reconnecting…", stopped: "Offline" }[state]);
-    },
+    ack: onAck,
+    state: showLink,
     failed: (entry, error) => {
       const conv = store.convs.get(entry.conversation_id);
       const own = conv?.own.get(entry.client_msg_id);
       if (!own) return;
       own.state = "failed";
       own.error = ERROR_TEXT[error.code] || error.message;
-      refreshRow(conv, `c:${entry.client_msg_id}`);
+      refreshRows(conv);
+      renderList(store, showThread);
     },
-    saveOutbox: (entries) => sessionStorage.setItem(outboxKey(), JSON.stringify(entries)),
+    waiting: (entry, error) => {
+      // Stays pending, resent by the socket; say why it waits.
+      const conv = store.convs.get(entry.conversation_id);
+      const own = conv?.own.get(entry.client_msg_id);
+      if (!own || own.state !== "pending") return;
+      own.error = ERROR_TEXT[error.code] || error.message;
+      refreshRows(conv);
+    },
     unauthorized: () => endSession(),
     idle: () => activity.idle,
-  }, saved);
+  }, outbox);
   socket.start();
+}
+
+/** @param {import("./socket.js").LinkState} state @param {any} [detail] the refusal of a crowded connection */
+function showLink(state, detail) {
+  if (state === "online" && !store.presence.has(store.me.user_id)) {
+    // Our own dot until the server reports a change of ours (version 0 is the oldest).
+    store.setPresence({ user_id: store.me.user_id, status: activity.idle ? "away" : "online", version: 0, last_seen: null });
+  }
+  renderLink(state, detail);
+}
+
+/** Outbox entries as my pending sends in their conversations (after `ready`, or taken over).
+ * @param {Iterable<OutboxEntry>} entries */
+function showPending(entries) {
+  for (const entry of entries) {
+    const conv = store.convs.get(entry.conversation_id);
+    if (conv && !conv.own.has(entry.client_msg_id)) {
+      const { client_msg_id, body } = entry;
+      const created_at = entry.created_at || new Date().toISOString();
+      conv.own.set(client_msg_id, { client_msg_id, body, state: "pending", error: null, seq: null, created_at });
+    }
+  }
 }
 
 function endSession() {
   socket?.stop();
+  socket?.outbox.discard(); // pending sends are not kept past a logout (a shared computer)
   socket = null;
-  if (store.me) sessionStorage.removeItem(outboxKey());
   presenceAsked.clear();
   localStorage.removeItem(TOKEN_KEY);
   api.token = null;
@@ -101,11 +135,10 @@ function endSession() {
 function onFrame(frame) {
   switch (frame.type) {
     case "ready":
+    case "conversations":
       return onReady(frame);
     case "message":
       return onMessage(frame);
-    case "ack":
-      return onAck(frame);
     case "error":
       return onError(frame);
     case "conversation_added":
@@ -124,17 +157,20 @@ function onFrame(frame) {
   }
 }
 
-/** @param {any} frame */
+/** @type {Map<number, number>} my read pointers as they were before `ready` (§4.8 re-marks) */
+let readsBefore = new Map();
+
+/** `ready`, then its `conversations` pages (§4.1): acted on once the last page is in.
+ * @param {any} frame */
 function onReady(frame) {
-  const before = new Map([...store.convs.values()].map((c) => [c.id, c.read]));
+  if (frame.type === "ready") readsBefore = new Map([...store.convs.values()].map((c) => [c.id, c.read]));
   const removed = store.ready(frame);
+  if (frame.limits) store.maxChars = frame.limits.max_message_chars ?? null;
+  renderCount(store.maxChars);
+  if (removed === null) return;
+  const before = readsBefore;
   if (store.openId !== null && removed.includes(store.openId)) closeThread();
-  for (const entry of socket.outbox.values()) {
-    const conv = store.convs.get(entry.conversation_id);
-    if (conv && !conv.own.has(entry.client_msg_id)) {
-      conv.own.set(entry.client_msg_id, { ...entry, state: "pending", error: null, seq: null, created_at: new Date().toISOString() });
-    }
-  }
+  showPending(socket.outbox.values());
   for (const conv of store.convs.values()) {
     // A mark that never got its reply: send it again (§4.8).
     const mine = before.get(conv.id) || 0;
@@ -147,6 +183,8 @@ function onReady(frame) {
     const conv = store.convs.get(store.openId);
     renderHead(store, conv);
     renderMessages(store, conv, threadActions);
+  } else if (history.state?.chatd === "thread" && store.convs.has(history.state.cid)) {
+    quietly(openThread(history.state.cid, true)); // reloaded in a conversation: back in it
   }
 }
 
@@ -166,7 +204,7 @@ function onMessage(event) {
   if (store.openId === conv.id) {
     const scroller = $("#scroller");
     const atBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40;
-    upsertRow(store, conv, keyOf(store, event), threadActions);
+    renderMessages(store, conv, threadActions);
     renderTyping(store, conv);
     if (atBottom || event.sender_id === store.me.user_id) scroller.scrollTop = scroller.scrollHeight;
     markRead();
@@ -187,26 +225,16 @@ function onAck(ack) {
   own.state = "saved";
   own.error = null;
   own.seq = ack.seq;
-  refreshRow(conv, `c:${ack.client_msg_id}`);
+  refreshRows(conv);
+  renderList(store, showThread);
 }
 
 /** @param {any} frame */
 function onError(frame) {
-  if (frame.code === "not_member" && frame.conversation_id && !frame.ref) {
-    store.convs.delete(frame.conversation_id); // a `since` entry refused: removed while away
-    if (store.openId === frame.conversation_id) closeThread();
-    renderList(store, showThread);
-    return;
-  }
-  if (typeof frame.ref !== "string") return;
-  for (const conv of store.convs.values()) {
-    const own = conv.own.get(frame.ref);
-    if (own && own.state === "pending") {
-      // Retryable: stays pending, resent by the socket; say why it waits.
-      own.error = `${ERROR_TEXT[frame.code] || frame.message}`;
-      refreshRow(conv, `c:${frame.ref}`);
-    }
-  }
+  if (frame.code !== "not_member" || !frame.conversation_id || frame.ref) return;
+  store.convs.delete(frame.conversation_id); // a `since` entry refused: removed while away
+  if (store.openId === frame.conversation_id) closeThread();
+  renderList(store, showThread);
 }
 
 /** @param {any} raw */
@@ -241,12 +269,7 @@ function onReceipts(frame) {
   const conv = store.convs.get(frame.conversation_id);
   if (!conv) return;
   for (const c of frame.counts) conv.receipts.set(c.seq, { read_by: c.read_by, of: c.of });
-  if (store.openId === conv.id) {
-    for (const c of frame.counts) {
-      const event = conv.events.get(c.seq);
-      if (event) refreshRow(conv, keyOf(store, event));
-    }
-  }
+  refreshRows(conv);
 }
 
 /** @param {any} frame */
@@ -337,16 +360,24 @@ async function loadHistory(conv, before) {
 }
 
 // -- the open conversation ----------------------------------------------------------------------
-/** @param {number} cid */
-async function openThread(cid) {
+/** @param {number} cid @param {boolean} [fromHistory] Back or Forward brought it back */
+async function openThread(cid, fromHistory = false) {
   const conv = store.convs.get(cid);
   if (!conv) return;
+  if (!fromHistory) {
+    // A history entry per open conversation, so Back returns to the list (on a phone, the
+    // other pane) instead of leaving the app; another conversation replaces it.
+    const entry = { chatd: "thread", cid };
+    if (history.state?.chatd === "thread") history.replaceState(entry, "");
+    else history.pushState(entry, "");
+  }
   store.openId = cid;
   document.body.dataset.view = "thread";
   $("#empty").hidden = true;
   $("#thread-body").hidden = false;
   $("#members").hidden = true;
   $("#members-toggle").setAttribute("aria-expanded", "false");
+  setText($("#members-error"), "");
   setAttr($("#thread-body"), "data-conversation-id", cid);
   renderHead(store, conv);
   renderTyping(store, conv);
@@ -366,16 +397,18 @@ function showThread(cid) {
   quietly(openThread(cid));
 }
 
-function closeThread() {
+/** @param {boolean} [fromHistory] */
+function closeThread(fromHistory = false) {
+  if (!fromHistory && history.state?.chatd === "thread") history.replaceState(null, "");
   store.openId = null;
   document.body.dataset.view = "list";
   $("#thread-body").hidden = true;
   $("#empty").hidden = false;
 }
 
-/** @param {Conv} conv @param {string} key */
-function refreshRow(conv, key) {
-  if (store.openId === conv.id) upsertRow(store, conv, key, threadActions);
+/** The open conversation's rows that changed. @param {Conv} conv */
+function refreshRows(conv) {
+  if (store.openId === conv.id) renderMessages(store, conv, threadActions);
 }
 
 /** Mark read what is on screen, when the window is focused and visible (§4.8). */
@@ -403,8 +436,8 @@ const threadActions = {
     const own = conv.own.get(cmid);
     own.state = "pending";
     own.error = null;
-    refreshRow(conv, `c:${cmid}`);
-    socket.send({ client_msg_id: cmid, conversation_id: cid, body: own.body });
+    refreshRows(conv);
+    socket.send({ client_msg_id: cmid, conversation_id: cid, body: own.body, created_at: own.created_at });
   },
   async readers(cid, seq, li) {
     try {
@@ -426,16 +459,19 @@ async function removeMember(uid) {
   }
 }
 
-/** @param {string} body */
+/** @param {string} body @returns {boolean} whether it was taken (sent or queued) */
 function send(body) {
   const cid = store.openId;
-  if (cid === null || !body.trim()) return;
+  if (cid === null || !body.trim() || !withinLimit(body, store.maxChars)) return false;
   const conv = store.convs.get(cid);
   const cmid = crypto.randomUUID();
-  conv.own.set(cmid, { client_msg_id: cmid, body, state: "pending", error: null, seq: null, created_at: new Date().toISOString() });
-  upsertRow(store, conv, `c:${cmid}`, threadActions);
+  const created_at = new Date().toISOString();
+  conv.own.set(cmid, { client_msg_id: cmid, body, state: "pending", error: null, seq: null, created_at });
+  renderMessages(store, conv, threadActions);
   $("#scroller").scrollTop = $("#scroller").scrollHeight;
-  socket.send({ client_msg_id: cmid, conversation_id: cid, body });
+  socket.send({ client_msg_id: cmid, conversation_id: cid, body, created_at });
+  renderList(store, showThread);
+  return true;
 }
 
 /** Background loads: a failure leaves what is shown (the next event or reconnect refreshes it).
@@ -460,6 +496,14 @@ function refreshPresence() {
 }
 
 // -- static controls ------------------------------------------------------------------------------
+/** A username typed in `input`; a blank one is refused here, saying so.
+ * @param {HTMLInputElement} input */
+function username(input) {
+  const name = input.value.trim();
+  if (!name) throw new Error("Type a username");
+  return name;
+}
+
 /** @param {string} id @param {(form: HTMLFormElement) => Promise<void>} handler @param {string} errorId */
 function onSubmit(id, handler, errorId) {
   const form = /** @type {HTMLFormElement} */ ($(id));
@@ -477,7 +521,7 @@ function onSubmit(id, handler, errorId) {
 function bindStatic() {
   onSubmit("#direct-form", async () => {
     const input = /** @type {HTMLInputElement} */ ($("#direct-username"));
-    const conv = store.upsert(await api.openDirect(input.value));
+    const conv = store.upsert(await api.openDirect(username(input)));
     input.value = "";
     await loadMembers(conv);
     await openThread(conv.id);
@@ -499,14 +543,14 @@ function bindStatic() {
   }, "#sidebar-error");
   onSubmit("#add-form", async () => {
     const input = /** @type {HTMLInputElement} */ ($("#add-username"));
-    await api.addMembers(store.openId, [input.value]);
+    await api.addMembers(store.openId, [username(input)]);
     input.value = "";
   }, "#members-error");
   $("#composer").addEventListener("submit", (event) => {
     event.preventDefault();
     const input = /** @type {HTMLTextAreaElement} */ ($("#composer-input"));
-    send(input.value);
-    input.value = "";
+    if (send(input.value)) input.value = "";
+    renderCount(store.maxChars);
   });
   const composer = /** @type {HTMLTextAreaElement} */ ($("#composer-input"));
   composer.addEventListener("keydown", (event) => {
@@ -516,6 +560,7 @@ function bindStatic() {
     }
   });
   composer.addEventListener("input", () => {
+    renderCount(store.maxChars);
     if (store.openId === null || !composer.value.trim() || Date.now() - lastTyping < TYPING_EVERY_MS) return;
     lastTyping = Date.now();
     socket?.raw({ type: "typing", conversation_id: store.openId });
@@ -523,14 +568,25 @@ function bindStatic() {
   $("#logout").addEventListener("click", async () => {
     try {
       await api.logout(); // closes this token's sockets with 4001
-    } finally {
-      endSession();
+    } catch (err) {
+      // Logged out here all the same; the token stays valid until a logout reaches the server.
+      console.warn("chatd: logout", describe(err));
     }
+    endSession();
   });
-  $("#back").addEventListener("click", () => closeThread());
+  $("#back").addEventListener("click", () => {
+    if (history.state?.chatd === "thread") history.back(); // popstate closes it
+    else closeThread();
+  });
+  window.addEventListener("popstate", (event) => {
+    const cid = event.state?.chatd === "thread" ? event.state.cid : null;
+    if (cid !== null && store.convs.has(cid)) quietly(openThread(cid, true));
+    else if (store.openId !== null) closeThread(true);
+  });
   $("#members-toggle").addEventListener("click", () => {
     const panel = $("#members");
     panel.hidden = !panel.hidden;
+    if (!panel.hidden) setText($("#members-error"), "");
     $("#members-toggle").setAttribute("aria-expanded", String(!panel.hidden));
     if (!panel.hidden) renderMembers(store, store.convs.get(store.openId), removeMember);
     const scroller = $("#scroller");

@@ -45,8 +45,12 @@ export class Store {
     this.names = new Map();
     /** @type {number|null} */
     this.openId = null;
+    /** @type {number|null} the server's CHATD_MAX_MESSAGE_CHARS (`ready.limits`), once known */
+    this.maxChars = null;
     /** @type {Set<(what: string, cid?: number) => void>} */
     this.listeners = new Set();
+    /** @type {Set<number>} conversations listed by the current `ready` and its pages */
+    this.listed = new Set();
   }
 
   /** @param {string} what @param {number} [cid] */
@@ -89,25 +93,29 @@ export class Store {
   }
 
   /**
-   * `ready` (§4.1, §8 step 4): merge conversations, unread and presence; returns the ids of
-   * conversations I was removed from while away. Unread is taken as the server counts it up to
-   * its last_seq, and catch-up events up to there are not counted again.
+   * `ready` and the `conversations` pages after it (§4.1, §8 step 4): merge conversations,
+   * unread and presence. Once the last page is in (`more` false), returns the ids of
+   * conversations I was removed from while away; before that, null. Unread is taken as the
+   * server counts it up to its last_seq, and catch-up events up to there are not counted again.
    * @param {any} frame
    */
   ready(frame) {
-    const seen = new Set();
+    if (frame.type === "ready") {
+      this.listed = new Set();
+      for (const entry of frame.presence) this.setPresence(entry);
+    }
     for (const raw of frame.conversations) {
       const known = this.convs.has(raw.id);
       const conv = this.upsert(raw);
-      seen.add(raw.id);
+      this.listed.add(raw.id);
       if (!known) conv.last = raw.last_seq; // not in `since`: live from last_seq
       conv.read = Math.max(conv.read, raw.last_read_seq);
       conv.unread = raw.unread;
       conv.counted = raw.last_seq;
     }
-    const removed = [...this.convs.keys()].filter((cid) => !seen.has(cid));
+    if (frame.more) return null;
+    const removed = [...this.convs.keys()].filter((cid) => !this.listed.has(cid));
     for (const cid of removed) this.convs.delete(cid);
-    for (const entry of frame.presence) this.setPresence(entry);
     return removed;
   }
 
@@ -177,6 +185,14 @@ export class Store {
     conv.read = seq;
     if (seq >= conv.counted) conv.unread = 0;
     return true;
+  }
+
+  /** My newest send not stored yet (pending, or failed), if any. @param {Conv} conv */
+  unsent(conv) {
+    /** @type {Own|null} */
+    let newest = null;
+    for (const own of conv.own.values()) if (own.state !== "saved") newest = own;
+    return newest;
   }
 
   /** Time-ordered list for the sidebar: latest activity first. */

@@ -7,6 +7,8 @@ import { h, setAttr, setText, $ } from "./dom.js";
 
 /** @param {Store} store @param {Conv} conv */
 function preview(store, conv) {
+  const unsent = store.unsent(conv);
+  if (unsent) return `${unsent.state === "failed" ? "Not sent" : "You"}: ${unsent.body}`;
   const event = conv.lastEvent;
   if (!event) return "No messages yet";
   if (event.kind !== "text") return event.kind === "members_added" ? "Members added" : "Members removed";
@@ -24,7 +26,11 @@ function item(conv, open) {
       { type: "button", class: "conversation-button", onclick: () => open(conv.id) },
       h("span", { class: "dot", "data-presence": "unknown", "aria-hidden": "true" }),
       h("span", { class: "conversation-title" }),
+      // Read out, not shown: the button's name is its text, so it holds everything visible
+      // (axe: label-content-name-mismatch) and these words besides.
+      h("span", { class: "presence-text visually-hidden" }),
       h("span", { class: "badge", "data-unread": "0", hidden: true }),
+      h("span", { class: "unread-text visually-hidden" }),
       h("span", { class: "preview muted" }),
     ),
   );
@@ -62,13 +68,11 @@ function updateItem(store, conv, li) {
   const unread = conv.unread >= 1000 ? "999+" : String(conv.unread);
   setAttr(badge, "data-unread", String(conv.unread));
   setText(badge, unread);
-  setAttr(badge, "aria-label", `${conv.unread} unread`);
   setAttr(badge, "hidden", conv.unread > 0 ? null : "");
+  setText($(".unread-text", li), conv.unread > 0 ? " unread, " : "");
   setAttr(li, "aria-current", store.openId === conv.id ? "true" : null);
   const dot = $(".dot", li);
   const peer = conv.kind === "direct" && conv.peer !== null ? store.presence.get(conv.peer) : null;
   setAttr(dot, "data-presence", peer ? peer.status : conv.kind === "group" ? "group" : "unknown");
-  const button = $(".conversation-button", li);
-  const status = peer ? `, ${peer.status}` : "";
-  setAttr(button, "aria-label", `${title}${status}${conv.unread ? `, ${conv.unread} unread` : ""}`);
+  setText($(".presence-text", li), peer ? `, ${peer.status}, ` : ", ");
 }

@@ -32,46 +32,53 @@ function rowsOf(store, conv) {
 }
 
 /** @param {Store} store @param {ChatEvent} event */
-export function keyOf(store, event) {
+function keyOf(store, event) {
   return event.sender_id === store.me.user_id && event.client_msg_id ? `c:${event.client_msg_id}` : `s:${event.seq}`;
 }
 
-/** The whole list, e.g. after opening or loading an older page.
- * @param {Store} store @param {Conv} conv @param {ThreadActions} actions */
+/** What each row was built from: a row is rebuilt only when this changes.
+ * @type {WeakMap<Element, string>} */
+const builtFrom = new WeakMap();
+
+/**
+ * Bring the list in step with the conversation, touching only what changed: rows already shown
+ * stay the same DOM nodes (an older page adds its rows above them; an ack, a receipt or a read
+ * rebuilds just the rows it changes), so the cost of an update does not grow with the history.
+ * @param {Store} store @param {Conv} conv @param {ThreadActions} actions
+ */
 export function renderMessages(store, conv, actions) {
   const list = $("#messages");
-  list.replaceChildren();
+  /** @type {Map<string, HTMLElement>} */
+  const shown = new Map();
+  for (const li of /** @type {HTMLCollectionOf<HTMLElement>} */ (list.children)) shown.set(li.dataset.key, li);
+  /** @type {Element|null} */
+  let previous = null;
+  /** @param {string} key @param {string} from @param {() => HTMLElement} build */
+  const place = (key, from, build) => {
+    let li = shown.get(key);
+    shown.delete(key);
+    if (!li || builtFrom.get(li) !== from) {
+      li?.remove();
+      li = build();
+      builtFrom.set(li, from);
+    }
+    const wanted = previous ? previous.nextElementSibling : list.firstElementChild;
+    if (wanted !== li) list.insertBefore(li, wanted);
+    previous = li;
+  };
   let day = null;
   for (const row of rowsOf(store, conv)) {
     const key = dayKey(row.at);
     if (key !== day) {
-      list.append(h("li", { class: "day", role: "separator", text: dayLabel(row.at) }));
+      const label = dayLabel(row.at);
+      place(`d:${key}`, label, () => h("li", { class: "day", "data-key": `d:${key}`, text: label }));
       day = key;
     }
-    list.append(messageRow(store, conv, row, actions));
+    const model = rowModel(store, conv, row);
+    place(row.key, JSON.stringify(model), () => messageRow(conv, model, actions));
   }
+  for (const stale of shown.values()) stale.remove();
   $("#older").hidden = conv.complete;
-}
-
-/** Add or update one row in place (live event, ack, own send).
- * @param {Store} store @param {Conv} conv @param {string} key @param {ThreadActions} actions */
-export function upsertRow(store, conv, key, actions) {
-  const list = $("#messages");
-  const row = rowsOf(store, conv).find((r) => r.key === key);
-  if (!row) return;
-  const old = /** @type {HTMLElement} */ (list.querySelector(`li[data-key="${CSS.escape(key)}"]`));
-  if (old) {
-    const fresh = messageRow(store, conv, row, actions);
-    if (old.outerHTML !== fresh.outerHTML) old.replaceWith(fresh);
-    return;
-  }
-  const rows = /** @type {NodeListOf<HTMLElement>} */ (list.querySelectorAll("li.message"));
-  const last = rows.length ? rows[rows.length - 1] : null;
-  const lastAt = last ? last.dataset.at : null;
-  if (!lastAt || dayKey(lastAt) !== dayKey(row.at)) {
-    list.append(h("li", { class: "day", role: "separator", text: dayLabel(row.at) }));
-  }
-  list.append(messageRow(store, conv, row, actions));
 }
 
 /**
@@ -95,45 +102,66 @@ function statusOf(store, conv, row) {
   return { state: counts.read_by > 0 && counts.read_by >= counts.of ? "read" : "saved", text, counts };
 }
 
-/** @param {Store} store @param {Conv} conv @param {Row} row @param {ThreadActions} actions */
-function messageRow(store, conv, row, actions) {
+/**
+ * Everything a row shows, as plain data: what it is built from, and compared to tell whether
+ * it changed.
+ * @typedef {{key: string, seq: number|null, at: string, system?: string, mine?: boolean,
+ *   sender?: string|number, name?: string, body?: string, state?: string, text?: string,
+ *   readBy?: number, readOf?: number, readers?: boolean, cmid?: string}} RowModel
+ * @param {Store} store @param {Conv} conv @param {Row} row @returns {RowModel}
+ */
+function rowModel(store, conv, row) {
   const event = row.event;
+  const base = { key: row.key, seq: row.seq, at: row.at };
   if (event && event.kind !== "text") {
     const names = event.user_ids.map((uid) => store.name(uid)).join(", ");
     const verb = event.kind === "members_added" ? "added" : "removed";
-    return h("li", { class: "message system", "data-key": row.key, "data-seq": row.seq, "data-at": row.at },
-      `${store.name(event.sender_id)} ${verb} ${names}`);
+    return { ...base, system: `${store.name(event.sender_id)} ${verb} ${names}` };
   }
   const mine = row.own !== null || (event && event.sender_id === store.me.user_id);
-  const sender = mine ? "You" : store.name(event.sender_id);
+  const body = event ? event.body : row.own.body;
+  if (!mine) return { ...base, mine, sender: event.sender_id, name: store.name(event.sender_id), body };
   const status = statusOf(store, conv, row);
+  return {
+    ...base, mine, sender: "me", name: "You", body, state: status.state, text: status.text,
+    readBy: status.counts?.read_by, readOf: status.counts?.of,
+    readers: Boolean(status.counts && conv.members !== null && conv.member_count <= 100),
+    cmid: row.own?.client_msg_id,
+  };
+}
+
+/** @param {Conv} conv @param {RowModel} m @param {ThreadActions} actions */
+function messageRow(conv, m, actions) {
+  if (m.system !== undefined) {
+    return h("li", { class: "message system", "data-key": m.key, "data-seq": m.seq, "data-at": m.at }, m.system);
+  }
   const li = h(
     "li",
     {
-      class: `message ${mine ? "mine" : "theirs"}`,
-      "data-key": row.key,
-      "data-seq": row.seq ?? undefined,
-      "data-at": row.at,
-      "data-sender": mine ? "me" : event.sender_id,
-      "data-state": mine ? status.state : undefined,
-      "data-read-by": status.counts ? status.counts.read_by : undefined,
-      "data-read-of": status.counts ? status.counts.of : undefined,
+      class: `message ${m.mine ? "mine" : "theirs"}`,
+      "data-key": m.key,
+      "data-seq": m.seq ?? undefined,
+      "data-at": m.at,
+      "data-sender": m.sender,
+      "data-state": m.state,
+      "data-read-by": m.readBy,
+      "data-read-of": m.readOf,
     },
-    h("span", { class: "meta" }, h("span", { class: "sender", text: sender }), " ",
-      h("time", { datetime: row.at, text: clock(row.at) })),
-    h("p", { class: "body", text: event ? event.body : row.own.body }),
+    h("span", { class: "meta" }, h("span", { class: "sender", text: m.name }), " ",
+      h("time", { datetime: m.at, text: clock(m.at) })),
+    h("p", { class: "body", text: m.body }),
   );
-  if (mine) {
-    const line = h("span", { class: "status", role: status.state === "failed" ? "alert" : undefined });
-    if (status.counts && conv.members !== null && conv.member_count <= 100) {
+  if (m.mine) {
+    const line = h("span", { class: "status", role: m.state === "failed" ? "alert" : undefined });
+    if (m.readers) {
       line.append(h("button", { type: "button", class: "link-button readers-button", "aria-expanded": "false",
-        onclick: () => actions.readers(conv.id, row.seq, li), text: status.text }));
+        onclick: () => actions.readers(conv.id, m.seq, li), text: m.text }));
     } else {
-      line.append(status.text);
+      line.append(m.text);
     }
-    if (status.state === "failed") {
+    if (m.state === "failed") {
       line.append(" ", h("button", { type: "button", class: "link-button retry",
-        onclick: () => actions.retry(conv.id, row.own.client_msg_id), text: "Retry" }));
+        onclick: () => actions.retry(conv.id, m.cmid), text: "Retry" }));
     }
     li.append(line);
   }
@@ -161,7 +189,7 @@ export function renderHead(store, conv) {
     setText(status, !peer ? "" : peer.status === "offline" ? lastSeen(peer.last_seen) : peer.status);
   } else {
     setAttr(dot, "data-presence", "group");
-    setText(status, `${conv.member_count} members`);
+    setText(status, `${conv.member_count} ${conv.member_count === 1 ? "member" : "members"}`);
   }
 }
 
