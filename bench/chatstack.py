@@ -26,6 +26,9 @@ BENCH_ENV = {
     "CHATD_REGISTER_RATE_LIMIT": "1000000",
     "CHATD_GROUP_RATE_LIMIT": "1000000",
     "CHATD_ARGON2_QUEUE": "100000",
+    # the population registers thousands of users without invites (the daemon's default is
+    # `invite`, docs/operations.md "Accounts and admins")
+    "CHATD_REGISTRATION": "open",
     "CHATD_SEND_QUEUE_FRAMES": "20000",
     # scenario 5's groups hold up to ~200 members (50 plus the churners spread over them): it
     # measures how fast a presence change reaches them, so they must get presence pushes

@@ -44,6 +44,7 @@ ENV = {
     "CHATD_LOG_LEVEL": "warning",
     "CHATD_ARGON2_TIME_COST": "1",
     "CHATD_ARGON2_MEMORY_KIB": "1024",
+    "CHATD_REGISTRATION": "open",  # its users register without invites
 }
 
 

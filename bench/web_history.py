@@ -39,6 +39,7 @@ CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "bench-password-not-secret"  # noqa: S105
 ENV = {
     "CHATD_LOG_LEVEL": "warning",
+    "CHATD_REGISTRATION": "open",  # its user registers without an invite
     "CHATD_ARGON2_TIME_COST": "1",
     "CHATD_ARGON2_MEMORY_KIB": "1024",
     "CHATD_RATE_LIMIT_MESSAGES": "1000000",

@@ -10,7 +10,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -35,6 +37,9 @@ TEST_ENV = {
     "CHATD_LOGIN_ADDRESS_RATE_LIMIT": "1000000",
     "CHATD_REGISTER_RATE_LIMIT": "1000000",
     "CHATD_ARGON2_QUEUE": "100000",
+    # hundreds of users register, most with no invite; the daemon's default is `invite`, whose
+    # tests spawn workers of their own with it
+    "CHATD_REGISTRATION": "open",
     "CHATD_AUTH_TIMEOUT_S": "2",
     "CHATD_GAP_FILL_DELAY_S": "0.1",
     "CHATD_LOG_LEVEL": "info",
@@ -45,6 +50,13 @@ TEST_ENV = {
     "CHATD_PRESENCE_HEARTBEAT_S": "1",
     "CHATD_PRESENCE_SWEEP_S": "0.5",
     "CHATD_PRESENCE_GRACE_S": "2",
+    # Web Push to the tests' own push service on loopback (tests/pushserver.py); one sender per
+    # worker, so a later push arriving proves the earlier ones were sent or never made
+    "CHATD_PUSH_SERVICES": "http://127.0.0.1",
+    "CHATD_PUSH_INTERVAL_S": "2",
+    "CHATD_PUSH_AWAY_DELAY_S": "1",
+    "CHATD_PUSH_CONCURRENCY": "1",
+    "CHATD_PUSH_TIMEOUT_S": "5",
 }
 
 
@@ -148,6 +160,38 @@ def private_redis(stack: Stack) -> Iterator[str]:
     proc.terminate()
     proc.wait(10)
     shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass
+class Isolated:
+    """A worker on a database (and a Redis) of its own: the admins there are only the test's."""
+
+    api: Api
+    db: asyncpg.Connection
+    env: dict[str, str]
+    worker: Worker
+
+
+@pytest.fixture
+async def isolated(
+    stack: Stack, db: asyncpg.Connection, spawn_worker: Callable[..., Worker], private_redis: str
+) -> AsyncIterator[Isolated]:
+    name = f"chatd_{uuid.uuid4().hex[:12]}"
+    await db.execute(f"CREATE DATABASE {name}")
+    url = stack.database_url.rsplit("/", 1)[0] + f"/{name}"
+    env = {**stack.env(), "CHATD_DATABASE_URL": url, "CHATD_REDIS_URL": private_redis}
+    subprocess.run([sys.executable, "-m", "chatd", "migrate"], env=env, check=True, capture_output=True)
+    worker = spawn_worker(CHATD_DATABASE_URL=url, CHATD_REDIS_URL=private_redis)
+    conn = await asyncpg.connect(url)
+    api = Api(worker.url)
+    try:
+        yield Isolated(api, conn, env, worker)
+    finally:
+        await api.http.aclose()
+        await conn.close()
+        worker.proc.kill()
+        worker.proc.wait(10)
+        await db.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 class RedisServer:

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,7 @@ STACK_ENV = {
     "CHATD_PRESENCE_SWEEP_S": "0.5",
     "CHATD_PRESENCE_GRACE_S": "1",
     "CHATD_RECEIPT_PUSH_INTERVAL_MS": "200",
+    "CHATD_REGISTRATION": "open",  # users register without invites here (one test asks for one)
 }
 
 
@@ -180,3 +182,86 @@ def test_chat_without_prompt_toolkit_names_the_extra() -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "chatd[client]" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_devices_lists_and_revokes_and_passwd_logs_the_other_devices_out(local: Local) -> None:
+    alice = local.user()
+    body = {"username": alice, "password": PASSWORD}
+    phone = httpx.post(f"{local.url}/v1/login", json=body, headers={"user-agent": "alice's phone"}).json()
+    listed = local.client(alice, "devices")
+    assert listed.returncode == 0, listed.stderr
+    rows = listed.stdout.splitlines()
+    assert any("chatd-client/" in row and " * " in f"{row} " for row in rows), listed.stdout
+    assert any("alice's phone" in row and "127.0.0.1" in row for row in rows), listed.stdout
+    phone_auth = {"authorization": f"Bearer {phone['token']}"}
+    sessions = httpx.get(f"{local.url}/v1/me/sessions", headers=phone_auth).json()["sessions"]
+    (mine,) = [s for s in sessions if s["current"]]
+    revoked = local.client(alice, "devices", "--revoke", str(mine["id"]))
+    assert revoked.returncode == 0 and f"device {mine['id']} logged out" in revoked.stdout, revoked.stderr
+    assert httpx.get(f"{local.url}/v1/me", headers=phone_auth).status_code == 401
+
+    tablet = httpx.post(f"{local.url}/v1/login", json=body).json()
+    changed = local.client(alice, "passwd", "--new-password", "a brand new password")
+    assert changed.returncode == 0 and "1 other device(s) logged out" in changed.stdout, changed.stderr
+    tablet_auth = {"authorization": f"Bearer {tablet['token']}"}
+    assert httpx.get(f"{local.url}/v1/me", headers=tablet_auth).status_code == 401
+    assert local.client(alice, "list").returncode == 0  # this terminal's login still works
+    wrong = local.client(alice, "passwd", "--new-password", "yet another password")  # the old one, wrong now
+    assert wrong.returncode == 1 and "wrong_password" in wrong.stderr
+
+
+def test_register_asks_for_an_invite_when_the_server_needs_one(local: Local) -> None:
+    from chatd.devstack import Stack
+
+    port = free_port()
+    env = {**Stack.load(local.root).env(), **STACK_ENV, "CHATD_REGISTRATION": "invite"}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "chatd", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert worker.poll() is None and time.monotonic() < deadline, "the worker did not start"
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        admin = unique_name("a").replace("-", "")[:20]
+        made = subprocess.run(
+            [CHATD, "dev", "admin", "--dir", str(local.root), "create-user", admin, "--admin"],
+            input=PASSWORD + "\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert made.returncode == 0, made.stderr
+        body = {"username": admin, "password": PASSWORD}
+        token = httpx.post(f"{url}/v1/login", json=body, timeout=30).json()["token"]
+        auth = {"authorization": f"Bearer {token}"}
+        created = httpx.post(f"{url}/v1/admin/invites", json={"max_uses": 1}, headers=auth, timeout=30)
+        invite = created.json()["token"]
+        name = unique_name("c").replace("-", "")[:20]
+        register = [CHATD, "client", "--url", url, "register", name]
+        # No invite and no terminal to ask on: one line saying how.
+        done = subprocess.run(register, capture_output=True, text=True, timeout=60, env=local.env())
+        assert done.returncode == 1 and "--invite" in done.stderr, done.stderr
+        # On a terminal it asks, because the server says it needs one.
+        child = pexpect.spawn(CHATD, register[1:], env=local.env(), encoding="utf-8", timeout=30)
+        child.expect("invite")
+        child.sendline(invite)
+        child.expect(f"registered {name}")
+        child.expect(pexpect.EOF)
+        # The invite had one use.
+        again = subprocess.run(
+            [*register[:-1], name + "x", "--invite", invite], capture_output=True, text=True, env=local.env()
+        )
+        assert again.returncode == 1 and "invalid_invite" in again.stderr, again.stderr
+    finally:
+        worker.terminate()
+        worker.wait(15)

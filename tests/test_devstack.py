@@ -43,6 +43,18 @@ def test_dev_up_serves_through_nginx_and_dev_down_stops_everything() -> None:
         assert "<title>chatd</title>" in httpx.get(f"http://127.0.0.1:{port}/").text
         again = subprocess.run([*chatd, "up", "--dir", str(root)], capture_output=True, text=True, timeout=60)
         assert again.returncode == 1 and "already running" in again.stderr
+        # Registration needs an invite, as on a server (issue 20); `up` says how to make the
+        # first admin, and that command works as printed.
+        url = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{url}/v1/server").json() == {"registration": "invite"}
+        hint = _hint(up.stdout, "admin")
+        assert hint[-3:] == ["create-user", "alice", "--admin"], hint
+        password = "correct horse battery\n"
+        made = subprocess.run(hint, input=password, capture_output=True, text=True, timeout=60)
+        assert made.returncode == 0 and "created alice" in made.stdout, made.stderr
+        login = httpx.post(f"{url}/v1/login", json={"username": "alice", "password": "correct horse battery"})
+        me = httpx.get(f"{url}/v1/me", headers={"authorization": f"Bearer {login.json()['token']}"}).json()
+        assert me["admin"] is True
     finally:
         down = subprocess.run(
             [*chatd, "down", "--dir", str(root)], capture_output=True, text=True, timeout=120
@@ -55,7 +67,9 @@ def test_dev_up_serves_through_nginx_and_dev_down_stops_everything() -> None:
 
 # -- issue 12: the local run survives a restart ------------------------------------------------
 
-CHEAP = {"CHATD_ARGON2_TIME_COST": "1", "CHATD_ARGON2_MEMORY_KIB": "1024"}
+# The local run needs invites like a server (CHATD_REGISTRATION's default); these tests register
+# users of their own without any.
+CHEAP = {"CHATD_ARGON2_TIME_COST": "1", "CHATD_ARGON2_MEMORY_KIB": "1024", "CHATD_REGISTRATION": "open"}
 CHATD_SCRIPT = str(Path(sys.executable).parent / "chatd")  # what the README runs: .venv/bin/chatd
 
 

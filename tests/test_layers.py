@@ -18,17 +18,21 @@ import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 
-TRANSPORTS = {"chatd.ws", "chatd.http_api", "chatd.wire"}
-ABOVE_TRANSPORTS = {"chatd.app", "chatd.server", "chatd.cli", "chatd.__main__"}
+TRANSPORTS = {"chatd.ws", "chatd.http_api", "chatd.http_accounts", "chatd.http_notify", "chatd.wire"}
+ABOVE_TRANSPORTS = {"chatd.app", "chatd.server", "chatd.cli", "chatd.admin_cli", "chatd.__main__"}
 HUB = {"chatd.fanout", "chatd.outbox", "chatd.topics", "chatd.ephemeral", "chatd.notices"}
 SERVICES = {
     "chatd.accounts",
+    "chatd.admin",
     "chatd.messaging",
     "chatd.receipts",
     "chatd.presence",
     "chatd.readstate",
     "chatd.conncap",
     "chatd.ratelimit",
+    "chatd.notify",
+    "chatd.pushes",
+    "chatd.webpush",
 }
 # The local-run tools and the terminal client ship inside the package, their dependencies in
 # extras (`devstack`, `client`); they are not layers of the daemon and not checked.

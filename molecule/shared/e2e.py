@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """End-to-end checks of a deployed chatd, from outside the hosts, through nginx.
 
-    e2e.py setup    --base https://HOST --cafile CERT --state FILE
+    e2e.py setup    --base https://HOST --cafile CERT --state FILE --admin-file FILE
     e2e.py exchange --state FILE [--disrupt "SHELL COMMAND"] [--timeout 150]
     e2e.py edge     --base https://HOST --cafile CERT
     e2e.py web      --base https://HOST --cafile CERT
     e2e.py traffic  --state FILE --out FILE --stop-file FILE [--min-reconnects N]
+    e2e.py push     --state FILE
 
-setup registers two users, logs them in and opens a direct conversation.  exchange
+setup checks that registering needs an invite (the role's default), logs in as the admin made
+on the host (--admin-file: {"username", "password"}), creates an invite for two, registers two
+users with it (a third is refused: used up), logs them in and opens a direct conversation.  exchange
 connects both users' WebSockets (one after the other, so nginx's least_conn puts them
 on different workers), optionally runs a disruptive command (restart a service, reboot
 a host) and waits for the clients to reconnect, then checks that a message sent by
@@ -21,7 +24,10 @@ deployment's self-signed certificate).  traffic keeps both users sending, one me
 every --interval seconds, reconnecting and resending (same client_msg_id) whenever a worker
 goes away, until --stop-file appears; then each sends one more message that must be acked and
 delivered live to the other (the clients are connected and sending again), and it writes every
-acked client_msg_id and seq to --out.  Prints one JSON line.
+acked client_msg_id and seq to --out.  push checks Web Push's endpoints: the VAPID public key is a
+P-256 point, and a subscription (a browser's, as Firefox's push service would name it) is
+stored for the device that registered it, listed, and deleted; nothing is ever sent to that
+service (nobody writes to the user meanwhile).  Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -67,11 +73,26 @@ async def setup(args: argparse.Namespace) -> dict:
     deadline = time.monotonic() + args.timeout
     suffix = secrets.token_hex(3)
     users = {}
+    admin = json.loads(Path(args.admin_file).read_text())
     async with httpx.AsyncClient(base_url=args.base, timeout=10, verify=tls(args.cafile)) as client:
-        for who in ("alice", "bob"):
+        r = await http_retry(client, "GET", "/v1/server", deadline)
+        assert r.json() == {"registration": "invite"}, r.text
+        r = await http_retry(client, "POST", "/v1/register", deadline,
+                             json={"username": f"nobody{suffix}", "password": secrets.token_urlsafe(12)})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "invite_required", (r.status_code, r.text)
+        r = await http_retry(client, "POST", "/v1/login", deadline, json=admin)
+        assert r.status_code == 200, (r.status_code, r.text)
+        r = await http_retry(client, "POST", "/v1/admin/invites", deadline, json={"max_uses": 2, "note": "e2e"},
+                             headers={"Authorization": f"Bearer {r.json()['token']}"})
+        assert r.status_code == 201, (r.status_code, r.text)
+        invite = r.json()["token"]
+        for who in ("alice", "bob", "carol"):
             name, password = f"{who}{suffix}", secrets.token_urlsafe(12)
             r = await http_retry(client, "POST", "/v1/register", deadline,
-                                 json={"username": name, "password": password})
+                                 json={"username": name, "password": password, "invite": invite})
+            if who == "carol":  # the invite was for two
+                assert r.status_code == 403 and r.json()["error"]["code"] == "invalid_invite", r.text
+                break
             assert r.status_code == 201, (r.status_code, r.text)
             r = await http_retry(client, "POST", "/v1/login", deadline,
                                  json={"username": name, "password": password})
@@ -303,6 +324,41 @@ async def web(args: argparse.Namespace) -> dict:
     return {"web": "ok", "index_bytes": len(index.content)}
 
 
+async def push(args: argparse.Namespace) -> dict:
+    import base64
+    import os
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    state = json.loads(Path(args.state).read_text())
+    token = state["users"]["alice"]["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=state["base"], timeout=10, verify=tls(state["cafile"])) as client:
+        key = await client.get("/v1/push/key")
+        assert key.status_code == 200, (key.status_code, key.text)
+        point = base64.urlsafe_b64decode(key.json()["public_key"] + "==")
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+        browser = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+        endpoint = f"https://updates.push.services.mozilla.com/wpush/v2/chatd-molecule-{secrets.token_hex(8)}"
+        sub = {"endpoint": endpoint, "keys": {"p256dh": b64(browser), "auth": b64(os.urandom(16))}}
+        made = await client.post("/v1/push/subscriptions", json=sub, headers=auth)
+        assert made.status_code == 201, (made.status_code, made.text)
+        listed = (await client.get("/v1/push/subscriptions", headers=auth)).json()["subscriptions"]
+        assert [(s["endpoint"], s["this_device"]) for s in listed] == [(endpoint, True)], listed
+        gone = await client.request("DELETE", "/v1/push/subscriptions", json={"endpoint": endpoint}, headers=auth)
+        assert gone.status_code == 204, (gone.status_code, gone.text)
+        assert (await client.get("/v1/push/subscriptions", headers=auth)).json()["subscriptions"] == []
+        worker = await client.get("/web/sw.js")
+        assert worker.status_code == 200 and worker.headers["content-type"].startswith("text/javascript"), (
+            worker.status_code, worker.headers)
+    return {"push": "ok", "public_key": key.json()["public_key"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -310,6 +366,7 @@ def main() -> None:
     p.add_argument("--base", required=True)
     p.add_argument("--state", required=True)
     p.add_argument("--cafile", help="CA (or self-signed) certificate to verify HTTPS with")
+    p.add_argument("--admin-file", required=True, help='the admin made on the host: {"username", "password"}')
     p.add_argument("--timeout", type=float, default=120)
     p = sub.add_parser("exchange")
     p.add_argument("--state", required=True)
@@ -328,9 +385,12 @@ def main() -> None:
     p.add_argument("--stop-file", required=True)
     p.add_argument("--interval", type=float, default=0.3, help="under the send rate limit (50 per 10 s)")
     p.add_argument("--min-reconnects", type=int, default=1)
+    p = sub.add_parser("push")
+    p.add_argument("--state", required=True)
     p.add_argument("--timeout", type=float, default=1200)
     args = parser.parse_args()
-    commands = {"setup": setup, "exchange": exchange, "edge": edge, "web": web, "traffic": traffic}
+    commands = {"setup": setup, "exchange": exchange, "edge": edge, "web": web, "traffic": traffic,
+                "push": push}
     out = asyncio.run(commands[args.cmd](args))
     print(json.dumps(out))
     sys.stdout.flush()

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chatd import http_api, logs, metrics, ws
+from chatd import http_accounts, http_api, http_notify, logs, metrics, ws
 from chatd.config import Settings
 from chatd.errors import ChatdError, Code
 from chatd.origins import ApiCors
@@ -90,7 +90,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
             await close_runtime(rt)
 
     app = Starlette(
-        routes=[*http_api.routes, WebSocketRoute("/v1/ws", ws.endpoint)],
+        routes=[
+            *http_api.routes,
+            *http_accounts.routes,
+            *http_notify.routes,
+            WebSocketRoute("/v1/ws", ws.endpoint),
+        ],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )

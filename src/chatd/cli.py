@@ -8,12 +8,13 @@ import logging
 import os
 import shlex
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from chatd import __version__, logs
+from chatd import __version__, admin_cli, logs
 from chatd.config import ConfigError, Settings, documented_defaults
 
 if TYPE_CHECKING:
@@ -199,7 +200,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     if devstack.web_root() is not None:
         print(f"  web app: {stack.url}/  (open it in a browser)")
     url = "" if stack.http_port == 8080 else f" --url {stack.url}"
-    print(f"  chat:    {program()} client{url} register alice")
+    where = "" if args.dir == DEFAULT_DIR else f" --dir {args.dir}"
+    # Registration needs an invite here too (CHATD_REGISTRATION): the first admin is made
+    # on the host, as on a server, then makes invites or users in the web app.
+    print(f"  admin:   {program()} dev admin{where} create-user alice --admin")
+    print(f"  chat:    {program()} client{url} login alice")
     print(f"  status:  {_prog(args, 'status')}")
     print(f"  stop:    {_prog(args, 'down')}")
     return 0
@@ -264,6 +269,15 @@ def cmd_restart(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dev_admin(args: argparse.Namespace) -> int:
+    """`chatd admin ...` against the local stack's database (its settings, its passwords)."""
+    stack = _existing_stack(args)
+    if stack is None:
+        return 1
+    argv = [sys.executable, "-m", "chatd", "admin", *args.rest]
+    return subprocess.run(argv, env=stack.env(), check=False).returncode
+
+
 DEFAULT_DIR = ".chatd-dev"
 
 
@@ -281,8 +295,13 @@ def add_dev_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     restart = dev_sub.add_parser("restart", help="drain and restart one worker")
     restart.add_argument("process", help="worker-1, worker-2, ...")
     restart.set_defaults(func=_with_devstack(cmd_restart))
-    for cmd in (up, down, status, restart):
+    admin = dev_sub.add_parser(
+        "admin", help="`chatd admin ...` for the local stack, e.g. create-user NAME --admin"
+    )
+    admin.set_defaults(func=_with_devstack(cmd_dev_admin))
+    for cmd in (up, down, status, restart, admin):
         cmd.add_argument("--dir", default=DEFAULT_DIR, help=f"where the stack lives (default {DEFAULT_DIR})")
+    admin.add_argument("rest", nargs=argparse.REMAINDER, help="create-user NAME [--admin]")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -322,6 +341,7 @@ def parser() -> argparse.ArgumentParser:
         stub.set_defaults(func=lambda _args: needs_extra("client", missing))
     else:
         client.add_parser(sub)
+    admin_cli.add_parser(sub)
     add_dev_parser(sub)
     return top
 

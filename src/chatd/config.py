@@ -91,6 +91,45 @@ def _origins(name: str, raw: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    value = raw.lower()
+    if value not in choices:
+        raise ConfigError(f"{name}: expected {', '.join(choices[:-1])} or {choices[-1]}, got {raw!r}")
+    return value
+
+
+def _push_services(name: str, raw: str) -> tuple[str, ...]:
+    """Comma-separated ``scheme://host`` patterns; a host may start with ``*.``."""
+    found = []
+    for item in (part.strip().lower() for part in raw.split(",")):
+        if not item:
+            continue
+        scheme, _, host = item.partition("://")
+        bare = host.removeprefix("*.")
+        if scheme not in ("http", "https") or not bare or any(c in bare for c in "/:@?#*"):
+            raise ConfigError(f"{name}: expected patterns like https://*.example.org, got {item!r}")
+        found.append(item)
+    return tuple(found)
+
+
+def _key_file(name: str, raw: str) -> str:
+    """A PEM file holding an EC P-256 private key (the VAPID key); empty: none."""
+    if not raw:
+        return raw
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        key = serialization.load_pem_private_key(Path(raw).read_bytes(), password=None)
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {raw}: {exc.strerror}") from None
+    except (ValueError, TypeError):
+        raise ConfigError(f"{name}: {raw} is not an unencrypted PEM private key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ConfigError(f"{name}: {raw} is not an EC P-256 key")
+    return raw
+
+
 def _log_level(name: str, raw: str) -> str:
     level = raw.lower()
     if level not in ("debug", "info", "warning", "error"):
@@ -101,6 +140,12 @@ def _log_level(name: str, raw: str) -> str:
 # systemd credentials (LoadCredential=NAME:...; read from $CREDENTIALS_DIRECTORY/NAME): the
 # password each URL setting gets when its URL carries none. Local runs put it in the URL instead.
 CREDENTIALS = {"database_url": "database-password", "redis_url": "redis-password"}
+# The VAPID key (Web Push) as a credential: its file is used as CHATD_PUSH_VAPID_KEY_FILE.
+VAPID_CREDENTIAL = "vapid-private-key"
+DEFAULT_PUSH_SERVICES = (
+    "https://fcm.googleapis.com,https://*.push.services.mozilla.com,"
+    "https://*.notify.windows.com,https://web.push.apple.com"
+)
 
 
 def _credential(env: Mapping[str, str], name: str) -> str | None:
@@ -150,6 +195,8 @@ class Settings:
     metrics: bool = _setting("on", _switch)
     forwarded_allow_ips: str = _setting("127.0.0.1,::1", lambda n, v: v)
     allowed_origins: tuple[str, ...] = _setting("", _origins)
+    # Who may register (docs/protocol.md "POST /v1/register"): the safe default needs an invite.
+    registration: str = _setting("invite", lambda n, v: _choice(n, v, ("invite", "open", "closed")))
     db_pool_min: int = _setting("2", lambda n, v: _int(n, v, 1, 200))
     db_pool_max: int = _setting("20", lambda n, v: _int(n, v, 1, 500))
     redis_pool_max: int = _setting("100", lambda n, v: _int(n, v, 2, 10_000))
@@ -189,6 +236,16 @@ class Settings:
     argon2_memory_kib: int = _setting("65536", lambda n, v: _int(n, v, 8, 4 * 1024 * 1024))
     argon2_concurrency: int = _setting("1", lambda n, v: _int(n, v, 1, 64))
     argon2_queue: int = _setting("16", lambda n, v: _int(n, v, 0, 100_000))
+    # Web Push (pushes.py); no key file and no credential: no pushes
+    push_vapid_key_file: str = _setting("", _key_file)
+    push_subject: str = _setting("mailto:chatd@localhost", lambda n, v: v)
+    push_services: tuple[str, ...] = _setting(DEFAULT_PUSH_SERVICES, _push_services)
+    push_interval_s: float = _setting("30", lambda n, v: _float(n, v, 0, 86_400))
+    push_away_delay_s: float = _setting("60", lambda n, v: _float(n, v, 0, 86_400))
+    push_queue: int = _setting("1000", lambda n, v: _int(n, v, 1, 1_000_000))
+    push_concurrency: int = _setting("8", lambda n, v: _int(n, v, 1, 1000))
+    push_timeout_s: float = _setting("10", lambda n, v: _float(n, v, 0.1, 120))
+    push_ttl_s: int = _setting("86400", lambda n, v: _int(n, v, 0, 2_419_200))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -205,6 +262,12 @@ class Settings:
             secret = _credential(env, credential) if credential else None
             if credential and secret is not None:
                 values[item.name] = _with_password(name, values[item.name], credential, secret)
+        directory = env.get("CREDENTIALS_DIRECTORY", "")
+        if directory and _credential(env, VAPID_CREDENTIAL) is not None:
+            path = str(Path(directory) / VAPID_CREDENTIAL)
+            values["push_vapid_key_file"] = _key_file(f"credential {VAPID_CREDENTIAL}", path)
+        if not values["push_subject"].startswith(("mailto:", "https://")):
+            raise ConfigError("CHATD_PUSH_SUBJECT: expected a mailto: or https: URL")
         if values["presence_heartbeat_s"] >= values["presence_ttl_s"]:
             raise ConfigError("CHATD_PRESENCE_HEARTBEAT_S: must be shorter than CHATD_PRESENCE_TTL_S")
         if values["db_pool_min"] > values["db_pool_max"]:

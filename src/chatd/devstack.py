@@ -103,11 +103,17 @@ class Stack:
     def metrics_url(self, index: int) -> str:
         return f"http://127.0.0.1:{self.metrics_ports[index]}/metrics"
 
+    @property
+    def vapid_key_file(self) -> Path:
+        """The stack's own VAPID key (Web Push), made once by `up` like its passwords."""
+        return self.root / "vapid.pem"
+
     def env(self) -> dict[str, str]:
         return {
             **os.environ,
             "CHATD_DATABASE_URL": self.database_url,
             "CHATD_REDIS_URL": self.redis_url,
+            "CHATD_PUSH_VAPID_KEY_FILE": str(self.vapid_key_file),
             **self.extra_env,
         }
 
@@ -167,6 +173,12 @@ class Stack:
             self.metrics_ports = [free_port() for _ in range(self.workers)]
         self.db_password = self.db_password or secrets.token_urlsafe(18)
         self.redis_password = self.redis_password or secrets.token_urlsafe(18)
+        if not self.vapid_key_file.exists():
+            from chatd.webpush import generate_key_pem
+
+            fd = os.open(self.vapid_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(generate_key_pem())
         self.save()
         if not self.running("postgres"):
             self.start_postgres(init=True)

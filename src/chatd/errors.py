@@ -15,6 +15,13 @@ class Code(StrEnum):
     UNAUTHORIZED = "unauthorized"
     INVALID_CREDENTIALS = "invalid_credentials"
     USERNAME_TAKEN = "username_taken"
+    REGISTRATION_CLOSED = "registration_closed"
+    INVITE_REQUIRED = "invite_required"
+    INVALID_INVITE = "invalid_invite"
+    ACCOUNT_DEACTIVATED = "account_deactivated"
+    WRONG_PASSWORD = "wrong_password"  # noqa: S105  (an error code, not a password)
+    LAST_ADMIN = "last_admin"
+    CANNOT_DEACTIVATE_SELF = "cannot_deactivate_self"
     USER_NOT_FOUND = "user_not_found"
     NOT_MEMBER = "not_member"
     FORBIDDEN = "forbidden"
@@ -26,6 +33,7 @@ class Code(StrEnum):
     RATE_LIMITED = "rate_limited"
     TOO_MANY_CONNECTIONS = "too_many_connections"
     NOT_FOUND = "not_found"
+    PUSH_DISABLED = "push_disabled"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     UNAVAILABLE = "unavailable"
     SHUTTING_DOWN = "shutting_down"
@@ -41,6 +49,13 @@ HTTP_STATUS: dict[Code, int] = {
     Code.UNAUTHORIZED: 401,
     Code.INVALID_CREDENTIALS: 401,
     Code.USERNAME_TAKEN: 409,
+    Code.REGISTRATION_CLOSED: 403,
+    Code.INVITE_REQUIRED: 403,
+    Code.INVALID_INVITE: 403,
+    Code.ACCOUNT_DEACTIVATED: 403,
+    Code.WRONG_PASSWORD: 403,
+    Code.LAST_ADMIN: 409,
+    Code.CANNOT_DEACTIVATE_SELF: 409,
     Code.USER_NOT_FOUND: 404,
     Code.NOT_MEMBER: 403,
     Code.FORBIDDEN: 403,
@@ -52,6 +67,7 @@ HTTP_STATUS: dict[Code, int] = {
     Code.RATE_LIMITED: 429,
     Code.TOO_MANY_CONNECTIONS: 429,
     Code.NOT_FOUND: 404,
+    Code.PUSH_DISABLED: 404,
     Code.METHOD_NOT_ALLOWED: 405,
     Code.UNAVAILABLE: 503,
     Code.SHUTTING_DOWN: 503,

@@ -82,6 +82,11 @@ def string(body: dict[str, Any], name: str) -> str:
     return frames.check_text(value, name)
 
 
+def optional_string(body: dict[str, Any], name: str) -> str | None:
+    """A string field that may be absent or null."""
+    return None if body.get(name) is None else string(body, name)
+
+
 def id_list(body: dict[str, Any], name: str, kind: type) -> list[Any]:
     value = body.get(name, [])
 
@@ -165,7 +170,7 @@ async def register(request: Request) -> Response:
     body = await read_json(request)
     client = request.client.host if request.client else "-"
     result = await runtime(request).accounts.register(
-        string(body, "username"), string(body, "password"), client
+        string(body, "username"), string(body, "password"), client, optional_string(body, "invite")
     )
     return JSON(result, status_code=201)
 
@@ -174,7 +179,9 @@ async def register(request: Request) -> Response:
 async def login(request: Request) -> Response:
     body = await read_json(request)
     client = request.client.host if request.client else "-"
-    result = await runtime(request).accounts.login(string(body, "username"), string(body, "password"), client)
+    result = await runtime(request).accounts.login(
+        string(body, "username"), string(body, "password"), client, request.headers.get("user-agent")
+    )
     return JSON(result)
 
 
@@ -193,6 +200,8 @@ async def me(request: Request) -> Response:
             "user_id": identity.user_id,
             "username": identity.username,
             "share_read_state": identity.share_read_state,
+            "display_name": identity.display_name,
+            "admin": identity.is_admin,
         }
     )
 

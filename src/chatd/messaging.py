@@ -6,7 +6,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from chatd import metrics, notices, policy
@@ -111,6 +111,9 @@ class Messaging:
         self._hub = hub
         self._limiter = limiter
         self._settings = settings
+        # Told the messages each send group stored (not resends), after the publish: Web Push
+        # (pushes.py). It must return at once; the acks do not wait for it.
+        self.on_committed: Callable[[Sequence[dict[str, Any]]], None] | None = None
         self._appends: Batcher[Append, tuple[dict[str, Any], bool]] = Batcher(
             self._append_many, max_size=COMMIT_BATCH_MAX, concurrency=COMMITS_IN_FLIGHT
         )
@@ -167,6 +170,8 @@ class Messaging:
         # this delivers it now; subscribers drop the copy if they already have it. Queued in
         # commit order.
         await self._hub.publish_many(events)
+        if self.on_committed is not None:
+            self.on_committed([r[0] for r in stored if not isinstance(r, BaseException) and not r[1]])
         for cid in dict.fromkeys(event["conversation_id"] for event in events):
             await self._mark_took_part(cid, user_id)
         for index, result in zip(todo, stored, strict=True):

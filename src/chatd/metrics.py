@@ -107,6 +107,13 @@ SWEEPER_REMOVALS = Counter(
     "chatd_presence_sweeper_removals_total", "Users whose entries had all expired, handled by the sweeper"
 )
 
+# -- accounts ------------------------------------------------------------------------------
+ADMIN_ACTIONS = Counter(
+    "chatd_admin_actions_total",
+    "Admin actions done through the API (create_invite, deactivate, ...); each is logged too",
+    ["action"],
+)
+
 # -- pools, errors, the loop ---------------------------------------------------------------
 POOL_CONNECTIONS = Gauge("chatd_pool_connections", "Pool connections by pool and state", ["pool", "state"])
 POOL_WAIT = Histogram(
@@ -119,6 +126,12 @@ REDIS_WAIT = POOL_WAIT.labels("redis")
 ERROR_REPLIES = Counter("chatd_error_replies_total", "Error replies sent to clients, by error code", ["code"])
 ERRORS = Counter("chatd_errors_total", "Failures of background work and unexpected errors, by kind", ["kind"])
 LOOP_LAG = Gauge("chatd_event_loop_lag_seconds", "Largest event-loop lag seen in the last sampling period")
+
+# Web Push (pushes.py)
+PUSHES = Counter("chatd_pushes_total", "Web Push requests, by outcome", ["outcome"])
+PUSH_SKIPPED = Counter("chatd_push_skipped_total", "Pushes not made for a recipient, by reason", ["reason"])
+PUSH_RETRIES = Counter("chatd_push_retries_total", "Web Push requests retried after a failure")
+PUSH_HELD = Gauge("chatd_push_held", "Web Push requests queued, in flight or waiting to be retried")
 
 _ALL = [
     name for name, value in list(globals().items()) if isinstance(value, Counter | Gauge | Histogram | Info)

@@ -9,8 +9,11 @@ op                     fields                                  rebuilt from
 =====================  ======================================  =================================
 ``conversation_added`` ``conversation``, ``since``              ``members`` (``joined_seq``)
 ``settings``           ``share_read_state``                    ``users.share_read_state``
-``revoke``             ``token`` (hex SHA-256)                 ``tokens``: the session layer
+``revoke``             ``tokens`` (hex SHA-256 each)           ``tokens``: the session layer
                                                                re-checks every socket's token
+``notify_settings``    ``dnd``, ``push_preview``, ``muted``      ``notify_settings``, ``members``:
+                                                               sent again after an outage
+                                                               (notify.py)
 =====================  ======================================  =================================
 
 Ephemeral notices (latest value wins, lost ones are not rebuilt): ``read_state`` (the user's
@@ -39,8 +42,18 @@ def settings(share_read_state: bool) -> Notice:
     return {"op": "settings", "share_read_state": share_read_state}
 
 
-def revoke(token_hash: bytes) -> Notice:
-    return {"op": "revoke", "token": token_hash.hex()}
+def notify_settings(current: dict[str, Any]) -> Notice:
+    """All of the user's notification settings (each change sends them whole)."""
+    return {"op": "notify_settings", **current}
+
+
+def revoke(*token_hashes: bytes) -> Notice:
+    """Close the sockets of these tokens (a logout: one; a deactivation or a password change:
+    every one of the user's, or all but the caller's)."""
+    notice: Notice = {"op": "revoke", "tokens": [token_hash.hex() for token_hash in token_hashes]}
+    if len(token_hashes) == 1:  # what workers of earlier releases read, during a rolling upgrade
+        notice["token"] = token_hashes[0].hex()
+    return notice
 
 
 def read_state(cid: int, seq: int, origin: str) -> Notice:

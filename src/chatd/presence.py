@@ -126,6 +126,31 @@ end
 return out
 """
 
+# KEYS: conns, idle, grace, state of each user (4 per user). Per user: live connections that are
+# active, live ones that are idle, and since when (ms, Redis clock) the user has been away;
+# then Redis's clock. Connections in their grace period (closed) are not counted.
+_ATTENTION = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for i = 1, #KEYS, 4 do
+  local active, idle = 0, 0
+  for _, c in ipairs(redis.call('ZRANGEBYSCORE', KEYS[i], '(' .. now, '+inf')) do
+    if redis.call('SISMEMBER', KEYS[i + 2], c) == 0 then
+      if redis.call('SISMEMBER', KEYS[i + 1], c) == 1 then idle = idle + 1 else active = active + 1 end
+    end
+  end
+  local v = redis.call('HMGET', KEYS[i + 3], 'state', 'since')
+  local since = now
+  if v[1] == 'away' and v[2] then since = tonumber(v[2]) end
+  table.insert(out, active)
+  table.insert(out, idle)
+  table.insert(out, since)
+end
+table.insert(out, now)
+return out
+"""
+
 
 def _keys(uid: int) -> list[str]:
     return [
@@ -151,6 +176,7 @@ class Presence:
         self._apply = redis.register_script(_APPLY)
         self._published = redis.register_script(_PUBLISHED)
         self._statuses = redis.register_script(_STATUSES)
+        self._attention = redis.register_script(_ATTENTION)
         self._tasks: list[asyncio.Task[None]] = []
         self._marker = f"chatd:pmark:{secrets.token_hex(8)}"
         self._marked = False
@@ -243,6 +269,21 @@ class Presence:
         return {
             uid: (_text(flat[2 * i]) or "offline", int(flat[2 * i + 1] or 0)) for i, uid in enumerate(uids)
         }
+
+    async def unattended(self, uids: list[int], away_for_s: float) -> set[int]:
+        """Those of `uids` no device is looking at: no live connection, or all of them idle
+        (away) for at least `away_for_s` (Web Push goes to them, pushes.py)."""
+        if not uids:
+            return set()
+        keys = [key for uid in uids for key in _keys(uid)[:4]]
+        flat = [int(v) for v in await self._attention(keys=keys)]
+        now = flat[-1]
+        found = set()
+        for i, uid in enumerate(uids):
+            active, idle, since = flat[3 * i : 3 * i + 3]
+            if active == 0 and (idle == 0 or now - since >= away_for_s * 1000):
+                found.add(uid)
+        return found
 
     async def view(self, users: dict[int, datetime | None]) -> list[dict[str, Any]]:
         statuses = await self.statuses(list(users))

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -20,12 +21,15 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
 from chatd import metrics, migrations, notices
 from chatd.accounts import Accounts, Limiters
+from chatd.admin import Admin
 from chatd.config import Settings
 from chatd.conncap import ConnectionCap
 from chatd.connection import CLOSE_SERVICE_RESTART
 from chatd.fanout import Hub
 from chatd.messaging import Messaging
+from chatd.notify import Notify
 from chatd.presence import Presence
+from chatd.pushes import Pushes
 from chatd.ratelimit import RateLimiter
 from chatd.readstate import ReadState
 from chatd.receipts import Flusher, Receipts
@@ -33,6 +37,7 @@ from chatd.sampler import Sampler, TimedRedisPool
 from chatd.security import Passwords
 from chatd.storage import Stores, create_pool
 from chatd.subscriber import Subscriber
+from chatd.webpush import VapidKey
 
 log = logging.getLogger("chatd")
 READY_REDIS_TIMEOUT_S = 2.0
@@ -90,7 +95,8 @@ class Runtime:
             settings.argon2_concurrency,
             settings.argon2_queue,
         )
-        self.accounts = Accounts(stores, self.passwords, limiters, self.hub)
+        self.accounts = Accounts(stores, self.passwords, limiters, self.hub, settings.registration)
+        self.admin = Admin(stores, self.passwords, self.accounts)
         read_state = ReadState(redis, settings.redis_send_timeout_s)
         lookups = RateLimiter(redis, "lookup", settings.user_lookup_rate_limit, 60)
         groups = RateLimiter(redis, "group", settings.group_rate_limit, 3600)
@@ -99,6 +105,12 @@ class Runtime:
         self.messaging = Messaging(
             stores, self.hub, limiter, self.receipts, settings, lookups, groups, self.presence
         )
+        key = None
+        if settings.push_vapid_key_file:
+            key = VapidKey.from_file(Path(settings.push_vapid_key_file), settings.push_subject)
+        self.notify = Notify(stores, self.hub, settings, key)
+        self.pushes = Pushes(stores, self.presence, redis, settings, key)
+        self.messaging.on_committed = self.pushes.committed  # off the send path (pushes.py)
         self.flusher = Flusher(stores, read_state, settings.receipt_flush_interval_s)
         self.conncap = ConnectionCap(
             redis,
@@ -133,6 +145,7 @@ class Runtime:
         for sub in subscribers:
             if sub.token_hash not in live:
                 sub.notice(notices.revoke(sub.token_hash))  # as a live revoke does
+        await self.notify.resend([sub for sub in subscribers if sub.token_hash in live])
 
     async def readiness(self) -> list[str]:
         problems = []
@@ -197,6 +210,7 @@ async def open_runtime(settings: Settings) -> Runtime:
         runtime.flusher.start()
         runtime.presence.start()
         runtime.sampler.start()
+        runtime.pushes.start()
     except BaseException:
         await pool.close()
         raise
@@ -204,6 +218,7 @@ async def open_runtime(settings: Settings) -> Runtime:
 
 
 async def close_runtime(runtime: Runtime) -> None:
+    await runtime.pushes.stop()
     await runtime.sampler.stop()
     await runtime.presence.stop()
     await runtime.flusher.stop()  # writes every pointer still only in Redis

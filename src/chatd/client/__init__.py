@@ -1,4 +1,4 @@
-"""The terminal client: `chatd client register|login|logout|list|chat|group` (see README)."""
+"""The terminal client: `chatd client register|login|logout|passwd|devices|list|chat|group|watch` (README)."""
 
 from __future__ import annotations
 
@@ -47,13 +47,33 @@ def _password(args: argparse.Namespace) -> str:
     return args.password or os.environ.get("CHATD_PASSWORD") or getpass.getpass("password: ")
 
 
+def _invite(args: argparse.Namespace, policy: str) -> str | None:
+    """The invite, when the server says registering needs one (GET /v1/server)."""
+    if policy == "closed":
+        raise SystemExit("chatd: registration is closed on this server; an admin creates accounts")
+    if policy != "invite":
+        return None
+    given = args.invite or os.environ.get("CHATD_INVITE")
+    if given:
+        return str(given)
+    if not sys.stdin.isatty():
+        raise SystemExit("chatd: registering on this server needs an invite: --invite TOKEN (ask an admin)")
+    return input("invite (from an admin): ").strip()
+
+
 async def cmd_register(args: argparse.Namespace) -> int:
     async with Api(args.url) as api:
+        body = {"username": args.username}
+        invite = _invite(args, (await api.call("GET", "/v1/server"))["registration"])
+        if invite is not None:
+            body["invite"] = invite
+        body["password"] = _password(args)
         try:
-            user = await api.call(
-                "POST", "/v1/register", {"username": args.username, "password": _password(args)}
-            )
+            user = await api.call("POST", "/v1/register", body)
         except ApiError as exc:
+            if exc.code in ("invite_required", "invalid_invite", "registration_closed"):
+                print(f"chatd: {exc}; ask an admin for an invite", file=sys.stderr)
+                return 1
             if exc.code == "username_taken":
                 print(
                     f"chatd: {args.username} is already registered; log in: "
@@ -95,6 +115,55 @@ async def cmd_logout(args: argparse.Namespace) -> int:
                 raise
     profiles.remove(args.url, profile["username"])
     print(f"logged out {profile['username']}")
+    return 0
+
+
+def _new_password(args: argparse.Namespace) -> str:
+    given = args.new_password or os.environ.get("CHATD_NEW_PASSWORD")
+    if given:
+        return str(given)
+    first = getpass.getpass("new password: ")
+    if first != getpass.getpass("the same again: "):
+        raise SystemExit("chatd: the two passwords differ; nothing changed")
+    return first
+
+
+async def cmd_passwd(args: argparse.Namespace) -> int:
+    """Change the password; every other login of this user (other devices) is logged out."""
+    profile = _profile(args)
+    current = args.password or os.environ.get("CHATD_PASSWORD") or getpass.getpass("current password: ")
+    body = {"current_password": current, "new_password": _new_password(args)}
+    async with Api(args.url, profile["token"]) as api:
+        result = await api.call("PUT", "/v1/me/password", body)
+    others = result["revoked_sessions"]
+    print(f"password changed; {others} other device(s) logged out")
+    return 0
+
+
+async def cmd_devices(args: argparse.Namespace) -> int:
+    """The user's logins (devices), or `devices revoke ID` to log one out."""
+    profile = _profile(args)
+    async with Api(args.url, profile["token"]) as api:
+        if args.revoke is not None:
+            await api.call("DELETE", f"/v1/me/sessions/{args.revoke}")
+            print(f"device {args.revoke} logged out")
+            return 0
+        sessions = (await api.call("GET", "/v1/me/sessions"))["sessions"]
+    header = ("id", "logged in", "last used", "address", "device")
+    rows = [
+        (
+            str(s["id"]) + (" *" if s["current"] else ""),
+            s["created_at"][:16].replace("T", " "),
+            s["last_used_at"][:16].replace("T", " "),
+            s["address"] or "-",
+            s["user_agent"] or "-",
+        )
+        for s in sessions
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print(f"* this one; log one out: {_hint(args, 'devices --revoke ID')}")
     return 0
 
 
@@ -174,6 +243,20 @@ async def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_watch(args: argparse.Namespace) -> int:
+    from chatd.client.watch import Watch
+
+    profile = _profile(args)
+    try:
+        await Watch(args.url, profile, lambda line: print(line, flush=True)).run()
+    except Stop as exc:
+        if exc.auth:
+            profiles.remove(args.url, profile["username"])
+        print(f"chatd: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _keep_outbox(profile: profiles.Profile, cid: int, session: ChatSession) -> None:
     profile.setdefault("outbox", {})[str(cid)] = session.pending()
     profiles.save(profile)
@@ -235,11 +318,23 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         cmd = client_sub.add_parser(name)
         cmd.add_argument("username")
         cmd.add_argument("--password", help="or CHATD_PASSWORD, or asked for")
+        if name == "register":
+            cmd.add_argument("--invite", help="or CHATD_INVITE, or asked for when the server needs one")
         cmd.set_defaults(func=_run(func))
     client_sub.add_parser("logout").set_defaults(func=_run(cmd_logout))
+    passwd = client_sub.add_parser("passwd", help="change your password (your other devices are logged out)")
+    passwd.add_argument("--password", help="the current one: or CHATD_PASSWORD, or asked for")
+    passwd.add_argument("--new-password", help="or CHATD_NEW_PASSWORD, or asked for (twice)")
+    passwd.set_defaults(func=_run(cmd_passwd))
+    devices = client_sub.add_parser("devices", help="where you are logged in; --revoke ID logs one out")
+    devices.add_argument("--revoke", type=int, metavar="ID")
+    devices.set_defaults(func=_run(cmd_devices))
     client_sub.add_parser("list", help="conversations, unread counts, last activity").set_defaults(
         func=_run(cmd_list)
     )
+    client_sub.add_parser(
+        "watch", help="print a line per incoming message of any conversation (for a notifier)"
+    ).set_defaults(func=_run(cmd_watch))
     chat = client_sub.add_parser("chat", help="chat with a user (NAME) or in a conversation (#ID)")
     chat.add_argument("target")
     chat.set_defaults(func=_run(cmd_chat))

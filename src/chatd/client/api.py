@@ -16,7 +16,12 @@ class ApiError(Exception):
 
 class Api:
     def __init__(self, url: str, token: str | None = None) -> None:
-        headers = {"authorization": f"Bearer {token}"} if token else {}
+        from chatd import __version__
+
+        # The user agent names this client in the user's device list (GET /v1/me/sessions).
+        headers = {"user-agent": f"chatd-client/{__version__}"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
         self.http = httpx.AsyncClient(base_url=url, headers=headers, timeout=10)
 
     async def __aenter__(self) -> Api:

@@ -87,6 +87,8 @@ class ChatSession:
         self.ws: ClientConnection | None = None
         self.synced = False
         self.listed = False  # the conversation was in this connection's `ready` pages
+        self.muted: set[int] = set()  # notification settings (docs/protocol.md §12)
+        self.dnd = False
         # The writer: what it wrote on this connection (in the current round), the replies
         # still due (client_msg_id, round), the round (a rewind starts a new one), and when
         # it may write again.
@@ -173,6 +175,7 @@ class ChatSession:
         async with Api(self.url, self.token) as api:
             history = await api.history(self.cid)
             counts = await api.receipts(self.cid, history)
+            self._notify_settings(await api.call("GET", "/v1/me/notifications"))
         for event in history:
             self._message(event, counts.get(event["seq"]))
         attempt = 0
@@ -232,6 +235,10 @@ class ChatSession:
         elif kind == "message" and frame["conversation_id"] == self.cid:
             self._message(frame)
             self._mark_read()
+        elif kind == "message":
+            self._elsewhere(frame)
+        elif kind == "notify_settings":
+            self._notify_settings(frame)
         elif kind == "ack" and frame["conversation_id"] == self.cid:
             self._answered(frame["client_msg_id"])
             self._saved(frame["client_msg_id"], frame["seq"])
@@ -246,6 +253,18 @@ class ChatSession:
         elif kind == "presence":
             self._presence(frame, announce=True)
         self.refresh()
+
+    def _elsewhere(self, event: Frame) -> None:
+        """A message in another conversation: the terminal's bell, unless muted or in
+        do-not-disturb (or mine, from another device)."""
+        if event["kind"] != "text" or event["sender_id"] == self.me:
+            return
+        if self.dnd or event["conversation_id"] in self.muted:
+            return
+        self.out(f"\a* new message in #{event['conversation_id']}")
+
+    def _notify_settings(self, settings: Frame) -> None:
+        self.muted, self.dnd = set(settings["muted"]), bool(settings["dnd"])
 
     def _ready(self, frame: Frame) -> None:
         """`ready` and the `conversations` pages after it (protocol.md §4.1)."""

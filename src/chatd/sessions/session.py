@@ -155,8 +155,11 @@ class Session:
             self.broadcast(dumps(frame), frame)  # held until `synced`, like other state
         elif op == "settings":
             self.share_read_state = bool(payload["share_read_state"])
-        elif op == "revoke" and payload.get("token") == self.token_hash.hex():
-            self.close(*state.REVOKED)
+        elif op == "notify_settings":  # mutes, do-not-disturb, preview: to every device (notify.py)
+            frame = {"type": "notify_settings", **{k: v for k, v in payload.items() if k != "op"}}
+            self.broadcast(dumps(frame), frame)
+        elif op == "revoke" and self.token_hash.hex() in payload.get("tokens", [payload.get("token")]):
+            self.close(*state.REVOKED)  # ("token" alone: from a worker of an earlier release)
 
     def close(self, code: int, reason: str = "") -> None:
         """Close after everything already queued (DRAINING until the socket is gone)."""

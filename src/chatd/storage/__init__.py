@@ -11,17 +11,21 @@ import redis.exceptions
 
 from chatd.config import database_hosts
 from chatd.storage.accounts import AccountStore
+from chatd.storage.admin import AdminStore
 from chatd.storage.conversations import ConversationStore
 from chatd.storage.messages import MessageStore
 from chatd.storage.notices import NoticeStore
+from chatd.storage.notify import NotifyStore
 from chatd.storage.presence import PresenceStore
 from chatd.storage.receipts import ReceiptStore
 
 __all__ = [
     "AccountStore",
+    "AdminStore",
     "ConversationStore",
     "MessageStore",
     "NoticeStore",
+    "NotifyStore",
     "PresenceStore",
     "ReceiptStore",
     "Stores",
@@ -37,11 +41,13 @@ class Stores:
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
         self.accounts = AccountStore(pool)
+        self.admin = AdminStore(pool)
         self.conversations = ConversationStore(pool)
         self.messages = MessageStore(pool)
         self.receipts = ReceiptStore(pool)
         self.presence = PresenceStore(pool)
         self.notices = NoticeStore(pool)
+        self.notify = NotifyStore(pool)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

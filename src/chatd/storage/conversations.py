@@ -266,7 +266,8 @@ class ConversationStore:
 
     async def members(self, conversation_id: int, after_user: int, limit: int) -> list[dict[str, Any]]:
         rows = await self._pool.fetch(
-            "SELECT m.user_id, u.username, m.role, m.joined_at FROM members m"
+            "SELECT m.user_id, u.username, m.role, m.joined_at, u.display_name,"
+            " u.deactivated_at IS NOT NULL AS deactivated FROM members m"
             " JOIN users u ON u.id = m.user_id"
             " WHERE m.conversation_id = $1 AND m.user_id > $2 ORDER BY m.user_id LIMIT $3",
             conversation_id,

@@ -38,7 +38,13 @@ const REQUEST_TEXT = {
   user_not_found: "No such user",
   username_taken: "That username is taken",
   invalid_credentials: "Wrong username or password",
-  forbidden: "Only an owner can do that",
+  invite_required: "Registering here needs an invite from an admin",
+  invalid_invite: "That invite is not valid: unknown, expired, used up or revoked",
+  registration_closed: "Registration is closed here; an admin creates accounts",
+  account_deactivated: "This account is deactivated; ask an admin",
+  wrong_password: "The current password is wrong",
+  last_admin: "The last admin cannot stop being one; make another admin first",
+  cannot_deactivate_self: "You cannot deactivate yourself",
   group_too_large: "Who read it is not kept for groups this large",
   network: "Cannot reach the server",
 };
@@ -107,9 +113,13 @@ export class Api {
     return data;
   }
 
-  /** @param {string} username @param {string} password */
-  register(username, password) {
-    return this.call("POST", "/v1/register", { username, password });
+  /** What the server lets in: `{registration: "invite"|"open"|"closed"}` (no token). */
+  server() {
+    return this.call("GET", "/v1/server");
+  }
+  /** @param {string} username @param {string} password @param {string} [invite] */
+  register(username, password, invite) {
+    return this.call("POST", "/v1/register", invite ? { username, password, invite } : { username, password });
   }
   /** @param {string} username @param {string} password */
   login(username, password) {
@@ -169,5 +179,54 @@ export class Api {
   /** @param {number[]} userIds */
   presence(userIds) {
     return this.call("POST", "/v1/presence", { user_ids: userIds });
+  }
+
+  // -- the own account (§3 "Accounts") ------------------------------------------------------
+  /** @param {string|null} displayName */
+  setDisplayName(displayName) {
+    return this.call("PUT", "/v1/me/profile", { display_name: displayName });
+  }
+  /** @param {string} current @param {string} next */
+  changePassword(current, next) {
+    return this.call("PUT", "/v1/me/password", { current_password: current, new_password: next });
+  }
+  sessions() {
+    return this.call("GET", "/v1/me/sessions");
+  }
+  /** @param {number} id */
+  revokeSession(id) {
+    return this.call("DELETE", `/v1/me/sessions/${id}`);
+  }
+
+  // -- admins -------------------------------------------------------------------------------
+  invites() {
+    return this.call("GET", "/v1/admin/invites");
+  }
+  /** @param {{max_uses: number, expires_in_s: number, note: string}} invite */
+  createInvite(invite) {
+    return this.call("POST", "/v1/admin/invites", invite);
+  }
+  /** @param {number} id */
+  revokeInvite(id) {
+    return this.call("DELETE", `/v1/admin/invites/${id}`);
+  }
+  users() {
+    return this.call("GET", "/v1/admin/users?limit=1000");
+  }
+  /** @param {string} username @param {string} password @param {boolean} admin */
+  createUser(username, password, admin) {
+    return this.call("POST", "/v1/admin/users", { username, password, admin });
+  }
+  /** @param {number} uid @param {boolean} deactivated */
+  setDeactivated(uid, deactivated) {
+    return this.call("POST", `/v1/admin/users/${uid}/${deactivated ? "deactivate" : "reactivate"}`);
+  }
+  /** @param {number} uid @param {string} password */
+  resetPassword(uid, password) {
+    return this.call("PUT", `/v1/admin/users/${uid}/password`, { password });
+  }
+  /** @param {number} uid @param {boolean} admin */
+  setAdmin(uid, admin) {
+    return this.call("PUT", `/v1/admin/users/${uid}/admin`, { admin });
   }
 }

@@ -8,7 +8,11 @@ import { $, setAttr, setText, h } from "./view/dom.js";
 import { renderList } from "./view/list.js";
 import { renderHead, renderMembers, renderMessages, renderTyping, showReaders } from "./view/thread.js";
 import { showLogin, hideLogin } from "./view/login.js";
+import { bindAccount, openAccount } from "./view/account.js";
+import { bindAdmin, openAdmin } from "./view/admin.js";
+import { hidePanels, openPanel } from "./view/panels.js";
 import { renderCount, renderLink, withinLimit } from "./view/composer.js";
+import { Desktop, Push, renderBadge } from "./notify.js";
 
 /** @typedef {import("./store.js").Conv} Conv @typedef {import("./store.js").ChatEvent} ChatEvent
  * @typedef {import("./outbox.js").OutboxEntry} OutboxEntry */
@@ -24,6 +28,9 @@ let store = new Store();
 let socket = null;
 const activity = new Activity((idle) => socket?.raw({ type: "presence", status: idle ? "idle" : "active" }));
 let lastTyping = 0;
+const push = new Push(api);
+/** @type {Desktop|null} */
+let desktop = null;
 
 const wsUrl = () => `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/v1/ws`;
 
@@ -32,12 +39,13 @@ async function boot() {
   bindStatic();
   const token = localStorage.getItem(TOKEN_KEY);
   if (token) await startSession(token);
-  else showLogin(login);
+  else showLogin(login, () => api.server());
 }
 
-/** @param {"login"|"register"} action @param {string} username @param {string} password */
-async function login(action, username, password) {
-  if (action === "register") await api.register(username, password);
+/** @param {"login"|"register"} action @param {string} username @param {string} password
+ * @param {string} invite (when the server needs one to register) */
+async function login(action, username, password, invite) {
+  if (action === "register") await api.register(username, password, invite);
   const result = await api.login(username, password);
   localStorage.setItem(TOKEN_KEY, result.token);
   await startSession(result.token);
@@ -53,15 +61,19 @@ async function startSession(token) {
     if (err instanceof ApiError && err.status === 401) return endSession();
     throw err;
   }
-  store.names.set(store.me.user_id, store.me.username);
+  store.names.set(store.me.user_id, store.me.display_name || store.me.username);
+  desktop = new Desktop(store, (cid) => quietly(openThread(cid)));
+  push.register();
+  if (push.supported && Notification.permission === "granted") quietly(push.subscribe());
   hideLogin();
   $("#main").hidden = false;
   setText($("#me"), store.me.username);
+  $("#admin-button").hidden = !store.me.admin;
   // Unacknowledged sends, kept in this browser until sent (outbox.js): a closed tab's are
   // taken over by another tab of this user, or by the next one opened.
   const outbox = new Outbox(store.me.user_id, (entries) => {
     showPending(entries);
-    renderList(store, showThread);
+    refreshList();
     if (store.openId !== null) renderMessages(store, store.convs.get(store.openId), threadActions);
     socket?.pump();
   });
@@ -78,7 +90,7 @@ async function startSession(token) {
       own.state = "failed";
       own.error = ERROR_TEXT[error.code] || error.message;
       refreshRows(conv);
-      renderList(store, showThread);
+      refreshList();
     },
     waiting: (entry, error) => {
       // Stays pending, resent by the socket; say why it waits.
@@ -124,10 +136,13 @@ function endSession() {
   localStorage.removeItem(TOKEN_KEY);
   api.token = null;
   store = new Store();
+  desktop = null;
+  renderBadge(store);
   $("#main").hidden = true;
   $("#conversations").replaceChildren();
+  hidePanels();
   closeThread();
-  showLogin(login);
+  showLogin(login, () => api.server());
 }
 
 // -- frames (docs/protocol.md §4.3) -----------------------------------------------------------
@@ -154,6 +169,8 @@ function onFrame(frame) {
       return;
     case "typing":
       return onTyping(frame);
+    case "notify_settings":
+      return onNotifySettings(frame);
   }
 }
 
@@ -168,6 +185,7 @@ function onReady(frame) {
   if (frame.limits) store.maxChars = frame.limits.max_message_chars ?? null;
   renderCount(store.maxChars);
   if (removed === null) return;
+  quietly(loadNotify()); // what changed while this session was away (§12)
   const before = readsBefore;
   if (store.openId !== null && removed.includes(store.openId)) closeThread();
   showPending(socket.outbox.values());
@@ -178,13 +196,17 @@ function onReady(frame) {
     if (conv.members === null) quietly(loadMembers(conv));
     if (!conv.lastEvent && conv.last > 0) quietly(loadPreview(conv));
   }
-  renderList(store, showThread);
+  refreshList();
   if (store.openId !== null) {
     const conv = store.convs.get(store.openId);
     renderHead(store, conv);
     renderMessages(store, conv, threadActions);
   } else if (history.state?.chatd === "thread" && store.convs.has(history.state.cid)) {
     quietly(openThread(history.state.cid, true)); // reloaded in a conversation: back in it
+  } else if (/^#c\d+$/.test(location.hash) && store.convs.has(Number(location.hash.slice(2)))) {
+    const cid = Number(location.hash.slice(2)); // a push notification opened this tab (sw.js)
+    history.replaceState(null, "", location.pathname);
+    quietly(openThread(cid));
   }
 }
 
@@ -198,6 +220,7 @@ function onMessage(event) {
     // Sending counts as taking part (§4.9): their presence may be visible from now on.
     quietly(lookupPresence(event.sender_id));
   }
+  desktop?.message(event);
   if (event.sender_id !== store.me.user_id && event.kind === "text") {
     announce(`${store.name(event.sender_id)} in ${store.title(conv)}: ${event.body}`);
   }
@@ -214,7 +237,44 @@ function onMessage(event) {
     store.convs.delete(conv.id);
     if (store.openId === conv.id) closeThread();
   }
+  refreshList();
+}
+
+/** My notification settings changed on some device (§12). @param {any} frame */
+function onNotifySettings(frame) {
+  store.setNotify(frame);
+  renderAlerts();
+  refreshList();
+}
+
+async function loadNotify() {
+  store.setNotify(await api.call("GET", "/v1/me/notifications"));
+  renderAlerts();
+  refreshList();
+}
+
+function refreshList() {
   renderList(store, showThread);
+  renderBadge(store);
+}
+
+function renderAlerts() {
+  /** @type {HTMLInputElement} */ ($("#alerts-dnd")).checked = store.notify.dnd;
+  /** @type {HTMLInputElement} */ ($("#alerts-preview")).checked = store.notify.push_preview;
+  const permission = typeof Notification === "undefined" ? "unsupported" : Notification.permission;
+  const text = {
+    granted: "Notifications are on for this browser.",
+    denied: "This browser blocks notifications from this site; allow them in its site settings.",
+    default: "Notifications are off for this browser.",
+    unsupported: "This browser cannot show notifications.",
+  }[permission];
+  setText($("#alerts-state"), text);
+  $("#alerts-enable").hidden = permission !== "default";
+  if (store.openId !== null) {
+    const muted = store.notify.muted.has(store.openId);
+    setAttr($("#mute-toggle"), "aria-pressed", String(muted));
+    setText($("#mute-toggle"), muted ? "Muted" : "Mute");
+  }
 }
 
 /** @param {any} ack */
@@ -226,7 +286,7 @@ function onAck(ack) {
   own.error = null;
   own.seq = ack.seq;
   refreshRows(conv);
-  renderList(store, showThread);
+  refreshList();
 }
 
 /** @param {any} frame */
@@ -234,7 +294,7 @@ function onError(frame) {
   if (frame.code !== "not_member" || !frame.conversation_id || frame.ref) return;
   store.convs.delete(frame.conversation_id); // a `since` entry refused: removed while away
   if (store.openId === frame.conversation_id) closeThread();
-  renderList(store, showThread);
+  refreshList();
 }
 
 /** @param {any} raw */
@@ -243,7 +303,7 @@ function onAdded(raw) {
   const conv = store.upsert(raw);
   if (!known) conv.counted = raw.last_seq;
   quietly(loadMembers(conv));
-  renderList(store, showThread);
+  refreshList();
 }
 
 /** @param {number} cid @param {number} seq */
@@ -251,7 +311,7 @@ function onPointer(cid, seq) {
   const conv = store.convs.get(cid);
   if (!conv || !store.pointer(cid, seq)) return;
   if (conv.unread > 0) quietly(refreshUnread());
-  renderList(store, showThread);
+  refreshList();
 }
 
 /** @param {any} frame */
@@ -284,7 +344,7 @@ function onTyping(frame) {
 }
 
 // -- loading ----------------------------------------------------------------------------------
-/** @typedef {{user_id: number, username: string, role: string}} Member */
+/** @typedef {import("./store.js").Member} Member */
 
 /** @param {Conv} conv */
 async function loadMembers(conv) {
@@ -292,7 +352,7 @@ async function loadMembers(conv) {
     /** @type {{members: Member[]}} */
     const { members } = await api.members(conv.id);
     conv.members = new Map(members.map((m) => [m.user_id, { username: m.username, role: m.role }]));
-    for (const m of members) store.names.set(m.user_id, m.username);
+    for (const m of members) store.member(m);
     conv.member_count = members.length;
     conv.role = conv.members.get(store.me.user_id)?.role || conv.role;
     if (conv.kind === "direct") conv.peer = members.find((m) => m.user_id !== store.me.user_id)?.user_id ?? null;
@@ -305,7 +365,7 @@ async function loadMembers(conv) {
     if (err instanceof ApiError && err.code === "not_member") return;
     throw err;
   }
-  renderList(store, showThread);
+  refreshList();
   if (store.openId === conv.id) {
     renderHead(store, conv);
     renderMembers(store, conv, removeMember);
@@ -327,7 +387,7 @@ async function lookupPresence(uid) {
 async function loadPreview(conv) {
   const { messages } = await api.history(conv.id, { limit: 1 });
   if (messages.length && (!conv.lastEvent || messages[0].seq > conv.lastEvent.seq)) conv.lastEvent = messages[0];
-  renderList(store, showThread);
+  refreshList();
 }
 
 async function refreshUnread() {
@@ -340,7 +400,7 @@ async function refreshUnread() {
     // Exact only up to what the server had; never raise a badge from a stale answer.
     conv.unread = Math.min(conv.unread, entry.unread);
   }
-  renderList(store, showThread);
+  refreshList();
 }
 
 /** @param {import("./store.js").Conv} conv @param {number} [before] */
@@ -371,6 +431,7 @@ async function openThread(cid, fromHistory = false) {
     if (history.state?.chatd === "thread") history.replaceState(entry, "");
     else history.pushState(entry, "");
   }
+  hidePanels(false);
   store.openId = cid;
   document.body.dataset.view = "thread";
   $("#empty").hidden = true;
@@ -380,8 +441,10 @@ async function openThread(cid, fromHistory = false) {
   setText($("#members-error"), "");
   setAttr($("#thread-body"), "data-conversation-id", cid);
   renderHead(store, conv);
+  renderAlerts();
+  desktop?.seen(cid);
   renderTyping(store, conv);
-  renderList(store, showThread);
+  refreshList();
   $("#messages").replaceChildren();
   await loadHistory(conv);
   if (store.openId !== cid) return;
@@ -425,7 +488,7 @@ function markRead() {
   if (seen > conv.read && seen <= conv.last) {
     socket?.raw({ type: "read", conversation_id: cid, seq: seen });
     store.pointer(cid, seen);
-    renderList(store, showThread);
+    refreshList();
   }
 }
 
@@ -470,7 +533,7 @@ function send(body) {
   renderMessages(store, conv, threadActions);
   $("#scroller").scrollTop = $("#scroller").scrollHeight;
   socket.send({ client_msg_id: cmid, conversation_id: cid, body, created_at });
-  renderList(store, showThread);
+  refreshList();
   return true;
 }
 
@@ -488,7 +551,7 @@ function announce(text) {
 }
 
 function refreshPresence() {
-  renderList(store, showThread);
+  refreshList();
   if (store.openId === null) return;
   const conv = store.convs.get(store.openId);
   renderHead(store, conv);
@@ -566,6 +629,7 @@ function bindStatic() {
     socket?.raw({ type: "typing", conversation_id: store.openId });
   });
   $("#logout").addEventListener("click", async () => {
+    await push.unsubscribe().catch((err) => console.warn("chatd: push", describe(err)));
     try {
       await api.logout(); // closes this token's sockets with 4001
     } catch (err) {
@@ -575,7 +639,8 @@ function bindStatic() {
     endSession();
   });
   $("#back").addEventListener("click", () => {
-    if (history.state?.chatd === "thread") history.back(); // popstate closes it
+    if (openPanel() !== null) hidePanels();
+    else if (history.state?.chatd === "thread") history.back(); // popstate closes it
     else closeThread();
   });
   window.addEventListener("popstate", (event) => {
@@ -588,7 +653,11 @@ function bindStatic() {
     panel.hidden = !panel.hidden;
     if (!panel.hidden) setText($("#members-error"), "");
     $("#members-toggle").setAttribute("aria-expanded", String(!panel.hidden));
-    if (!panel.hidden) renderMembers(store, store.convs.get(store.openId), removeMember);
+    if (!panel.hidden) {
+      const conv = store.convs.get(store.openId);
+      renderMembers(store, conv, removeMember);
+      quietly(loadMembers(conv)); // as they are now (names, who was deactivated since)
+    }
     const scroller = $("#scroller");
     scroller.scrollTop = scroller.scrollHeight;
   });
@@ -596,12 +665,77 @@ function bindStatic() {
     if (event.key === "Escape" && !$("#members").hidden) $("#members-toggle").click();
   });
   $("#older").addEventListener("click", () => quietly(loadOlder()));
+  bindAccount(api, {
+    me: () => store.me,
+    renamed(name) {
+      store.me.display_name = name;
+      store.names.set(store.me.user_id, name || store.me.username);
+    },
+  });
+  bindAdmin(api, () => store.me.user_id, (user) => {
+    store.member(user); // deactivated or back: shown at once where this admin sees them
+    refreshPresence();
+  });
+  $("#account-button").addEventListener("click", () => quietly(openAccount()));
+  $("#admin-button").addEventListener("click", () => quietly(openAdmin()));
+  for (const close of document.querySelectorAll(".panel-close")) close.addEventListener("click", () => hidePanels());
+  bindAlerts();
   $("#scroller").addEventListener("scroll", () => {
     if ($("#scroller").scrollTop < 40) quietly(loadOlder());
     markRead();
   });
   document.addEventListener("visibilitychange", markRead);
   window.addEventListener("focus", markRead);
+}
+
+function bindAlerts() {
+  $("#alerts-toggle").addEventListener("click", () => {
+    const panel = $("#alerts");
+    panel.hidden = !panel.hidden;
+    $("#alerts-toggle").setAttribute("aria-expanded", String(!panel.hidden));
+    renderAlerts();
+  });
+  $("#alerts-enable").addEventListener("click", async () => {
+    setText($("#alerts-error"), "");
+    try {
+      if ((await Notification.requestPermission()) === "granted") await push.subscribe();
+    } catch (err) {
+      // Desktop notifications work without pushes (e.g. a server without a VAPID key).
+      setText($("#alerts-error"), `Notifications while no tab is open are unavailable: ${describe(err)}`);
+    }
+    renderAlerts();
+  });
+  for (const [id, name] of [["#alerts-dnd", "dnd"], ["#alerts-preview", "push_preview"]]) {
+    const box = /** @type {HTMLInputElement} */ ($(id));
+    box.addEventListener("change", async () => {
+      setText($("#alerts-error"), "");
+      try {
+        store.setNotify(await api.call("PUT", "/v1/me/notifications", { [name]: box.checked }));
+      } catch (err) {
+        setText($("#alerts-error"), describe(err));
+      }
+      renderAlerts();
+      refreshList();
+    });
+  }
+  $("#mute-toggle").addEventListener("click", async () => {
+    const cid = store.openId;
+    if (cid === null) return;
+    try {
+      const muted = !store.notify.muted.has(cid);
+      store.setNotify(await api.call("PUT", `/v1/conversations/${cid}/mute`, { muted }));
+    } catch (err) {
+      setText($("#composer-error"), describe(err));
+    }
+    renderAlerts();
+    refreshList();
+  });
+  // A click on a push notification (sw.js) in an open tab.
+  navigator.serviceWorker?.addEventListener("message", (event) => {
+    if (event.data?.type === "open" && store.convs.has(event.data.conversation_id)) {
+      quietly(openThread(event.data.conversation_id));
+    }
+  });
 }
 
 let loadingOlder = false;

@@ -6,6 +6,8 @@
  *   sender_id: number, client_msg_id: string|null, body: string, created_at: string,
  *   user_ids?: number[]}} ChatEvent
  * @typedef {{status: string, version: number, last_seen: string|null}} PresenceEntry
+ * @typedef {{user_id: number, username: string, role: string, display_name?: string|null,
+ *   deactivated?: boolean}} Member
  * @typedef {{client_msg_id: string, body: string, state: "pending"|"saved"|"failed",
  *   error: string|null, seq: number|null, created_at: string}} Own
  * @typedef {object} Conv
@@ -35,14 +37,16 @@ export const TYPING_SHOWN_MS = 5000;
 
 export class Store {
   constructor() {
-    /** @type {{user_id: number, username: string}|null} */
+    /** @type {{user_id: number, username: string, display_name?: string|null, admin?: boolean}|null} */
     this.me = null;
     /** @type {Map<number, Conv>} */
     this.convs = new Map();
     /** @type {Map<number, PresenceEntry>} */
     this.presence = new Map();
-    /** @type {Map<number, string>} */
+    /** @type {Map<number, string>} what a user is called here: the display name, else the username */
     this.names = new Map();
+    /** @type {Set<number>} users deactivated by an admin (as member lists say) */
+    this.deactivated = new Set();
     /** @type {number|null} */
     this.openId = null;
     /** @type {number|null} the server's CHATD_MAX_MESSAGE_CHARS (`ready.limits`), once known */
@@ -51,6 +55,14 @@ export class Store {
     this.listeners = new Set();
     /** @type {Set<number>} conversations listed by the current `ready` and its pages */
     this.listed = new Set();
+    /** My notification settings, the same on all my devices (`notify_settings`, §12).
+     * @type {{dnd: boolean, push_preview: boolean, muted: Set<number>}} */
+    this.notify = { dnd: false, push_preview: false, muted: new Set() };
+  }
+
+  /** @param {{dnd: boolean, push_preview: boolean, muted: number[]}} settings */
+  setNotify(settings) {
+    this.notify = { dnd: settings.dnd, push_preview: settings.push_preview, muted: new Set(settings.muted) };
   }
 
   /** @param {string} what @param {number} [cid] */
@@ -205,6 +217,15 @@ export class Store {
   title(conv) {
     if (conv.kind === "group") return conv.title;
     return conv.peer !== null ? this.names.get(conv.peer) || `user ${conv.peer}` : "…";
+  }
+
+  /** What a member list (or the admin screen) says of a user: their name here, and whether
+   * they are deactivated.
+   * @param {{user_id: number, username: string, display_name?: string|null, deactivated?: boolean}} m */
+  member(m) {
+    this.names.set(m.user_id, m.display_name || m.username);
+    if (m.deactivated) this.deactivated.add(m.user_id);
+    else this.deactivated.delete(m.user_id);
   }
 
   /** @param {number} uid */

@@ -31,6 +31,7 @@ function item(conv, open) {
       h("span", { class: "presence-text visually-hidden" }),
       h("span", { class: "badge", "data-unread": "0", hidden: true }),
       h("span", { class: "unread-text visually-hidden" }),
+      h("span", { class: "muted-text visually-hidden" }),
       h("span", { class: "preview muted" }),
     ),
   );
@@ -62,7 +63,8 @@ export function renderList(store, open) {
 /** @param {Store} store @param {Conv} conv @param {HTMLElement} li */
 function updateItem(store, conv, li) {
   const title = store.title(conv);
-  setText($(".conversation-title", li), title);
+  const gone = conv.kind === "direct" && conv.peer !== null && store.deactivated.has(conv.peer);
+  setText($(".conversation-title", li), gone ? `${title} (deactivated)` : title);
   setText($(".preview", li), preview(store, conv));
   const badge = $(".badge", li);
   const unread = conv.unread >= 1000 ? "999+" : String(conv.unread);
@@ -71,6 +73,9 @@ function updateItem(store, conv, li) {
   setAttr(badge, "hidden", conv.unread > 0 ? null : "");
   setText($(".unread-text", li), conv.unread > 0 ? " unread, " : "");
   setAttr(li, "aria-current", store.openId === conv.id ? "true" : null);
+  const muted = store.notify.muted.has(conv.id);
+  setAttr(li, "data-muted", muted ? "true" : null);
+  setText($(".muted-text", li), muted ? "muted, " : "");
   const dot = $(".dot", li);
   const peer = conv.kind === "direct" && conv.peer !== null ? store.presence.get(conv.peer) : null;
   setAttr(dot, "data-presence", peer ? peer.status : conv.kind === "group" ? "group" : "unknown");

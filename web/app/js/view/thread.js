@@ -183,7 +183,10 @@ export function renderHead(store, conv) {
   setText($("#thread-title"), store.title(conv));
   const dot = $("#thread-dot");
   const status = $("#thread-status");
-  if (conv.kind === "direct" && conv.peer !== null) {
+  if (conv.kind === "direct" && conv.peer !== null && store.deactivated.has(conv.peer)) {
+    setAttr(dot, "data-presence", "offline");
+    setText(status, "deactivated");
+  } else if (conv.kind === "direct" && conv.peer !== null) {
     const peer = store.presence.get(conv.peer);
     setAttr(dot, "data-presence", peer ? peer.status : "unknown");
     setText(status, !peer ? "" : peer.status === "offline" ? lastSeen(peer.last_seen) : peer.status);
@@ -214,7 +217,8 @@ export function renderMembers(store, conv, remove) {
     const presence = store.presence.get(uid);
     const li = h("li", { "data-user-id": uid, class: "member" },
       h("span", { class: "dot", "data-presence": presence ? presence.status : "unknown", "aria-hidden": "true" }),
-      h("span", { text: `${member.username}${uid === store.me.user_id ? " (you)" : ""}` }),
+      h("span", { text: `${store.name(uid)}${store.name(uid) !== member.username ? ` (${member.username})` : ""}${uid === store.me.user_id ? " (you)" : ""}` }),
+      store.deactivated.has(uid) ? h("span", { class: "deactivated", text: " deactivated" }) : null,
       h("span", { class: "muted", text: ` ${member.role}${presence ? `, ${presence.status === "offline" ? lastSeen(presence.last_seen) : presence.status}` : ""}` }));
     const canRemove = conv.kind === "group" && (conv.role === "owner" ? true : uid === store.me.user_id);
     if (canRemove) {
