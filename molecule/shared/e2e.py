@@ -385,6 +385,7 @@ def main() -> None:
     p.add_argument("--stop-file", required=True)
     p.add_argument("--interval", type=float, default=0.3, help="under the send rate limit (50 per 10 s)")
     p.add_argument("--min-reconnects", type=int, default=1)
+    p.add_argument("--timeout", type=float, default=1200)
     p = sub.add_parser("push")
     p.add_argument("--state", required=True)
     p.add_argument("--timeout", type=float, default=1200)

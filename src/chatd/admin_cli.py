@@ -12,17 +12,7 @@ import sys
 from pathlib import Path
 
 from chatd import logs
-from chatd.config import ConfigError, Settings
-
-EXIT_CONFIG = 78  # as `chatd serve`: a bad or missing setting
-
-
-def _settings() -> Settings:
-    try:
-        return Settings.from_env()
-    except ConfigError as exc:
-        print(f"chatd: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_CONFIG) from None
+from chatd.config import Settings, settings_or_exit
 
 
 def _new_password(username: str) -> str:
@@ -60,7 +50,7 @@ async def _create_user(
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = settings_or_exit()
     logs.setup(settings.log_level)
     if args.journal and Path("/dev/log").exists():
         # The audit line goes to the journal too (SYSLOG_IDENTIFIER chatd-admin), not only to

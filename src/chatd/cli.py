@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chatd import __version__, admin_cli, logs
-from chatd.config import ConfigError, Settings, documented_defaults
+from chatd.config import documented_defaults, settings_or_exit
 
 if TYPE_CHECKING:
     from chatd import devstack
@@ -63,21 +63,8 @@ def _with_devstack(func: Command) -> Command:
     return run
 
 
-# A bad or missing setting: sysexits' EX_CONFIG, which the unit lists in RestartPreventExitStatus=
-# (restarting cannot fix it; docs/operations.md "Readiness and restarts").
-EXIT_CONFIG = 78
-
-
-def _settings() -> Settings:
-    try:
-        return Settings.from_env()
-    except ConfigError as exc:
-        print(f"chatd: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_CONFIG) from None
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = settings_or_exit()
     logs.setup(settings.log_level)
     import asyncpg
     import redis.exceptions
@@ -104,7 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = settings_or_exit()
     logs.setup(settings.log_level)
     from chatd import migrations
 
@@ -120,7 +107,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = settings_or_exit()
     if args.list:
         for name, default in documented_defaults().items():
             print(f"{name}={'(required)' if default is None else default}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -278,3 +279,17 @@ class Settings:
 def documented_defaults() -> dict[str, str | None]:
     """Every variable with its default (None: required), for ``chatd check-config``."""
     return {f"CHATD_{item.name.upper()}": item.metadata["default"] for item in fields(Settings)}
+
+
+# A bad or missing setting: sysexits' EX_CONFIG, which the unit lists in RestartPreventExitStatus=
+# (restarting cannot fix it; docs/operations.md "Readiness and restarts").
+EXIT_CONFIG = 78
+
+
+def settings_or_exit() -> Settings:
+    """The settings from the environment, or one line on stderr and exit EX_CONFIG (commands)."""
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        print(f"chatd: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
