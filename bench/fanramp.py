@@ -9,6 +9,7 @@ offered rate, or p99 send->deliver passes 2 s.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from bench.context import Ctx
@@ -21,7 +22,10 @@ MAX_P99_MS = 2000.0
 
 
 def sizes(members: int) -> list[int]:
-    return [g for g in (2, 10, 100, 1000) if g <= members]
+    """Group sizes to ramp; BENCH_FANOUT_SIZES (e.g. "100") picks some of them."""
+    wanted = os.environ.get("BENCH_FANOUT_SIZES")
+    chosen = [int(g) for g in wanted.split(",")] if wanted else [2, 10, 100, 1000]
+    return [g for g in chosen if g <= members]
 
 
 def keeps_up(step: dict[str, Any], group: int) -> bool:

@@ -57,6 +57,9 @@ TEST_ENV = {
     "CHATD_PUSH_AWAY_DELAY_S": "1",
     "CHATD_PUSH_CONCURRENCY": "1",
     "CHATD_PUSH_TIMEOUT_S": "5",
+    # the download cache is swept only just after a worker starts: a test that leaves a copy of a
+    # deleted file in place checks it is still there; the sweep's test spawns a worker of its own
+    "CHATD_FILES_CACHE_SWEEP_S": "86400",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -182,6 +183,61 @@ def test_chat_without_prompt_toolkit_names_the_extra() -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "chatd[client]" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_upload_and_download_a_file(local: Local, tmp_path: Path) -> None:
+    alice, bob = local.user(), local.user()
+    source = tmp_path / "report.pdf"
+    source.write_bytes(b"%PDF-1.4\n" + os.urandom(300_000))
+    me = local.chat(alice, bob)
+    me.sendline(f"/upload {source}")
+    me.expect(r"\[file\] report.pdf \(300.0 KB\) · chatd client --user \S+ download (\d+)")
+    assert isinstance(me.match, re.Match)
+    file_id = me.match.group(1)
+    me.expect("saved")
+    them = local.chat(bob, alice)  # the history shows it with the command to save it
+    shown = f"[file] report.pdf (300.0 KB) · chatd client --user {bob} download {file_id}"
+    assert shown in (them.before or "")
+    saved = tmp_path / "copy.pdf"
+    done = local.client(bob, "download", file_id, "-o", str(saved))
+    assert done.returncode == 0, done.stderr
+    assert saved.read_bytes() == source.read_bytes()
+    # a missing file is said, not a traceback; nothing is sent
+    me.sendline(f"/upload {tmp_path / 'missing.txt'}")
+    me.expect("not uploaded")
+    outsider = local.user()
+    refused = local.client(outsider, "download", file_id, "-o", str(tmp_path / "x"))
+    assert refused.returncode == 1
+    assert "not_found" in refused.stderr
+    assert quit_with(them, "d") == 0
+    assert quit_with(me, "d") == 0
+
+
+def test_edit_and_delete_the_last_message(local: Local) -> None:
+    alice, bob = local.user(), local.user()
+    me = local.chat(alice, bob)
+    them = local.chat(bob, alice)
+    me.sendline("meet at noon")
+    me.expect("saved: meet at noon")
+    me.sendline("bring teh slides")
+    me.expect("saved: bring teh slides")
+    them.expect(f"{alice}: bring teh slides")
+    me.sendline("/edit bring the slides")
+    them.expect(f"{alice} edited a message: bring the slides")
+    me.expect(f"{alice} edited a message: bring the slides")
+    me.sendline("/delete")
+    them.expect(f"{alice} deleted a message")
+    me.sendline("/edit #1 meet at one")  # an earlier one, by its seq
+    them.expect(f"{alice} edited a message: meet at one")
+    me.sendline("/edit")
+    me.expect("usage: /edit")
+    assert quit_with(them, "d") == 0
+    later = local.chat(bob, alice)  # history: the current versions only
+    shown = later.before or ""
+    assert "meet at one (edited)" in shown and "(message deleted)" in shown
+    assert "teh" not in shown and "meet at noon" not in shown
+    assert quit_with(later, "d") == 0
+    assert quit_with(me, "d") == 0
 
 
 def test_devices_lists_and_revokes_and_passwd_logs_the_other_devices_out(local: Local) -> None:

@@ -25,9 +25,9 @@ from tests.helpers import Api, Ws
 # array. The statement, which passes text, finds no such function (UndefinedFunctionError):
 # a failure of the server's own making, not of reaching it.
 _DRIFTED_SCHEMA = """
-DROP FUNCTION chatd_append_many(bigint[], bigint[], text[], text[]);
+DROP FUNCTION chatd_append_many(bigint[], bigint[], text[], text[], text[]);
 CREATE FUNCTION chatd_append_many(p_cids bigint[], p_senders bigint[], p_cmids text[],
-                                  p_bodies integer[])
+                                  p_bodies integer[], p_kinds text[])
 RETURNS SETOF messages LANGUAGE sql AS $$ SELECT * FROM messages WHERE false $$;
 """
 

@@ -13,6 +13,7 @@ from chatd.batching import Batcher
 from chatd.devstack import Stack
 from chatd.errors import ChatdError, Code
 from chatd.storage.messages import MessageStore
+from chatd.storage.records import Append
 from tests.helpers import Api, Ws, ack_for, wait_until_blocked
 
 
@@ -58,19 +59,19 @@ async def test_append_many_answers_each_send_like_a_single_append(w1: Api, store
     alice, bob, carol = await w1.user(), await w1.user(), await w1.user()
     c1 = await w1.direct(alice, bob)
     c2 = await w1.group(alice, [bob])
-    (stored,) = await store.append_many([(c1, alice.id, "before", "stored earlier")])
+    (stored,) = await store.append_many([Append(c1, alice.id, "before", "stored earlier")])
     assert not isinstance(stored, BaseException) and not stored[1]
     first = stored[0]
     results = await store.append_many(
         [
-            (c1, alice.id, "a1", "one"),
-            (c1, carol.id, "c1", "carol is not a member"),
-            (c1, alice.id, "before", "a resend"),
-            (c2, bob.id, "twice", "same key twice in one batch"),
-            (c1, alice.id, "a2", "two"),
-            (c2, bob.id, "twice", "same key twice in one batch"),
-            (c2, alice.id, "a1", "key already used in c1 by this batch"),
-            (c2, alice.id, "other", "fine"),
+            Append(c1, alice.id, "a1", "one"),
+            Append(c1, carol.id, "c1", "carol is not a member"),
+            Append(c1, alice.id, "before", "a resend"),
+            Append(c2, bob.id, "twice", "same key twice in one batch"),
+            Append(c1, alice.id, "a2", "two"),
+            Append(c2, bob.id, "twice", "same key twice in one batch"),
+            Append(c2, alice.id, "a1", "key already used in c1 by this batch"),
+            Append(c2, alice.id, "other", "fine"),
         ]
     )
     assert len(results) == 8
@@ -78,13 +79,13 @@ async def test_append_many_answers_each_send_like_a_single_append(w1: Api, store
     assert isinstance(not_member, ChatdError) and not_member.code == Code.NOT_MEMBER
     assert isinstance(conflict, ChatdError) and conflict.code == Code.CLIENT_MSG_ID_CONFLICT
     assert not isinstance(a1, BaseException) and not isinstance(a2, BaseException)
-    assert (a1[0]["seq"], a2[0]["seq"]) == (first["seq"] + 1, first["seq"] + 2), "batch order is seq order"
+    assert (a1[0].seq, a2[0].seq) == (first.seq + 1, first.seq + 2), "batch order is seq order"
     assert resend == (first, True)
     assert not isinstance(twice1, BaseException) and not isinstance(twice2, BaseException)
-    assert twice1[0]["id"] == twice2[0]["id"] and {twice1[1], twice2[1]} == {False, True}
+    assert twice1[0].id == twice2[0].id and {twice1[1], twice2[1]} == {False, True}
     assert not isinstance(other, BaseException) and not other[1]
     assert await store.range(c1, 1, 10) == [first, a1[0], a2[0]]
-    assert [e["client_msg_id"] for e in await store.range(c2, 1, 10)] == ["twice", "other"]
+    assert [e.client_msg_id for e in await store.range(c2, 1, 10)] == ["twice", "other"]
 
 
 async def test_concurrent_batches_over_shared_conversations_stay_gapless(
@@ -95,7 +96,7 @@ async def test_concurrent_batches_over_shared_conversations_stay_gapless(
     rng = random.Random(6)
     batches = []
     for b in range(12):  # each batch touches every conversation, in its own random order
-        items = [(cid, users[b % 4].id, f"b{b}-{cid}-{n}", "x") for cid in cids for n in range(3)]
+        items = [Append(cid, users[b % 4].id, f"b{b}-{cid}-{n}", "x") for cid in cids for n in range(3)]
         rng.shuffle(items)
         batches.append(items)
     results = await asyncio.gather(*(store.append_many(items) for items in batches))
@@ -142,11 +143,19 @@ async def test_a_batch_that_loses_a_key_to_a_concurrent_commit_runs_again_whole_
     try:
         async with db.transaction():
             await db.execute(
-                "SELECT * FROM chatd_append_many($1, $2, $3, $4)", [there], [attacker.id], ["x"], ["1"]
+                "SELECT * FROM chatd_append_many($1, $2, $3, $4, $5)",
+                [there],
+                [attacker.id],
+                ["x"],
+                ["1"],
+                ["text"],
             )
             pid = await db.fetchval("SELECT pg_backend_pid()")
-            items = [(cid, victim.id, f"v{n}", f"#{n}") for n in range(10)]
-            items[5:5] = [(here, attacker.id, "x", "same key"), (there, attacker.id, "x", "same key")]
+            items = [Append(cid, victim.id, f"v{n}", f"#{n}") for n in range(10)]
+            items[5:5] = [
+                Append(here, attacker.id, "x", "same key"),
+                Append(there, attacker.id, "x", "same key"),
+            ]
             batch = asyncio.ensure_future(store.append_many(items))
             await wait_until_blocked(watcher, pid)
             assert not batch.done()
@@ -156,7 +165,7 @@ async def test_a_batch_that_loses_a_key_to_a_concurrent_commit_runs_again_whole_
     conflict, duplicate = results[5:7]
     assert isinstance(conflict, ChatdError) and conflict.code == Code.CLIENT_MSG_ID_CONFLICT, conflict
     assert not isinstance(duplicate, BaseException) and duplicate[1], duplicate
-    assert duplicate[0]["conversation_id"] == there and duplicate[0]["body"] == "1"
+    assert duplicate[0].conversation_id == there and duplicate[0].body == "1"
     victims = [r for n, r in enumerate(results) if n not in (5, 6)]
-    assert [r[0]["seq"] for r in victims if not isinstance(r, BaseException)] == list(range(1, 11))
+    assert [r[0].seq for r in victims if not isinstance(r, BaseException)] == list(range(1, 11))
     assert await db.fetchval("SELECT last_seq FROM conversations WHERE id = $1", cid) == 10

@@ -18,14 +18,25 @@ import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 
-TRANSPORTS = {"chatd.ws", "chatd.http_api", "chatd.http_accounts", "chatd.http_notify", "chatd.wire"}
+TRANSPORTS = {
+    "chatd.ws",
+    "chatd.http_api",
+    "chatd.http_accounts",
+    "chatd.http_files",
+    "chatd.http_notify",
+    "chatd.wire",
+}
 ABOVE_TRANSPORTS = {"chatd.app", "chatd.server", "chatd.cli", "chatd.admin_cli", "chatd.__main__"}
 HUB = {"chatd.fanout", "chatd.outbox", "chatd.topics", "chatd.ephemeral", "chatd.notices"}
 SERVICES = {
     "chatd.accounts",
     "chatd.admin",
     "chatd.messaging",
+    "chatd.attachments",
+    "chatd.filecache",
+    "chatd.amends",
     "chatd.receipts",
+    "chatd.confirms",
     "chatd.presence",
     "chatd.readstate",
     "chatd.conncap",
@@ -33,6 +44,7 @@ SERVICES = {
     "chatd.notify",
     "chatd.pushes",
     "chatd.webpush",
+    "chatd.search",
 }
 # The local-run tools and the terminal client ship inside the package, their dependencies in
 # extras (`devstack`, `client`); they are not layers of the daemon and not checked.

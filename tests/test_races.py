@@ -17,6 +17,7 @@ from chatd.devstack import Stack
 from chatd.errors import ChatdError, Code
 from chatd.storage.conversations import ConversationStore
 from chatd.storage.messages import MessageStore
+from chatd.storage.records import Append
 from tests.conftest import Worker
 from tests.helpers import Api, Frame, User, Ws, ws_url
 
@@ -70,13 +71,17 @@ async def test_batched_append_after_a_concurrent_removal_is_refused(
         cid,
         bob.id,
         lambda: store.append_many(
-            [(cid, bob.id, "b1", "late"), (other, bob.id, "b2", "fine"), (cid, owner.id, "o1", "fine")]
+            [
+                Append(cid, bob.id, "b1", "late"),
+                Append(other, bob.id, "b2", "fine"),
+                Append(cid, owner.id, "o1", "fine"),
+            ]
         ),
     )
     late, fine, owners = outcomes
     assert isinstance(late, ChatdError) and late.code == Code.NOT_MEMBER, late
-    assert not isinstance(fine, BaseException) and fine[0]["seq"] == 1
-    assert not isinstance(owners, BaseException) and owners[0]["seq"] == 1
+    assert not isinstance(fine, BaseException) and fine[0].seq == 1
+    assert not isinstance(owners, BaseException) and owners[0].seq == 1
     assert await db.fetchval("SELECT count(*) FROM messages WHERE sender_id = $1", bob.id) == 1
 
 

@@ -9,8 +9,10 @@ from collections.abc import Callable
 
 import asyncpg
 
+from chatd.devstack import Stack
 from tests.conftest import Worker
 from tests.helpers import Api, Ws
+from tests.test_receipts_flush import flush_after
 
 
 async def send_n(ws: Ws, cid: int, n: int) -> None:
@@ -207,7 +209,7 @@ async def test_read_bad_input(w1: Api, spawn_worker: Callable[..., Worker]) -> N
 
 
 async def test_readded_member_starts_fresh_and_unread_counts_from_joining(
-    w1: Api, db: asyncpg.Connection
+    stack: Stack, w1: Api, db: asyncpg.Connection
 ) -> None:
     owner, member = await w1.user(), await w1.user()
     cid = await w1.group(owner, [member])
@@ -215,10 +217,8 @@ async def test_readded_member_starts_fresh_and_unread_counts_from_joining(
     await send_n(o, cid, 3)
     m = await Ws.connect(w1.base_url, member.token)
     await m.read(cid, 3)
-    deadline = time.monotonic() + 5  # flushed to Postgres (every 1 s in the test stack)
-    while await db.fetchval("SELECT count(*) FROM read_pointers WHERE conversation_id = $1", cid) == 0:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.1)
+    await flush_after(stack.redis_url, time.time())  # in Postgres (flushed every 1 s in the test stack)
+    assert await db.fetchval("SELECT count(*) FROM read_pointers WHERE conversation_id = $1", cid) == 1
     await m.close()
     removed = await w1.call("DELETE", f"/v1/conversations/{cid}/members/{member.id}", owner.token)
     assert removed.status_code == 200

@@ -33,11 +33,12 @@ async def test_a_slow_reader_is_paced_through_a_large_catch_up_and_never_dropped
     cid = await api.direct(alice, bob)
     await api.direct(bob, alice)  # bob opened it too: alice may see his presence (§4.9)
     await db.execute(
-        "SELECT count(*) FROM chatd_append_many($1, $2, $3, $4)",
+        "SELECT count(*) FROM chatd_append_many($1, $2, $3, $4, $5)",
         [cid] * MESSAGES,
         [alice.id] * MESSAGES,
         [f"m{n}" for n in range(MESSAGES)],
         [BODY] * MESSAGES,
+        ["text"] * MESSAGES,
     )
 
     # A raw client with a small fixed receive buffer that takes one frame every 10 ms: the

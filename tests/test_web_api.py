@@ -158,11 +158,11 @@ async def test_ready_tells_the_message_length_limit(nginx: Api, spawn_worker: Ca
     """So a client can show the limit while the message is typed (issue 19, item 6)."""
     user = await nginx.user()
     ws = await Ws.connect(nginx.base_url, user.token)
-    assert ws.ready["limits"] == {"max_message_chars": 4000}
+    assert ws.ready["limits"] == {"max_message_chars": 4000, "edit_window_s": 86400}
     await ws.close()
-    worker = spawn_worker(CHATD_MAX_MESSAGE_CHARS="120")
+    worker = spawn_worker(CHATD_MAX_MESSAGE_CHARS="120", CHATD_EDIT_WINDOW_S="600")
     ws = await Ws.connect(worker.url, user.token)
-    assert ws.ready["limits"] == {"max_message_chars": 120}
+    assert ws.ready["limits"] == {"max_message_chars": 120, "edit_window_s": 600}
     refused = await ws.send(1, "x" * 121)
     assert refused["code"] == "message_too_long"
     await ws.close()

@@ -9,6 +9,8 @@ Commands (dicts with "op" and "id"; each gets one reply with the same "id"):
   verify     gaps and duplicates per socket, given the final seq of each conversation
   marks      send `read` frames at scheduled times (scenario 5; see stateops.py)
   churn      connect, go idle and close users at scheduled times while observers watch presence
+  confirm    members confirm delivery every `received_ms` (0: never); replies with the
+             `received` frames sent so far
   close      close everything and exit
 """
 
@@ -207,6 +209,12 @@ class Agent:
 
     async def op_churn(self, cmd: dict[str, Any]) -> dict[str, Any]:
         return await stateops.churn(self, cmd)
+
+    async def op_confirm(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        chatd = [c for c in self.conns if isinstance(c, ChatdConn)]
+        for conn in chatd:
+            conn.received_ms = float(cmd["received_ms"])
+        return {"confirmed": sum(c.confirmed for c in chatd)}
 
     async def op_status(self, cmd: dict[str, Any]) -> dict[str, Any]:
         live = sum(1 for c in self.conns if c.ws is not None and c.closed_at is None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 from typing import Any
 
 import orjson
@@ -17,6 +18,9 @@ from bench.loadgen.recorder import Recorder, now
 from bench.loadgen.staterec import StateRecorder
 
 OPEN_TIMEOUT = 60.0
+# BENCH_RECEIVED_MS=100: every chatd member confirms delivery (`received`, docs/protocol.md §4.8)
+# like the web app does: one frame per conversation per that many ms, for the highest seq got.
+RECEIVED_MS = float(os.environ.get("BENCH_RECEIVED_MS", "0"))
 STATE_EVENTS = frozenset({"read_state", "read", "receipts", "presence"})
 
 
@@ -104,6 +108,10 @@ class ChatdConn(Conn):
         self.received = 0
         self.synced_at: float | None = None
         self._synced: asyncio.Future[None] | None = None
+        self._unconfirmed: dict[int, int] = {}
+        self._confirming = False
+        self.confirmed = 0
+        self.received_ms = RECEIVED_MS  # 0: never confirm (the agent's `confirm` op sets it)
 
     def since(self) -> dict[str, int]:
         return {str(cid): nxt - 1 for cid, nxt in self.expected.items()}
@@ -157,6 +165,8 @@ class ChatdConn(Conn):
                 self.dupes += 1
             if frame.get("sender_id") != self.user_id:
                 self.rec.delivered(frame.get("body", ""), at)
+                if self.received_ms:
+                    self._received(cid, seq)
         elif kind == "ack":
             self.rec.ack(frame["client_msg_id"], at, frame["conversation_id"], frame["seq"])
         elif kind == "ready":
@@ -182,6 +192,28 @@ class ChatdConn(Conn):
                 self._synced.set_exception(ConnectionError(raw[:200]))
             else:
                 self.rec.error(None, raw)
+
+    def _received(self, cid: int, seq: int) -> None:
+        if seq > self._unconfirmed.get(cid, 0):
+            self._unconfirmed[cid] = seq
+        if not self._confirming:
+            self._confirming = True
+            asyncio.get_running_loop().call_later(self.received_ms / 1000, self._confirm)
+
+    def _confirm(self) -> None:
+        self._confirming = False
+        pending, self._unconfirmed = self._unconfirmed, {}
+        if self.ws is None:
+            return
+        for cid, seq in pending.items():
+            self.confirmed += 1
+            frame = orjson.dumps({"type": "received", "conversation_id": cid, "seq": seq}).decode()
+            asyncio.get_running_loop().create_task(self._send_quietly(frame))
+
+    async def _send_quietly(self, text: str) -> None:
+        with contextlib.suppress(Exception):
+            assert self.ws is not None
+            await self.ws.send(text)
 
     def _state_event(self, kind: str, frame: dict[str, Any], at: float) -> None:
         assert self.state is not None

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chatd import http_accounts, http_api, http_notify, logs, metrics, ws
+from chatd import http_accounts, http_api, http_files, http_notify, logs, metrics, ws
 from chatd.config import Settings
 from chatd.errors import ChatdError, Code
 from chatd.origins import ApiCors
@@ -94,6 +94,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
             *http_api.routes,
             *http_accounts.routes,
             *http_notify.routes,
+            *http_files.routes,
             WebSocketRoute("/v1/ws", ws.endpoint),
         ],
         lifespan=lifespan,

@@ -96,7 +96,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from chatd import migrations
 
     try:
-        applied = asyncio.run(migrations.migrate(settings.database_url))
+        applied = asyncio.run(migrations.migrate(settings.database_url, settings.search_language))
     except (OSError, ConnectionError) as exc:
         print(f"chatd: cannot reach the database: {exc}", file=sys.stderr)
         return 1

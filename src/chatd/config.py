@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -72,6 +73,12 @@ def _database_url(name: str, raw: str) -> str:
     return url
 
 
+def _cache_dir(name: str, raw: str) -> str:
+    if raw and not raw.startswith("/"):
+        raise ConfigError(f"{name}: expected an absolute path or nothing, got {raw!r}")
+    return raw.rstrip("/") or ("/" if raw else "")
+
+
 def _switch(name: str, raw: str) -> bool:
     value = raw.lower()
     if value not in ("on", "off"):
@@ -90,6 +97,14 @@ def _origins(name: str, raw: str) -> tuple[str, ...]:
             raise ConfigError(f"{name}: expected origins like https://chat.example.org, got {item!r}")
         found.append(item.lower())
     return tuple(found)
+
+
+def _ts_config(name: str, raw: str) -> str:
+    """A PostgreSQL text search configuration's name (english, simple, german, ...)."""
+    value = raw.lower()
+    if not re.match(r"^[a-z][a-z0-9_]{0,62}$", value):
+        raise ConfigError(f"{name}: expected a text search configuration name such as english or simple")
+    return value
 
 
 def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
@@ -205,6 +220,15 @@ class Settings:
     max_frame_bytes: int = _setting("65536", lambda n, v: _int(n, v, 1024, 16 * 1024 * 1024))
     max_http_body_bytes: int = _setting("65536", lambda n, v: _int(n, v, 1024, 16 * 1024 * 1024))
     max_message_chars: int = _setting("4000", lambda n, v: _int(n, v, 1, 1_000_000))
+    # one uploaded file (attachments.py); nginx's client_max_body_size for uploads must match
+    max_upload_bytes: int = _setting("26214400", lambda n, v: _int(n, v, 1024, 2**40))
+    # files uploaded and never sent are deleted after this
+    upload_unsent_ttl_s: float = _setting("86400", lambda n, v: _float(n, v, 1, 365 * 86400))
+    # the per-host download cache nginx serves attachments from (filecache.py); "" = none
+    files_cache_dir: str = _setting("", _cache_dir)
+    files_cache_max_age_s: float = _setting("604800", lambda n, v: _float(n, v, 1, 365 * 86400))
+    files_cache_sweep_s: float = _setting("300", lambda n, v: _float(n, v, 0.1, 86400))
+    edit_window_s: int = _setting("86400", lambda n, v: _int(n, v, 0, 100 * 365 * 86400))
     max_group_members: int = _setting("100000", lambda n, v: _int(n, v, 2, 1_000_000))
     user_lookup_rate_limit: int = _setting("30", lambda n, v: _int(n, v, 1, 1_000_000))
     group_rate_limit: int = _setting("30", lambda n, v: _int(n, v, 1, 1_000_000))
@@ -225,6 +249,7 @@ class Settings:
     receipt_flush_interval_s: float = _setting("10", lambda n, v: _float(n, v, 0.05, 3600))
     receipt_push_interval_ms: int = _setting("1000", lambda n, v: _int(n, v, 10, 60_000))
     readers_list_max: int = _setting("100", lambda n, v: _int(n, v, 2, 100_000))
+    search_language: str = _setting("english", _ts_config)
     presence_ttl_s: float = _setting("30", lambda n, v: _float(n, v, 0.5, 3600))
     presence_heartbeat_s: float = _setting("10", lambda n, v: _float(n, v, 0.1, 600))
     presence_sweep_s: float = _setting("2", lambda n, v: _float(n, v, 0.05, 600))

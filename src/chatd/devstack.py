@@ -7,6 +7,7 @@ nginx uses the production site template (nginx/chatd.conf.j2).
 from __future__ import annotations
 
 import contextlib
+import grp
 import json
 import os
 import pwd
@@ -108,12 +109,18 @@ class Stack:
         """The stack's own VAPID key (Web Push), made once by `up` like its passwords."""
         return self.root / "vapid.pem"
 
+    @property
+    def files_cache_dir(self) -> Path:
+        """The attachments' download cache the workers fill and nginx serves."""
+        return self.root / "files-cache"
+
     def env(self) -> dict[str, str]:
         return {
             **os.environ,
             "CHATD_DATABASE_URL": self.database_url,
             "CHATD_REDIS_URL": self.redis_url,
             "CHATD_PUSH_VAPID_KEY_FILE": str(self.vapid_key_file),
+            "CHATD_FILES_CACHE_DIR": str(self.files_cache_dir),
             **self.extra_env,
         }
 
@@ -133,6 +140,18 @@ class Stack:
         state = json.loads((root / STATE).read_text())
         state["root"] = Path(state["root"])
         return cls(**state)
+
+    def make_files_cache(self) -> None:
+        """Like production (the chatd role): the workers' files, read by nginx's user through
+        the group. Run as root, nginx's workers are nobody:nogroup, so the directory's group is
+        nogroup and new files inherit it (setgid)."""
+        cache = self.files_cache_dir
+        cache.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            os.chown(cache, 0, grp.getgrnam("nogroup").gr_gid)
+            cache.chmod(0o2750)
+        else:
+            cache.chmod(0o750)
 
     # -- lifecycle -----------------------------------------------------------------------
     def process_names(self) -> list[str]:
@@ -164,6 +183,7 @@ class Stack:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         (self.root / "run").chmod(0o755)
         (self.root / "nginx/tmp").chmod(0o777)
+        self.make_files_cache()
         self.pg_port = self.pg_port or free_port()
         self.redis_port = self.redis_port or free_port()
         self.http_port = self.http_port or free_port()
@@ -355,6 +375,8 @@ class Stack:
             chatd_ws_read_timeout=75,
             nginx_access_log=str(self.root / "logs" / "nginx-access.log"),
             chatd_web_root=str(web_root() or ""),
+            chatd_max_upload_bytes=self.env().get("CHATD_MAX_UPLOAD_BYTES", "26214400"),
+            chatd_files_cache_dir=self.env().get("CHATD_FILES_CACHE_DIR", ""),
         )
         site = nginx_template().render(**{**defaults, **site_vars})
         nginx = self.root / "nginx"

@@ -24,7 +24,7 @@ from collections.abc import Hashable, Sequence
 
 import redis.asyncio as aioredis
 
-from chatd import logs, metrics
+from chatd import logs, metrics, tasks
 
 log = logging.getLogger("chatd.ephemeral")
 
@@ -61,10 +61,7 @@ class Ephemeral:
         """Give what is queued up to `grace_s` to go out, then drop the rest."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), grace_s)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.cancel(self._task)
         self._settle(list(self._pending.values()), False)
         self._pending.clear()
 

@@ -29,6 +29,8 @@ class Code(StrEnum):
     NOT_A_GROUP = "not_a_group"
     CLIENT_MSG_ID_CONFLICT = "client_msg_id_conflict"
     SEQ_OUT_OF_RANGE = "seq_out_of_range"
+    EDIT_WINDOW_CLOSED = "edit_window_closed"
+    MESSAGE_DELETED = "message_deleted"
     GROUP_TOO_LARGE = "group_too_large"
     RATE_LIMITED = "rate_limited"
     TOO_MANY_CONNECTIONS = "too_many_connections"
@@ -63,6 +65,8 @@ HTTP_STATUS: dict[Code, int] = {
     Code.NOT_A_GROUP: 409,
     Code.CLIENT_MSG_ID_CONFLICT: 409,
     Code.SEQ_OUT_OF_RANGE: 400,
+    Code.EDIT_WINDOW_CLOSED: 403,
+    Code.MESSAGE_DELETED: 409,
     Code.GROUP_TOO_LARGE: 403,
     Code.RATE_LIMITED: 429,
     Code.TOO_MANY_CONNECTIONS: 429,

@@ -16,6 +16,7 @@ from chatd import frames, logs, metrics
 from chatd.accounts import Identity
 from chatd.errors import HTTP_STATUS, ChatdError, Code
 from chatd.messaging import LEAVE_MAX
+from chatd.search import PAGE_DEFAULT
 from chatd.storage import is_unavailable
 
 log = logging.getLogger("chatd.http")
@@ -359,6 +360,18 @@ async def readers(request: Request) -> Response:
 
 
 @api
+async def search(request: Request) -> Response:
+    user_id, _ = await authenticated(request)
+    cid = query_int(request, "conversation_id", None, low=1)
+    before = query_int(request, "before", None, low=1)
+    limit = query_int(request, "limit", PAGE_DEFAULT, low=1) or PAGE_DEFAULT
+    found = await runtime(request).search.search(
+        user_id, request.query_params.get("q", ""), conversation_id=cid, before=before, limit=limit
+    )
+    return JSON(found)
+
+
+@api
 async def presence(request: Request) -> Response:
     user_id, _ = await authenticated(request)
     body = await read_json(request)
@@ -380,6 +393,7 @@ routes = [
     Route("/v1/me/read_state", read_state),
     Route("/v1/users", find_user),
     Route("/v1/presence", presence, methods=["POST"]),
+    Route("/v1/search", search),
     Route("/v1/conversations", list_conversations),
     Route("/v1/conversations/direct", open_direct, methods=["POST"]),
     Route("/v1/conversations/group", create_group, methods=["POST"]),

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from chatd import metrics, notices, policy
+from chatd import frames, metrics, notices, policy
 from chatd.batching import Batcher
 from chatd.config import Settings
 from chatd.errors import ChatdError, Code
@@ -18,7 +18,8 @@ from chatd.presence import Presence
 from chatd.ratelimit import RateLimiter
 from chatd.receipts import Receipts
 from chatd.storage import Stores, is_unavailable
-from chatd.storage.messages import Append
+from chatd.storage.messages import Stored
+from chatd.storage.records import Append, Event, Kind
 
 HISTORY_MAX = 200
 LEAVE_MAX = 500  # groups one `POST /v1/conversations/leave` leaves at most
@@ -30,7 +31,8 @@ TOOK_PART_CACHE = 100_000
 # long after this worker last set it (docs/protocol.md §4.9).
 TOOK_PART_RECHECK_S = 60.0
 log = logging.getLogger("chatd.messaging")
-Outgoing = tuple[int, str, str]  # conversation_id, client_msg_id, body
+Outgoing = tuple[int, str, str, tuple[int, ...]]  # conversation_id, client_msg_id, body, files
+MAX_ATTACHMENTS = 10  # files one message carries
 
 
 class Hold:
@@ -77,16 +79,9 @@ class Hold:
         )
 
 
-def _ack(send: Outgoing, event: dict[str, Any], duplicate: bool) -> dict[str, Any]:
-    return {
-        "type": "ack",
-        "conversation_id": send[0],
-        "client_msg_id": send[1],
-        "message_id": event["id"],
-        "seq": event["seq"],
-        "created_at": event["created_at"],
-        "duplicate": duplicate,
-    }
+def _append(user_id: int, send: Outgoing) -> Append:
+    conversation_id, client_msg_id, body, carried = send
+    return Append(conversation_id, user_id, client_msg_id, body, Kind.TEXT, carried)
 
 
 class Messaging:
@@ -113,14 +108,35 @@ class Messaging:
         self._settings = settings
         # Told the messages each send group stored (not resends), after the publish: Web Push
         # (pushes.py). It must return at once; the acks do not wait for it.
-        self.on_committed: Callable[[Sequence[dict[str, Any]]], None] | None = None
-        self._appends: Batcher[Append, tuple[dict[str, Any], bool]] = Batcher(
+        self.on_committed: Callable[[Sequence[Event]], None] | None = None
+        self._appends: Batcher[Append, Stored] = Batcher(
             self._append_many, max_size=COMMIT_BATCH_MAX, concurrency=COMMITS_IN_FLIGHT
         )
 
-    async def _append_many(self, items: list[Append]) -> list[tuple[dict[str, Any], bool] | BaseException]:
+    async def _append_many(self, items: list[Append]) -> list[Stored | BaseException]:
         metrics.COMMIT_BATCH.observe(len(items))
         return await self._stores.messages.append_many(items)
+
+    async def _check_files(self, user_id: int, sends: Sequence[Outgoing]) -> dict[int, ChatdError]:
+        """Refusals of sends whose files the sender may not send (by index): more than
+        MAX_ATTACHMENTS, one twice, or one that is not the sender's upload (`not_found`, like
+        a file that does not exist; storage links only the sender's own files in any case)."""
+        wanted = sorted({f for send in sends for f in send[3]})
+        if not wanted:
+            return {}
+        owned = await self._stores.files.owned(user_id, wanted)
+        refusals: dict[int, ChatdError] = {}
+        for index, send in enumerate(sends):
+            carried = send[3]
+            if len(carried) > MAX_ATTACHMENTS:
+                message = f"attachments: at most {MAX_ATTACHMENTS} files"
+                refusals[index] = ChatdError(Code.BAD_REQUEST, message, field="attachments")
+            elif len(set(carried)) != len(carried):
+                message = "attachments: a file appears twice"
+                refusals[index] = ChatdError(Code.BAD_REQUEST, message, field="attachments")
+            elif missing := sorted(set(carried) - owned):
+                refusals[index] = ChatdError(Code.NOT_FOUND, "no such file", file_ids=missing)
+        return refusals
 
     # -- messages ------------------------------------------------------------------------
     async def send_many(
@@ -132,8 +148,11 @@ class Messaging:
         the connection's (see Hold)."""
         hold = hold if hold is not None else Hold()
         outcomes: list[dict[str, Any] | BaseException] = []
-        for _, _, body in sends:
-            if len(body) > self._settings.max_message_chars:
+        file_refusals = await self._check_files(user_id, sends)
+        for index, (_, _, body, _) in enumerate(sends):
+            if index in file_refusals:
+                outcomes.append(file_refusals[index])
+            elif len(body) > self._settings.max_message_chars:
                 error = ChatdError(
                     Code.MESSAGE_TOO_LONG,
                     f"body is longer than {self._settings.max_message_chars} characters",
@@ -160,22 +179,24 @@ class Messaging:
                 refusal = refusal or hit
             else:
                 todo.append(index)
-        events: list[dict[str, Any]] = []
+        events: list[Event] = []
         if refused:  # a send already stored is answered, never refused: it stores nothing
             refused = await self._answer_stored(user_id, sends, refused, outcomes, events)
-        appends: list[Append] = [(sends[i][0], user_id, sends[i][1], sends[i][2]) for i in todo]
+        appends = [
+            Append(sends[i][0], user_id, sends[i][1], sends[i][2], Kind.TEXT, sends[i][3]) for i in todo
+        ]
         stored = await self._appends.submit_many(appends)
         events += [result[0] for result in stored if not isinstance(result, BaseException)]
         # A resend re-publishes too: if the first attempt died between COMMIT and PUBLISH,
         # this delivers it now; subscribers drop the copy if they already have it. Queued in
         # commit order.
-        await self._hub.publish_many(events)
+        await self._hub.publish_many([frames.message(event) for event in events])
         if self.on_committed is not None:
             self.on_committed([r[0] for r in stored if not isinstance(r, BaseException) and not r[1]])
-        for cid in dict.fromkeys(event["conversation_id"] for event in events):
+        for cid in dict.fromkeys(event.conversation_id for event in events):
             await self._mark_took_part(cid, user_id)
         for index, result in zip(todo, stored, strict=True):
-            outcomes[index] = result if isinstance(result, BaseException) else _ack(sends[index], *result)
+            outcomes[index] = result if isinstance(result, BaseException) else frames.ack(*result)
         if refused and refusal is not None:
             outcomes[refused[0]] = refusal
         # The first send (of those the hold let through) refused for a reason worth retrying
@@ -201,12 +222,12 @@ class Messaging:
         sends: Sequence[Outgoing],
         refused: list[int],
         outcomes: list[dict[str, Any] | BaseException],
-        events: list[dict[str, Any]],
+        events: list[Event],
     ) -> list[int]:
         """Sends the rate limit refused that are already stored (a resend after a reconnect)
         get their duplicate ack instead, so a client is never asked to resend what it may
         have seen stored. Returns those still refused."""
-        items: list[Append] = [(sends[i][0], user_id, sends[i][1], sends[i][2]) for i in refused]
+        items = [Append(sends[i][0], user_id, sends[i][1], sends[i][2], Kind.TEXT) for i in refused]
         try:
             answers = await self._stores.messages.stored(items)
         except Exception as exc:  # only a refusal more: the client resends it
@@ -219,7 +240,7 @@ class Messaging:
             elif isinstance(answer, ChatdError):
                 outcomes[index] = answer
             else:
-                outcomes[index] = _ack(sends[index], *answer)
+                outcomes[index] = frames.ack(*answer)
                 events.append(answer[0])
         return still
 
@@ -249,13 +270,15 @@ class Messaging:
         self, user_id: int, conversation_id: int, *, after: int | None, before: int | None, limit: int
     ) -> list[dict[str, Any]]:
         await self._stores.conversations.require_member(conversation_id, user_id)
-        return await self._stores.messages.page(
+        page = await self._stores.messages.page(
             conversation_id, after=after, before=before, limit=min(limit, HISTORY_MAX)
         )
+        return [frames.message(event) for event in page]
 
     async def catch_up_page(self, conversation_id: int, after: int, limit: int) -> list[dict[str, Any]]:
         """Events after `after`, ascending, for a session that already checked membership."""
-        return await self._stores.messages.page(conversation_id, after=after, limit=limit)
+        page = await self._stores.messages.page(conversation_id, after=after, limit=limit)
+        return [frames.message(event) for event in page]
 
     async def last_seqs(self, conversation_ids: list[int]) -> dict[int, int]:
         return await self._stores.conversations.last_seqs(conversation_ids)
@@ -336,16 +359,17 @@ class Messaging:
             added, total = await group.add(users)  # the actor takes part, whoever is added
             if added:
                 policy.within_group_size(total, self._settings.max_group_members)
-                event = await group.record("members_added", added)
+                event = await group.record(Kind.MEMBERS_ADDED, added)
                 conv = await group.conversation()
         if not added:
             await self._took_part_now(conversation_id, user_id)
             return None
-        await self._hub.publish(event)  # committed now
+        frame = frames.message(event)
+        await self._hub.publish(frame)  # committed now
         await self._took_part_now(conversation_id, user_id)  # adding members is taking part
         # The new members' devices follow the conversation from the event that added them.
-        await self._announce(conv, event["user_ids"], since=event["seq"] - 1)
-        return event
+        await self._announce(conv, list(event.user_ids or ()), since=event.seq - 1)
+        return frame
 
     async def remove_members(
         self, user_id: int, conversation_id: int, users: list[int]
@@ -355,12 +379,13 @@ class Messaging:
             removed = await group.remove(users)
             if not removed:
                 return None
-            event = await group.record("members_removed", removed)
-        await self._hub.publish(event)  # committed now
-        await self._receipts.forget(conversation_id, removed, event["seq"])
+            event = await group.record(Kind.MEMBERS_REMOVED, removed)
+        frame = frames.message(event)
+        await self._hub.publish(frame)  # committed now
+        await self._receipts.forget(conversation_id, removed, event.seq)
         for uid in removed:
             self._took_part.pop((conversation_id, uid), None)
-        return event
+        return frame
 
     async def leave_many(self, user_id: int, conversation_ids: list[int] | None) -> dict[str, Any]:
         """Leave these groups, or (None) decline up to LEAVE_MAX groups the user never took part

@@ -133,6 +133,11 @@ PUSH_SKIPPED = Counter("chatd_push_skipped_total", "Pushes not made for a recipi
 PUSH_RETRIES = Counter("chatd_push_retries_total", "Web Push requests retried after a failure")
 PUSH_HELD = Gauge("chatd_push_held", "Web Push requests queued, in flight or waiting to be retried")
 
+# The attachments' download cache (filecache.py)
+FILE_CACHE = Counter(
+    "chatd_file_cache_total", "Download cache files written on a miss or removed, by event", ["event"]
+)
+
 _ALL = [
     name for name, value in list(globals().items()) if isinstance(value, Counter | Gauge | Histogram | Info)
 ]

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from chatd.storage import connect, schema
+from chatd.storage import connect, schema, search
 
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -40,8 +40,9 @@ def load(directory: Path | None = None) -> list[Migration]:
     return found
 
 
-async def migrate(dsn: str) -> list[str]:
-    """Apply what is missing; returns the names applied."""
+async def migrate(dsn: str, search_language: str = "english") -> list[str]:
+    """Apply what is missing, then build the search index for the language if it is not there
+    yet; returns the names applied (and the index's, when built)."""
     conn = await connect(dsn)
     try:
         await schema.lock(conn)
@@ -53,6 +54,8 @@ async def migrate(dsn: str) -> list[str]:
                 if migration.version not in done:
                     await schema.apply(conn, migration.version, migration.name, migration.sql)
                     applied.append(migration.name)
+            if await search.ensure_index(conn, search_language):
+                applied.append(search.index_name(search_language))
             return applied
         finally:
             await schema.unlock(conn)

@@ -26,7 +26,7 @@ from collections import deque
 
 import redis.asyncio as aioredis
 
-from chatd import metrics
+from chatd import metrics, tasks
 
 log = logging.getLogger("chatd.outbox")
 
@@ -68,9 +68,7 @@ class Outbox:
             await asyncio.wait_for(self._empty.wait(), grace_s)
         if self._queue:
             log.warning("stopping with unpublished events", extra={"pending": len(self._queue)})
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await tasks.cancel(self._task)
 
     async def publish(self, messages: list[tuple[str, str]]) -> bool:
         """Queue `messages` (in order); True once Redis took them.

@@ -30,7 +30,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from chatd import metrics
+from chatd import metrics, tasks
 from chatd.config import Settings
 from chatd.connection import Connection
 from chatd.fanout import Hub, conversation_channel, presence_channel
@@ -330,11 +330,7 @@ class Presence:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await tasks.cancel(*self._tasks)
 
     async def _every(self, period: float, work: Callable[[], Awaitable[None]]) -> None:
         while True:

@@ -26,7 +26,6 @@ for one message. A push is a hint, never the message: the message is in Postgres
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections import OrderedDict
@@ -38,11 +37,12 @@ import httpx
 import orjson
 import redis.asyncio as aioredis
 
-from chatd import metrics, webpush
+from chatd import metrics, tasks, webpush
 from chatd.config import Settings
 from chatd.presence import Presence
 from chatd.storage import Stores, is_unavailable
 from chatd.storage.notify import Target
+from chatd.storage.records import Event, Kind
 
 log = logging.getLogger("chatd.pushes")
 PREVIEW_CHARS = 200  # a payload stays far below the 4 KB a push service takes
@@ -88,19 +88,19 @@ class Job:
     attempt: int = 0
 
 
-def payload(event: dict[str, Any], names: tuple[str, str, str | None], preview: bool) -> bytes:
+def payload(event: Event, names: tuple[str, str, str | None], preview: bool) -> bytes:
     """What the service worker shows (docs/protocol.md "Web Push"): without the preview only
     who wrote, and where to open."""
     sender, kind, title = names
     found: dict[str, Any] = {
         "type": "message",
-        "conversation_id": event["conversation_id"],
-        "seq": event["seq"],
+        "conversation_id": event.conversation_id,
+        "seq": event.seq,
         "kind": kind,
         "sender": sender,
     }
     if preview:
-        found["body"] = event["body"][:PREVIEW_CHARS]
+        found["body"] = event.body[:PREVIEW_CHARS]
         if kind == "group":
             found["title"] = title
     return orjson.dumps(found)
@@ -120,7 +120,7 @@ class Pushes:
         self._settings = settings
         self._key = key
         self._claim = redis.register_script(_CLAIM)
-        self._intake: OrderedDict[tuple[int, int], dict[str, Any]] = OrderedDict()
+        self._intake: OrderedDict[tuple[int, int], Event] = OrderedDict()
         self._wake = asyncio.Event()
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._held = 0
@@ -133,13 +133,13 @@ class Pushes:
         return self._key is not None
 
     # -- the seam on the send path -------------------------------------------------------
-    def committed(self, events: Sequence[dict[str, Any]]) -> None:
+    def committed(self, events: Sequence[Event]) -> None:
         if self._key is None:
             return
         for event in events:
-            if event.get("kind") != "text" or event.get("sender_id") is None:
+            if event.kind is not Kind.TEXT or event.sender_id is None:
                 continue
-            pair = (event["conversation_id"], event["sender_id"])
+            pair = (event.conversation_id, event.sender_id)
             if pair in self._intake:
                 metrics.PUSH_SKIPPED.labels("coalesced").inc()
             elif len(self._intake) >= self._settings.push_queue:
@@ -164,11 +164,7 @@ class Pushes:
     async def stop(self) -> None:
         for timer in self._timers:
             timer.cancel()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await tasks.cancel(*self._tasks)
         if self._client is not None:
             await self._client.aclose()
 
@@ -187,13 +183,15 @@ class Pushes:
                         metrics.ERRORS.labels("push").inc()
                     log.warning(
                         "push not considered",
-                        extra={"conversation_id": event["conversation_id"]},
+                        extra={"conversation_id": event.conversation_id},
                         exc_info=None if is_unavailable(exc) else exc,
                     )
 
-    async def _consider(self, event: dict[str, Any]) -> None:
-        cid, seq = event["conversation_id"], event["seq"]
-        targets = await self._stores.notify.targets(cid, event["sender_id"])
+    async def _consider(self, event: Event) -> None:
+        cid, seq, sender = event.conversation_id, event.seq, event.sender_id
+        if sender is None:  # only users' text messages are taken in (`committed`)
+            return
+        targets = await self._stores.notify.targets(cid, sender)
         if not targets:
             return
         users = sorted({t.user_id for t in targets})
@@ -211,7 +209,7 @@ class Pushes:
         metrics.PUSH_SKIPPED.labels("handled").inc(sum(1 for a in answers if int(a) == 0))
         if not claimed:
             return
-        names = await self._stores.notify.names(cid, event["sender_id"])
+        names = await self._stores.notify.names(cid, sender)
         if names is None:
             return
         assert self._key is not None

@@ -9,7 +9,9 @@ a sharing change, which goes over the user's own conversations once.
                     authoritative for the marks: set in the same script that takes the user's
                     pointers out of (or back into) the rooms, so a mark is either before the
                     change (and moved by it) or after it (and sees it); ``p:<cid>`` 1 once the
-                    user took part in cid (a cache: a missing field is checked in Postgres).
+                    user took part in cid, 0 once Postgres said they had not (a cache: a
+                    missing field is checked in Postgres; 0 is set only if the field is
+                    absent, and taking part sets 1 over it, so a stale 0 cannot win).
                     A key of its own: releases before it read every field of ``chatd:lr:*`` as
                     a conversation id, so a rollback keeps working.
 ``chatd:rgone:<cid>``  hash: user id -> seq of the event that removed them. A mark that cannot
@@ -17,6 +19,11 @@ a sharing change, which goes over the user's own conversations once.
                     seq the membership began at) is refused: a `read` in flight while its
                     member is removed never lands after the pointer was forgotten.
 ``chatd:rdirty``    set of ``cid:uid`` pairs changed since the last flush to Postgres.
+
+Delivery pointers ("received up to seq", docs/protocol.md §4.8) are kept the same way by a second
+instance (`DELIVERED`): ``chatd:dr:<cid>``, ``chatd:ld:<uid>``, ``chatd:ddirty``; they share the
+user's ``chatd:lm`` (sharing and taking part decide who may see them too), the removal tombstones
+and the group push window with the read pointers.
 ``chatd:rflushed-before``  a Unix time: every pointer changed before it is in Postgres (metrics).
 Both the sorted set and the hash carry a sentinel (member ``0`` scored -1, field ``_``) so a key
 lost to a Redis restart or FLUSHALL is told apart from "nobody has read anything": it is then
@@ -29,6 +36,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from typing import NamedTuple
 
 import redis.asyncio as aioredis
 
@@ -42,12 +50,23 @@ GONE_TTL_S = 86_400  # far longer than any mark is in flight
 MOVED, UNCHANGED, LOAD_ROOM, LOAD_USER, REMOVED, ASK_TOOK_PART = 1, 0, -1, -2, -3, -4
 
 
-def room_key(cid: int) -> str:
-    return f"chatd:rr:{cid}"
+class Keys(NamedTuple):
+    room: str  # prefix of the sorted set per conversation
+    user: str  # prefix of the hash per user
+    dirty: str
+    flushing: str
 
 
-def user_key(uid: int) -> str:
-    return f"chatd:lr:{uid}"
+READ = Keys("chatd:rr:", "chatd:lr:", DIRTY, FLUSHING)
+DELIVERED = Keys("chatd:dr:", "chatd:ld:", "chatd:ddirty", "chatd:dflushing")
+
+
+def room_key(cid: int, keys: Keys = READ) -> str:
+    return f"{keys.room}{cid}"
+
+
+def user_key(uid: int, keys: Keys = READ) -> str:
+    return f"{keys.user}{uid}"
 
 
 def meta_key(uid: int) -> str:
@@ -58,29 +77,33 @@ def gone_key(cid: int) -> str:
     return f"chatd:rgone:{cid}"
 
 
-# KEYS: room, user, dirty, gone, meta; ARGV: uid, cid, seq, evidence, took_part ('1', '0', ''
-# unknown) -> {status, previous, visible}; status: see MOVED.. above.
-_MARK = """
-if redis.call('EXISTS', KEYS[2]) == 0 then return {-2, 0, 0} end
-local share = redis.call('HGET', KEYS[5], 'share')
-if not share then return {-2, 0, 0} end
-if tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0') > tonumber(ARGV[4]) then return {-3, 0, 0} end
-local old = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
-local seq = tonumber(ARGV[3])
-if seq <= old then return {0, old, 0} end
-local took = redis.call('HGET', KEYS[5], 'p:' .. ARGV[2])
-local visible = 0
-if share == '1' then
-  if took == '1' or ARGV[5] == '1' then visible = 1
-  elseif ARGV[5] == '' then return {-4, old, 0} end
+# A mark, as a Lua function (one script makes many in confirms.py): room, user, dirty, gone,
+# meta; uid, cid, seq, evidence, took_part ('1', '0', '' unknown) -> {status, previous, visible}
+MARK_FN = """
+local function mark(room, user, dirty, gone, meta, uid, cid, seq_arg, evidence, known)
+  if redis.call('EXISTS', user) == 0 then return {-2, 0, 0} end
+  local share = redis.call('HGET', meta, 'share')
+  if not share then return {-2, 0, 0} end
+  if tonumber(redis.call('HGET', gone, uid) or '0') > tonumber(evidence) then return {-3, 0, 0} end
+  local old = tonumber(redis.call('HGET', user, cid) or '0')
+  local seq = tonumber(seq_arg)
+  if seq <= old then return {0, old, 0} end
+  local took = redis.call('HGET', meta, 'p:' .. cid)
+  local visible = 0
+  if share == '1' then
+    if took == '1' or known == '1' then visible = 1
+    elseif took ~= '0' and known == '' then return {-4, old, 0} end
+  end
+  if visible == 1 and redis.call('EXISTS', room) == 0 then return {-1, 0, 0} end
+  if known == '1' then redis.call('HSET', meta, 'p:' .. cid, '1')
+  elseif known == '0' then redis.call('HSETNX', meta, 'p:' .. cid, '0') end
+  redis.call('HSET', user, cid, seq)
+  if visible == 1 then redis.call('ZADD', room, 'GT', seq, uid) end
+  redis.call('SADD', dirty, cid .. ':' .. uid)
+  return {1, old, visible}
 end
-if visible == 1 and redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, 0} end
-if ARGV[5] == '1' then redis.call('HSET', KEYS[5], 'p:' .. ARGV[2], '1') end
-redis.call('HSET', KEYS[2], ARGV[2], seq)
-if visible == 1 then redis.call('ZADD', KEYS[1], 'GT', seq, ARGV[1]) end
-redis.call('SADD', KEYS[3], ARGV[2] .. ':' .. ARGV[1])
-return {1, old, visible}
 """
+_MARK = MARK_FN + "return mark(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], unpack(ARGV))"
 
 # KEYS: room, gone; ARGV: seq1, uid1, joined1, seq2, ... from Postgres (members who share and
 # took part). GT: never lowers a newer live mark. Postgres may be older than Redis: a member
@@ -112,8 +135,9 @@ redis.call('HSET', KEYS[1], '_', '1')
 return 1
 """
 
-# KEYS: user, meta; ARGV: uid, share (1/0) -> 0, or -2 when the user's state must be loaded
-# first. The flag and every room the user's pointers are in, at once (the module docstring).
+# KEYS: user, meta; ARGV: uid, share (1/0), the rooms' key prefix -> 0, or -2 when the user's
+# state must be loaded first. The flag and every room the user's pointers are in, at once (the
+# module docstring).
 _SET_SHARED = """
 if redis.call('EXISTS', KEYS[1]) == 0 or not redis.call('HGET', KEYS[2], 'share') then return -2 end
 redis.call('HSET', KEYS[2], 'share', ARGV[2])
@@ -121,7 +145,7 @@ local fields = redis.call('HGETALL', KEYS[1])
 for i = 1, #fields, 2 do
   local cid = fields[i]
   if string.match(cid, '^%d+$') then
-    local room = 'chatd:rr:' .. cid
+    local room = ARGV[3] .. cid
     if ARGV[2] == '0' then
       redis.call('ZREM', room, ARGV[1])
     elseif redis.call('HGET', KEYS[2], 'p:' .. cid) == '1' and redis.call('EXISTS', room) == 1 then
@@ -189,8 +213,9 @@ class Removed(Exception):
 
 
 class ReadState:
-    def __init__(self, redis: aioredis.Redis, timeout_s: float | None = None) -> None:
+    def __init__(self, redis: aioredis.Redis, timeout_s: float | None = None, keys: Keys = READ) -> None:
         self.redis = redis
+        self.keys = keys
         # Bounds each Redis call of a read mark (a hung Redis answers `unavailable`, it does
         # not hold up the connection's later frames); the Postgres loads are not bounded.
         self._timeout_s = timeout_s
@@ -224,7 +249,13 @@ class ReadState:
         for _ in range(5):  # load the user, ask Postgres whether they took part, load the room
             async with asyncio.timeout(self._timeout_s):
                 status, previous, visible = await self._mark(
-                    keys=[room_key(cid), user_key(uid), DIRTY, gone_key(cid), meta_key(uid)],
+                    keys=[
+                        room_key(cid, self.keys),
+                        user_key(uid, self.keys),
+                        self.keys.dirty,
+                        gone_key(cid),
+                        meta_key(uid),
+                    ],
                     args=[uid, cid, seq, evidence, known],
                 )
             if status == REMOVED:
@@ -248,7 +279,7 @@ class ReadState:
         args: list[int] = []
         for uid, seq, joined in pointers:
             args += [seq, uid, joined]
-        await self._load_room(keys=[room_key(cid), gone_key(cid)], args=args)
+        await self._load_room(keys=[room_key(cid, self.keys), gone_key(cid)], args=args)
 
     async def load_user(
         self, uid: int, share: bool, pointers: Iterable[tuple[int, int]], took_part: Iterable[int]
@@ -257,15 +288,15 @@ class ReadState:
         for cid, seq in pointers:
             flat += [cid, seq]
         args = [int(share), len(flat) // 2, *flat, *took_part]
-        await self._load_user(keys=[user_key(uid), meta_key(uid)], args=args)
+        await self._load_user(keys=[user_key(uid, self.keys), meta_key(uid)], args=args)
 
     async def room_loaded(self, cid: int) -> bool:
-        return bool(await self.redis.exists(room_key(cid)))
+        return bool(await self.redis.exists(room_key(cid, self.keys)))
 
     async def user_pointers(self, uid: int) -> dict[int, int] | None:
         """The user's pointers, or None when they must be loaded from Postgres first."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(user_key(uid))
+            pipe.hgetall(user_key(uid, self.keys))
             pipe.exists(meta_key(uid))
             raw, meta = await pipe.execute()
         if not raw or not meta:
@@ -274,7 +305,7 @@ class ReadState:
 
     async def counts(self, cid: int, messages: list[tuple[int, int | None]]) -> list[int]:
         """Readers of each (seq, sender) message: pointers >= seq, the sender not counted."""
-        key = room_key(cid)
+        key = room_key(cid, self.keys)
         async with self.redis.pipeline(transaction=False) as pipe:
             for seq, sender in messages:
                 pipe.zcount(key, seq, "+inf")
@@ -287,25 +318,29 @@ class ReadState:
         return result
 
     async def readers(self, cid: int, seq: int) -> list[int]:
-        members = await self.redis.zrangebyscore(room_key(cid), seq, "+inf")
+        members = await self.redis.zrangebyscore(room_key(cid, self.keys), seq, "+inf")
         return sorted(int(_text(m)) for m in members if isinstance(m, bytes | str) and _text(m) != SENTINEL)
 
     async def forget(self, cid: int, uids: list[int], removed_at: int) -> None:
         """Members removed by the event at seq `removed_at`: they no longer count, their own
         pointer for it goes, and marks of their membership still in flight are refused."""
-        keys = [room_key(cid), gone_key(cid), *(k for uid in uids for k in (user_key(uid), meta_key(uid)))]
+        users = (k for uid in uids for k in (user_key(uid, self.keys), meta_key(uid)))
+        keys = [room_key(cid, self.keys), gone_key(cid), *users]
         await self._forget(keys=keys, args=[cid, removed_at, GONE_TTL_S, *uids])
 
     async def set_shared(self, uid: int, shared: bool) -> bool:
         """Set the user's sharing and move their pointers out of (or back into) the rooms, in
         one step; False when the user's state must be loaded first. A room not loaded stays so:
         it is rebuilt from Postgres, sentinel and all, on use."""
-        status = await self._set_shared(keys=[user_key(uid), meta_key(uid)], args=[uid, int(shared)])
+        status = await self._set_shared(
+            keys=[user_key(uid, self.keys), meta_key(uid)], args=[uid, int(shared), self.keys.room]
+        )
         return int(status) == 0
 
     async def took_part(self, uid: int, cid: int) -> None:
         """The user took part in cid (§4.9): their pointer there may show from now on."""
-        await self._took_part(keys=[user_key(uid), meta_key(uid), room_key(cid)], args=[uid, cid])
+        keys = [user_key(uid, self.keys), meta_key(uid), room_key(cid, self.keys)]
+        await self._took_part(keys=keys, args=[uid, cid])
 
     # -- coalescing group pushes ---------------------------------------------------------
     async def widen(self, cid: int, lo: int, hi: int, window_ms: int) -> bool:
@@ -331,19 +366,19 @@ class ReadState:
 
     async def take_dirty(self) -> list[tuple[int, int, int]] | None:
         """(cid, uid, seq) to write, None if nothing is dirty. A crashed flusher's batch first."""
-        if not await self.redis.exists(FLUSHING):
-            if not await self.redis.exists(DIRTY):
+        if not await self.redis.exists(self.keys.flushing):
+            if not await self.redis.exists(self.keys.dirty):
                 return None
-            await self.redis.rename(DIRTY, FLUSHING)
-        pairs = [_text(p).split(":") for p in await self.redis.smembers(FLUSHING)]
+            await self.redis.rename(self.keys.dirty, self.keys.flushing)
+        pairs = [_text(p).split(":") for p in await self.redis.smembers(self.keys.flushing)]
         async with self.redis.pipeline(transaction=False) as pipe:
             for cid, uid in pairs:
-                pipe.hget(user_key(int(uid)), cid)
+                pipe.hget(user_key(int(uid), self.keys), cid)
             seqs = await pipe.execute()
         return [(int(c), int(u), int(s)) for (c, u), s in zip(pairs, seqs, strict=True) if s is not None]
 
     async def flushed(self) -> None:
-        await self.redis.delete(FLUSHING)
+        await self.redis.delete(self.keys.flushing)
 
     async def mark_flushed_before(self, at: float) -> None:
         await self.redis.set(FLUSHED_BEFORE, repr(at))

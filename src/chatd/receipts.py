@@ -1,19 +1,21 @@
-"""Read receipts: pointers, counts, live read events, and the batch flush to Postgres."""
+"""Read and delivery receipts: pointers, counts, live read/delivered events, and the batch flush
+to Postgres. Delivery pointers ("received up to seq", confirmed by a device) are kept exactly
+like read pointers, by a second ReadState (readstate.DELIVERED); a read pointer moves the
+delivery pointer too, so nothing is ever shown read and not delivered."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from chatd import metrics, notices
+from chatd import metrics, notices, tasks
 from chatd.config import Settings
 from chatd.errors import ChatdError, Code
 from chatd.fanout import Hub
-from chatd.readstate import ReadState, Removed
+from chatd.readstate import DELIVERED, ReadState, Removed
 from chatd.storage import Stores
 from chatd.storage.receipts import Target
 
@@ -23,9 +25,12 @@ KINDS_CACHE = 100_000
 
 
 class Receipts:
-    def __init__(self, stores: Stores, state: ReadState, hub: Hub, settings: Settings) -> None:
+    def __init__(
+        self, stores: Stores, state: ReadState, hub: Hub, settings: Settings, delivered: ReadState
+    ) -> None:
         self._stores = stores
         self._state = state
+        self._delivered = delivered
         self._hub = hub
         self._settings = settings
         self._kinds: dict[int, str] = {}  # conversation kinds never change: a safe cache
@@ -91,6 +96,12 @@ class Receipts:
                 raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation") from None
         if not moved:
             return previous
+        try:  # what is read was delivered (no event of its own: `read` says more)
+            await self._move_delivered(uid, cid, seq, target.joined_seq if target else known_last, took_part)
+        except Removed:
+            pass
+        except Exception:  # the read stands; the next `received` or read moves it
+            log.warning("delivery pointer not moved", extra={"conversation_id": cid}, exc_info=True)
         # Read state is ephemeral (latest value wins): a pointer only grows, and `ready` and
         # the HTTP queries give the current value to whoever missed an event.
         self._hub.notify_state([uid], notices.read_state(cid, seq, origin), key=("read_state", uid, cid))
@@ -102,6 +113,59 @@ class Receipts:
             elif await self._state.widen(cid, previous + 1, seq, self._settings.receipt_push_interval_ms):
                 self._hub.spawn(self._push_counts_later(cid))
         return seq
+
+    def _move_delivered(
+        self, uid: int, cid: int, seq: int, evidence: int, took_part: Callable[[], Awaitable[bool]]
+    ) -> Awaitable[tuple[bool, int, bool]]:
+        return self._delivered.mark(
+            uid,
+            cid,
+            seq,
+            evidence,
+            took_part,
+            lambda: self._stores.delivery.room_pointers(cid),
+            lambda: self._stores.delivery.user_state(uid),
+        )
+
+    async def received(self, uid: int, cid: int, seq: int, known_last: int) -> None:
+        """A device of `uid` confirms it received `cid`'s events up to `seq` (cumulative; one
+        frame per batch). Moves the delivery pointer (never back); the sender sees `delivered`
+        (direct) or `delivered_to` in the group's coalesced `receipts`. Checked like `mark`."""
+        target = await self._target(cid, uid, seq) if seq > known_last else None
+
+        async def took_part() -> bool:
+            if target is not None:
+                return target.took_part
+            return await self._stores.conversations.took_part(cid, uid)
+
+        try:
+            moved, previous, visible = await self._move_delivered(
+                uid, cid, seq, target.joined_seq if target else known_last, took_part
+            )
+        except Removed:
+            if target is not None:
+                raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation") from None
+            target = await self._target(cid, uid, seq)
+            try:
+                moved, previous, visible = await self._move_delivered(
+                    uid, cid, seq, target.joined_seq, took_part
+                )
+            except Removed:
+                raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation") from None
+        if moved and visible:
+            await self.delivered_moved(cid, [(uid, previous, seq)])
+
+    async def delivered_moved(self, cid: int, marks: list[tuple[int, int, int]]) -> None:
+        """Delivery pointers others see moved in `cid`, (user, previous, seq) each: `delivered`
+        events (direct), or the group's changed range widened once (confirms.py batches)."""
+        if await self._kind(cid) == "direct":
+            for uid, _, seq in marks:
+                event = {"type": "delivered", "conversation_id": cid, "user_id": uid, "seq": seq}
+                self._hub.publish_state(event, key=("delivered", cid, uid))
+            return
+        lo, hi = min(previous for _, previous, _ in marks) + 1, max(seq for _, _, seq in marks)
+        if await self._state.widen(cid, lo, hi, self._settings.receipt_push_interval_ms):
+            self._hub.spawn(self._push_counts_later(cid))
 
     async def _kind(self, cid: int) -> str:
         kind = self._kinds.get(cid)
@@ -129,15 +193,20 @@ class Receipts:
         messages = await self._stores.receipts.text_senders(cid, lo, hi)
         if not await self._state.room_loaded(cid):
             await self._state.load_room(cid, await self._load_room(cid))
+        if not await self._delivered.room_loaded(cid):
+            await self._delivered.load_room(cid, await self._stores.delivery.room_pointers(cid))
         counts = await self._state.counts(cid, messages) if messages else []
+        delivered = await self._delivered.counts(cid, messages) if messages else []
         members = await self._stores.receipts.member_count(cid)
         return {
             "type": "receipts",
             "conversation_id": cid,
             "members": members,
             "counts": [
-                {"seq": seq, "read_by": count, "of": members - 1}
-                for (seq, _), count in zip(messages, counts, strict=True)
+                # A read moves the delivery pointer too, in a second step: max() keeps a count
+                # read between the two from showing fewer delivered than read.
+                {"seq": seq, "read_by": count, "delivered_to": max(count, got), "of": members - 1}
+                for (seq, _), count, got in zip(messages, counts, delivered, strict=True)
             ],
         }
 
@@ -190,24 +259,31 @@ class Receipts:
         await self._stores.receipts.set_share(uid, share)
         while not await self._state.set_shared(uid, share):
             await self.pointers(uid)  # loads the user's state from Postgres
+        while not await self._delivered.set_shared(uid, share):
+            await self._delivered.load_user(uid, *await self._stores.delivery.user_state(uid))
         await self._hub.publish_to_users([uid], notices.settings(share))
 
     async def forget(self, cid: int, uids: list[int], removed_at: int) -> None:
         """Members removed by the event at seq `removed_at` (after its COMMIT)."""
         await self._state.forget(cid, uids, removed_at)
+        await self._delivered.forget(cid, uids, removed_at)
 
     async def took_part(self, cid: int, uid: int) -> None:
         """`uid` took part in `cid` (after the COMMIT that recorded it): their read pointer
         there may show from now on (§4.9)."""
         await self._state.took_part(uid, cid)
+        await self._delivered.took_part(uid, cid)
 
 
 class Flusher:
     """Writes changed pointers to Postgres every interval; one flusher at a time, cluster-wide."""
 
-    def __init__(self, stores: Stores, state: ReadState, interval_s: float) -> None:
+    def __init__(
+        self, stores: Stores, state: ReadState, interval_s: float, delivered: ReadState | None = None
+    ) -> None:
         self._stores = stores
         self._state = state
+        self._delivered = delivered or ReadState(state.redis, keys=DELIVERED)
         self._interval = interval_s
         self._task: asyncio.Task[None] | None = None
 
@@ -216,10 +292,7 @@ class Flusher:
 
     async def stop(self) -> None:
         """Stop the loop, then write everything still dirty (waiting for another flusher)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.cancel(self._task)
         for _ in range(50):
             try:
                 if await self.flush_once() is not None:
@@ -249,13 +322,15 @@ class Flusher:
         started, clock = time.time(), time.perf_counter()
         try:
             written = 0
-            for _ in range(2):  # a batch a crashed flusher left behind, then the current one
-                rows = await self._state.take_dirty()
-                if rows is None:
-                    break
-                for start in range(0, len(rows), 5000):
-                    written += await self._stores.receipts.upsert(rows[start : start + 5000])
-                await self._state.flushed()
+            receipts, delivery = self._stores.receipts, self._stores.delivery
+            for state, upsert in ((self._state, receipts.upsert), (self._delivered, delivery.upsert)):
+                for _ in range(2):  # a batch a crashed flusher left behind, then the current one
+                    rows = await state.take_dirty()
+                    if rows is None:
+                        break
+                    for start in range(0, len(rows), 5000):
+                        written += await upsert(rows[start : start + 5000])
+                    await state.flushed()
             await self._state.mark_flushed_before(started)
             metrics.FLUSH_DURATION.observe(time.perf_counter() - clock)
             metrics.POINTERS_FLUSHED.inc(written)

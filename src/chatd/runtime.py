@@ -22,7 +22,10 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from chatd import metrics, migrations, notices
 from chatd.accounts import Accounts, Limiters
 from chatd.admin import Admin
+from chatd.amends import Amends
+from chatd.attachments import Attachments
 from chatd.config import Settings
+from chatd.confirms import Confirmations
 from chatd.conncap import ConnectionCap
 from chatd.connection import CLOSE_SERVICE_RESTART
 from chatd.fanout import Hub
@@ -31,11 +34,13 @@ from chatd.notify import Notify
 from chatd.presence import Presence
 from chatd.pushes import Pushes
 from chatd.ratelimit import RateLimiter
-from chatd.readstate import ReadState
+from chatd.readstate import DELIVERED, ReadState
 from chatd.receipts import Flusher, Receipts
 from chatd.sampler import Sampler, TimedRedisPool
+from chatd.search import Search
 from chatd.security import Passwords
 from chatd.storage import Stores, create_pool
+from chatd.storage.search import index_ready as search_index_ready
 from chatd.subscriber import Subscriber
 from chatd.webpush import VapidKey
 
@@ -98,10 +103,13 @@ class Runtime:
         self.accounts = Accounts(stores, self.passwords, limiters, self.hub, settings.registration)
         self.admin = Admin(stores, self.passwords, self.accounts)
         read_state = ReadState(redis, settings.redis_send_timeout_s)
+        delivered = ReadState(redis, settings.redis_send_timeout_s, DELIVERED)
         lookups = RateLimiter(redis, "lookup", settings.user_lookup_rate_limit, 60)
         groups = RateLimiter(redis, "group", settings.group_rate_limit, 3600)
-        self.receipts = Receipts(stores, read_state, self.hub, settings)
+        self.receipts = Receipts(stores, read_state, self.hub, settings, delivered)
+        self.confirms = Confirmations(self.receipts, delivered, self.hub, settings.redis_send_timeout_s)
         self.presence = Presence(redis, stores, self.hub, settings)
+        self.search = Search(stores)
         self.messaging = Messaging(
             stores, self.hub, limiter, self.receipts, settings, lookups, groups, self.presence
         )
@@ -111,7 +119,10 @@ class Runtime:
         self.notify = Notify(stores, self.hub, settings, key)
         self.pushes = Pushes(stores, self.presence, redis, settings, key)
         self.messaging.on_committed = self.pushes.committed  # off the send path (pushes.py)
-        self.flusher = Flusher(stores, read_state, settings.receipt_flush_interval_s)
+        self.attachments = Attachments(stores, settings)
+        self.amends = Amends(stores, self.hub, limiter, settings)
+        self.amends.on_delete.append(self.attachments.deleted)
+        self.flusher = Flusher(stores, read_state, settings.receipt_flush_interval_s, delivered)
         self.conncap = ConnectionCap(
             redis,
             settings.max_connections_per_user,
@@ -187,6 +198,8 @@ async def open_runtime(settings: Settings) -> Runtime:
     try:
         async with pool.acquire() as conn:
             missing = await migrations.missing(conn)
+            if not missing and not await search_index_ready(conn, settings.search_language):
+                missing = [f"the search index for {settings.search_language}"]
         if missing:
             raise SchemaOutdated(
                 f"database schema is behind: missing {', '.join(missing)}; run `chatd migrate`"
@@ -204,13 +217,14 @@ async def open_runtime(settings: Settings) -> Runtime:
             settings.redis_url, max_connections=1, retry=SUBSCRIBER_RETRY, **options
         )
         subscriber = aioredis.Redis.from_pool(subscriber_pool)
-        runtime = Runtime(settings, Stores(pool), redis, subscriber)
+        runtime = Runtime(settings, Stores(pool, settings.search_language), redis, subscriber)
         await runtime.hub.start()
         await runtime.conncap.start()
         runtime.flusher.start()
         runtime.presence.start()
         runtime.sampler.start()
         runtime.pushes.start()
+        runtime.attachments.start()
     except BaseException:
         await pool.close()
         raise
@@ -219,6 +233,7 @@ async def open_runtime(settings: Settings) -> Runtime:
 
 async def close_runtime(runtime: Runtime) -> None:
     await runtime.pushes.stop()
+    await runtime.attachments.stop()
     await runtime.sampler.stop()
     await runtime.presence.stop()
     await runtime.flusher.stop()  # writes every pointer still only in Redis

@@ -7,14 +7,13 @@ the hot path free of gauge updates and every read of chatd's state on the loop's
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from chatd import metrics
+from chatd import metrics, tasks
 from chatd.fanout import Hub
 from chatd.presence import Presence
 from chatd.receipts import Flusher
@@ -52,10 +51,7 @@ class Sampler:
             self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.cancel(self._task)
 
     async def _loop(self) -> None:
         lag = 0.0

@@ -12,9 +12,10 @@ import asyncio
 import logging
 from typing import Any, Protocol
 
-from chatd import metrics
+from chatd import frames, metrics
 from chatd.connection import Event, dumps
 from chatd.storage import Stores
+from chatd.storage.records import MEMBERSHIP, Kind
 from chatd.subscriber import Subscriber
 
 log = logging.getLogger("chatd.fanout")
@@ -75,10 +76,10 @@ class Topic:
         conns = list(self.conns)
         for conn in conns:
             conn.deliver(self.cid, seq, text, event)
-        if event.get("kind") in ("members_added", "members_removed"):
+        if event.get("kind") in MEMBERSHIP:
             before = self.member_count
             change = len(event.get("user_ids") or ())
-            self.member_count += change if event["kind"] == "members_added" else -change
+            self.member_count += change if event["kind"] == Kind.MEMBERS_ADDED else -change
             if min(before, self.member_count) <= self.hub.presence_max_group_size:
                 for conn in conns:  # a removed member's too: it may follow fewer users now
                     conn.members_changed(self.cid)
@@ -117,13 +118,13 @@ class Topic:
                 first, last = self.next_seq, self._fill_to
                 metrics.GAP_FILLS.inc()
                 try:
-                    events = await self.hub.stores.messages.range(self.cid, first, last)
+                    stored = await self.hub.stores.messages.range(self.cid, first, last)
                 except Exception:
                     metrics.ERRORS.labels("gap_fill").inc()
                     log.warning("gap fill failed; retrying", extra={"conversation_id": self.cid})
                     failed = True
                     break
-                for event in events:
+                for event in map(frames.message, stored):
                     self.accept(event["seq"], dumps(event), event)
                 if self.next_seq == first:  # nothing there (e.g. deleted): stop asking
                     self._fill_to = first - 1

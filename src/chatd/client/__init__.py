@@ -13,7 +13,8 @@ from typing import Any
 
 from chatd.client import profiles
 from chatd.client.api import Api, ApiError
-from chatd.client.session import ChatSession, Stop, clock
+from chatd.client.lines import clock
+from chatd.client.session import ChatSession, Stop
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -226,7 +227,8 @@ async def cmd_chat(args: argparse.Namespace) -> int:
     session = ChatSession(args.url, profile, conv, names, ui.out, ui.refresh)
     print(f"{session.title()}: type a line and press Enter; ^D or ^C quits")
     for saved in profile.get("outbox", {}).get(str(conv["id"]), []):
-        session.submit(saved["body"], saved["client_msg_id"])  # unsent last time: same client_msg_id
+        # unsent last time: same client_msg_id
+        session.submit(saved["body"], saved["client_msg_id"], saved.get("files"))
     try:
         await ui.run_chat(session)
     except Stop as exc:
@@ -254,6 +256,18 @@ async def cmd_watch(args: argparse.Namespace) -> int:
             profiles.remove(args.url, profile["username"])
         print(f"chatd: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+async def cmd_download(args: argparse.Namespace) -> int:
+    profile = _profile(args)
+    async with Api(args.url, profile["token"]) as api:
+        try:
+            name, size = await api.download(args.file_id, args.output)
+        except FileExistsError as exc:
+            print(f"chatd: {exc.filename} exists; name another file with -o", file=sys.stderr)
+            return 1
+    print(f"saved {name} ({size} bytes)")
     return 0
 
 
@@ -338,6 +352,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     chat = client_sub.add_parser("chat", help="chat with a user (NAME) or in a conversation (#ID)")
     chat.add_argument("target")
     chat.set_defaults(func=_run(cmd_chat))
+    download = client_sub.add_parser("download", help="save a file sent in a conversation (its id)")
+    download.add_argument("file_id", type=int)
+    download.add_argument("-o", "--output", help="where to save it (default: its name, here)")
+    download.set_defaults(func=_run(cmd_download))
     group = client_sub.add_parser("group", help="create a group, add or remove members")
     group_sub = group.add_subparsers(dest="group_command", required=True)
     create = group_sub.add_parser("create")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 
@@ -45,6 +48,55 @@ class Api:
                 ) from None
         return response.json() if response.content else None
 
+    async def upload(self, path: str) -> dict[str, Any]:
+        """Upload a file, streamed from disk; its description (id, name, size, type)."""
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with open(path, "rb") as source:  # noqa: ASYNC230 (a local file, read in small pieces)
+                while chunk := source.read(256 * 1024):
+                    yield chunk
+
+        size = os.stat(path).st_size  # raises OSError for a missing file, before any request
+        headers = {"content-length": str(size)}
+        params = {"name": os.path.basename(path)}
+        try:
+            response = await self.http.post("/v1/files", content=chunks(), headers=headers, params=params)
+        except httpx.TransportError as exc:
+            raise ApiError("unreachable", f"cannot reach {self.http.base_url}: {exc}") from None
+        if response.status_code != 201:
+            self._raise(response)
+        file: dict[str, Any] = response.json()["file"]
+        return file
+
+    async def download(self, file_id: int, target: str | None) -> tuple[str, int]:
+        """Save a file (streamed) as `target`, or under its own name in the current directory;
+        where it went and how many bytes."""
+        try:
+            async with self.http.stream("GET", f"/v1/files/{file_id}", timeout=60) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    self._raise(response)
+                name = target or _disposition_name(response.headers.get("content-disposition", ""))
+                name = name or f"file-{file_id}"
+                written = 0
+                with open(name, "xb" if target is None else "wb") as sink:  # noqa: ASYNC230
+                    async for chunk in response.aiter_bytes():
+                        sink.write(chunk)
+                        written += len(chunk)
+        except httpx.TransportError as exc:
+            raise ApiError("unreachable", f"cannot reach {self.http.base_url}: {exc}") from None
+        return name, written
+
+    @staticmethod
+    def _raise(response: httpx.Response) -> None:
+        try:
+            error = response.json()["error"]
+        except (ValueError, KeyError, TypeError):
+            raise ApiError(
+                f"http_{response.status_code}", response.text[:200], response.status_code
+            ) from None
+        raise ApiError(error["code"], error["message"], response.status_code)
+
     async def conversation(self, target: str) -> dict[str, Any]:
         """`#12` or `12`: that conversation; a username: the direct conversation with them."""
         if target.lstrip("#").isdigit():
@@ -71,6 +123,14 @@ class Api:
         )["messages"]
         return page
 
+    async def search(self, q: str, before: int | None = None, limit: int = 20) -> dict[str, Any]:
+        """Full-text search over my conversations, newest first (docs/protocol.md §3)."""
+        params: dict[str, Any] = {"q": q, "limit": limit}
+        if before is not None:
+            params["before"] = before
+        found: dict[str, Any] = await self.call("GET", "/v1/search", **params)
+        return found
+
     async def receipts(self, cid: int, events: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
         """Read counts of these events' text messages, by seq (docs/protocol.md §3, at most 200)."""
         seqs = [e["seq"] for e in events if e["kind"] == "text"][-200:]
@@ -80,3 +140,16 @@ class Api:
             "GET", f"/v1/conversations/{cid}/receipts", **{"from": seqs[0], "to": seqs[-1]}
         )
         return {c["seq"]: c for c in found["counts"]}
+
+
+def _disposition_name(header: str) -> str:
+    """The file name of a Content-Disposition (its UTF-8 form if given), without any path."""
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key.lower() == "filename*" and value.lower().startswith("utf-8''"):
+            return os.path.basename(unquote(value[7:])).lstrip(".")
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key.lower() == "filename":
+            return os.path.basename(value.strip('"')).lstrip(".")
+    return ""

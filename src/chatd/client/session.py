@@ -16,7 +16,6 @@ import contextlib
 import random
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +24,8 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from chatd.client.api import Api
+from chatd.client.lines import clock, short, shown, size_text
+from chatd.client.own import Own, OwnMessages
 
 Frame = dict[str, Any]
 # Refusals after which the send is written again, in order with the ones after it.
@@ -38,25 +39,6 @@ class Stop(Exception):
     def __init__(self, reason: str, auth: bool = False) -> None:
         super().__init__(reason)
         self.auth = auth
-
-
-@dataclass
-class Own:
-    client_msg_id: str
-    body: str
-    seq: int | None = None
-    state: str = "pending"
-
-
-def clock(created_at: str) -> str:
-    when = datetime.fromisoformat(created_at).astimezone()
-    if when.date() == datetime.now().astimezone().date():
-        return when.strftime("%H:%M")
-    return when.strftime("%Y-%m-%d %H:%M")
-
-
-def _short(body: str) -> str:
-    return body if len(body) <= 30 else body[:29] + "…"
 
 
 class ChatSession:
@@ -81,7 +63,7 @@ class ChatSession:
         self.last_seq = 0
         self.read_seq = 0
         self.outbox: dict[str, Own] = {}  # not yet acknowledged, in send order
-        self.mine: dict[int, Own] = {}  # acknowledged, by seq
+        self.mine = OwnMessages(out, self.name)  # acknowledged, by seq
         self.presence: dict[int, tuple[str, int]] = {}
         self.status = "connecting"
         self.ws: ClientConnection | None = None
@@ -97,6 +79,8 @@ class ChatSession:
         self._round = 0
         self._resume = 0.0
         self._wake = asyncio.Event()
+        self._confirming = False
+        self._confirmed = 0
 
     # -- what the UI reads -------------------------------------------------------------------
     def title(self) -> str:
@@ -111,20 +95,33 @@ class ChatSession:
         unsent = f" · {len(self.outbox)} unsent" if self.outbox else ""
         return f" {self.title()} · {self.status}{unsent} · {who} · ^D quits"
 
-    def pending(self) -> list[dict[str, str]]:
-        return [{"client_msg_id": o.client_msg_id, "body": o.body} for o in self.outbox.values()]
+    def pending(self) -> list[dict[str, Any]]:
+        return [
+            {"client_msg_id": o.client_msg_id, "body": o.body, **({"files": o.files} if o.files else {})}
+            for o in self.outbox.values()
+        ]
 
     def name(self, uid: int | None) -> str:
         return "?" if uid is None else self.names.get(uid, f"user {uid}")
 
     # -- input -------------------------------------------------------------------------------
-    def submit(self, body: str, client_msg_id: str | None = None) -> None:
-        own = Own(client_msg_id or uuid.uuid4().hex, body)
+    def submit(self, body: str, client_msg_id: str | None = None, files: list[Frame] | None = None) -> None:
+        own = Own(client_msg_id or uuid.uuid4().hex, body, files=files or [])
         self.outbox[own.client_msg_id] = own
         note = "" if self.synced else " (offline: sent on reconnect)"
         self.out(f"{datetime.now().astimezone():%H:%M} {self.name(self.me)}: {body}  · pending{note}")
+        self._show_files(own.files)
         self._wake.set()
         self.refresh()
+
+    def _show_files(self, files: list[Frame]) -> None:
+        me = self.name(self.me)
+        for file in files:
+            command = f"chatd client --user {me} download {file['id']}"
+            self.out(f"  [file] {file['name']} ({size_text(file['size'])}) · {command}")
+
+    def last_own(self) -> int | None:
+        return self.mine.last()
 
     async def _write(self, ws: ClientConnection) -> None:
         """Write the outbox to `ws` in order, each entry once per round, as it fills."""
@@ -142,6 +139,8 @@ class ChatSession:
             self._due.append((own, self._round))
             frame = {"type": "send", "id": own.client_msg_id, "conversation_id": self.cid}
             frame |= {"client_msg_id": own.client_msg_id, "body": own.body}
+            if own.files:
+                frame["attachments"] = [file["id"] for file in own.files]
             await ws.send(orjson.dumps(frame).decode())
 
     def _answered(self, client_msg_id: str) -> tuple[Own | None, bool]:
@@ -234,6 +233,7 @@ class ChatSession:
             self._mark_read()
         elif kind == "message" and frame["conversation_id"] == self.cid:
             self._message(frame)
+            self._confirm_received()
             self._mark_read()
         elif kind == "message":
             self._elsewhere(frame)
@@ -245,11 +245,13 @@ class ChatSession:
         elif kind == "error":
             self._error(frame)
         elif kind == "read" and frame["conversation_id"] == self.cid and frame["user_id"] != self.me:
-            self._read_by_peer(frame["user_id"], frame["seq"])
+            self.mine.read_by_peer(frame["user_id"], frame["seq"])
+        elif kind == "delivered" and frame["conversation_id"] == self.cid and frame["user_id"] != self.me:
+            self.mine.delivered_to_peer(frame["user_id"], frame["seq"])
         elif kind == "read_state" and frame["conversation_id"] == self.cid:
             self.read_seq = max(self.read_seq, frame["last_read_seq"])
         elif kind == "receipts" and frame["conversation_id"] == self.cid:
-            self._receipts(frame["counts"])
+            self.mine.counts(frame["counts"])
         elif kind == "presence":
             self._presence(frame, announce=True)
         self.refresh()
@@ -285,6 +287,9 @@ class ChatSession:
             return
         self.last_seq = seq
         when, who = clock(event["created_at"]), self.name(event["sender_id"])
+        if event["kind"] in ("edit", "delete"):
+            self.mine.changed(event, when, who)
+            return
         if event["kind"] != "text":
             users = ", ".join(self.name(u) for u in event.get("user_ids", []))
             verb = "added" if event["kind"] == "members_added" else "removed"
@@ -299,15 +304,19 @@ class ChatSession:
             return
         if event["sender_id"] == self.me and seq in self.mine:
             return  # typed here and its ack came first: already on screen
+        body = shown(event)
         if event["sender_id"] != self.me:
-            self.out(f"{when} {who}: {event['body']}")
+            self.out(f"{when} {who}: {body}")
+            self._show_files(event.get("attachments") or [])
             return
-        own = Own(cmid or "", event["body"], seq, "saved")
+        state = "deleted" if event.get("deleted_at") else "saved"
+        own = Own(cmid or "", event["body"], seq, state, event.get("attachments") or [])
         if count and count["read_by"]:
             direct = self.conv["kind"] == "direct"
             own.state = "read" if direct else f"read by {count['read_by']} of {count['of']}"
         self.mine[seq] = own
-        self.out(f"{when} {who}: {event['body']}  · {own.state}")
+        self.out(f"{when} {who}: {body}  · {own.state}")
+        self._show_files(own.files)
 
     def _saved(self, client_msg_id: str, seq: int) -> None:
         own = self.outbox.pop(client_msg_id, None)
@@ -315,21 +324,7 @@ class ChatSession:
             return
         own.seq, own.state = seq, "saved"
         self.mine[seq] = own
-        self.out(f"  ✓ saved: {_short(own.body)}")
-
-    def _read_by_peer(self, user_id: int, seq: int) -> None:
-        for own in sorted((o for s, o in self.mine.items() if s <= seq), key=lambda o: o.seq or 0):
-            if own.state != "read":
-                own.state = "read"
-                self.out(f"  ✓✓ read by {self.name(user_id)}: {_short(own.body)}")
-
-    def _receipts(self, counts: list[Frame]) -> None:
-        for count in counts:
-            own = self.mine.get(count["seq"])
-            state = f"read by {count['read_by']} of {count['of']}"
-            if own is not None and count["read_by"] and own.state != state:
-                own.state = state
-                self.out(f"  ✓✓ {state}: {_short(own.body)}")
+        self.out(f"  ✓ saved: {short(own.body)}")
 
     def _presence(self, entry: Frame, announce: bool) -> None:
         uid, version = entry["user_id"], entry["version"]
@@ -354,15 +349,31 @@ class ChatSession:
             return
         if self.outbox.pop(own.client_msg_id, None) is None:
             return  # stored meanwhile
-        self.out(f"* not sent ({frame['code']}: {frame['message']}): {_short(own.body)}")
+        self.out(f"* not sent ({frame['code']}: {frame['message']}): {short(own.body)}")
+
+    def _confirm_received(self) -> None:
+        """This device got the conversation up to last_seq: one `received` per batch of frames
+        (the next loop pass), not one per message (§4.8)."""
+        if self._confirming or self.ws is None:
+            return
+        self._confirming = True
+
+        def confirm() -> None:
+            self._confirming = False
+            if self.last_seq > self._confirmed:
+                self._confirmed = self.last_seq
+                frame = {"type": "received", "conversation_id": self.cid, "seq": self.last_seq}
+                asyncio.get_running_loop().create_task(self.send_frame(frame))
+
+        asyncio.get_running_loop().call_soon(confirm)
 
     def _mark_read(self) -> None:
         if self.synced and self.ws is not None and self.last_seq > self.read_seq:
             self.read_seq = self.last_seq
             frame = {"type": "read", "conversation_id": self.cid, "seq": self.last_seq}
-            asyncio.get_running_loop().create_task(self._raw(frame))
+            asyncio.get_running_loop().create_task(self.send_frame(frame))
 
-    async def _raw(self, frame: Frame) -> None:
+    async def send_frame(self, frame: Frame) -> None:
         if self.ws is not None:
             with contextlib.suppress(websockets.ConnectionClosed):
                 await self.ws.send(orjson.dumps(frame).decode())

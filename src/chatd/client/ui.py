@@ -9,6 +9,7 @@ from prompt_toolkit import PromptSession
 from prompt_toolkit.application import get_app_or_none
 from prompt_toolkit.patch_stdout import patch_stdout
 
+from chatd.client.commands import Commands
 from chatd.client.session import ChatSession
 
 
@@ -34,6 +35,7 @@ async def run_chat(session: ChatSession) -> None:
     """Until ^D, ^C, or the session stops (its exception propagates)."""
     # erase_when_done: the typed line leaves the prompt and comes back once, as a message
     prompt: PromptSession[str] = PromptSession(bottom_toolbar=session.toolbar, erase_when_done=True)
+    commands = Commands(session)  # a line typed: a message, or /edit, /search, ...
     with patch_stdout(raw=True):
         live = asyncio.create_task(session.run())
         try:
@@ -49,8 +51,7 @@ async def run_chat(session: ChatSession) -> None:
                 line = line_task.result()
                 if line is None:
                     return
-                if line.strip():
-                    session.submit(line)
+                await commands.line(line)
         finally:
             live.cancel()
             with contextlib.suppress(asyncio.CancelledError):

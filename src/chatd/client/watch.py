@@ -17,7 +17,8 @@ import orjson
 import websockets
 
 from chatd.client.api import Api
-from chatd.client.session import Stop, clock
+from chatd.client.lines import clock
+from chatd.client.session import Stop
 
 Frame = dict[str, Any]
 

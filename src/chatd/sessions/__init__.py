@@ -1,7 +1,8 @@
 """The sessions layer: one client connection's life as a state machine (state.py), between
 the WebSocket transport (ws.py) and the services and hub below.
 
-- session.py: `authenticate`, then `Session` (the hub's Subscriber): frames in, events out;
+- admission.py: `authenticate`: the first frame, the token, the connection cap;
+- session.py: `Session` (the hub's Subscriber): frames in, events out;
 - state.py: the states, what each accepts, and every close code a session chooses;
 - sync.py: `ready`, catch-up, `synced`, and following conversations added while connected;
 - streams.py: per-conversation cursors and held state events (no gap, no duplicate);
@@ -10,6 +11,7 @@ the WebSocket transport (ws.py) and the services and hub below.
 
 from __future__ import annotations
 
-from chatd.sessions.session import Session, authenticate
+from chatd.sessions.admission import authenticate
+from chatd.sessions.session import Session
 
 __all__ = ["Session", "authenticate"]

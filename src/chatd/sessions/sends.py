@@ -111,7 +111,8 @@ class SendPipeline:
     async def _commit(self, group: list[Pending]) -> None:
         stored = [p for p in group if p.refusal is None]
         outgoing: list[Outgoing] = [
-            (p.frame.conversation_id, p.frame.client_msg_id, p.frame.body) for p in stored
+            (p.frame.conversation_id, p.frame.client_msg_id, p.frame.body, p.frame.attachments)
+            for p in stored
         ]
         try:
             results = await self._messaging.send_many(self._conn.user_id, outgoing, self._hold)

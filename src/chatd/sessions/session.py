@@ -29,6 +29,7 @@ from chatd.sessions.streams import Streams
 from chatd.subscriber import Event
 
 if TYPE_CHECKING:
+    from chatd.confirms import Failures
     from chatd.runtime import Runtime
 
 log = logging.getLogger("chatd.ws")
@@ -46,6 +47,8 @@ def send_window(configured: int, queue_frames: int) -> int:
 class Session:
     # Thousands of idle sessions per worker (issue 6): slots, and an inbox only while in use.
     __slots__ = (
+        "_confirmed",
+        "_confirming",
         "_deferred",
         "_inbox",
         "_inbox_bytes",
@@ -83,6 +86,8 @@ class Session:
         self._inbox_bytes = 0
         self._inbox_room: asyncio.Event | None = None
         self._processor: asyncio.Task[None] | None = None  # runs only while the inbox holds frames
+        self._confirmed: dict[int, int] | None = None  # conversation -> highest seq confirmed
+        self._confirming: asyncio.Future[Failures] | None = None  # the last confirmation's batch
 
     def __repr__(self) -> str:
         return f"<Session user={self.user_id} {self.state.value}>"
@@ -298,10 +303,19 @@ class Session:
         try:
             if isinstance(frame, ChatdError):
                 raise frame
+            if isinstance(frame, frames.Received):
+                await self._on_received(frame, ref)
+                return
+            if self._confirming is not None:  # earlier confirmations take effect first (§7)
+                await asyncio.wait([self._confirming])  # (not cancelled with this task)
+                self._confirming = None
             if isinstance(frame, frames.Read):
                 await self._on_read(frame, ref)
             elif isinstance(frame, frames.Status):
                 await self._on_presence(frame.idle)
+            elif isinstance(frame, (frames.Edit, frames.Delete)):
+                ack = await self.runtime.amends.apply(self.user_id, frame)
+                self.conn.send({**ack, "ref": ref} if ref is not None else ack)
             elif isinstance(frame, frames.Ping):
                 self.conn.send({"type": "pong"})
             elif isinstance(frame, frames.Typing):
@@ -312,6 +326,32 @@ class Session:
             self.conn.send(frames.error(exc, ref))
         except Exception as exc:
             self.conn.send(frames.error(state.frame_failure(exc, self.user_id), ref))
+
+    async def _on_received(self, frame: frames.Received, ref: Any) -> None:
+        """No reply: one a batch of a busy conversation, the hot path. Not above what this
+        connection confirmed: nothing to do. Up to what it was given: into the worker's next
+        batch (confirms.py). Beyond that: checked in Postgres at once (Receipts.received)."""
+        cid, seq = frame.conversation_id, frame.seq
+        confirmed = self._confirmed if self._confirmed is not None else {}
+        if seq <= confirmed.get(cid, 0):
+            return
+        known = self.streams.cursor.get(cid, 0)
+        if seq > known:
+            await self.runtime.receipts.received(self.user_id, cid, seq, known)
+        else:
+            done = self.runtime.confirms.submit(self.id, self.user_id, cid, seq, known)
+            done.add_done_callback(lambda f: self._confirm_failed(f.result().get((self.id, cid)), cid, ref))
+            self._confirming = done
+        confirmed[cid] = seq
+        self._confirmed = confirmed
+
+    def _confirm_failed(self, exc: BaseException | None, cid: int, ref: Any) -> None:
+        if exc is None:
+            return
+        if self._confirmed is not None:
+            self._confirmed.pop(cid, None)  # the client may confirm it again
+        failure = exc if isinstance(exc, ChatdError) else state.frame_failure(exc, self.user_id)
+        self.conn.send(frames.error(failure, ref))
 
     async def _on_read(self, frame: frames.Read, ref: Any) -> None:
         cid = frame.conversation_id
@@ -356,48 +396,3 @@ class Session:
     @property
     def seconds(self) -> float:
         return round(time.perf_counter() - self._started, 3)
-
-
-async def authenticate(runtime: Runtime, websocket: WebSocket) -> tuple[Session, dict[int, int]] | None:
-    """AUTHENTICATING: the first frame must be a valid `auth`, then the per-user connection
-    cap (across workers) must admit the session; else the socket is closed here."""
-    if runtime.draining:
-        await _refuse(websocket, state.RESTARTING)
-        return None
-    try:
-        message = await asyncio.wait_for(websocket.receive(), runtime.settings.auth_timeout_s)
-    except TimeoutError:
-        await _refuse(websocket, state.AUTH_TIMEOUT)
-        return None
-    if message["type"] == "websocket.disconnect":
-        return None
-    try:
-        frame = frames.parse(frames.decode(message.get("text") or ""))
-        if not isinstance(frame, frames.Auth):
-            raise ChatdError(Code.UNAUTHORIZED, "the first frame must be auth")
-        identity = await runtime.accounts.authenticate(frame.token)
-    except ChatdError as exc:
-        await _refuse(websocket, state.auth_refused(exc), exc)
-        return None
-    except Exception as exc:
-        await _refuse(websocket, state.close_for_failure(exc, "auth failed"))
-        return None
-    session = Session(runtime, websocket, identity)
-    cap = runtime.settings.max_connections_per_user
-    try:
-        admitted = await runtime.conncap.admit(session.user_id, session.id)
-    except Exception as exc:
-        await _refuse(websocket, state.close_for_failure(exc, "admission failed", session.user_id))
-        return None
-    if not admitted:
-        log.info("ws refused: connection cap", extra={"user_id": session.user_id})
-        error = ChatdError(Code.TOO_MANY_CONNECTIONS, f"at most {cap} connections per user", limit=cap)
-        await _refuse(websocket, state.TOO_MANY, error)
-        return None
-    return session, frame.since
-
-
-async def _refuse(websocket: WebSocket, close: state.Close, error: ChatdError | None = None) -> None:
-    if error is not None:
-        await websocket.send_text(dumps(frames.error(error)))
-    await websocket.close(close.code, close.reason)

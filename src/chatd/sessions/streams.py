@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from chatd import metrics
 from chatd.connection import Connection
+from chatd.storage.records import Kind
 from chatd.subscriber import Event
 
 
@@ -45,7 +46,7 @@ class Streams:
             self._conn.send_text(text, metrics.commit_time(event), metrics.DELIVERY_LATENCY)
         else:
             self._conn.send_text(text)
-        if event["kind"] == "members_removed" and self._conn.user_id in event["user_ids"]:
+        if event["kind"] == Kind.MEMBERS_REMOVED and self._conn.user_id in event["user_ids"]:
             self.leave(cid)
             return False
         return True

@@ -59,7 +59,10 @@ async def sync(session: Session, since: dict[int, int]) -> None:
         more = start + READY_PAGE < len(convs)
         if start == 0:
             frame = {"type": "ready", "user_id": conn.user_id, "conversations": page, "more": more}
-            limits = {"max_message_chars": rt.settings.max_message_chars}
+            limits = {
+                "max_message_chars": rt.settings.max_message_chars,
+                "edit_window_s": rt.settings.edit_window_s,
+            }
             conn.send({**frame, "presence": presence, "limits": limits})
         else:
             conn.send({"type": "conversations", "conversations": page, "more": more})

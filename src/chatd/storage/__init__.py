@@ -12,22 +12,29 @@ import redis.exceptions
 from chatd.config import database_hosts
 from chatd.storage.accounts import AccountStore
 from chatd.storage.admin import AdminStore
+from chatd.storage.amends import AmendStore
 from chatd.storage.conversations import ConversationStore
+from chatd.storage.files import FileStore
 from chatd.storage.messages import MessageStore
 from chatd.storage.notices import NoticeStore
 from chatd.storage.notify import NotifyStore
 from chatd.storage.presence import PresenceStore
-from chatd.storage.receipts import ReceiptStore
+from chatd.storage.receipts import DeliveryStore, ReceiptStore
+from chatd.storage.search import SearchStore
 
 __all__ = [
     "AccountStore",
     "AdminStore",
+    "AmendStore",
     "ConversationStore",
+    "DeliveryStore",
+    "FileStore",
     "MessageStore",
     "NoticeStore",
     "NotifyStore",
     "PresenceStore",
     "ReceiptStore",
+    "SearchStore",
     "Stores",
     "connect",
     "create_pool",
@@ -38,16 +45,20 @@ Pool = asyncpg.Pool
 
 
 class Stores:
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, search_language: str = "english") -> None:
         self.pool = pool
         self.accounts = AccountStore(pool)
         self.admin = AdminStore(pool)
         self.conversations = ConversationStore(pool)
         self.messages = MessageStore(pool)
+        self.amends = AmendStore(pool)
         self.receipts = ReceiptStore(pool)
+        self.delivery = DeliveryStore(pool)
         self.presence = PresenceStore(pool)
         self.notices = NoticeStore(pool)
         self.notify = NotifyStore(pool)
+        self.search = SearchStore(pool, search_language)
+        self.files = FileStore(pool)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

@@ -9,7 +9,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from chatd.errors import ChatdError, Code
-from chatd.storage.messages import EVENT_COLUMNS, event
+from chatd.storage.records import EVENT_COLUMNS, Event, Kind
 
 CONVERSATION_COLUMNS = "c.id, c.kind, c.title, c.created_at, c.last_seq, c.member_count"
 
@@ -101,7 +101,7 @@ class GroupChange:
         )
         return removed
 
-    async def record(self, kind: str, users: list[int]) -> dict[str, Any]:
+    async def record(self, kind: Kind, users: list[int]) -> Event:
         """Append the sequenced `members_added`/`members_removed` event."""
         row = await self._conn.fetchrow(
             "WITH next AS (UPDATE conversations SET last_seq = last_seq + 1 WHERE id = $1"
@@ -110,11 +110,11 @@ class GroupChange:
             f" SELECT id, last_seq, $2, $3, $4 FROM next RETURNING {EVENT_COLUMNS}",
             self._cid,
             self._actor,
-            kind,
+            str(kind),
             sorted(users),
         )
         assert row is not None
-        return event(row)
+        return Event.from_row(row)
 
     async def conversation(self) -> dict[str, Any]:
         row = await self._conn.fetchrow(

@@ -4,7 +4,10 @@ from typing import NamedTuple
 
 import asyncpg
 
+from chatd.storage.records import READABLE
+
 UNREAD_CAP = 1000
+_READABLE = [str(kind) for kind in READABLE]
 
 
 class Target(NamedTuple):
@@ -85,22 +88,25 @@ class ReceiptStore:
         return Target(row["kind"], row["last_seq"], row["member_count"], row["joined_seq"], row["took_part"])
 
     async def text_senders(self, cid: int, lo: int, hi: int) -> list[tuple[int, int | None]]:
+        """(seq, sender) of the messages people read (records.READABLE) in lo..hi."""
         rows = await self._pool.fetch(
             "SELECT seq, sender_id FROM messages WHERE conversation_id = $1"
-            " AND seq BETWEEN $2 AND $3 AND kind = 'text' ORDER BY seq",
+            " AND seq BETWEEN $2 AND $3 AND kind = ANY($4::text[]) ORDER BY seq",
             cid,
             lo,
             hi,
+            _READABLE,
         )
         return [(row["seq"], row["sender_id"]) for row in rows]
 
     async def unread(self, uid: int, pointers: dict[int, int]) -> dict[int, int]:
-        """Text messages from others after each pointer (and after joining), up to UNREAD_CAP."""
+        """Messages (records.READABLE) from others after each pointer (and after joining), up to
+        UNREAD_CAP."""
         if not pointers:
             return {}
         rows = await self._pool.fetch(
             "SELECT p.cid, (SELECT count(*) FROM (SELECT 1 FROM messages m"
-            "   WHERE m.conversation_id = p.cid AND m.kind = 'text'"
+            "   WHERE m.conversation_id = p.cid AND m.kind = ANY($5::text[])"
             "   AND m.seq > GREATEST(p.seq, (SELECT joined_seq FROM members"
             "                                WHERE conversation_id = p.cid AND user_id = $3))"
             "   AND m.sender_id IS DISTINCT FROM $3 LIMIT $4) AS x) AS unread"
@@ -109,6 +115,7 @@ class ReceiptStore:
             list(pointers.values()),
             uid,
             UNREAD_CAP,
+            _READABLE,
         )
         return {row["cid"]: row["unread"] for row in rows}
 
@@ -124,3 +131,60 @@ class ReceiptStore:
 
     async def set_share(self, uid: int, share: bool) -> None:
         await self._pool.execute("UPDATE users SET share_read_state = $2 WHERE id = $1", uid, share)
+
+
+class DeliveryStore:
+    """Delivery pointers ("received up to seq"): the same shapes as ReceiptStore's read pointers,
+    so readstate.ReadState keeps them in Redis the same way (instance DELIVERED)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def room_pointers(self, cid: int) -> list[tuple[int, int, int]]:
+        """(user, seq, joined_seq) of current members others may see, as for reads; a read
+        pointer counts as delivered too (never fewer delivered than read), so the greater."""
+        rows = await self._pool.fetch(
+            "SELECT m.user_id, GREATEST(dp.last_delivered_seq, rp.last_read_seq, 0) AS seq, m.joined_seq"
+            " FROM members m JOIN users u ON u.id = m.user_id"
+            " LEFT JOIN delivery_pointers dp"
+            "  ON dp.conversation_id = m.conversation_id AND dp.user_id = m.user_id"
+            " LEFT JOIN read_pointers rp ON rp.conversation_id = m.conversation_id AND rp.user_id = m.user_id"
+            " WHERE m.conversation_id = $1 AND u.share_read_state AND m.took_part"
+            " AND (dp.user_id IS NOT NULL OR rp.user_id IS NOT NULL)",
+            cid,
+        )
+        return [(row["user_id"], row["seq"], row["joined_seq"]) for row in rows]
+
+    async def user_state(self, uid: int) -> tuple[bool, list[tuple[int, int]], list[int]]:
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            share = await conn.fetchval("SELECT share_read_state FROM users WHERE id = $1", uid)
+            pointers = await conn.fetch(
+                "SELECT conversation_id, last_delivered_seq FROM delivery_pointers WHERE user_id = $1", uid
+            )
+            took_part = await conn.fetch(
+                "SELECT conversation_id FROM members WHERE user_id = $1 AND took_part", uid
+            )
+        return (
+            bool(share) if share is not None else True,
+            [(row["conversation_id"], row["last_delivered_seq"]) for row in pointers],
+            [row["conversation_id"] for row in took_part],
+        )
+
+    async def upsert(self, rows: list[tuple[int, int, int]]) -> int:
+        """Idempotent, monotonic; non-members skipped (as ReceiptStore.upsert)."""
+        if not rows:
+            return 0
+        cids, uids, seqs = (list(column) for column in zip(*rows, strict=True))
+        result: str = await self._pool.execute(
+            "INSERT INTO delivery_pointers (conversation_id, user_id, last_delivered_seq)"
+            " SELECT t.c, t.u, t.s FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS t(c, u, s)"
+            " WHERE EXISTS (SELECT 1 FROM members m WHERE m.conversation_id = t.c AND m.user_id = t.u)"
+            " ON CONFLICT (conversation_id, user_id) DO UPDATE"
+            " SET last_delivered_seq = GREATEST(delivery_pointers.last_delivered_seq,"
+            "                                   EXCLUDED.last_delivered_seq),"
+            "     updated_at = now()",
+            cids,
+            uids,
+            seqs,
+        )
+        return int(result.split()[-1])

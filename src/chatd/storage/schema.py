@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
@@ -17,9 +19,16 @@ async def applied_versions(conn: Conn) -> set[int]:
     return {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
 
 
-async def lock(conn: asyncpg.Connection) -> None:
-    """Wait for the migration lock (a session-level advisory lock: `unlock` releases it)."""
-    await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
+async def lock(conn: asyncpg.Connection, poll_s: float = 0.2) -> None:
+    """Wait for the migration lock (a session-level advisory lock: `unlock` releases it).
+
+    Polled, not waited for in one statement: a statement waiting on the lock holds a snapshot,
+    and the holder's `CREATE INDEX CONCURRENTLY` (the search index) waits for every older
+    snapshot to go, so the two would deadlock."""
+    while True:
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", ADVISORY_LOCK_KEY):
+            return
+        await asyncio.sleep(poll_s)
 
 
 async def unlock(conn: asyncpg.Connection) -> None:

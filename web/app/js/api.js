@@ -176,6 +176,13 @@ export class Api {
   readers(cid, seq) {
     return this.call("GET", `/v1/conversations/${cid}/messages/${seq}/readers`);
   }
+  /** Full-text search (§3, GET /v1/search), newest first.
+   * @param {string} q @param {number|null} [before] the previous page's `next_before` */
+  search(q, before) {
+    const query = new URLSearchParams({ q, limit: "20" });
+    if (before) query.set("before", String(before));
+    return this.call("GET", `/v1/search?${query}`);
+  }
   /** @param {number[]} userIds */
   presence(userIds) {
     return this.call("POST", "/v1/presence", { user_ids: userIds });

@@ -13,6 +13,9 @@ import { bindAdmin, openAdmin } from "./view/admin.js";
 import { hidePanels, openPanel } from "./view/panels.js";
 import { renderCount, renderLink, withinLimit } from "./view/composer.js";
 import { Desktop, Push, renderBadge } from "./notify.js";
+import { Attachments, bindAttachments } from "./view/attachments.js";
+import { Editing, Mentions } from "./editing.js";
+import { renderResults, closeResults } from "./view/search.js";
 
 /** @typedef {import("./store.js").Conv} Conv @typedef {import("./store.js").ChatEvent} ChatEvent
  * @typedef {import("./outbox.js").OutboxEntry} OutboxEntry */
@@ -20,17 +23,22 @@ import { Desktop, Push, renderBadge } from "./notify.js";
 const TOKEN_KEY = "chatd.token";
 const TYPING_EVERY_MS = 2000;
 const PAGE = 50;
+// Delivery receipts: one cumulative `received` per conversation per this interval (§4.8).
+const RECEIVED_EVERY_MS = 100;
 
 const api = new Api("");
 /** @type {Store} */
 let store = new Store();
 /** @type {Socket|null} */
 let socket = null;
+const editing = new Editing(store, (frame) => socket?.raw(frame) ?? false);
+const mentionBox = new Mentions(store);
 const activity = new Activity((idle) => socket?.raw({ type: "presence", status: idle ? "idle" : "active" }));
 let lastTyping = 0;
 const push = new Push(api);
 /** @type {Desktop|null} */
 let desktop = null;
+const attachments = new Attachments(() => api.token);
 
 const wsUrl = () => `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/v1/ws`;
 
@@ -121,9 +129,9 @@ function showPending(entries) {
   for (const entry of entries) {
     const conv = store.convs.get(entry.conversation_id);
     if (conv && !conv.own.has(entry.client_msg_id)) {
-      const { client_msg_id, body } = entry;
+      const { client_msg_id, body, attachments: files } = entry;
       const created_at = entry.created_at || new Date().toISOString();
-      conv.own.set(client_msg_id, { client_msg_id, body, state: "pending", error: null, seq: null, created_at });
+      conv.own.set(client_msg_id, { client_msg_id, body, state: "pending", error: null, seq: null, created_at, attachments: files });
     }
   }
 }
@@ -138,6 +146,7 @@ function endSession() {
   store = new Store();
   desktop = null;
   renderBadge(store);
+  editing.store = mentionBox.store = store;
   $("#main").hidden = true;
   $("#conversations").replaceChildren();
   hidePanels();
@@ -155,6 +164,7 @@ function onFrame(frame) {
     case "message":
       return onMessage(frame);
     case "error":
+      if (editing.answered(frame)) return;
       return onError(frame);
     case "conversation_added":
       return onAdded(frame.conversation);
@@ -162,6 +172,8 @@ function onFrame(frame) {
       return onPointer(frame.conversation_id, frame.last_read_seq);
     case "read":
       return onRead(frame);
+    case "delivered":
+      return onDelivered(frame);
     case "receipts":
       return onReceipts(frame);
     case "presence":
@@ -183,6 +195,7 @@ function onReady(frame) {
   if (frame.type === "ready") readsBefore = new Map([...store.convs.values()].map((c) => [c.id, c.read]));
   const removed = store.ready(frame);
   if (frame.limits) store.maxChars = frame.limits.max_message_chars ?? null;
+  if (frame.limits) store.editWindowS = frame.limits.edit_window_s ?? null;
   renderCount(store.maxChars);
   if (removed === null) return;
   quietly(loadNotify()); // what changed while this session was away (§12)
@@ -210,12 +223,31 @@ function onReady(frame) {
   }
 }
 
+/** @type {Map<number, number>} conversation -> the highest seq received and not yet confirmed */
+const unconfirmed = new Map();
+let confirmTimer = 0;
+
+/** This device got the conversation's events up to `seq`: confirm it, with the others that
+ * arrive meanwhile, in one `received` per conversation (§4.8).
+ * @param {number} cid @param {number} seq */
+function confirmReceived(cid, seq) {
+  if (seq <= (unconfirmed.get(cid) || 0)) return;
+  unconfirmed.set(cid, seq);
+  if (confirmTimer) return;
+  confirmTimer = window.setTimeout(() => {
+    confirmTimer = 0;
+    for (const [id, upto] of unconfirmed) socket?.raw({ type: "received", conversation_id: id, seq: upto });
+    unconfirmed.clear();
+  }, RECEIVED_EVERY_MS);
+}
+
 /** @param {ChatEvent} event */
 function onMessage(event) {
+  if (event.sender_id !== store.me.user_id && event.kind === "text") confirmReceived(event.conversation_id, event.seq);
   if (!store.message(event)) return;
   const conv = store.convs.get(event.conversation_id);
   const removedMe = event.kind === "members_removed" && event.user_ids.includes(store.me.user_id);
-  if (event.kind !== "text") quietly(loadMembers(conv));
+  if (event.kind === "members_added" || event.kind === "members_removed") quietly(loadMembers(conv));
   if (event.sender_id !== store.me.user_id && !store.presence.has(event.sender_id)) {
     // Sending counts as taking part (§4.9): their presence may be visible from now on.
     quietly(lookupPresence(event.sender_id));
@@ -229,7 +261,8 @@ function onMessage(event) {
     const atBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40;
     renderMessages(store, conv, threadActions);
     renderTyping(store, conv);
-    if (atBottom || event.sender_id === store.me.user_id) scroller.scrollTop = scroller.scrollHeight;
+    const newRow = event.kind !== "edit" && event.kind !== "delete";
+    if (newRow && (atBottom || event.sender_id === store.me.user_id)) scroller.scrollTop = scroller.scrollHeight;
     markRead();
   }
   if (removedMe) {
@@ -325,10 +358,18 @@ function onRead(frame) {
 }
 
 /** @param {any} frame */
+function onDelivered(frame) {
+  const conv = store.convs.get(frame.conversation_id);
+  if (!conv || frame.user_id === store.me.user_id || frame.seq <= conv.peerDelivered) return;
+  conv.peerDelivered = frame.seq;
+  refreshRows(conv);
+}
+
+/** @param {any} frame */
 function onReceipts(frame) {
   const conv = store.convs.get(frame.conversation_id);
   if (!conv) return;
-  for (const c of frame.counts) conv.receipts.set(c.seq, { read_by: c.read_by, of: c.of });
+  for (const c of frame.counts) conv.receipts.set(c.seq, { read_by: c.read_by, delivered_to: c.delivered_to ?? 0, of: c.of });
   refreshRows(conv);
 }
 
@@ -413,8 +454,11 @@ async function loadHistory(conv, before) {
     const lo = Math.max(texts[0].seq, texts[texts.length - 1].seq - 199);
     const receipts = await api.receipts(conv.id, lo, texts[texts.length - 1].seq);
     for (const c of receipts.counts) {
-      if (!conv.receipts.has(c.seq) || before === undefined) conv.receipts.set(c.seq, { read_by: c.read_by, of: c.of });
+      if (!conv.receipts.has(c.seq) || before === undefined) {
+        conv.receipts.set(c.seq, { read_by: c.read_by, delivered_to: c.delivered_to ?? 0, of: c.of });
+      }
       if (conv.kind === "direct" && c.read_by > 0) conv.peerRead = Math.max(conv.peerRead, c.seq);
+      if (conv.kind === "direct" && c.delivered_to > 0) conv.peerDelivered = Math.max(conv.peerDelivered, c.seq);
     }
   }
 }
@@ -431,8 +475,10 @@ async function openThread(cid, fromHistory = false) {
     if (history.state?.chatd === "thread") history.replaceState(entry, "");
     else history.pushState(entry, "");
   }
+  if (store.openId !== cid) editing.cancel();
   hidePanels(false);
   store.openId = cid;
+  conv.found = null;
   document.body.dataset.view = "thread";
   $("#empty").hidden = true;
   $("#thread-body").hidden = false;
@@ -453,6 +499,40 @@ async function openThread(cid, fromHistory = false) {
   scroller.scrollTop = scroller.scrollHeight;
   $("#composer-input").focus();
   markRead();
+}
+
+/** A search result: open its conversation, load history back to the message, scroll it into
+ * view and highlight it. @param {number} cid @param {number} seq */
+async function jumpTo(cid, seq) {
+  if (!store.convs.has(cid)) {
+    setText($("#sidebar-error"), "You are no longer a member of that conversation");
+    return;
+  }
+  if (store.openId !== cid) await openThread(cid);
+  const conv = store.convs.get(cid);
+  while (store.openId === cid && !conv.events.has(seq) && !conv.complete && conv.oldest !== null && conv.oldest > seq) {
+    await loadHistory(conv, conv.oldest);
+  }
+  if (store.openId !== cid) return;
+  conv.found = seq;
+  renderMessages(store, conv, threadActions);
+  const li = /** @type {HTMLElement|null} */ ($("#messages").querySelector(`li[data-seq="${seq}"]`));
+  if (!li) return;
+  li.scrollIntoView({ block: "center" });
+  li.focus({ preventScroll: true });
+}
+
+/** @type {{q: string, next: number|null}} the search shown */
+const searching = { q: "", next: null };
+
+/** @param {boolean} more the next page of the same search */
+async function runSearch(more) {
+  const q = more ? searching.q : /** @type {HTMLInputElement} */ ($("#search-input")).value.trim();
+  if (!q) return;
+  const found = await api.search(q, more ? searching.next : null);
+  searching.q = q;
+  searching.next = found.next_before;
+  renderResults(store, found.results, more, found.next_before !== null, (cid, seq) => quietly(jumpTo(cid, seq)));
 }
 
 /** @param {number} cid */
@@ -485,6 +565,8 @@ function markRead() {
     const box = li.getBoundingClientRect();
     if (box.bottom > view.top && box.top < view.bottom) seen = Math.max(seen, Number(li.dataset.seq));
   }
+  // Edits and deletes have no row: with the last row on screen, they are read too (§4.11).
+  if (seen > 0 && seen >= Math.max(0, ...conv.events.keys())) seen = conv.last;
   if (seen > conv.read && seen <= conv.last) {
     socket?.raw({ type: "read", conversation_id: cid, seq: seen });
     store.pointer(cid, seen);
@@ -500,8 +582,10 @@ const threadActions = {
     own.state = "pending";
     own.error = null;
     refreshRows(conv);
-    socket.send({ client_msg_id: cmid, conversation_id: cid, body: own.body, created_at: own.created_at });
+    const { body, created_at } = own;
+    socket.send({ client_msg_id: cmid, conversation_id: cid, body, created_at, attachments: own.attachments });
   },
+  files: (files) => attachments.view(files),
   async readers(cid, seq, li) {
     try {
       /** @type {{user_ids: number[]}} */
@@ -511,6 +595,8 @@ const threadActions = {
       showReaders(li, null, describe(err)); // e.g. group_too_large: only counts are kept
     }
   },
+  edit: (cid, seq) => editing.begin(cid, seq),
+  remove: (cid, seq) => editing.remove(cid, seq),
 };
 
 /** @param {number} uid */
@@ -525,14 +611,21 @@ async function removeMember(uid) {
 /** @param {string} body @returns {boolean} whether it was taken (sent or queued) */
 function send(body) {
   const cid = store.openId;
-  if (cid === null || !body.trim() || !withinLimit(body, store.maxChars)) return false;
+  const withFiles = attachments.pending.length > 0;
+  if (cid === null || (!body.trim() && !withFiles) || !withinLimit(body, store.maxChars)) return false;
+  const problem = attachments.problem();
+  if (problem) {
+    setText($("#composer-error"), problem);
+    return false;
+  }
+  const files = withFiles ? attachments.take() : undefined;
   const conv = store.convs.get(cid);
   const cmid = crypto.randomUUID();
   const created_at = new Date().toISOString();
-  conv.own.set(cmid, { client_msg_id: cmid, body, state: "pending", error: null, seq: null, created_at });
+  conv.own.set(cmid, { client_msg_id: cmid, body, state: "pending", error: null, seq: null, created_at, attachments: files });
   renderMessages(store, conv, threadActions);
   $("#scroller").scrollTop = $("#scroller").scrollHeight;
-  socket.send({ client_msg_id: cmid, conversation_id: cid, body, created_at });
+  socket.send({ client_msg_id: cmid, conversation_id: cid, body, created_at, attachments: files });
   refreshList();
   return true;
 }
@@ -604,6 +697,12 @@ function bindStatic() {
     await loadMembers(conv);
     await openThread(conv.id);
   }, "#sidebar-error");
+  onSubmit("#search-form", () => runSearch(false), "#sidebar-error");
+  $("#search-more").addEventListener("click", () => runSearch(true).catch((err) => setText($("#sidebar-error"), describe(err))));
+  $("#search-close").addEventListener("click", () => {
+    closeResults();
+    /** @type {HTMLInputElement} */ ($("#search-input")).value = "";
+  });
   onSubmit("#add-form", async () => {
     const input = /** @type {HTMLInputElement} */ ($("#add-username"));
     await api.addMembers(store.openId, [username(input)]);
@@ -612,11 +711,14 @@ function bindStatic() {
   $("#composer").addEventListener("submit", (event) => {
     event.preventDefault();
     const input = /** @type {HTMLTextAreaElement} */ ($("#composer-input"));
-    if (send(input.value)) input.value = "";
+    if (editing.current) editing.submit(input.value);
+    else if (send(input.value)) input.value = "";
     renderCount(store.maxChars);
   });
+  bindAttachments(attachments);
   const composer = /** @type {HTMLTextAreaElement} */ ($("#composer-input"));
   composer.addEventListener("keydown", (event) => {
+    if (mentionBox.key(event) || editing.key(event)) return;
     if (event.key === "Enter" && !event.shiftKey) {
       event.preventDefault();
       /** @type {HTMLFormElement} */ ($("#composer")).requestSubmit();
@@ -624,6 +726,7 @@ function bindStatic() {
   });
   composer.addEventListener("input", () => {
     renderCount(store.maxChars);
+    mentionBox.update();
     if (store.openId === null || !composer.value.trim() || Date.now() - lastTyping < TYPING_EVERY_MS) return;
     lastTyping = Date.now();
     socket?.raw({ type: "typing", conversation_id: store.openId });

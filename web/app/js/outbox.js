@@ -6,7 +6,8 @@
 // exactly one tab send each pending message; a resend of one already stored is answered
 // `duplicate` by the server (client_msg_id), so nothing is stored twice.
 
-/** @typedef {{client_msg_id: string, conversation_id: number, body: string, created_at: string}} OutboxEntry */
+/** @typedef {{client_msg_id: string, conversation_id: number, body: string, created_at: string,
+ *   attachments?: import("./files.js").FileInfo[]}} OutboxEntry */
 
 const PREFIX = "chatd.outbox.";
 const TAB_KEY = "chatd.tab";

@@ -285,12 +285,16 @@ export class Socket {
     this.inflight.set(entry.client_msg_id, id);
     this.refs.set(id, entry.client_msg_id);
     const { client_msg_id, conversation_id, body } = entry;
-    this.raw({ type: "send", id, conversation_id, client_msg_id, body });
+    /** @type {Record<string, any>} */
+    const frame = { type: "send", id, conversation_id, client_msg_id, body };
+    if (entry.attachments?.length) frame.attachments = entry.attachments.map((file) => file.id);
+    this.raw(frame);
   }
 
-  /** Frames that are only worth sending on a live socket (read, presence, typing).
-   * @param {Record<string, any>} frame */
+  /** Frames that are only worth sending on a live socket (read, presence, typing, edits).
+   * @param {Record<string, any>} frame @returns {boolean} whether it was sent */
   raw(frame) {
     if (this.live) this.ws.send(JSON.stringify(frame));
+    return this.live;
   }
 }

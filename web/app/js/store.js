@@ -1,15 +1,21 @@
 // What the client knows (docs/protocol.md §8: last[cid], read[cid], presence by version), and
 // the rules that keep it right across reconnects: no duplicate events, no unread over-count.
+import { mentions } from "./view/text.js";
+
+/** Kinds that are a change of an earlier message (`ref_seq`), not a row of their own (§4.11). */
+export const CHANGES = new Set(["edit", "delete"]);
 
 /**
  * @typedef {{type: "message", conversation_id: number, seq: number, id: number, kind: string,
  *   sender_id: number, client_msg_id: string|null, body: string, created_at: string,
- *   user_ids?: number[]}} ChatEvent
+ *   user_ids?: number[], ref_seq?: number, edited_at?: string, deleted_at?: string,
+ *   changed?: number, attachments?: import("./files.js").FileInfo[]}} ChatEvent  (changed: the seq of the last edit or delete applied)
  * @typedef {{status: string, version: number, last_seen: string|null}} PresenceEntry
  * @typedef {{user_id: number, username: string, role: string, display_name?: string|null,
  *   deactivated?: boolean}} Member
  * @typedef {{client_msg_id: string, body: string, state: "pending"|"saved"|"failed",
- *   error: string|null, seq: number|null, created_at: string}} Own
+ *   error: string|null, seq: number|null, created_at: string,
+ *   attachments?: import("./files.js").FileInfo[]}} Own
  * @typedef {object} Conv
  * @property {number} id
  * @property {"direct"|"group"} kind
@@ -20,15 +26,19 @@
  * @property {number} last  highest seq held (the `since` value)
  * @property {number} read  my read pointer
  * @property {number} unread
+ * @property {number} mentions  unread messages that mention me, among those received here
  * @property {number} counted  unread is exact up to this seq (from `ready` or the HTTP query)
- * @property {Map<number, ChatEvent>} events  loaded events by seq
+ * @property {Map<number, ChatEvent>} events  loaded messages and membership events by seq
+ * @property {Set<number>} changes  seqs of the edits and deletes received
  * @property {Map<string, Own>} own  my sends by client_msg_id
  * @property {number|null} oldest  smallest seq loaded (null: history not loaded yet)
  * @property {boolean} complete  history reaches seq 1
  * @property {Map<number, {username: string, role: string}>|null} members
  * @property {number|null} peer  the other user of a direct conversation
  * @property {number} peerRead  the peer's read pointer (direct)
- * @property {Map<number, {read_by: number, of: number}>} receipts  group counts by seq
+ * @property {number|null} found  the seq a search result opened (highlighted)
+ * @property {number} peerDelivered  the peer's delivery pointer (direct): a device of theirs got up to it
+ * @property {Map<number, {read_by: number, delivered_to: number, of: number}>} receipts  group counts by seq
  * @property {ChatEvent|null} lastEvent
  * @property {Map<number, number>} typing  user -> when their "typing" expires (ms)
  */
@@ -51,6 +61,8 @@ export class Store {
     this.openId = null;
     /** @type {number|null} the server's CHATD_MAX_MESSAGE_CHARS (`ready.limits`), once known */
     this.maxChars = null;
+    /** @type {number|null} the server's CHATD_EDIT_WINDOW_S (`ready.limits`), once known */
+    this.editWindowS = null;
     /** @type {Set<(what: string, cid?: number) => void>} */
     this.listeners = new Set();
     /** @type {Set<number>} conversations listed by the current `ready` and its pages */
@@ -84,14 +96,18 @@ export class Store {
         last: raw.last_seq,
         read: 0,
         unread: 0,
+        mentions: 0,
         counted: raw.last_seq,
         events: new Map(),
+        changes: new Set(),
         own: new Map(),
         oldest: null,
         complete: false,
         members: null,
         peer: null,
         peerRead: 0,
+        peerDelivered: 0,
+        found: null,
         receipts: new Map(),
         lastEvent: null,
         typing: new Map(),
@@ -146,19 +162,44 @@ export class Store {
   message(event) {
     const conv = this.convs.get(event.conversation_id);
     if (!conv) return false;
-    if (event.seq <= conv.last && conv.events.has(event.seq)) return false;
+    if (event.seq <= conv.last && (conv.events.has(event.seq) || conv.changes.has(event.seq))) return false;
     conv.last = Math.max(conv.last, event.seq);
+    const unseen = event.seq > conv.counted && event.seq > conv.read;
+    conv.counted = Math.max(conv.counted, event.seq);
+    if (CHANGES.has(event.kind)) return this.change(conv, event); // never unread (§4.11)
     this.remember(conv, event);
     const mine = event.sender_id === this.me.user_id;
     if (mine && event.client_msg_id && conv.own.has(event.client_msg_id)) {
       conv.own.get(event.client_msg_id).seq = event.seq;
     }
-    if (!mine && event.kind === "text" && event.seq > conv.counted && event.seq > conv.read) {
+    if (!mine && event.kind === "text" && unseen) {
       conv.unread += 1;
+      if (mentions(event.body, this.me.username)) conv.mentions += 1;
     }
-    conv.counted = Math.max(conv.counted, event.seq);
     conv.typing.delete(event.sender_id);
-    if (event.kind !== "text") this.membershipChanged(conv, event);
+    if (event.kind === "members_added" || event.kind === "members_removed") this.membershipChanged(conv, event);
+    return true;
+  }
+
+  /**
+   * An edit or delete: the message it refers to (if loaded) shows its current version. Applied
+   * once and in seq order (`changed`), so a late copy never undoes a later change.
+   * @param {Conv} conv @param {ChatEvent} event @returns {boolean}
+   */
+  change(conv, event) {
+    conv.changes.add(event.seq);
+    const original = conv.events.get(event.ref_seq);
+    if (!original || (original.changed ?? 0) >= event.seq) return true;
+    const now = { ...original, changed: event.seq };
+    if (event.kind === "edit" && !original.deleted_at) {
+      now.body = event.body;
+      now.edited_at = event.edited_at ?? event.created_at;
+    } else if (event.kind === "delete") {
+      now.body = "";
+      now.deleted_at = event.deleted_at ?? event.created_at;
+    }
+    conv.events.set(original.seq, now);
+    if (conv.lastEvent && conv.lastEvent.seq === original.seq) conv.lastEvent = now;
     return true;
   }
 
@@ -179,6 +220,11 @@ export class Store {
    * @param {Conv} conv @param {ChatEvent[]} events @param {number} limit the page size asked for */
   history(conv, events, limit) {
     for (const event of events) {
+      if (CHANGES.has(event.kind)) {
+        this.change(conv, event); // the original in the page is current already
+        continue;
+      }
+      if ((conv.events.get(event.seq)?.changed ?? 0) > 0) continue; // changed live since
       conv.events.set(event.seq, event);
       if (!conv.lastEvent || event.seq > conv.lastEvent.seq) conv.lastEvent = event;
       if (event.sender_id === this.me?.user_id && event.client_msg_id && conv.own.has(event.client_msg_id)) {
@@ -195,7 +241,10 @@ export class Store {
     const conv = this.convs.get(cid);
     if (!conv || seq <= conv.read) return false;
     conv.read = seq;
-    if (seq >= conv.counted) conv.unread = 0;
+    if (seq >= conv.counted) {
+      conv.unread = 0;
+      conv.mentions = 0;
+    }
     return true;
   }
 

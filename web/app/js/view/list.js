@@ -13,7 +13,7 @@ function preview(store, conv) {
   if (!event) return "No messages yet";
   if (event.kind !== "text") return event.kind === "members_added" ? "Members added" : "Members removed";
   const who = event.sender_id === store.me.user_id ? "You" : store.name(event.sender_id);
-  return `${who}: ${event.body}`;
+  return event.deleted_at ? `${who}: message deleted` : `${who}: ${event.body}`;
 }
 
 /** @param {Conv} conv @param {(cid: number) => void} open */
@@ -30,6 +30,7 @@ function item(conv, open) {
       // (axe: label-content-name-mismatch) and these words besides.
       h("span", { class: "presence-text visually-hidden" }),
       h("span", { class: "badge", "data-unread": "0", hidden: true }),
+      h("span", { class: "mention-text visually-hidden" }),
       h("span", { class: "unread-text visually-hidden" }),
       h("span", { class: "muted-text visually-hidden" }),
       h("span", { class: "preview muted" }),
@@ -71,6 +72,10 @@ function updateItem(store, conv, li) {
   setAttr(badge, "data-unread", String(conv.unread));
   setText(badge, unread);
   setAttr(badge, "hidden", conv.unread > 0 ? null : "");
+  // A mention of me among the unread makes the badge stand out (counted by this app, §4.11).
+  const mentioned = conv.unread > 0 && conv.mentions > 0;
+  setAttr(badge, "data-mentions", mentioned ? String(conv.mentions) : null);
+  setText($(".mention-text", li), mentioned ? ` ${conv.mentions === 1 ? "mention" : "mentions"} of you, ` : "");
   setText($(".unread-text", li), conv.unread > 0 ? " unread, " : "");
   setAttr(li, "aria-current", store.openId === conv.id ? "true" : null);
   const muted = store.notify.muted.has(conv.id);

@@ -1,13 +1,16 @@
 // The open conversation: header with presence, messages with day separators and their state
 // (pending / saved / read / read by K of N / failed with a retry), the typing line, members.
 import { h, setAttr, setText, $, clock, dayKey, dayLabel, lastSeen } from "./dom.js";
+import { richText } from "./text.js";
 
 /**
  * @typedef {import("../store.js").Store} Store
  * @typedef {import("../store.js").Conv} Conv
  * @typedef {import("../store.js").ChatEvent} ChatEvent
  * @typedef {import("../store.js").Own} Own
- * @typedef {{retry: (cid: number, cmid: string) => void, readers: (cid: number, seq: number, li: HTMLElement) => void}} ThreadActions
+ * @typedef {{retry: (cid: number, cmid: string) => void, readers: (cid: number, seq: number, li: HTMLElement) => void,
+ *   edit: (cid: number, seq: number) => void, remove: (cid: number, seq: number) => void,
+ *   files: (files: import("../files.js").FileInfo[]) => HTMLElement}} ThreadActions
  * @typedef {{key: string, seq: number|null, event: ChatEvent|null, own: Own|null, at: string}} Row
  */
 
@@ -83,7 +86,8 @@ export function renderMessages(store, conv, actions) {
 
 /**
  * @param {Store} store @param {Conv} conv @param {Row} row
- * @returns {{state: string, text: string, counts?: {read_by: number, of: number}}}
+ * @returns {{state: string, text: string, counts?: {read_by: number, delivered_to: number, of: number},
+ *   delivered?: number}} `delivered`: to how many (1:1: 1 or 0)
  */
 function statusOf(store, conv, row) {
   const own = row.own;
@@ -94,12 +98,17 @@ function statusOf(store, conv, row) {
   }
   const seq = row.seq;
   if (conv.kind === "direct") {
-    return seq <= conv.peerRead ? { state: "read", text: "Read" } : { state: "saved", text: "Saved" };
+    // Saved, then Delivered (a device of theirs got it), then Read; never Delivered after Read.
+    if (seq <= conv.peerRead) return { state: "read", text: "Read", delivered: 1 };
+    if (seq <= conv.peerDelivered) return { state: "saved", text: "Delivered", delivered: 1 };
+    return { state: "saved", text: "Saved", delivered: 0 };
   }
   const counts = conv.receipts.get(seq);
   if (!counts) return { state: "saved", text: "Saved" };
   const text = `Read by ${counts.read_by} of ${counts.of}`;
-  return { state: counts.read_by > 0 && counts.read_by >= counts.of ? "read" : "saved", text, counts };
+  // Never fewer delivered than read (a read is a delivery; the server's counts keep it so).
+  const delivered = Math.max(counts.delivered_to, counts.read_by);
+  return { state: counts.read_by > 0 && counts.read_by >= counts.of ? "read" : "saved", text, counts, delivered };
 }
 
 /**
@@ -107,12 +116,15 @@ function statusOf(store, conv, row) {
  * it changed.
  * @typedef {{key: string, seq: number|null, at: string, system?: string, mine?: boolean,
  *   sender?: string|number, name?: string, body?: string, state?: string, text?: string,
- *   readBy?: number, readOf?: number, readers?: boolean, cmid?: string}} RowModel
+ *   readBy?: number, readOf?: number, deliveredTo?: number, deliveredText?: string, readers?: boolean,
+ *   cmid?: string, edited?: string, deleted?: boolean, canEdit?: boolean, canDelete?: boolean,
+ *   names?: string[], me?: string, found?: boolean,
+ *   files?: import("../files.js").FileInfo[]}} RowModel
  * @param {Store} store @param {Conv} conv @param {Row} row @returns {RowModel}
  */
 function rowModel(store, conv, row) {
   const event = row.event;
-  const base = { key: row.key, seq: row.seq, at: row.at };
+  const base = { key: row.key, seq: row.seq, at: row.at, found: row.seq !== null && row.seq === conv.found };
   if (event && event.kind !== "text") {
     const names = event.user_ids.map((uid) => store.name(uid)).join(", ");
     const verb = event.kind === "members_added" ? "added" : "removed";
@@ -120,14 +132,66 @@ function rowModel(store, conv, row) {
   }
   const mine = row.own !== null || (event && event.sender_id === store.me.user_id);
   const body = event ? event.body : row.own.body;
-  if (!mine) return { ...base, mine, sender: event.sender_id, name: store.name(event.sender_id), body };
+  const files = (event ? event.attachments : row.own.attachments) || undefined;
+  const marks = textMarks(store, conv, event, mine);
+  if (!mine) return { ...base, ...marks, mine, sender: event.sender_id, name: store.name(event.sender_id), body, files };
   const status = statusOf(store, conv, row);
   return {
-    ...base, mine, sender: "me", name: "You", body, state: status.state, text: status.text,
-    readBy: status.counts?.read_by, readOf: status.counts?.of,
+    ...base, ...marks, mine, sender: "me", name: "You", body, state: status.state, text: status.text,
+    readBy: status.counts?.read_by, readOf: status.counts?.of, deliveredTo: status.delivered,
+    deliveredText: status.counts && status.delivered !== undefined && status.delivered > status.counts.read_by
+      ? `delivered to ${status.delivered} of ${status.counts.of}` : undefined,
     readers: Boolean(status.counts && conv.members !== null && conv.member_count <= 100),
-    cmid: row.own?.client_msg_id,
+    cmid: row.own?.client_msg_id, files,
   };
+}
+
+/** What a stored text shows besides its body: edited, deleted, its mentions, what I may do.
+ * @param {Store} store @param {Conv} conv @param {ChatEvent|null} event @param {boolean} mine */
+function textMarks(store, conv, event, mine) {
+  if (!event) return {};
+  if (event.deleted_at) return { deleted: true };
+  const names = conv.members ? [...conv.members.values()].map((m) => m.username.toLowerCase()).sort() : [];
+  const window = store.editWindowS;
+  const age = (Date.now() - Date.parse(event.created_at)) / 1000;
+  return {
+    edited: event.edited_at, names, me: store.me.username,
+    canEdit: mine && (window === null || age < window),
+    canDelete: mine || (conv.kind === "group" && conv.role === "owner"),
+  };
+}
+
+/** The message's menu: Edit, and Delete with a confirmation.
+ * @param {Conv} conv @param {RowModel} m @param {ThreadActions} actions */
+function messageMenu(conv, m, actions) {
+  const menu = h("div", { class: "menu", hidden: true });
+  const toggle = h("button", { type: "button", class: "link-button menu-button", "aria-expanded": "false",
+    "aria-label": "Message actions", text: "⋯" });
+  const fill = () => {
+    menu.replaceChildren();
+    if (m.canEdit) {
+      menu.append(h("button", { type: "button", class: "link-button edit-button", text: "Edit",
+        onclick: () => { close(); actions.edit(conv.id, m.seq); } }));
+    }
+    menu.append(h("button", { type: "button", class: "link-button delete-button", text: "Delete",
+      onclick: () => menu.replaceChildren(
+        h("span", { text: "Delete this message? " }),
+        h("button", { type: "button", class: "link-button confirm-delete", text: "Delete",
+          onclick: () => { close(); actions.remove(conv.id, m.seq); } }), " ",
+        h("button", { type: "button", class: "link-button", text: "Cancel", onclick: () => close() }),
+      ) }));
+  };
+  const close = () => {
+    menu.hidden = true;
+    toggle.setAttribute("aria-expanded", "false");
+  };
+  toggle.addEventListener("click", () => {
+    if (!menu.hidden) return close();
+    fill();
+    menu.hidden = false;
+    toggle.setAttribute("aria-expanded", "true");
+  });
+  return h("span", { class: "actions" }, toggle, menu);
 }
 
 /** @param {Conv} conv @param {RowModel} m @param {ThreadActions} actions */
@@ -138,7 +202,8 @@ function messageRow(conv, m, actions) {
   const li = h(
     "li",
     {
-      class: `message ${m.mine ? "mine" : "theirs"}`,
+      class: `message ${m.mine ? "mine" : "theirs"}${m.found ? " found" : ""}`,
+      tabindex: m.found ? "-1" : undefined,
       "data-key": m.key,
       "data-seq": m.seq ?? undefined,
       "data-at": m.at,
@@ -146,11 +211,19 @@ function messageRow(conv, m, actions) {
       "data-state": m.state,
       "data-read-by": m.readBy,
       "data-read-of": m.readOf,
+      "data-deleted": m.deleted ? "true" : undefined,
+      "data-edited": m.edited ? "true" : undefined,
+      "data-delivered": m.deliveredTo,
     },
     h("span", { class: "meta" }, h("span", { class: "sender", text: m.name }), " ",
-      h("time", { datetime: m.at, text: clock(m.at) })),
-    h("p", { class: "body", text: m.body }),
+      h("time", { datetime: m.at, text: clock(m.at) }),
+      m.edited ? h("span", { class: "edited muted", title: `Edited ${clock(m.edited)}`, text: " (edited)" }) : null),
+    m.deleted
+      ? h("p", { class: "body tombstone muted", text: "Message deleted" })
+      : m.body ? h("p", { class: "body" }, ...richText(m.body, new Set(m.names || []), m.me || "")) : null,
   );
+  if (m.files?.length && !m.deleted) li.append(actions.files(m.files));
+  if (m.seq !== null && !m.deleted && (m.canEdit || m.canDelete)) li.append(messageMenu(conv, m, actions));
   if (m.mine) {
     const line = h("span", { class: "status", role: m.state === "failed" ? "alert" : undefined });
     if (m.readers) {
@@ -164,6 +237,7 @@ function messageRow(conv, m, actions) {
         onclick: () => actions.retry(conv.id, m.cmid), text: "Retry" }));
     }
     li.append(line);
+    if (m.deliveredText) li.append(h("span", { class: "delivered muted", text: ` · ${m.deliveredText}` }));
   }
   return li;
 }
