@@ -119,6 +119,9 @@ async def test_a_large_outbox_resent_after_a_reconnect_keeps_its_order(
     and still stored in the order typed."""
     alice, bob = await people("alice"), await people("bob")
     assert alice.user and bob.user
+    # The network goes away under the app: a request it has in flight then (the presence
+    # lookup of the conversation it just opened, say) fails, and that is the scenario.
+    alice.expect_errors(r"net::ERR_INTERNET_DISCONNECTED")
     cid = await nginx.direct(alice.user, bob.user)
     a = await alice.new_page()
     refused = count_refusals(a)
