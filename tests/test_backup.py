@@ -196,3 +196,29 @@ async def test_restore_replaces_the_database_and_only_chatds_redis_keys(stack: S
         await drop_database(stack, scratch)
         await admin.execute(f'DROP ROLE IF EXISTS "{owner}"')
         await admin.close()
+
+
+def test_metrics_name_the_newest_dump_and_the_last_run(tmp_path: Path) -> None:
+    """chatd-backup-metrics (ExecStopPost of chatd-backup.service): what the node exporter's
+    textfile collector serves, readable by its user, for ChatdDumpTooOld and ChatdBackupFailed."""
+    backup_dir, out = tmp_path / "backups", tmp_path / "textfile"
+    backup_dir.mkdir()
+    out.mkdir()
+    files = {
+        "chatd-20260101T000000Z.dump": 1_700_000_000,
+        "chatd-20260101T010000Z.dump": 1_700_003_600,  # the newest dump
+        ".chatd-20260101T020000Z.dump.tmp": 1_700_007_200,  # one being written
+        "other-20260101T030000Z.dump": 1_700_010_800,  # another database's
+    }
+    for name, mtime in files.items():
+        (backup_dir / name).write_bytes(b"PGDMP")
+        os.utime(backup_dir / name, (mtime, mtime))
+    env = {**os.environ, "METRICS_DIR": str(out), "SERVICE_RESULT": "exit-code"}
+    result = subprocess.run([str(SCRIPTS / "chatd-backup-metrics"), str(backup_dir), "chatd"], env=env,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    text = (out / "chatd_backup.prom").read_text()
+    assert 'chatd_backup_last_success_timestamp_seconds{kind="dump"} 1700003600\n' in text, text
+    assert 'chatd_backup_last_run_success{kind="dump"} 0\n' in text, text
+    assert os.stat(out / "chatd_backup.prom").st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in out.iterdir()) == ["chatd_backup.prom"]  # no temporary file left

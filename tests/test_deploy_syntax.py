@@ -24,6 +24,8 @@ def test_there_are_playbooks() -> None:
         "rollback.yml",
         "backup.yml",
         "restore.yml",
+        "failover.yml",
+        "replication.yml",
     }
 
 

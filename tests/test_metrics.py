@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml  # type: ignore[import-untyped]  # PyYAML ships no type hints
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatd.config import ConfigError, Settings
@@ -169,10 +170,30 @@ async def test_worker_logs_are_json_with_structured_websocket_lines_and_no_colou
     assert requests and requests[-1]["client"] == "127.0.0.1" and requests[-1]["status"] == 404
 
 
+def deployment_metrics() -> set[str]:
+    """What the deployment's exporters add: the Postgres exporter's extra queries (query name and
+    column) and the backup units' textfile metrics (their `# TYPE` lines)."""
+    roles = Path(__file__).resolve().parent.parent / "ansible" / "roles"
+    queries = yaml.safe_load(
+        (roles / "monitoring/files/etc/prometheus/chatd-postgres-queries.yaml").read_text()
+    )
+    names = {
+        f"{query}_{column}"
+        for query, spec in queries.items()
+        for metric in spec["metrics"]
+        for column, how in metric.items()
+        if how["usage"] != "LABEL"
+    }
+    for script in roles.glob("*/files/usr/local/lib/*/*-metrics"):
+        names |= set(re.findall(r"# TYPE (chatd_[a-z_]+) ", script.read_text()))
+    return names
+
+
 def test_alert_rules_and_dashboard_name_only_metrics_chatd_exports(stack: Stack) -> None:
     exported = {
         family.name for family in text_string_to_metric_families(httpx.get(stack.metrics_url(0)).text)
     }
+    exported |= deployment_metrics()
     root = Path(__file__).resolve().parent.parent / "monitoring"
     used = set()
     for path in (root / "prometheus" / "chatd-rules.yml", root / "grafana" / "chatd-dashboard.json"):

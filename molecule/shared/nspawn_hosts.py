@@ -8,11 +8,17 @@ under a small supervisor that boots it again when the guest reboots (nspawn exit
     nspawn_hosts.py create  --scenario NAME --subnet 10.213 --instance-config FILE HOST...
     nspawn_hosts.py destroy --scenario NAME [--host HOST]...
     nspawn_hosts.py status  --scenario NAME
+    nspawn_hosts.py crash   --scenario NAME --host HOST...
+    nspawn_hosts.py boot    --scenario NAME --host HOST...
 
 HOST is NAME[:INDEX]; host INDEX gets 10.213.INDEX.2 (the controller side is .1).
 destroy --host removes only those hosts of the scenario (its other hosts keep running); a
 later create with the scenario's hosts boots them again from the pristine root, same
 names and addresses (the restore rehearsal replaces the data host this way).
+crash cuts the power: first every packet to and from the host is dropped (its network
+namespace drops them, so nothing it had open gets a FIN, RST or ICMP, as when a machine dies),
+then everything in it is killed (SIGKILL, no shutdown); its disk stays. boot starts it again
+from that disk, with its network back, like pressing the power button.
 State lives in /var/lib/chatd-molecule/<scenario>/, the pristine root and the shared
 apt/pip download caches in /var/cache/chatd-molecule/.  Must run as root.
 CHATD_MOLECULE_SLOT=N (N >= 1) runs a separate copy of a scenario beside others: names get
@@ -260,6 +266,16 @@ def wait_ssh(address: str, timeout: float) -> None:
     raise SystemExit(f"ssh on {address} did not answer in {timeout}s")
 
 
+def start_host(scenario: str, name: str) -> None:
+    paths = host_paths(scenario, name)
+    make_cgroups(name)
+    with open(paths["log"], "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "supervise", "--scenario", scenario, name],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    paths["pid"].write_text(f"{proc.pid}\n")
+
+
 def create(args: argparse.Namespace) -> None:
     hosts: dict[str, int] = {}
     for i, spec in enumerate(args.hosts, start=1):
@@ -285,14 +301,7 @@ def create(args: argparse.Namespace) -> None:
             prepare_root(args.scenario, name, hosts, args.subnet, pubkey)
             if not Path(f"/run/netns/cm-{PFX}{name}").exists():
                 setup_network(args.scenario, name, idx, args.subnet)
-            make_cgroups(name)
-            with open(paths["log"], "ab") as out:
-                proc = subprocess.Popen(
-                    [sys.executable, os.path.abspath(__file__), "supervise",
-                     "--scenario", args.scenario, name],
-                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    start_new_session=True)
-            paths["pid"].write_text(f"{proc.pid}\n")
+            start_host(args.scenario, name)
         config.append({"instance": name, "address": f"{args.subnet}.{idx}.2", "user": "root",
                        "port": 22, "identity_file": str(key)})
     for entry in config:
@@ -337,11 +346,36 @@ def destroy(args: argparse.Namespace) -> None:
     while any(alive(p) for p in pids.values()) and time.monotonic() < deadline:
         time.sleep(0.5)
     for name, idx in hosts.items():
-        ns = f"cm-{PFX}{name}"
         if (pid := pids.get(name)) and alive(pid):
             log(f"{name} did not power off; killing it")
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+        kill_host(args.scenario, name, pids.get(name))
+        veth = netns_veth(args.scenario, idx)
+        run("ip", "link", "del", veth, check=False, stderr=subprocess.DEVNULL)
+        run("ip", "netns", "del", f"cm-{PFX}{name}", check=False, stderr=subprocess.DEVNULL)
+        root = host_paths(args.scenario, name)["root"]
+        harvest_debs(root)
+        shutil.rmtree(root, ignore_errors=True)
+    remove_stale_locks()
+    if args.host:
+        remove_rules_if_unused()  # only the removed hosts' own rules: hosts.json stays
+        log(f"destroyed {', '.join(hosts)} of {args.scenario}")
+        return
+    meta_file.unlink()
+    remove_rules_if_unused()
+    for base in CGROUP_ROOTS:
+        with contextlib.suppress(OSError):
+            (base / TAG).rmdir()
+    log(f"destroyed {args.scenario}")
+
+
+def kill_host(scenario: str, name: str, pid: int | None) -> None:
+    """SIGKILL the host's supervisor, nspawn and everything in its namespace and cgroup, then
+    remove what nspawn leaves behind (its root and network namespace stay)."""
+    ns = f"cm-{PFX}{name}"
+    if pid and alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    for _ in range(2):  # a process forked while the first round ran
         if Path(f"/run/netns/{ns}").exists():
             out = run("ip", "netns", "pids", ns, check=False, capture_output=True).stdout
             for p in out.split():
@@ -354,32 +388,81 @@ def destroy(args: argparse.Namespace) -> None:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(int(p), signal.SIGKILL)
         time.sleep(0.2)
-        veth = netns_veth(args.scenario, idx)
-        run("ip", "link", "del", veth, check=False, stderr=subprocess.DEVNULL)
-        run("ip", "netns", "del", ns, check=False, stderr=subprocess.DEVNULL)
-        for base in CGROUP_ROOTS:
-            remove_cgroup_tree(base / TAG / f"{PFX}{name}")
-        root = host_paths(args.scenario, name)["root"]
-        harvest_debs(root)
-        (root.parent / f".#{name}.lck").unlink(missing_ok=True)
-        Path(f"/run/systemd/nspawn/propagate/{PFX}{name}").exists() and shutil.rmtree(
-            f"/run/systemd/nspawn/propagate/{PFX}{name}", ignore_errors=True)
-        shutil.rmtree(root, ignore_errors=True)
-        host_paths(args.scenario, name)["pid"].unlink(missing_ok=True)
+    for base in CGROUP_ROOTS:
+        remove_cgroup_tree(base / TAG / f"{PFX}{name}")
+    root = host_paths(scenario, name)["root"]
+    (root.parent / f".#{name}.lck").unlink(missing_ok=True)
+    shutil.rmtree(f"/run/systemd/nspawn/propagate/{PFX}{name}", ignore_errors=True)
+    host_paths(scenario, name)["pid"].unlink(missing_ok=True)
+
+
+def remove_stale_locks() -> None:
     for lock in Path("/run/systemd/nspawn/locks").glob("inode-*"):
         holder = lock.read_text().strip() if lock.is_file() else ""
         if not holder.isdigit() or not alive(int(holder)):
             lock.unlink(missing_ok=True)
-    if args.host:
-        remove_rules_if_unused()  # only the removed hosts' own rules: hosts.json stays
-        log(f"destroyed {', '.join(hosts)} of {args.scenario}")
-        return
-    meta_file.unlink()
-    remove_rules_if_unused()
-    for base in CGROUP_ROOTS:
-        with contextlib.suppress(OSError):
-            (base / TAG).rmdir()
-    log(f"destroyed {args.scenario}")
+
+
+def scenario_hosts(args: argparse.Namespace) -> tuple[str, dict[str, int]]:
+    meta_file = STATE / args.scenario / "hosts.json"
+    if not meta_file.exists():
+        raise SystemExit(f"{args.scenario} has no hosts")
+    meta = json.loads(meta_file.read_text())
+    unknown = set(args.host) - set(meta["hosts"])
+    if unknown:
+        raise SystemExit(f"{args.scenario} has no host {', '.join(sorted(unknown))}")
+    return meta["subnet"], {name: idx for name, idx in meta["hosts"].items() if name in args.host}
+
+
+def netns_drop(name: str, on: bool) -> None:
+    """Drop (or stop dropping) every packet in and out of the host's network namespace."""
+    ns = f"cm-{PFX}{name}"
+    for chain in ("INPUT", "OUTPUT"):
+        rule = [chain, "-m", "comment", "--comment", f"{TAG}-crash", "-j", "DROP"]
+        present = run("ip", "netns", "exec", ns, "iptables", "-C", *rule, check=False,
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+        if on and not present:
+            run("ip", "netns", "exec", ns, "iptables", "-I", *rule)
+        while not on and present:
+            run("ip", "netns", "exec", ns, "iptables", "-D", *rule)
+            present = run("ip", "netns", "exec", ns, "iptables", "-C", *rule, check=False,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+
+
+def crash(args: argparse.Namespace) -> None:
+    """Power cut: silence the network first, then SIGKILL everything; the disk stays."""
+    _, hosts = scenario_hosts(args)
+    for name in hosts:
+        pid_file = host_paths(args.scenario, name)["pid"]
+        pid = int(pid_file.read_text()) if pid_file.exists() else None
+        if not (pid and alive(pid)):
+            raise SystemExit(f"{name} is not running")
+        dropped_at = time.time()
+        netns_drop(name, True)
+        kill_host(args.scenario, name, pid)
+        log(f"{name} crashed (network dropped, every process killed, disk kept)")
+        print(json.dumps({"host": name, "network_dropped_at": dropped_at,
+                          "killed_in_s": round(time.time() - dropped_at, 2)}), flush=True)
+    remove_stale_locks()
+
+
+def boot(args: argparse.Namespace) -> None:
+    """Start crashed (or powered-off) hosts again from their own disks."""
+    subnet, hosts = scenario_hosts(args)
+    for name, idx in hosts.items():
+        paths = host_paths(args.scenario, name)
+        if paths["pid"].exists() and alive(int(paths["pid"].read_text())):
+            raise SystemExit(f"{name} is running")
+        if not paths["root"].is_dir():
+            raise SystemExit(f"{name} has no disk (destroyed): use create")
+        if Path(f"/run/netns/cm-{PFX}{name}").exists():
+            netns_drop(name, False)
+        else:
+            setup_network(args.scenario, name, idx, subnet)
+        start_host(args.scenario, name)
+    for name, idx in hosts.items():
+        wait_ssh(f"{subnet}.{idx}.2", 60)
+        log(f"{name} booted at {subnet}.{idx}.2")
 
 
 def remove_rules_if_unused() -> None:
@@ -426,6 +509,11 @@ def main() -> None:
     p.add_argument("--instance-config")
     p.add_argument("hosts", nargs="+")
     p.set_defaults(func=create)
+    for name, func in (("crash", crash), ("boot", boot)):
+        p = sub.add_parser(name)
+        p.add_argument("--scenario", required=True)
+        p.add_argument("--host", action="append", required=True)
+        p.set_defaults(func=func)
     for name, func in (("destroy", destroy), ("status", status)):
         p = sub.add_parser(name)
         p.add_argument("--scenario", required=True)

@@ -1,24 +1,34 @@
 #!/usr/bin/env python3
 """The restore rehearsal's clients (molecule/shared/verify_restore.yml), through nginx.
 
-    restore_e2e.py before --state E2E_STATE --out FILE   (then the backup is taken)
-    restore_e2e.py after  --out FILE                     (then the data host is replaced and restored)
-    restore_e2e.py check  --out FILE
+    restore_e2e.py send     --out FILE --name NAME [--count N]   (acked messages, kept as NAME)
+    restore_e2e.py mark     --out FILE --name NAME               (the history now, and a time after it)
+    restore_e2e.py exactly  --out FILE --name NAME --absent NAME (after a restore to that time)
+    restore_e2e.py before   --state E2E_STATE --out FILE         (then the dump is taken)
+    restore_e2e.py after    --out FILE                           (then the data hosts are replaced and restored)
+    restore_e2e.py check    --out FILE                           (after restoring the dump)
+    restore_e2e.py latest   --out FILE --present NAME... --tail NAME   (after a restore to the latest point)
 
 They reuse the users, tokens and conversation of e2e.py's state (tokens live in Postgres, so
 they survive the restore; no login is needed, which nginx's limits would slow after e2e.py
-edge). before: alice sends messages, bob and alice mark some read; every message acked so far
-(e2e.py's and these) must survive. after: more messages and a later read mark, acked after the
-backup: a restore loses them, and the check says so rather than hiding it. check: each message
-acked before the backup is in the history exactly once, none acked after it is, the read
-pointers are as they were at the backup, and a new message round-trips in real time.
-Prints one JSON line.
+edge). Point-in-time recovery: send and mark note what was acked and the history at a time T
+(a second after the last ack, a second before the next send); exactly checks that after a
+restore to T the history is that, message for message, and none of what came after. latest
+checks that after a restore to the latest point every message of the --present groups is there
+exactly once and that of the --tail group (sent after the last wait for the archive) a prefix
+is, and says how many were lost. The dump: before: alice sends messages, bob and alice mark
+some read; every message acked so far (e2e.py's and these) must survive. after: more messages
+and a later read mark, acked after the backup: a restore loses them, and the check says so
+rather than hiding it. check: each message acked before the backup is in the history exactly
+once, none acked after it is, the read pointers are as they were at the backup, and a new
+message round-trips in real time. Prints one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import json
 import time
 import uuid
@@ -52,13 +62,20 @@ async def connected(state: dict, deadline: float) -> tuple[Client, Client]:
 
 
 async def server_view(state: dict, deadline: float) -> tuple[list[dict], dict[str, int]]:
-    """The conversation's whole history, and each user's read pointer in it."""
-    cid, pointers = state["conversation_id"], {}
+    """The conversation's whole history (page by page, oldest first), and each user's read
+    pointer in it."""
+    cid, pointers, history, before = state["conversation_id"], {}, [], None
     async with httpx.AsyncClient(base_url=state["base"], timeout=10, verify=tls(state.get("cafile"))) as http:
-        r = await http_retry(http, "GET", f"/v1/conversations/{cid}/messages?limit=200", deadline,
-                             headers={"Authorization": f"Bearer {state['users']['alice']['token']}"})
-        assert r.status_code == 200, (r.status_code, r.text)
-        history = r.json()["messages"]
+        while True:
+            query = f"limit=200&before={before}" if before else "limit=200"
+            r = await http_retry(http, "GET", f"/v1/conversations/{cid}/messages?{query}", deadline,
+                                 headers={"Authorization": f"Bearer {state['users']['alice']['token']}"})
+            assert r.status_code == 200, (r.status_code, r.text)
+            page = r.json()["messages"]
+            history = page + history
+            if len(page) < 200:
+                break
+            before = page[0]["seq"]
         for who in ("alice", "bob"):
             r = await http_retry(http, "GET", "/v1/me/read_state", deadline,
                                  headers={"Authorization": f"Bearer {state['users'][who]['token']}"})
@@ -127,6 +144,86 @@ async def check(args: argparse.Namespace) -> dict:
             "pointers": pointers, "new_seq": seq}
 
 
+def texts(history: list[dict]) -> list[str]:
+    return [m["client_msg_id"] for m in history if m.get("client_msg_id")]
+
+
+async def round_trip(state: dict, deadline: float, label: str) -> int:
+    """A new message is acked and delivered live through nginx; its seq."""
+    alice, bob = await connected(state, deadline)
+    body = f"{label} {time.time():.3f}"
+    _, seq = await send(alice, state["conversation_id"], body)
+    frame = await bob.expect("message", "body", body)
+    assert frame["seq"] == seq, (frame, seq)
+    for c in (alice, bob):
+        await c.ws.close()
+    return seq
+
+
+async def send_more(args: argparse.Namespace) -> dict:
+    state = json.loads(Path(args.out).read_text())
+    deadline = time.monotonic() + args.timeout
+    alice, bob = await connected(state, deadline)
+    sent = [await send(alice, state["conversation_id"], f"{args.name} {i}") for i in range(args.count)]
+    for c in (alice, bob):
+        await c.ws.close()
+    state.setdefault("groups", {}).setdefault(args.name, []).extend(cmid for cmid, _ in sent)
+    Path(args.out).write_text(json.dumps(state))
+    return {"send": args.name, "acked": len(sent), "last_seq": sent[-1][1]}
+
+
+async def mark(args: argparse.Namespace) -> dict:
+    """The history now, and a time T a second after it (a second before anything else is sent)."""
+    state = json.loads(Path(args.out).read_text())
+    history, _ = await server_view(state, time.monotonic() + args.timeout)
+    await asyncio.sleep(1.1)
+    moment = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    await asyncio.sleep(1.1)
+    state.setdefault("marks", {})[args.name] = {"ids": texts(history), "last_seq": history[-1]["seq"],
+                                               "time": moment.isoformat(sep=" ")}
+    Path(args.out).write_text(json.dumps(state))
+    return {"mark": args.name, "time": moment.isoformat(sep=" "), "messages": len(history)}
+
+
+async def exactly(args: argparse.Namespace) -> dict:
+    """After a restore to a mark's time: the history is exactly what it was then."""
+    state = json.loads(Path(args.out).read_text())
+    deadline = time.monotonic() + args.timeout
+    history, _ = await server_view(state, deadline)
+    then, now = state["marks"][args.name], texts(history)
+    seqs = [m["seq"] for m in history]
+    assert seqs == list(range(1, len(seqs) + 1)), f"seqs not gapless: {seqs[:5]}...{seqs[-5:]}"
+    assert now == then["ids"], (
+        f"restored to {then['time']}: {len(now)} messages, {len(then['ids'])} then; "
+        f"missing {sorted(set(then['ids']) - set(now))[:10]}, extra {sorted(set(now) - set(then['ids']))[:10]}")
+    after = [c for name in args.absent for c in state["groups"][name] if c in now]
+    assert not after, f"acked after {then['time']} and restored: {after}"
+    seq = await round_trip(state, deadline, f"after the restore to {then['time']}")
+    assert seq == then["last_seq"] + 1, (seq, then["last_seq"])
+    return {"exactly": args.name, "time": then["time"], "messages": len(now), "new_seq": seq,
+            "acked_after_and_gone": sum(len(state["groups"][name]) for name in args.absent)}
+
+
+async def latest(args: argparse.Namespace) -> dict:
+    """After a restore to the latest point: every message of the present groups, once; of the
+    tail (sent after the last wait for the archive) a prefix; how many of it were lost."""
+    state = json.loads(Path(args.out).read_text())
+    deadline = time.monotonic() + args.timeout
+    history, _ = await server_view(state, deadline)
+    now = texts(history)
+    seqs = [m["seq"] for m in history]
+    assert seqs == list(range(1, len(seqs) + 1)), f"seqs not gapless: {seqs[:5]}...{seqs[-5:]}"
+    expected = [c for name in args.present for c in (state["groups"].get(name) or state["marks"][name]["ids"])]
+    missing = [c for c in expected if now.count(c) != 1]
+    assert not missing, f"acked before the last archived WAL and missing (or there twice): {missing}"
+    tail = state["groups"][args.tail]
+    kept = [c for c in tail if c in now]
+    assert kept == tail[: len(kept)], f"not a prefix of the tail: {kept}"
+    await round_trip(state, deadline, "after the restore to the latest point")
+    return {"latest": "ok", "messages": len(now), "expected_present": len(expected),
+            "tail_sent": len(tail), "tail_restored": len(kept), "tail_lost": len(tail) - len(kept)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -136,10 +233,27 @@ def main() -> None:
     for name in ("after", "check"):
         p = sub.add_parser(name)
         p.add_argument("--out", required=True)
+    p = sub.add_parser("send")
+    p.add_argument("--out", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--count", type=int, default=5)
+    p = sub.add_parser("mark")
+    p.add_argument("--out", required=True)
+    p.add_argument("--name", required=True)
+    p = sub.add_parser("exactly")
+    p.add_argument("--out", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--absent", nargs="+", default=[])
+    p = sub.add_parser("latest")
+    p.add_argument("--out", required=True)
+    p.add_argument("--present", nargs="+", required=True)
+    p.add_argument("--tail", required=True)
     for p in sub.choices.values():
         p.add_argument("--timeout", type=float, default=120)
     args = parser.parse_args()
-    out = asyncio.run({"before": before, "after": after, "check": check}[args.cmd](args))
+    commands = {"before": before, "after": after, "check": check, "send": send_more, "mark": mark,
+                "exactly": exactly, "latest": latest}
+    out = asyncio.run(commands[args.cmd](args))
     print(json.dumps(out), flush=True)
 
 

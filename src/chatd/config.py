@@ -44,6 +44,35 @@ def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     return raw
 
 
+def database_hosts(url: str) -> list[tuple[str, int]]:
+    """The hosts of a URL with a host list (``postgresql://u@h1:5432,h2:5432/db``), in order,
+    with their ports (default 5432); [] for a URL with one host or a unix socket."""
+    netloc = urlsplit(url).netloc.rpartition("@")[2]
+    if "," not in netloc:
+        return []
+    hosts = []
+    for item in netloc.split(","):
+        if item.startswith("["):  # [IPv6]:port
+            host, _, rest = item[1:].partition("]")
+            port = rest.removeprefix(":")
+        else:
+            host, _, port = item.partition(":")
+        if not host or not (port.isdigit() or not port) or not 0 < int(port or 5432) < 65536:
+            raise ValueError(f"bad host {item!r} in the host list")
+        hosts.append((host, int(port or 5432)))
+    return hosts
+
+
+def _database_url(name: str, raw: str) -> str:
+    """A postgresql URL; several hosts (a primary and its standbys) are tried in turn."""
+    url = _url(name, raw, ("postgresql", "postgres"))
+    try:
+        database_hosts(url)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    return url
+
+
 def _cache_dir(name: str, raw: str) -> str:
     if raw and not raw.startswith("/"):
         raise ConfigError(f"{name}: expected an absolute path or nothing, got {raw!r}")
@@ -174,7 +203,7 @@ def _setting(default: str | None, parse: _Parser) -> Any:
 class Settings:
     """One line per setting: its name (CHATD_ + upper case), type, default and parser."""
 
-    database_url: str = _setting(None, lambda n, v: _url(n, v, ("postgresql", "postgres")))
+    database_url: str = _setting(None, _database_url)
     redis_url: str = _setting(
         "redis://127.0.0.1:6379/0", lambda n, v: _url(n, v, ("redis", "rediss", "unix"))
     )

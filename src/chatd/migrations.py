@@ -8,9 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
-
-from chatd.storage import schema, search
+from chatd.storage import connect, schema, search
 
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -45,7 +43,7 @@ def load(directory: Path | None = None) -> list[Migration]:
 async def migrate(dsn: str, search_language: str = "english") -> list[str]:
     """Apply what is missing, then build the search index for the language if it is not there
     yet; returns the names applied (and the index's, when built)."""
-    conn = await asyncpg.connect(dsn)
+    conn = await connect(dsn)
     try:
         await schema.lock(conn)
         try:
