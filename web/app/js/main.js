@@ -1,7 +1,7 @@
 // The app: log in, hold one WebSocket session, keep the store current and the views in step.
 import { Api, ApiError, ERROR_TEXT, describe } from "./api.js";
 import { Socket } from "./socket.js";
-import { Outbox } from "./outbox.js";
+import { Outbox, isChange } from "./outbox.js";
 import { Store, TYPING_SHOWN_MS } from "./store.js";
 import { Activity } from "./activity.js";
 import { $, setAttr, setText, h } from "./view/dom.js";
@@ -31,7 +31,7 @@ const api = new Api("");
 let store = new Store();
 /** @type {Socket|null} */
 let socket = null;
-const editing = new Editing(store, (frame) => socket?.raw(frame) ?? false);
+const editing = new Editing(store, (entry) => socket?.send(entry), refreshRows);
 const mentionBox = new Mentions(store);
 const activity = new Activity((idle) => socket?.raw({ type: "presence", status: idle ? "idle" : "active" }));
 let lastTyping = 0;
@@ -77,8 +77,8 @@ async function startSession(token) {
   $("#main").hidden = false;
   setText($("#me"), store.me.username);
   $("#admin-button").hidden = !store.me.admin;
-  // Unacknowledged sends, kept in this browser until sent (outbox.js): a closed tab's are
-  // taken over by another tab of this user, or by the next one opened.
+  // Unacknowledged sends, edits and deletes, kept in this browser until sent (outbox.js): a
+  // closed tab's are taken over by another tab of this user, or by the next one opened.
   const outbox = new Outbox(store.me.user_id, (entries) => {
     showPending(entries);
     refreshList();
@@ -89,9 +89,10 @@ async function startSession(token) {
   socket = new Socket(wsUrl(), token, {
     since: () => Object.fromEntries([...store.convs.values()].map((c) => [String(c.id), c.last])),
     frame: onFrame,
-    ack: onAck,
+    ack: (frame, entry) => (isChange(entry) ? editing.acked(frame, entry) : onAck(frame)),
     state: showLink,
     failed: (entry, error) => {
+      if (isChange(entry)) return editing.failed(entry, error);
       const conv = store.convs.get(entry.conversation_id);
       const own = conv?.own.get(entry.client_msg_id);
       if (!own) return;
@@ -102,6 +103,7 @@ async function startSession(token) {
     },
     waiting: (entry, error) => {
       // Stays pending, resent by the socket; say why it waits.
+      if (isChange(entry)) return editing.waiting(entry, error);
       const conv = store.convs.get(entry.conversation_id);
       const own = conv?.own.get(entry.client_msg_id);
       if (!own || own.state !== "pending") return;
@@ -123,10 +125,12 @@ function showLink(state, detail) {
   renderLink(state, detail);
 }
 
-/** Outbox entries as my pending sends in their conversations (after `ready`, or taken over).
- * @param {Iterable<OutboxEntry>} entries */
+/** Outbox entries as my pending sends, edits and deletes in their conversations (after
+ * `ready`, or taken over). @param {Iterable<OutboxEntry>} entries */
 function showPending(entries) {
-  for (const entry of entries) {
+  const all = [...entries];
+  editing.show(all.filter(isChange));
+  for (const entry of all.filter((e) => !isChange(e))) {
     const conv = store.convs.get(entry.conversation_id);
     if (conv && !conv.own.has(entry.client_msg_id)) {
       const { client_msg_id, body, attachments: files } = entry;
@@ -164,7 +168,6 @@ function onFrame(frame) {
     case "message":
       return onMessage(frame);
     case "error":
-      if (editing.answered(frame)) return;
       return onError(frame);
     case "conversation_added":
       return onAdded(frame.conversation);
@@ -597,6 +600,7 @@ const threadActions = {
   },
   edit: (cid, seq) => editing.begin(cid, seq),
   remove: (cid, seq) => editing.remove(cid, seq),
+  dismiss: (cid, cmid) => editing.dismiss(cid, cmid),
 };
 
 /** @param {number} uid */
