@@ -1,35 +1,56 @@
 // Editing and deleting sent messages (docs/protocol.md §4.11), and @mention autocomplete in
 // the message box. ↑ in an empty box, or a message's Edit, puts its text in the box; Enter
-// saves the edit, Escape cancels. An edit or delete is acked with its own seq, and the change
-// shows when its `message` event arrives, for everyone alike.
-import { h, setText, $ } from "./view/dom.js";
+// saves the edit, Escape cancels. An edit or delete goes into the outbox like a send (kept
+// while offline, sent in order, resent until answered): its message shows it pending until
+// the ack, a refusal stays on the message until dismissed, and the stored change shows when
+// its `message` event arrives, for everyone alike.
+import { ERROR_TEXT } from "./api.js";
+import { h, $ } from "./view/dom.js";
 
-/** @typedef {import("./store.js").Store} Store @typedef {import("./store.js").Conv} Conv */
+/** @typedef {import("./store.js").Store} Store @typedef {import("./store.js").Conv} Conv
+ * @typedef {import("./outbox.js").OutboxEntry} OutboxEntry */
 
 /** @typedef {{cid: number, seq: number, draft: string}} Draft */
 
+const FAILURE = { edit: "Not edited", delete: "Not deleted" };
+
 export class Editing {
-  /** @param {Store} store @param {(frame: object) => boolean} raw sends a frame if connected */
-  constructor(store, raw) {
+  /** @param {Store} store @param {(entry: OutboxEntry) => void} queue puts a change in the outbox
+   * @param {(conv: Conv) => void} refresh shows a conversation's changed rows */
+  constructor(store, queue, refresh) {
     this.store = store;
-    this.raw = raw;
+    this.queue = queue;
+    this.refresh = refresh;
     /** @type {Draft|null} */
     this.current = null;
-    /** @type {Map<string, string>} refs of edits and deletes not answered yet -> what they were */
-    this.waiting = new Map();
   }
 
   get input() {
     return /** @type {HTMLTextAreaElement} */ ($("#composer-input"));
   }
 
+  /** The text the message at `seq` shows: my edit not saved yet, else its stored text.
+   * @param {Conv} conv @param {number} seq */
+  shown(conv, seq) {
+    const amend = this.store.amendOf(conv, seq);
+    if (amend && amend.state !== "failed" && amend.kind === "edit") return amend.body;
+    return conv.events.get(seq)?.body;
+  }
+
+  /** Whether I asked to delete the message at `seq` (not refused). @param {Conv} conv @param {number} seq */
+  deleting(conv, seq) {
+    const amend = this.store.amendOf(conv, seq);
+    return amend !== null && amend.state !== "failed" && amend.kind === "delete";
+  }
+
   /** Put the message at `seq` in the box to edit it. @param {number} cid @param {number} seq */
   begin(cid, seq) {
-    const event = this.store.convs.get(cid)?.events.get(seq);
-    if (!event || event.deleted_at) return;
+    const conv = this.store.convs.get(cid);
+    const event = conv?.events.get(seq);
+    if (!event || event.deleted_at || this.deleting(conv, seq)) return;
     const draft = this.current ? this.current.draft : this.input.value;
     this.current = { cid, seq, draft };
-    this.input.value = event.body;
+    this.input.value = this.shown(conv, seq);
     $("#editing").hidden = false;
     document.body.dataset.editing = String(seq);
     this.input.focus();
@@ -48,7 +69,8 @@ export class Editing {
     const seqs = [...conv.events.keys()].sort((a, b) => b - a);
     for (const seq of seqs) {
       const event = conv.events.get(seq);
-      if (event.kind === "text" && event.sender_id === this.store.me.user_id && !event.deleted_at) return seq;
+      const mine = event.kind === "text" && event.sender_id === this.store.me.user_id;
+      if (mine && !event.deleted_at && !this.deleting(conv, seq)) return seq;
     }
     return null;
   }
@@ -72,47 +94,84 @@ export class Editing {
     return false;
   }
 
-  /** The box was submitted while editing: send the edit. @param {string} body @returns {boolean} */
+  /** The box was submitted while editing: queue the edit. @param {string} body @returns {boolean} */
   submit(body) {
     const editing = this.current;
     if (!editing || !body.trim()) return false;
-    const original = this.store.convs.get(editing.cid)?.events.get(editing.seq);
-    if (original && original.body === body) {
-      this.cancel(); // nothing changed
-      return true;
+    const conv = this.store.convs.get(editing.cid);
+    if (conv && this.shown(conv, editing.seq) !== body) {
+      this.change({ kind: "edit", conversation_id: editing.cid, seq: editing.seq, body });
     }
-    if (this.change({ type: "edit", conversation_id: editing.cid, seq: editing.seq, body }, "Not edited")) {
-      this.current = null;
-      this.input.value = editing.draft;
-      $("#editing").hidden = true;
-      delete document.body.dataset.editing;
-    }
+    this.current = null;
+    this.input.value = editing.draft;
+    $("#editing").hidden = true;
+    delete document.body.dataset.editing;
     return true;
   }
 
   /** @param {number} cid @param {number} seq */
   remove(cid, seq) {
-    this.change({ type: "delete", conversation_id: cid, seq }, "Not deleted");
+    this.change({ kind: "delete", conversation_id: cid, seq, body: "" });
   }
 
-  /** @param {Record<string, any>} frame @param {string} failure @returns {boolean} whether it went out */
-  change(frame, failure) {
-    const id = crypto.randomUUID();
-    if (!this.raw({ ...frame, id, client_msg_id: crypto.randomUUID() })) {
-      setText($("#composer-error"), `${failure}: not connected. Try again when online.`);
-      return false;
+  /** Show the change pending on its message and queue it.
+   * @param {{kind: "edit"|"delete", conversation_id: number, seq: number, body: string}} change */
+  change(change) {
+    const entry = { ...change, client_msg_id: crypto.randomUUID(), created_at: new Date().toISOString() };
+    this.show([entry]);
+    this.queue(entry);
+  }
+
+  /** Queued edits and deletes, pending on their messages (new ones, those left in the outbox
+   * when the page was reloaded, and those taken over from a closed tab).
+   * @param {Iterable<OutboxEntry>} entries */
+  show(entries) {
+    for (const entry of entries) {
+      const conv = this.store.convs.get(entry.conversation_id);
+      if (!conv || conv.amends.has(entry.client_msg_id) || (entry.kind !== "edit" && entry.kind !== "delete")) continue;
+      const { client_msg_id, kind, seq, body } = entry;
+      conv.amends.set(client_msg_id, { client_msg_id, kind, seq, body, state: "pending", error: null, done: null });
+      this.refresh(conv);
     }
-    this.waiting.set(id, failure);
-    return true;
   }
 
-  /** An `ack` or `error` that answers an edit or delete. @param {any} frame @returns {boolean} */
-  answered(frame) {
-    const failure = frame.ref ? this.waiting.get(frame.ref) : undefined;
-    if (failure === undefined) return false;
-    this.waiting.delete(frame.ref);
-    if (frame.type === "error") setText($("#composer-error"), `${failure}: ${frame.message}`);
-    return true;
+  /** @param {OutboxEntry} entry */
+  amend(entry) {
+    const conv = this.store.convs.get(entry.conversation_id);
+    return { conv, amend: conv?.amends.get(entry.client_msg_id) };
+  }
+
+  /** Stored: shown as the message's current version once its event is in (store.change).
+   * @param {any} ack @param {OutboxEntry} entry */
+  acked(ack, entry) {
+    const { conv, amend } = this.amend(entry);
+    if (!amend) return;
+    if (conv.changes.has(ack.seq)) conv.amends.delete(amend.client_msg_id);
+    else Object.assign(amend, { state: "saved", error: null, done: ack.seq });
+    this.refresh(conv);
+  }
+
+  /** Refused for good: the message says why until dismissed. @param {OutboxEntry} entry @param {any} error */
+  failed(entry, error) {
+    const { conv, amend } = this.amend(entry);
+    if (!amend) return;
+    amend.state = "failed";
+    amend.error = `${FAILURE[amend.kind]}: ${error.message}`;
+    this.refresh(conv);
+  }
+
+  /** Held, to be resent: say why it waits. @param {OutboxEntry} entry @param {any} error */
+  waiting(entry, error) {
+    const { conv, amend } = this.amend(entry);
+    if (!amend || amend.state !== "pending") return;
+    amend.error = ERROR_TEXT[error.code] || error.message;
+    this.refresh(conv);
+  }
+
+  /** @param {number} cid @param {string} cmid */
+  dismiss(cid, cmid) {
+    const conv = this.store.convs.get(cid);
+    if (conv?.amends.delete(cmid)) this.refresh(conv);
   }
 }
 

@@ -1,5 +1,5 @@
-// The outbox (docs/protocol.md §8): my sends not yet acknowledged, in the order they were
-// typed. It is kept in localStorage, so closing a tab does not lose what it had not sent: each
+// The outbox (docs/protocol.md §8): my sends, edits and deletes not yet acknowledged, in the
+// order they were made (an edit or delete made offline waits here like a send). It is kept in localStorage, so closing a tab does not lose what it had not sent: each
 // tab keeps its list under a key of its own and holds a Web Lock of that name while it is open.
 // When a tab goes away with sends still pending, one other open tab of the same user (the first
 // to get the lock), or the next one opened, takes the list over and sends it. The lock lets
@@ -7,7 +7,13 @@
 // `duplicate` by the server (client_msg_id), so nothing is stored twice.
 
 /** @typedef {{client_msg_id: string, conversation_id: number, body: string, created_at: string,
- *   attachments?: import("./files.js").FileInfo[]}} OutboxEntry */
+ *   kind?: "send"|"edit"|"delete", seq?: number,
+ *   attachments?: import("./files.js").FileInfo[]}} OutboxEntry
+ *   kind: a send (also when absent, as older versions of the app wrote them), or an edit or
+ *   delete of my message at `seq` (§4.11; a delete's `body` is "") */
+
+/** Whether the entry is an edit or delete (not a send). @param {OutboxEntry} entry */
+export const isChange = (entry) => entry.kind === "edit" || entry.kind === "delete";
 
 const PREFIX = "chatd.outbox.";
 const TAB_KEY = "chatd.tab";
@@ -115,7 +121,7 @@ export class Outbox {
     else localStorage.removeItem(this.key);
   }
 
-  /** Add at the end (a send, or a retry of a failed one). @param {OutboxEntry} entry */
+  /** Add at the end (a send, edit or delete, or a retry of a failed send). @param {OutboxEntry} entry */
   add(entry) {
     this.entries.delete(entry.client_msg_id);
     this.entries.set(entry.client_msg_id, entry);

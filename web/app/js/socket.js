@@ -9,6 +9,10 @@
 // transmitted after the refused one but acked anyway (the server's window ended between the
 // two) is stored and stays so; the server refuses a connection's later sends after a
 // `rate_limited` until its retry time has passed (§9), so that does not happen with chatd.
+//
+// Edits and deletes are outbox entries too ("sends" above and below means all three): queued
+// while offline, transmitted in the order made, resent after a reconnect with the same
+// client_msg_id (the server answers a stored one `duplicate`, §4.11).
 
 /** Nothing heard for this long: ask with an app-level ping (§4.7). */
 const QUIET_MS = 10000;
@@ -18,8 +22,12 @@ const CHECK_EVERY_MS = 1000;
 const RETRY_LATER_MS = 1000;
 /** CHATD_SEND_WINDOW's default: sends in flight at once (§8). */
 const SEND_WINDOW = 128;
-/** Sends that cannot succeed by resending (§8, step 3): drop them and tell the user. */
-const FINAL = new Set(["not_member", "client_msg_id_conflict", "bad_request", "message_too_long"]);
+/** Refusals that resending cannot change (§8, step 3; §4.11 for edits and deletes): drop the
+ * entry and tell the user. */
+const FINAL = new Set([
+  "not_member", "client_msg_id_conflict", "bad_request", "message_too_long",
+  "not_found", "forbidden", "message_deleted", "edit_window_closed",
+]);
 
 /**
  * @typedef {import("./outbox.js").OutboxEntry} OutboxEntry
@@ -28,11 +36,11 @@ const FINAL = new Set(["not_member", "client_msg_id_conflict", "bad_request", "m
  *   offline: the browser has no network; crowded: refused with 4009 (too many connections)
  * @typedef {object} SocketHooks
  * @property {() => Record<string, number>} since  `last[cid]` for every known conversation
- * @property {(frame: any) => void} frame  every frame from the server except pong and the answers to sends
- * @property {(frame: any) => void} ack  a send stored
+ * @property {(frame: any) => void} frame  every frame from the server except pong and the answers to outbox entries
+ * @property {(frame: any, entry: OutboxEntry) => void} ack  a send, edit or delete stored
  * @property {(state: LinkState, detail?: any) => void} state
- * @property {(entry: OutboxEntry, error: any) => void} failed  a send dropped from the outbox
- * @property {(entry: OutboxEntry, error: any) => void} waiting  a send held for now, to be resent
+ * @property {(entry: OutboxEntry, error: any) => void} failed  an entry refused for good, dropped from the outbox
+ * @property {(entry: OutboxEntry, error: any) => void} waiting  an entry held for now, to be resent
  * @property {() => void} unauthorized  close 4001: the token is gone
  * @property {() => boolean} idle  whether to report this device idle after connecting
  */
@@ -217,7 +225,8 @@ export class Socket {
     const cmid = frame.client_msg_id;
     if (typeof frame.ref === "string") this.refs.delete(frame.ref);
     this.inflight.delete(cmid);
-    if (this.outbox.remove(cmid)) this.hooks.ack(frame);
+    const entry = this.outbox.get(cmid);
+    if (entry && this.outbox.remove(cmid)) this.hooks.ack(frame, entry);
     if (this.outbox.size === 0) this.careful = false;
     this.pump();
   }
@@ -286,12 +295,15 @@ export class Socket {
     this.refs.set(id, entry.client_msg_id);
     const { client_msg_id, conversation_id, body } = entry;
     /** @type {Record<string, any>} */
-    const frame = { type: "send", id, conversation_id, client_msg_id, body };
+    let frame;
+    if (entry.kind === "edit") frame = { type: "edit", id, conversation_id, client_msg_id, seq: entry.seq, body };
+    else if (entry.kind === "delete") frame = { type: "delete", id, conversation_id, client_msg_id, seq: entry.seq };
+    else frame = { type: "send", id, conversation_id, client_msg_id, body };
     if (entry.attachments?.length) frame.attachments = entry.attachments.map((file) => file.id);
     this.raw(frame);
   }
 
-  /** Frames that are only worth sending on a live socket (read, presence, typing, edits).
+  /** Frames that are only worth sending on a live socket (read, received, presence, typing).
    * @param {Record<string, any>} frame @returns {boolean} whether it was sent */
   raw(frame) {
     if (this.live) this.ws.send(JSON.stringify(frame));

@@ -16,6 +16,9 @@ export const CHANGES = new Set(["edit", "delete"]);
  * @typedef {{client_msg_id: string, body: string, state: "pending"|"saved"|"failed",
  *   error: string|null, seq: number|null, created_at: string,
  *   attachments?: import("./files.js").FileInfo[]}} Own
+ * @typedef {{client_msg_id: string, kind: "edit"|"delete", seq: number, body: string,
+ *   state: "pending"|"saved"|"failed", error: string|null, done: number|null}} Amend
+ *   my edit or delete of the message at `seq` until its event arrives (done: the seq its ack gave it)
  * @typedef {object} Conv
  * @property {number} id
  * @property {"direct"|"group"} kind
@@ -31,6 +34,7 @@ export const CHANGES = new Set(["edit", "delete"]);
  * @property {Map<number, ChatEvent>} events  loaded messages and membership events by seq
  * @property {Set<number>} changes  seqs of the edits and deletes received
  * @property {Map<string, Own>} own  my sends by client_msg_id
+ * @property {Map<string, Amend>} amends  my edits and deletes not received as events yet, in the order made
  * @property {number|null} oldest  smallest seq loaded (null: history not loaded yet)
  * @property {boolean} complete  history reaches seq 1
  * @property {Map<number, {username: string, role: string}>|null} members
@@ -101,6 +105,7 @@ export class Store {
         events: new Map(),
         changes: new Set(),
         own: new Map(),
+        amends: new Map(),
         oldest: null,
         complete: false,
         members: null,
@@ -188,6 +193,7 @@ export class Store {
    */
   change(conv, event) {
     conv.changes.add(event.seq);
+    if (event.client_msg_id && event.sender_id === this.me?.user_id) conv.amends.delete(event.client_msg_id);
     const original = conv.events.get(event.ref_seq);
     if (!original || (original.changed ?? 0) >= event.seq) return true;
     const now = { ...original, changed: event.seq };
@@ -254,6 +260,15 @@ export class Store {
     let newest = null;
     for (const own of conv.own.values()) if (own.state !== "saved") newest = own;
     return newest;
+  }
+
+  /** My latest edit or delete of the message at `seq` not received as an event yet, if any.
+   * @param {Conv} conv @param {number} seq */
+  amendOf(conv, seq) {
+    /** @type {Amend|null} */
+    let latest = null;
+    for (const amend of conv.amends.values()) if (amend.seq === seq) latest = amend;
+    return latest;
   }
 
   /** Time-ordered list for the sidebar: latest activity first. */

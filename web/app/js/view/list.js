@@ -16,14 +16,14 @@ function preview(store, conv) {
   return event.deleted_at ? `${who}: message deleted` : `${who}: ${event.body}`;
 }
 
-/** @param {Conv} conv @param {(cid: number) => void} open */
-function item(conv, open) {
+/** @param {Conv} conv */
+function item(conv) {
   return h(
     "li",
     { "data-conversation-id": conv.id, class: "conversation" },
     h(
       "button",
-      { type: "button", class: "conversation-button", onclick: () => open(conv.id) },
+      { type: "button", class: "conversation-button" },
       h("span", { class: "dot", "data-presence": "unknown", "aria-hidden": "true" }),
       h("span", { class: "conversation-title" }),
       // Read out, not shown: the button's name is its text, so it holds everything visible
@@ -38,8 +38,8 @@ function item(conv, open) {
   );
 }
 
-/** @param {Store} store @param {(cid: number) => void} open */
-export function renderList(store, open) {
+/** A click on an item opens its conversation (bound once on the list, controls.js). @param {Store} store */
+export function renderList(store) {
   const list = $("#conversations");
   const ordered = store.ordered();
   /** @type {Map<string, HTMLElement>} */
@@ -52,7 +52,7 @@ export function renderList(store, open) {
   for (const conv of ordered) {
     let li = existing.get(String(conv.id));
     existing.delete(String(conv.id));
-    if (!li) li = item(conv, open);
+    if (!li) li = item(conv);
     const wanted = previous ? previous.nextElementSibling : list.firstElementChild;
     if (wanted !== li) list.insertBefore(li, wanted);
     previous = li;

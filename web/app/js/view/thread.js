@@ -10,6 +10,7 @@ import { richText } from "./text.js";
  * @typedef {import("../store.js").Own} Own
  * @typedef {{retry: (cid: number, cmid: string) => void, readers: (cid: number, seq: number, li: HTMLElement) => void,
  *   edit: (cid: number, seq: number) => void, remove: (cid: number, seq: number) => void,
+ *   dismiss: (cid: number, cmid: string) => void,
  *   files: (files: import("../files.js").FileInfo[]) => HTMLElement}} ThreadActions
  * @typedef {{key: string, seq: number|null, event: ChatEvent|null, own: Own|null, at: string}} Row
  */
@@ -117,7 +118,7 @@ function statusOf(store, conv, row) {
  * @typedef {{key: string, seq: number|null, at: string, system?: string, mine?: boolean,
  *   sender?: string|number, name?: string, body?: string, state?: string, text?: string,
  *   readBy?: number, readOf?: number, deliveredTo?: number, deliveredText?: string, readers?: boolean,
- *   cmid?: string, edited?: string, deleted?: boolean, canEdit?: boolean, canDelete?: boolean,
+ *   cmid?: string, edited?: string, deleted?: boolean, canEdit?: boolean, canDelete?: boolean, amend?: string,
  *   names?: string[], me?: string, found?: boolean,
  *   files?: import("../files.js").FileInfo[]}} RowModel
  * @param {Store} store @param {Conv} conv @param {Row} row @returns {RowModel}
@@ -131,19 +132,33 @@ function rowModel(store, conv, row) {
     return { ...base, system: `${store.name(event.sender_id)} ${verb} ${names}` };
   }
   const mine = row.own !== null || (event && event.sender_id === store.me.user_id);
-  const body = event ? event.body : row.own.body;
+  const amend = event ? store.amendOf(conv, event.seq) : null;
+  const asked = amend && amend.state !== "failed" ? amend : null; // shown before its event is in
+  const body = event ? (asked?.kind === "edit" && !event.deleted_at ? asked.body : event.body) : row.own.body;
   const files = (event ? event.attachments : row.own.attachments) || undefined;
   const marks = textMarks(store, conv, event, mine);
-  if (!mine) return { ...base, ...marks, mine, sender: event.sender_id, name: store.name(event.sender_id), body, files };
-  const status = statusOf(store, conv, row);
+  if (asked?.kind === "delete") Object.assign(marks, { canEdit: false, canDelete: false });
+  const change = amend ? amendStatus(amend) : {};
+  if (!mine) return { ...base, ...marks, ...change, mine, sender: event.sender_id, name: store.name(event.sender_id), body, files };
+  // A change on its way, or refused, is what the row says (not its receipts).
+  const status = { ...statusOf(store, conv, row), ...(change.state ? { ...change, counts: undefined } : {}) };
   return {
     ...base, ...marks, mine, sender: "me", name: "You", body, state: status.state, text: status.text,
     readBy: status.counts?.read_by, readOf: status.counts?.of, deliveredTo: status.delivered,
     deliveredText: status.counts && status.delivered !== undefined && status.delivered > status.counts.read_by
       ? `delivered to ${status.delivered} of ${status.counts.of}` : undefined,
     readers: Boolean(status.counts && conv.members !== null && conv.member_count <= 100),
-    cmid: row.own?.client_msg_id, files,
+    cmid: row.own?.client_msg_id, files, amend: change.amend,
   };
+}
+
+/** The state my edit or delete of a message gives it until its event is in.
+ * @param {import("../store.js").Amend} amend
+ * @returns {{state?: string, text?: string, amend?: string}} amend: a refusal's client_msg_id, to dismiss it */
+function amendStatus(amend) {
+  if (amend.state === "failed") return { state: "failed", text: amend.error || "Not saved", amend: amend.client_msg_id };
+  if (amend.state === "pending") return { state: "pending", text: amend.error || (amend.kind === "edit" ? "Saving edit…" : "Deleting…") };
+  return {};
 }
 
 /** What a stored text shows besides its body: edited, deleted, its mentions, what I may do.
@@ -224,7 +239,7 @@ function messageRow(conv, m, actions) {
   );
   if (m.files?.length && !m.deleted) li.append(actions.files(m.files));
   if (m.seq !== null && !m.deleted && (m.canEdit || m.canDelete)) li.append(messageMenu(conv, m, actions));
-  if (m.mine) {
+  if (m.mine || m.state) {
     const line = h("span", { class: "status", role: m.state === "failed" ? "alert" : undefined });
     if (m.readers) {
       line.append(h("button", { type: "button", class: "link-button readers-button", "aria-expanded": "false",
@@ -232,7 +247,10 @@ function messageRow(conv, m, actions) {
     } else {
       line.append(m.text);
     }
-    if (m.state === "failed") {
+    if (m.state === "failed" && m.amend) {
+      line.append(" ", h("button", { type: "button", class: "link-button dismiss",
+        onclick: () => actions.dismiss(conv.id, m.amend), text: "Dismiss" }));
+    } else if (m.state === "failed") {
       line.append(" ", h("button", { type: "button", class: "link-button retry",
         onclick: () => actions.retry(conv.id, m.cmid), text: "Retry" }));
     }
