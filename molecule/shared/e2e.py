@@ -69,6 +69,22 @@ async def http_retry(client: httpx.AsyncClient, method: str, url: str, deadline:
         await asyncio.sleep(1)
 
 
+async def whole_history(http: httpx.AsyncClient, cid: int, token: str, deadline: float) -> list[dict]:
+    """The conversation's whole history, page by page, oldest first."""
+    history: list[dict] = []
+    before = None
+    while True:
+        query = f"limit=200&before={before}" if before else "limit=200"
+        r = await http_retry(http, "GET", f"/v1/conversations/{cid}/messages?{query}", deadline,
+                             headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, (r.status_code, r.text)
+        page = r.json()["messages"]
+        history = page + history
+        if len(page) < 200:
+            return history
+        before = page[0]["seq"]
+
+
 async def setup(args: argparse.Namespace) -> dict:
     deadline = time.monotonic() + args.timeout
     suffix = secrets.token_hex(3)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import httpx
 import websockets
-from e2e import Client, http_retry, tls
+from e2e import Client, tls, whole_history
 
 
 async def send_until_acked(client: Client, cid: int, body: str, deadline: float, stats: dict) -> dict:
@@ -92,19 +92,8 @@ async def check(args: argparse.Namespace) -> dict:
     cid, crashed = state["conversation_id"], args.crashed_at
     acks = [json.loads(line) for line in Path(args.log).read_text().splitlines() if line.strip()]
     deadline = time.monotonic() + args.timeout
-    history: list[dict] = []
     async with httpx.AsyncClient(base_url=state["base"], timeout=15, verify=tls(state.get("cafile"))) as http:
-        before = None
-        while True:  # the whole conversation, newest first, page by page
-            query = f"limit=200&before={before}" if before else "limit=200"
-            r = await http_retry(http, "GET", f"/v1/conversations/{cid}/messages?{query}", deadline,
-                                 headers={"Authorization": f"Bearer {state['users']['alice']['token']}"})
-            assert r.status_code == 200, (r.status_code, r.text)
-            page = r.json()["messages"]
-            history = page + history
-            if len(page) < 200:
-                break
-            before = page[0]["seq"]
+        history = await whole_history(http, cid, state["users"]["alice"]["token"], deadline)
     seqs = [m["seq"] for m in history]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) and seqs[0] == 1, "seqs are not 1..N without gaps"
     ids = [m["client_msg_id"] for m in history if m.get("client_msg_id")]

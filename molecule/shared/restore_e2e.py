@@ -35,7 +35,7 @@ import uuid
 from pathlib import Path
 
 import httpx
-from e2e import Client, http_retry, tls
+from e2e import Client, http_retry, tls, whole_history
 
 
 async def send(client: Client, cid: int, body: str) -> tuple[str, int]:
@@ -64,18 +64,9 @@ async def connected(state: dict, deadline: float) -> tuple[Client, Client]:
 async def server_view(state: dict, deadline: float) -> tuple[list[dict], dict[str, int]]:
     """The conversation's whole history (page by page, oldest first), and each user's read
     pointer in it."""
-    cid, pointers, history, before = state["conversation_id"], {}, [], None
+    cid, pointers = state["conversation_id"], {}
     async with httpx.AsyncClient(base_url=state["base"], timeout=10, verify=tls(state.get("cafile"))) as http:
-        while True:
-            query = f"limit=200&before={before}" if before else "limit=200"
-            r = await http_retry(http, "GET", f"/v1/conversations/{cid}/messages?{query}", deadline,
-                                 headers={"Authorization": f"Bearer {state['users']['alice']['token']}"})
-            assert r.status_code == 200, (r.status_code, r.text)
-            page = r.json()["messages"]
-            history = page + history
-            if len(page) < 200:
-                break
-            before = page[0]["seq"]
+        history = await whole_history(http, cid, state["users"]["alice"]["token"], deadline)
         for who in ("alice", "bob"):
             r = await http_retry(http, "GET", "/v1/me/read_state", deadline,
                                  headers={"Authorization": f"Bearer {state['users'][who]['token']}"})
