@@ -162,6 +162,35 @@ async def test_muted_conversations_and_do_not_disturb_push_nothing(
     await a.close()
 
 
+async def test_messages_considered_together_push_each_its_own_members(w1: Api, pushsvc: PushServer) -> None:
+    # Sends written at once reach the push intake together, and one query finds every
+    # message's targets: each member is pushed about their own conversation and nothing else,
+    # and the muted member of one of them is skipped there only.
+    alice = await w1.user("alice")
+    members = [await w1.user(f"m{i}") for i in range(8)]
+    cids = [await w1.group(alice, [m], f"g{i}") for i, m in enumerate(members)]
+    subs = [pushsvc.subscription(f"/together-{i}") for i in range(len(members))]
+    for member, sub in zip(members, subs, strict=True):
+        await subscribe(w1, member, sub)
+    shared = await w1.group(alice, members, "everyone")
+    muted = members[0]
+    response = await w1.call("PUT", f"/v1/conversations/{shared}/mute", muted.token, {"muted": True})
+    assert response.status_code == 200
+    a = await connect(w1.base_url, alice)
+    for cid in [shared, *cids]:  # pipelined: no ack awaited in between
+        await a.send_json({"type": "send", "conversation_id": cid, "client_msg_id": f"t{cid}", "body": "hi"})
+    for cid in [shared, *cids]:
+        await a.expect(ack_for(f"t{cid}"))
+    for i, sub in enumerate(subs):
+        wanted = [cids[i]] if i == 0 else [shared, cids[i]]
+        received = await pushsvc.wait(f"/together-{i}", count=len(wanted))
+        assert sorted(sub.decrypt(r)["conversation_id"] for r in received) == sorted(wanted)
+    await sentinel_push(w1, alice, a, pushsvc, "/sentinel-together")
+    for i in range(len(members)):  # and nothing more came after the barrier
+        assert len(pushsvc.to(f"/together-{i}")) == (1 if i == 0 else 2)
+    await a.close()
+
+
 async def test_a_burst_of_50_gives_one_push_per_interval(w1: Api, stack: Stack, pushsvc: PushServer) -> None:
     alice, bob = await w1.user("alice"), await w1.user("bob")
     cid = await w1.direct(alice, bob)

@@ -5,8 +5,8 @@ messages it stored (not for a resend answered from the stored message). It never
 never fails: each message goes into a bounded intake (one entry per conversation and sender;
 later messages of the same pair fold into the one waiting), which one task works through:
 
-1. the members who may be pushed (storage/notify.py ``targets``: not the sender, not muted,
-   not in do-not-disturb, with at least one subscription);
+1. the members who may be pushed (storage/notify.py ``targets``, one query for all that waits:
+   not the sender, not muted, not in do-not-disturb, with at least one subscription);
 2. of those, the ones no device is looking at (presence.py ``unattended``: no live connection,
    or all idle for CHATD_PUSH_AWAY_DELAY_S);
 3. a claim in Redis per (user, conversation), ``chatd:pushed:<uid>:<cid>`` = the highest seq
@@ -49,6 +49,7 @@ PREVIEW_CHARS = 200  # a payload stays far below the 4 KB a push service takes
 BACKOFF_S = (1.0, 5.0, 25.0)  # then the request is given up
 RETRY_AFTER_MAX_S = 300.0
 MARK_TTL_MIN_S = 3600  # how long a claim outlives its interval (a late resend is still seen)
+INTAKE_BATCH = 256  # messages whose targets one query finds
 
 # KEYS: chatd:pushed:<uid>:<cid> per user; ARGV: seq, interval_ms, ttl_ms.
 # Per user: 1 claimed (push now), 0 already handled (this seq or a later one), 2 within the interval.
@@ -174,25 +175,33 @@ class Pushes:
             await self._wake.wait()
             self._wake.clear()
             while self._intake:
-                _, event = self._intake.popitem(last=False)
+                # What waits is taken together: one query finds every message's targets.
+                size = min(len(self._intake), INTAKE_BATCH)
+                batch = [self._intake.popitem(last=False) for _ in range(size)]
                 try:
-                    await self._consider(event)
+                    found = await self._stores.notify.targets([pair for pair, _ in batch])
                 except Exception as exc:
-                    metrics.PUSH_SKIPPED.labels("unavailable").inc()
-                    if not is_unavailable(exc):
-                        metrics.ERRORS.labels("push").inc()
-                    log.warning(
-                        "push not considered",
-                        extra={"conversation_id": event.conversation_id},
-                        exc_info=None if is_unavailable(exc) else exc,
-                    )
+                    self._not_considered(exc, batch[0][1], len(batch))
+                    continue
+                for pair, event in batch:
+                    try:
+                        await self._consider(event, found.get(pair, []))
+                    except Exception as exc:
+                        self._not_considered(exc, event, 1)
 
-    async def _consider(self, event: Event) -> None:
+    def _not_considered(self, exc: Exception, event: Event, count: int) -> None:
+        metrics.PUSH_SKIPPED.labels("unavailable").inc(count)
+        if not is_unavailable(exc):
+            metrics.ERRORS.labels("push").inc()
+        log.warning(
+            "push not considered",
+            extra={"conversation_id": event.conversation_id, "messages": count},
+            exc_info=None if is_unavailable(exc) else exc,
+        )
+
+    async def _consider(self, event: Event, targets: list[Target]) -> None:
         cid, seq, sender = event.conversation_id, event.seq, event.sender_id
-        if sender is None:  # only users' text messages are taken in (`committed`)
-            return
-        targets = await self._stores.notify.targets(cid, sender)
-        if not targets:
+        if sender is None or not targets:  # only users' text messages are taken in (`committed`)
             return
         users = sorted({t.user_id for t in targets})
         away = await self._presence.unattended(users, self._settings.push_away_delay_s)

@@ -143,22 +143,29 @@ class NotifyStore:
         )
 
     # -- what a push needs ---------------------------------------------------------------
-    async def targets(self, conversation_id: int, sender_id: int) -> list[Target]:
-        """Subscriptions of the members who may be pushed about a message of `sender_id`:
-        everyone else, unless they muted the conversation or are in do-not-disturb."""
+    async def targets(self, messages: list[tuple[int, int]]) -> dict[tuple[int, int], list[Target]]:
+        """For each (conversation, sender) of a message: the subscriptions of the members who
+        may be pushed about it, i.e. everyone else, unless they muted the conversation or are
+        in do-not-disturb. One statement for the lot."""
+        if not messages:
+            return {}
+        cids, senders = (list(column) for column in zip(*messages, strict=True))
         rows = await self._pool.fetch(
-            "SELECT s.id, s.user_id, s.endpoint, s.p256dh, s.auth,"
+            "SELECT p.cid, p.sender, s.id, s.user_id, s.endpoint, s.p256dh, s.auth,"
             " coalesce(n.push_preview, false) AS preview"
-            " FROM members m JOIN push_subscriptions s ON s.user_id = m.user_id"
+            " FROM unnest($1::bigint[], $2::bigint[]) AS p(cid, sender)"
+            " JOIN members m ON m.conversation_id = p.cid AND m.user_id <> p.sender AND NOT m.muted"
+            " JOIN push_subscriptions s ON s.user_id = m.user_id"
             " LEFT JOIN notify_settings n ON n.user_id = m.user_id"
-            " WHERE m.conversation_id = $1 AND m.user_id <> $2 AND NOT m.muted"
-            " AND NOT coalesce(n.dnd, false) ORDER BY s.user_id, s.id",
-            conversation_id,
-            sender_id,
+            " WHERE NOT coalesce(n.dnd, false) ORDER BY p.cid, p.sender, s.user_id, s.id",
+            cids,
+            senders,
         )
-        return [
-            Target(r["id"], r["user_id"], r["endpoint"], r["p256dh"], r["auth"], r["preview"]) for r in rows
-        ]
+        found: dict[tuple[int, int], list[Target]] = {}
+        for r in rows:
+            target = Target(r["id"], r["user_id"], r["endpoint"], r["p256dh"], r["auth"], r["preview"])
+            found.setdefault((r["cid"], r["sender"]), []).append(target)
+        return found
 
     async def names(self, conversation_id: int, sender_id: int) -> tuple[str, str, str | None] | None:
         """(sender's username, the conversation's kind, its title)."""
