@@ -90,6 +90,11 @@ def local() -> Iterator[Local]:
 
 
 def quit_with(child: pexpect.spawn[str], key: str) -> int:
+    # Only once the prompt holds the terminal (raw mode: echo off): before that the terminal
+    # driver takes ^D as end-of-file and ^C as SIGINT, and prompt_toolkit never sees the key
+    # (a ^D sent while the client was still connecting was lost, and the client waited on).
+    child.waitnoecho(timeout=10)
+    assert not child.getecho(), "the prompt never took the terminal"
     child.sendcontrol(key)
     child.expect(pexpect.EOF, timeout=10)  # at once: no Enter needed, no hang
     child.close()
