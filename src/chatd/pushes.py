@@ -185,7 +185,7 @@ class Pushes:
                     continue
                 for pair, event in batch:
                     try:
-                        await self._consider(event, found.get(pair, []))
+                        await self._consider(event, pair[1], found.get(pair, []))
                     except Exception as exc:
                         self._not_considered(exc, event, 1)
 
@@ -199,9 +199,9 @@ class Pushes:
             exc_info=None if is_unavailable(exc) else exc,
         )
 
-    async def _consider(self, event: Event, targets: list[Target]) -> None:
-        cid, seq, sender = event.conversation_id, event.seq, event.sender_id
-        if sender is None or not targets:  # only users' text messages are taken in (`committed`)
+    async def _consider(self, event: Event, sender: int, targets: list[Target]) -> None:
+        cid, seq = event.conversation_id, event.seq
+        if not targets:
             return
         users = sorted({t.user_id for t in targets})
         away = await self._presence.unattended(users, self._settings.push_away_delay_s)

@@ -56,7 +56,10 @@ class _Ping(NamedTuple):
 
 
 def _size(message: ASGISendEvent) -> int:
-    data: Any = message.get("text") or message.get("bytes") or b""
+    """Bytes of the frame's payload on the wire (a text's UTF-8, not its characters)."""
+    data: Any = message.get("text") or message.get("bytes") or b""  # ASGI types these loosely
+    if isinstance(data, str):
+        return len(data) if data.isascii() else len(data.encode())
     return len(data)
 
 
@@ -119,7 +122,7 @@ class FlowControlledProtocol(WebSocketProtocol):
                 self.conn.send_text(data)
                 parts.extend(self.conn.data_to_send())
             count += 1
-            self._written += len(text)
+            self._written += len(data)
         if parts:
             self.transport.write(b"".join(parts))
             if self._written - self._pinged_at >= PING_STEP and not self.read_paused:
