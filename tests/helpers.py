@@ -224,3 +224,17 @@ async def redis_calls(redis: aioredis.Redis) -> dict[str, int]:
     """Calls so far of each command in REDIS_WORK (INFO commandstats)."""
     stats = await redis.info("commandstats")
     return {name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in REDIS_WORK}
+
+
+async def seed_history(
+    db: asyncpg.Connection, cid: int, sender_id: int, bodies: list[str], prefix: str = "m"
+) -> None:
+    """Messages written straight into Postgres (the storage's own batch append), no sends."""
+    await db.execute(
+        "SELECT count(*) FROM chatd_append_many($1, $2, $3, $4, $5)",
+        [cid] * len(bodies),
+        [sender_id] * len(bodies),
+        [f"{prefix}{n}" for n in range(len(bodies))],
+        bodies,
+        ["text"] * len(bodies),
+    )

@@ -18,7 +18,7 @@ import orjson
 import websockets
 
 from tests.conftest import Worker
-from tests.helpers import Api, ws_url
+from tests.helpers import Api, seed_history, ws_url
 
 MESSAGES = 1500
 BODY = "slow reader " * 16  # about 300 bytes a frame on the wire
@@ -32,14 +32,7 @@ async def test_a_slow_reader_is_paced_through_a_large_catch_up_and_never_dropped
     alice, bob = await api.user(), await api.user()
     cid = await api.direct(alice, bob)
     await api.direct(bob, alice)  # bob opened it too: alice may see his presence (§4.9)
-    await db.execute(
-        "SELECT count(*) FROM chatd_append_many($1, $2, $3, $4, $5)",
-        [cid] * MESSAGES,
-        [alice.id] * MESSAGES,
-        [f"m{n}" for n in range(MESSAGES)],
-        [BODY] * MESSAGES,
-        ["text"] * MESSAGES,
-    )
+    await seed_history(db, cid, alice.id, [BODY] * MESSAGES)
 
     # A raw client with a small fixed receive buffer that takes one frame every 10 ms: the
     # server's pings reach it only as fast as it reads what was sent before them.

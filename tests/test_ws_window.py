@@ -17,7 +17,7 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from tests.conftest import Worker
-from tests.helpers import Api, ws_url
+from tests.helpers import Api, seed_history, ws_url
 
 WINDOW = 16_384  # the smallest CHATD_WS_WINDOW_BYTES allows
 BODY = "€" * 1000  # 1,000 characters, 3,000 bytes
@@ -33,14 +33,7 @@ async def test_the_window_counts_bytes_not_characters(
     api = Api(worker.url)
     alice, bob = await api.user(), await api.user()
     cid = await api.direct(alice, bob)
-    await db.execute(
-        "SELECT count(*) FROM chatd_append_many($1, $2, $3, $4, $5)",
-        [cid] * MESSAGES,
-        [alice.id] * MESSAGES,
-        [f"m{n}" for n in range(MESSAGES)],
-        [BODY] * MESSAGES,
-        ["text"] * MESSAGES,
-    )
+    await seed_history(db, cid, alice.id, [BODY] * MESSAGES)
 
     # A client of its own (websockets' sans-I/O protocol): it reads everything and writes
     # nothing after its auth frame, so the pongs the protocol queues never leave.

@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 
 from tests.browser.conftest import PersonFactory, shot
-from tests.helpers import Api, Ws
+from tests.helpers import Api, Ws, seed_history
 
 IN_VIEW = """(li) => {
   const box = li.getBoundingClientRect(), view = document.querySelector('#scroller').getBoundingClientRect();
@@ -28,14 +28,7 @@ async def test_search_result_opens_the_message_scrolled_into_view_and_highlighte
     bodies = [f"filler {n}" for n in range(150)]
     bodies[4] = f'the {key} decision <img src=x onerror="window.pwned=1"> was made'
     # 150 messages: the one searched for is three pages of history back from the newest.
-    await db.execute(
-        "SELECT count(*) FROM chatd_append_many($1, $2, $3, $4, $5)",
-        [cid] * len(bodies),
-        [alice.user.id] * len(bodies),
-        [f"s{n}-{key}" for n in range(len(bodies))],
-        bodies,
-        ["text"] * len(bodies),
-    )
+    await seed_history(db, cid, alice.user.id, bodies, prefix=f"s-{key}-")
     b = await bob.open_app()
     await b.locator("#search-input").fill(f"{key} decisions")
     await b.locator("#search-input").press("Enter")
