@@ -96,6 +96,8 @@ async def test_older_pages_render_only_what_changed(people: PersonFactory, nginx
         assert (await ws.send(cid, f"page {i}"))["type"] == "ack"
     a = await alice.open_app()
     await alice.open_conversation(a, cid)
+    # The first page is on screen before mine is sent (else mine may be the page's newest row).
+    await a.locator("#messages .body").get_by_text("page 120", exact=True).wait_for()
     await alice.send(a, "mine")
     await a.locator("#messages li.mine[data-state='saved']").wait_for()
     shown = await a.evaluate(MARK_ROWS)
