@@ -10,6 +10,7 @@ under a small supervisor that boots it again when the guest reboots (nspawn exit
     nspawn_hosts.py status  --scenario NAME
     nspawn_hosts.py crash   --scenario NAME --host HOST...
     nspawn_hosts.py boot    --scenario NAME --host HOST...
+    nspawn_hosts.py base
 
 HOST is NAME[:INDEX]; host INDEX gets 10.213.INDEX.2 (the controller side is .1).
 destroy --host removes only those hosts of the scenario (its other hosts keep running); a
@@ -520,12 +521,14 @@ def main() -> None:
         p.set_defaults(func=func)
         if name == "destroy":
             p.add_argument("--host", action="append", help="only this host (repeatable)")
+    # The pristine root alone (CI builds it while the rest is installed); create waits for it.
+    sub.add_parser("base").set_defaults(func=lambda args: ensure_base_root())
     p = sub.add_parser("supervise")
     p.add_argument("--scenario", required=True)
     p.add_argument("name")
     p.set_defaults(func=supervise)
     args = parser.parse_args()
-    if SLOT and not args.scenario.startswith(PFX):
+    if SLOT and hasattr(args, "scenario") and not args.scenario.startswith(PFX):
         args.scenario = PFX + args.scenario
         if args.cmd == "create":
             first, second = args.subnet.split(".")
