@@ -21,6 +21,7 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 TRANSPORTS = {
     "chatd.ws",
     "chatd.http_api",
+    "chatd.http_request",
     "chatd.http_accounts",
     "chatd.http_files",
     "chatd.http_notify",
@@ -49,7 +50,7 @@ SERVICES = {
 }
 # The local-run tools and the terminal client ship inside the package, their dependencies in
 # extras (`devstack`, `client`); they are not layers of the daemon and not checked.
-TOOLS = ("chatd.client", "chatd.devstack", "chatd.processes")
+TOOLS = ("chatd.client", "chatd.devstack", "chatd.devnginx", "chatd.processes")
 # What storage may use from outside itself.
 STORAGE_MAY_IMPORT = {"chatd.errors", "chatd.config"}
 # SQL outside storage/: none (the migration runner's SQL is in storage/schema.py). The local-run

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chatd import http_accounts, http_api, http_files, http_notify, logs, metrics, ws
+from chatd import http_accounts, http_api, http_files, http_notify, http_request, logs, metrics, ws
 from chatd.config import Settings
 from chatd.errors import ChatdError, Code
 from chatd.origins import ApiCors
@@ -66,7 +66,7 @@ class AccessLog:
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: Code.NOT_FOUND, 405: Code.METHOD_NOT_ALLOWED}.get(exc.status_code, Code.BAD_REQUEST)
-    response = http_api.error_response(ChatdError(code, str(exc.detail)))
+    response = http_request.error_response(ChatdError(code, str(exc.detail)))
     response.status_code = exc.status_code
     return response
 
@@ -74,7 +74,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
 async def server_error(request: Request, exc: Exception) -> Response:
     metrics.ERRORS.labels("unhandled").inc()
     logs.throttled(log, "internal", "unhandled error", logging.ERROR, path=request.url.path, exc_info=exc)
-    return http_api.error_response(ChatdError(Code.INTERNAL, "internal error"))
+    return http_request.error_response(ChatdError(Code.INTERNAL, "internal error"))
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:

@@ -20,8 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
-import jinja2
 
+from chatd.devnginx import web_root as web_root  # re-exported for `chatd dev` and bench/
+from chatd.devnginx import write_config
 from chatd.processes import StackError as StackError  # raised to `chatd dev`
 from chatd.processes import alive as _alive
 from chatd.processes import free_port as free_port  # re-exported for bench/ and older callers
@@ -31,29 +32,6 @@ from chatd.processes import run as _run
 from chatd.processes import wait_tcp
 
 STATE = "stack.json"
-
-
-def _bool(value: object) -> bool:
-    """Ansible's `bool` filter, which the site template uses for values from INI inventories."""
-    if isinstance(value, bool):
-        return value
-    return str(value).strip().lower() in ("yes", "on", "1", "true", "y")
-
-
-def nginx_template() -> jinja2.Template:
-    here = Path(__file__).resolve().parent
-    for directory in (here / "nginx", here.parent.parent / "nginx"):
-        if (directory / "chatd.conf.j2").exists():
-            env = jinja2.Environment(loader=jinja2.FileSystemLoader(directory), autoescape=False)  # noqa: S701
-            env.filters["bool"] = _bool
-            return env.get_template("chatd.conf.j2")
-    raise FileNotFoundError("nginx/chatd.conf.j2 not found")
-
-
-def web_root() -> Path | None:
-    """The web app's files (web/app in a checkout), served by nginx at `/`."""
-    found = Path(__file__).resolve().parent.parent.parent / "web" / "app"
-    return found if (found / "index.html").exists() else None
 
 
 @dataclass
@@ -378,29 +356,8 @@ class Stack:
             chatd_max_upload_bytes=self.env().get("CHATD_MAX_UPLOAD_BYTES", "26214400"),
             chatd_files_cache_dir=self.env().get("CHATD_FILES_CACHE_DIR", ""),
         )
-        site = nginx_template().render(**{**defaults, **site_vars})
-        nginx = self.root / "nginx"
-        (nginx / "chatd.conf").write_text(site)
-        tmp = nginx / "tmp"
-        user = "user nobody nogroup;\n" if os.geteuid() == 0 else ""
-        (nginx / "nginx.conf").write_text(
-            f"{user}worker_processes 2;\npid {nginx / 'nginx.pid'};\n"
-            f"error_log {self.root / 'logs' / 'nginx-error.log'} warn;\n"
-            f"worker_rlimit_nofile 20000;\nevents {{ worker_connections {self.nginx_worker_connections}; }}\n"
-            "http {\n"
-            f"  client_body_temp_path {tmp}/body;\n  proxy_temp_path {tmp}/proxy;\n"
-            f"  fastcgi_temp_path {tmp}/fastcgi;\n  uwsgi_temp_path {tmp}/uwsgi;\n"
-            f"  scgi_temp_path {tmp}/scgi;\n  include {nginx / 'chatd.conf'};\n}}\n"
-        )
+        conf = write_config(self.root, {**defaults, **site_vars}, self.nginx_worker_connections)
         binary = _need("nginx", "nginx")
-        conf = [
-            "-p",
-            str(nginx),
-            "-c",
-            str(nginx / "nginx.conf"),
-            "-e",
-            str(self.root / "logs" / "nginx-error.log"),
-        ]
         _run([binary, *conf, "-t", "-q"], "nginx -t")
         self._spawn("nginx", [binary, *conf, "-g", "daemon off;"])
         self._wait_tcp(self.http_port)

@@ -13,7 +13,7 @@ from chatd import admin as admin_service
 from chatd import frames
 from chatd.accounts import Identity
 from chatd.errors import ChatdError, Code
-from chatd.http_api import JSON, api, identify, optional_string, query_int, read_json, runtime, string
+from chatd.http_request import JSON, api, identify, optional_string, query_int, read_json, runtime, string
 
 
 def body_int(body: dict[str, Any], name: str, default: int, low: int, high: int) -> int:

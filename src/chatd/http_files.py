@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from chatd import frames
 from chatd.errors import ChatdError, Code
-from chatd.http_api import JSON, api, authenticated, runtime
+from chatd.http_request import JSON, api, authenticated, runtime
 
 
 @api

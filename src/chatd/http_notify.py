@@ -9,7 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from chatd.errors import ChatdError, Code
-from chatd.http_api import JSON, api, authenticated, path_id, read_json, runtime, string
+from chatd.http_request import JSON, api, authenticated, path_id, read_json, runtime, string
 
 
 def _flag(body: dict[str, Any], name: str, required: bool = False) -> bool | None:

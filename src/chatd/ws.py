@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from starlette.websockets import WebSocket
 
-from chatd import frames, http_api, metrics, origins
+from chatd import frames, http_request, metrics, origins
 from chatd.errors import ChatdError, Code
 from chatd.sessions import Session, authenticate
 
@@ -27,7 +27,7 @@ async def endpoint(websocket: WebSocket) -> None:
         # Before accepting: the upgrade is answered 403 and no socket opens (protocol.md §11).
         log.info("ws refused: origin", extra={"origin": websocket.headers.get("origin")})
         refusal = ChatdError(Code.FORBIDDEN, "origin not allowed")
-        await websocket.send_denial_response(http_api.error_response(refusal))
+        await websocket.send_denial_response(http_request.error_response(refusal))
         return
     await websocket.accept()
     authenticated = await authenticate(runtime, websocket)
