@@ -59,6 +59,8 @@ async def test_edits_and_deletes_made_offline_are_stored_on_reconnect(
         assert await a.locator("#composer-input").input_value() == ""
         await delete(a, 2)
         await row(a, 2, ".mine[data-state='pending']").wait_for()
+        # The sidebar's preview of the last message says so too, not its stored text.
+        await a.locator(f"{alice.conversation(a, cid)} .preview", has_text="You: message deleted").wait_for()
         # A sentinel typed after both: once it is stored, the changes before it were handled.
         await alice.send(a, "typed after the changes")
         await a.locator(

@@ -10,7 +10,11 @@ import { api, attachments, socket, store } from "./state.js";
 
 /** @typedef {import("./store.js").Conv} Conv */
 
-export const editing = new Editing(store, (entry) => socket?.send(entry), refreshRows);
+// A change's state shows on its row and, for the last message, in the sidebar's preview.
+export const editing = new Editing(store, (entry) => socket?.send(entry), (conv) => {
+  refreshRows(conv);
+  refreshList();
+});
 
 export function refreshList() {
   renderList(store);

@@ -13,7 +13,11 @@ function preview(store, conv) {
   if (!event) return "No messages yet";
   if (event.kind !== "text") return event.kind === "members_added" ? "Members added" : "Members removed";
   const who = event.sender_id === store.me.user_id ? "You" : store.name(event.sender_id);
-  return event.deleted_at ? `${who}: message deleted` : `${who}: ${event.body}`;
+  // My edit or delete of it not stored yet (offline, say) shows here as on its row.
+  const amend = store.amendOf(conv, event.seq);
+  const pending = amend && amend.state !== "failed" ? amend : null;
+  if (event.deleted_at || pending?.kind === "delete") return `${who}: message deleted`;
+  return `${who}: ${pending?.kind === "edit" ? pending.body : event.body}`;
 }
 
 /** @param {Conv} conv */
