@@ -2,9 +2,9 @@
 
 Top to bottom: entry points (server, cli, app) -> transports (ws, http_api) -> the sessions
 layer -> runtime (the services' container, imported by transports as a type) -> services ->
-the hub (fanout, topics) -> the broker seam (broker.py; issue 25) -> storage. Every import
-counts, including those under `TYPE_CHECKING` and inside functions: a cycle of type-only
-imports is still a cycle in the design.
+the hub (fanout, topics) -> storage, the hub reaching Redis only through the broker seam
+(broker.py, issue 25). Every import counts, including those under `TYPE_CHECKING` and inside
+functions: a cycle of type-only imports is still a cycle in the design.
 """
 
 from __future__ import annotations
