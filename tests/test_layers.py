@@ -34,6 +34,8 @@ BROKER_SEAM = "chatd.broker"
 BROKERS = {"chatd.redis_broker", "chatd.outbox", "chatd.ephemeral", "chatd.memory_broker"}
 # Who picks the broker: the runtime wires the Redis one; the in-memory one is for tests only.
 BROKER_WIRING = {"chatd.redis_broker": {"chatd.runtime"}, "chatd.memory_broker": set()}
+# What a broker may use: the plain helpers (no hub, no service, no storage).
+BROKER_MAY_IMPORT = {"chatd.metrics", "chatd.logs", "chatd.tasks"}
 # The modules that may import redis: the Redis broker (fan-out), the runtime that makes the
 # clients, and the modules that keep their own Redis keys, scripts or pool metrics until those
 # get one home (issue 25), or tell a Redis error apart (storage.is_unavailable, `chatd serve`).
@@ -74,8 +76,6 @@ SERVICES = {
 # The local-run tools and the terminal client ship inside the package, their dependencies in
 # extras (`devstack`, `client`); they are not layers of the daemon and not checked.
 TOOLS = ("chatd.client", "chatd.devstack", "chatd.processes")
-# What a broker may use: the plain helpers (no hub, no service, no storage).
-BROKER_MAY_IMPORT = {"chatd.metrics", "chatd.logs", "chatd.tasks"}
 # What storage may use from outside itself.
 STORAGE_MAY_IMPORT = {"chatd.errors", "chatd.config"}
 # SQL outside storage/: none (the migration runner's SQL is in storage/schema.py). The local-run
