@@ -2,9 +2,9 @@
 
 Top to bottom: entry points (server, cli, app) -> transports (ws, http_api) -> the sessions
 layer -> runtime (the services' container, imported by transports as a type) -> services ->
-the hub (fanout, outbox) -> storage. Every import counts, including those under
-`TYPE_CHECKING` and inside functions: a cycle of type-only imports is still a cycle in the
-design.
+the hub (fanout, topics) -> storage, the hub reaching Redis only through the broker seam
+(broker.py, issue 25). Every import counts, including those under `TYPE_CHECKING` and inside
+functions: a cycle of type-only imports is still a cycle in the design.
 """
 
 from __future__ import annotations
@@ -28,7 +28,33 @@ TRANSPORTS = {
     "chatd.wire",
 }
 ABOVE_TRANSPORTS = {"chatd.app", "chatd.server", "chatd.cli", "chatd.admin_cli", "chatd.__main__"}
-HUB = {"chatd.fanout", "chatd.outbox", "chatd.topics", "chatd.ephemeral", "chatd.notices"}
+HUB = {"chatd.fanout", "chatd.topics", "chatd.notices"}
+# The seam under the hub: the interface, and the brokers behind it (Redis pub/sub with its two
+# publish queues, and the in-memory one for tests). The hub sees only the interface.
+BROKER_SEAM = "chatd.broker"
+BROKERS = {"chatd.redis_broker", "chatd.outbox", "chatd.ephemeral", "chatd.memory_broker"}
+# Who picks the broker: the runtime wires the Redis one; the in-memory one is for tests only.
+BROKER_WIRING = {"chatd.redis_broker": {"chatd.runtime"}, "chatd.memory_broker": set()}
+# What a broker may use: the plain helpers (no hub, no service, no storage).
+BROKER_MAY_IMPORT = {"chatd.metrics", "chatd.logs", "chatd.tasks"}
+# The modules that may import redis: the Redis broker (fan-out), the runtime that makes the
+# clients, and the modules that keep their own Redis keys, scripts or pool metrics until those
+# get one home (issue 25), or tell a Redis error apart (storage.is_unavailable, `chatd serve`).
+# Never the hub, the sessions or the transports.
+REDIS_USERS = {
+    "chatd.redis_broker",
+    "chatd.outbox",
+    "chatd.ephemeral",
+    "chatd.runtime",
+    "chatd.presence",
+    "chatd.conncap",
+    "chatd.readstate",
+    "chatd.ratelimit",
+    "chatd.pushes",
+    "chatd.sampler",
+    "chatd.storage",
+    "chatd.cli",
+}
 SERVICES = {
     "chatd.accounts",
     "chatd.admin",
@@ -97,6 +123,20 @@ def imports(name: str, tree: ast.Module, known: set[str]) -> set[str]:
     return {m for m in found if m in known and m != name}
 
 
+def imports_package(tree: ast.Module, package: str) -> bool:
+    """Whether `tree` imports `package` or a module of it (absolute imports only)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        else:
+            continue
+        if any(name == package or name.startswith(package + ".") for name in names):
+            return True
+    return False
+
+
 def graph(root: Path) -> dict[str, set[str]]:
     trees = modules(root)
     known = set(trees)
@@ -159,6 +199,17 @@ def violations(root: Path) -> Iterator[str]:
                 yield f"a service imports a transport: {name} -> {target}"
             if name in TRANSPORTS and target_storage:
                 yield f"a transport imports storage: {name} -> {target}"
+            if name in BROKERS | {BROKER_SEAM} and target not in BROKERS | {BROKER_SEAM} | BROKER_MAY_IMPORT:
+                yield f"a broker imports above or beside it: {name} -> {target}"
+            if target in BROKERS and name not in BROKERS and name not in BROKER_WIRING.get(target, ()):
+                yield f"a broker is used past the seam: {name} -> {target}"
+
+
+def redis_imports(root: Path) -> Iterator[str]:
+    """Redis stays below the broker seam, but for the modules listed in REDIS_USERS."""
+    for name, tree in modules(root).items():
+        if name not in REDIS_USERS and imports_package(tree, "redis"):
+            yield f"{name} imports redis"
 
 
 def transport_storage_names(root: Path) -> Iterator[str]:
@@ -198,6 +249,25 @@ def test_imports_point_one_way() -> None:
     found += list(transport_storage_names(SRC))
     found += list(stores_reached_from_above(SRC))
     assert found == []
+
+
+def test_redis_only_below_the_broker_seam() -> None:
+    assert list(redis_imports(SRC)) == []
+    assert not REDIS_USERS & (HUB | {BROKER_SEAM, "chatd.memory_broker"} | TRANSPORTS)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import redis.asyncio as aioredis", True),
+        ("import redis", True),
+        ("from redis.exceptions import RedisError", True),
+        ("def f():\n    from redis import asyncio", True),
+        ("import redisx\nfrom .redis import x\nfrom chatd import redis_broker", False),
+    ],
+)
+def test_redis_import_finder(source: str, expected: bool) -> None:
+    assert imports_package(ast.parse(source), "redis") is expected
 
 
 def test_no_sql_outside_storage() -> None:

@@ -37,6 +37,7 @@ from chatd.pushes import Pushes
 from chatd.ratelimit import RateLimiter
 from chatd.readstate import DELIVERED, ReadState
 from chatd.receipts import Flusher, Receipts
+from chatd.redis_broker import RedisBroker
 from chatd.sampler import Sampler, TimedRedisPool
 from chatd.search import Search
 from chatd.security import Passwords
@@ -57,7 +58,7 @@ READY_REDIS_TIMEOUT_S = 2.0
 # counter may count one action twice).
 REDIS_RETRY = Retry(ExponentialWithJitterBackoff(cap=0.1, base=0.01), 3, (redis.exceptions.ConnectionError,))
 # The subscriber's connection never reconnects inside redis-py: its reader task does that
-# (fanout.py), then resyncs what was missed, which a silent reconnect would skip.
+# (redis_broker.py), then the hub resyncs what was missed, which a silent reconnect would skip.
 SUBSCRIBER_RETRY = Retry(NoBackoff(), 0, ())
 
 
@@ -74,12 +75,12 @@ class Runtime:
         self.settings = settings
         self.stores = stores
         self.redis = redis
+        # Fan-out over Redis pub/sub: the command pool publishes, `subscriber` receives.
+        self.broker = RedisBroker(redis, subscriber, settings.redis_send_timeout_s)
         self.hub = Hub(
-            redis,
-            subscriber,
+            self.broker,
             stores,
             settings.gap_fill_delay_s,
-            settings.redis_send_timeout_s,
             on_resync=self._recheck_tokens,
             presence_max_group_size=settings.presence_max_group_size,
         )
@@ -241,7 +242,7 @@ async def close_runtime(runtime: Runtime) -> None:
     await runtime.presence.stop()
     await runtime.flusher.stop()  # writes every pointer still only in Redis
     await runtime.hub.stop()
-    await runtime.hub.subscriber.aclose()
+    await runtime.broker.subscriber.aclose()
     await runtime.redis.aclose()
     await runtime.stores.pool.close()
     runtime.passwords.close()

@@ -75,7 +75,7 @@ class Sampler:
         conns = self._hub.connections
         metrics.WS_OPEN.set(len(conns))
         metrics.QUEUED_FRAMES.set(sum(conn.queued for conn in conns))
-        metrics.OUTBOX_PENDING.set(self._hub.outbox.pending)
+        metrics.OUTBOX_PENDING.set(self._hub.broker.pending)
         pool = self._stores.pool
         size, idle = pool.get_size(), pool.get_idle_size()
         metrics.POOL_CONNECTIONS.labels("postgres", "in_use").set(size - idle)
