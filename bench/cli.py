@@ -17,6 +17,7 @@ from typing import Any
 
 from bench import chatstack, headline
 from bench.context import Ctx, log
+from bench.loadgen import wire
 from bench.procstat import loadavg
 
 HERE = Path(__file__).resolve().parent
@@ -75,6 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "config": {
             "workers": args.workers,
             "load_generators": args.agents,
+            "load_generator_client": wire.client(args.deflate),
             "deflate": args.deflate,
             "chatd_env": chatstack.BENCH_ENV,
             # every difference from production's defaults, with its reason (the Method section)

@@ -53,9 +53,9 @@ How it measures:
 
 CAVEATS = """\
 Read the numbers with these in mind:
-- Everything shares the box's cores: the load generators (Python, uvloop, `websockets`) too, and
-  at times other work on the box (the `load` column is the 1-minute load average after each
-  step). The load-generator ceiling says where the generators themselves stop.
+- Everything shares the box's cores: the load generators (Python, uvloop, picows; `websockets` with
+  `--deflate`) too, and at times other work on the box (the `load` column is the 1-minute load
+  average after each step). The load-generator ceiling says where the generators themselves stop.
 - chatd acknowledges after the COMMIT and also sends the sender's own copy (not counted as a
   delivery); the relays (b), (c) store nothing and skip the sender. Concurrent sends share one
   statement and COMMIT (group commit; each ack still follows its COMMIT). The per-user send
@@ -72,6 +72,11 @@ Read the numbers with these in mind:
 - Synapse runs as one process (its monolith), not as N workers.
 - Clients do not negotiate permessage-deflate (`--deflate` turns it on).
 """
+
+
+def _client(config: dict[str, Any]) -> str:
+    client = config.get("load_generator_client")
+    return f" ({client})" if client else ""
 
 
 def _deviations(results: dict[str, Any]) -> list[str]:
@@ -168,7 +173,8 @@ def write_docs(results: dict[str, Any], path: Path) -> None:
         f" Machine: {m['cpus']} cores, {m['mem_gib']} GiB, {m['platform']}, Python {m['python']}."
         f" Load average at start `{m['loadavg_at_start']}`, at end `{m.get('loadavg_at_end', '')}`."
         f" chatd workers: {results['config']['workers']};"
-        f" load generators: {results['config']['load_generators']};"
+        f" load generators: {results['config']['load_generators']}"
+        f"{_client(results['config'])};"
         f" permessage-deflate: {'on' if results['config']['deflate'] else 'off'}.",
         "",
         *[

@@ -1,50 +1,37 @@
 """Client connections for the load generators: chatd's protocol and Socket.IO (EIO 4, SIO 5).
 
-Both read every frame in one task per socket and report to the process's Recorder.
+Every frame a socket receives is handled as it is read (bench/loadgen/wire.py: picows, or
+`websockets` with permessage-deflate) and reported to the process's Recorder.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 from typing import Any
 
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
 
+from bench.loadgen import wire
 from bench.loadgen.recorder import Recorder, now
 from bench.loadgen.staterec import StateRecorder
+from bench.loadgen.wire import OPEN_TIMEOUT, Wire
 
-OPEN_TIMEOUT = 60.0
 # BENCH_RECEIVED_MS=100: every chatd member confirms delivery (`received`, docs/protocol.md §4.8)
 # like the web app does: one frame per conversation per that many ms, for the highest seq got.
 RECEIVED_MS = float(os.environ.get("BENCH_RECEIVED_MS", "0"))
 STATE_EVENTS = frozenset({"read_state", "read", "receipts", "presence"})
 
 
-async def _ws(url: str, src_ip: str | None, deflate: bool) -> ClientConnection:
-    extra: dict[str, Any] = {"local_addr": (src_ip, 0)} if src_ip else {}
-    return await connect(
-        url,
-        max_size=2**24,
-        compression="deflate" if deflate else None,
-        open_timeout=OPEN_TIMEOUT,
-        ping_interval=None,
-        close_timeout=2,
-        **extra,
-    )
-
-
 class Conn:
-    """Common state: the socket, a tag (what the scenario uses it for), its reader task."""
+    """Common state: the socket (`ws`, None until opened and after `abort`), a tag (what the
+    scenario uses it for), when its connection last ended."""
 
     def __init__(self, rec: Recorder, tag: str) -> None:
         self.rec = rec
         self.tag = tag
-        self.ws: ClientConnection | None = None
-        self.reader: asyncio.Task[None] | None = None
+        self.ws: Wire | None = None
         self.closed_at: float | None = None
 
     async def open(self, url: str, src_ip: str | None, deflate: bool, since: dict[str, int] | None) -> None:
@@ -53,30 +40,42 @@ class Conn:
     async def send(self, target: Any, key: str, body: str) -> None:
         raise NotImplementedError
 
+    async def _connect(self, url: str, src_ip: str | None, deflate: bool) -> Wire:
+        # `ws` is set first: frames read with the handshake's response are handled (and may be
+        # answered) before `open` returns
+        self.ws = ws = wire.make(deflate, self.handle, self._closed)
+        try:
+            await ws.open(url, src_ip)
+        except BaseException:
+            self.ws = None
+            raise
+        return ws
+
+    def _closed(self) -> None:
+        self.closed_at = now()
+
+    async def _until(self, ready: asyncio.Future[None], ws: Wire, what: str) -> None:
+        """Wait for `ready` (it may fail with the server's refusal); if the connection ends or
+        `OPEN_TIMEOUT` passes first, drop it and raise."""
+        done, _ = await asyncio.wait(
+            {ready, ws.closed}, timeout=OPEN_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+        )
+        if ready in done and ready.exception() is None:
+            return
+        self.abort()
+        if ready.done() and (exc := ready.exception()) is not None:
+            raise exc
+        raise ConnectionError(f"closed or timed out before {what}")
+
     def abort(self) -> None:
         """Drop the TCP connection without a close handshake (a client vanishing)."""
         if self.ws is not None:
-            self.ws.transport.abort()
-        if self.reader is not None:
-            self.reader.cancel()
+            self.ws.abort()
         self.ws = None
 
     async def close(self) -> None:
         if self.ws is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.ws.close(), 3)
-        if self.reader is not None:
-            self.reader.cancel()
-
-    async def _read(self) -> None:
-        assert self.ws is not None
-        # closed or reset: the scenario sees it in its counts
-        try:
-            with contextlib.suppress(Exception):
-                async for raw in self.ws:
-                    self.handle(raw if isinstance(raw, str) else raw.decode(), now())
-        finally:
-            self.closed_at = now()
+            await self.ws.close()
 
     def handle(self, raw: str, at: float) -> None:
         raise NotImplementedError
@@ -119,35 +118,25 @@ class ChatdConn(Conn):
     async def open(self, url: str, src_ip: str | None, deflate: bool, since: dict[str, int] | None) -> None:
         self.synced_at = None
         self._synced = asyncio.get_running_loop().create_future()
-        self.ws = await _ws(url, src_ip, deflate)
+        ws = await self._connect(url, src_ip, deflate)
         auth: dict[str, Any] = {"type": "auth", "token": self.token}
         if since is not None:
             auth["since"] = since
-        await self.ws.send(orjson.dumps(auth).decode())
-        self.reader = asyncio.create_task(self._read())
-        done, _ = await asyncio.wait(
-            {self._synced, self.reader}, timeout=OPEN_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
-        )
-        if self._synced not in done or self._synced.exception() is not None:
-            self.abort()
-            if self._synced.done() and self._synced.exception() is not None:
-                raise self._synced.exception()  # type: ignore[misc]
-            raise ConnectionError("closed or timed out before synced")
+        await ws.send(orjson.dumps(auth))
+        await self._until(self._synced, ws, "synced")
 
     async def send(self, target: Any, key: str, body: str) -> None:
         assert self.ws is not None
         frame = {"type": "send", "conversation_id": target, "client_msg_id": key, "body": body, "id": key}
-        await self.ws.send(orjson.dumps(frame).decode())
+        await self.ws.send(orjson.dumps(frame))
 
     async def read(self, cid: int, seq: int, key: str) -> None:
         assert self.ws is not None
-        await self.ws.send(
-            orjson.dumps({"type": "read", "conversation_id": cid, "seq": seq, "id": key}).decode()
-        )
+        await self.ws.send(orjson.dumps({"type": "read", "conversation_id": cid, "seq": seq, "id": key}))
 
     async def presence(self, status: str) -> None:
         assert self.ws is not None
-        await self.ws.send(orjson.dumps({"type": "presence", "status": status}).decode())
+        await self.ws.send(orjson.dumps({"type": "presence", "status": status}))
 
     def handle(self, raw: str, at: float) -> None:
         frame = orjson.loads(raw)
@@ -207,13 +196,7 @@ class ChatdConn(Conn):
             return
         for cid, seq in pending.items():
             self.confirmed += 1
-            frame = orjson.dumps({"type": "received", "conversation_id": cid, "seq": seq}).decode()
-            asyncio.get_running_loop().create_task(self._send_quietly(frame))
-
-    async def _send_quietly(self, text: str) -> None:
-        with contextlib.suppress(Exception):
-            assert self.ws is not None
-            await self.ws.send(text)
+            self.ws.send_nowait(orjson.dumps({"type": "received", "conversation_id": cid, "seq": seq}))
 
     def _state_event(self, kind: str, frame: dict[str, Any], at: float) -> None:
         assert self.state is not None
@@ -235,28 +218,21 @@ class SioConn(Conn):
         self.rooms = rooms
         self._acks: dict[int, Any] = {}
         self._joined: asyncio.Future[None] | None = None
+        self._opening = ""  # the handshake's next frame: "open" (engine.io), "connect" (socket.io)
 
     async def open(self, url: str, src_ip: str | None, deflate: bool, since: dict[str, int] | None) -> None:
-        self._joined = asyncio.get_running_loop().create_future()
-        self.ws = await _ws(url.rstrip("/") + "/socket.io/?EIO=4&transport=websocket", src_ip, deflate)
-        opened = await asyncio.wait_for(self.ws.recv(), OPEN_TIMEOUT)
-        if not str(opened).startswith("0"):
-            raise ConnectionError(f"unexpected engine.io open: {opened!r}")
-        await self.ws.send("40")
-        connected = await asyncio.wait_for(self.ws.recv(), OPEN_TIMEOUT)
-        if not str(connected).startswith("40"):
-            raise ConnectionError(f"unexpected socket.io connect: {connected!r}")
-        self.reader = asyncio.create_task(self._read())
-        join_id = next(self._ids)
-        self._acks[join_id] = "join"
-        await self.ws.send(f"42{join_id}" + orjson.dumps(["join", self.rooms]).decode())
-        await asyncio.wait_for(self._joined, OPEN_TIMEOUT)
+        """Engine.IO open -> "40" -> Socket.IO connect -> join the rooms -> their ack, all answered
+        from `handle` as the frames come in."""
+        joined = self._joined = asyncio.get_running_loop().create_future()
+        self._opening = "open"
+        ws = await self._connect(url.rstrip("/") + "/socket.io/?EIO=4&transport=websocket", src_ip, deflate)
+        await self._until(joined, ws, "the rooms were joined")
 
     async def send(self, target: Any, key: str, body: str) -> None:
         assert self.ws is not None
         ack_id = next(self._ids)
         self._acks[ack_id] = key
-        await self.ws.send(f"42{ack_id}" + orjson.dumps(["send", {"room": target, "body": body}]).decode())
+        await self.ws.send(b"42%d%b" % (ack_id, orjson.dumps(["send", {"room": target, "body": body}])))
 
     def handle(self, raw: str, at: float) -> None:
         if raw.startswith("42["):
@@ -272,4 +248,21 @@ class SioConn(Conn):
             elif key is not None:
                 self.rec.ack(key, at)
         elif raw == "2" and self.ws is not None:  # engine.io ping -> pong
-            asyncio.get_running_loop().create_task(self.ws.send("3"))
+            self.ws.send_nowait("3")
+        elif self._opening:
+            self._handshake(raw)
+
+    def _handshake(self, raw: str) -> None:
+        assert self.ws is not None
+        assert self._joined is not None
+        if self._opening == "open" and raw.startswith("0"):
+            self._opening = "connect"
+            self.ws.send_nowait("40")
+        elif self._opening == "connect" and raw.startswith("40"):
+            self._opening = ""
+            join_id = next(self._ids)
+            self._acks[join_id] = "join"
+            self.ws.send_nowait(b"42%d%b" % (join_id, orjson.dumps(["join", self.rooms])))
+        elif not self._joined.done():
+            what = "engine.io open" if self._opening == "open" else "socket.io connect"
+            self._joined.set_exception(ConnectionError(f"unexpected {what}: {raw!r}"))

@@ -36,6 +36,7 @@ class MatrixConn(Conn):
         self.headers = {"authorization": f"Bearer {token}"}
         self.next_batch = ""
         self.tasks: set[asyncio.Task[None]] = set()
+        self.reader: asyncio.Task[None] | None = None
 
     async def open(self, url: str, src_ip: str | None, deflate: bool, since: dict[str, int] | None) -> None:
         first = await self.http.get(
