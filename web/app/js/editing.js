@@ -32,15 +32,13 @@ export class Editing {
   /** The text the message at `seq` shows: my edit not saved yet, else its stored text.
    * @param {Conv} conv @param {number} seq */
   shown(conv, seq) {
-    const amend = this.store.amendOf(conv, seq);
-    if (amend && amend.state !== "failed" && amend.kind === "edit") return amend.body;
-    return conv.events.get(seq)?.body;
+    const amend = this.store.pendingAmend(conv, seq);
+    return amend?.kind === "edit" ? amend.body : conv.events.get(seq)?.body;
   }
 
   /** Whether I asked to delete the message at `seq` (not refused). @param {Conv} conv @param {number} seq */
   deleting(conv, seq) {
-    const amend = this.store.amendOf(conv, seq);
-    return amend !== null && amend.state !== "failed" && amend.kind === "delete";
+    return this.store.pendingAmend(conv, seq)?.kind === "delete";
   }
 
   /** Put the message at `seq` in the box to edit it. @param {number} cid @param {number} seq */

@@ -271,6 +271,13 @@ export class Store {
     return latest;
   }
 
+  /** My edit or delete of the message at `seq` that shows on it: not stored yet, or stored and
+   * its event not in yet (a refused one does not). @param {Conv} conv @param {number} seq */
+  pendingAmend(conv, seq) {
+    const amend = this.amendOf(conv, seq);
+    return amend && amend.state !== "failed" ? amend : null;
+  }
+
   /** Time-ordered list for the sidebar: latest activity first. */
   ordered() {
     const activity = (/** @type {Conv} */ c) => (c.lastEvent ? c.lastEvent.created_at : c.created_at);

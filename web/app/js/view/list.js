@@ -14,8 +14,7 @@ function preview(store, conv) {
   if (event.kind !== "text") return event.kind === "members_added" ? "Members added" : "Members removed";
   const who = event.sender_id === store.me.user_id ? "You" : store.name(event.sender_id);
   // My edit or delete of it not stored yet (offline, say) shows here as on its row.
-  const amend = store.amendOf(conv, event.seq);
-  const pending = amend && amend.state !== "failed" ? amend : null;
+  const pending = store.pendingAmend(conv, event.seq);
   if (event.deleted_at || pending?.kind === "delete") return `${who}: message deleted`;
   return `${who}: ${pending?.kind === "edit" ? pending.body : event.body}`;
 }
