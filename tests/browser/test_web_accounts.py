@@ -13,7 +13,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from playwright.async_api import Page
+from playwright.async_api import Page, expect
 
 from chatd.devstack import Stack
 from tests.admins import PASSWORD, create_user_on_host, login
@@ -174,7 +174,7 @@ async def test_account_screen_name_password_and_devices(
     await lap.get_by_role("button", name="Change password").click()
     await lap.locator("#account-status", has_text="1 other device was logged out").wait_for()
     await ph.locator("#login:not([hidden])").wait_for()  # the phone is logged out, live
-    await devices.nth(0).wait_for()
-    assert await devices.count() == 1
+    # The status is shown before the list is fetched again: wait for the list, not the status.
+    await expect(devices).to_have_count(1, timeout=30_000)
     await shot(lap, artifacts, "accounts-account-screen")
     assert found == [], "\n".join(found)
