@@ -121,6 +121,18 @@ class BenchStack(Stack):
         finally:
             client.close()
 
+    def redis_calls(self) -> dict[str, int]:
+        """Commands Redis has run so far, by name (INFO commandstats), for whoever uses it: chatd
+        and the peers that publish through it."""
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.redis_port, password=self.redis_password)
+        try:
+            stats = client.info("commandstats")
+        finally:
+            client.close()
+        return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
     def postmaster_pid(self) -> int:
         return int((self.root / "pg" / "postmaster.pid").read_text().split()[0])
 
