@@ -96,6 +96,7 @@ class BenchStack(Stack):
     # settings for one worker only (0-based index), e.g. CHATD_METRICS=off on one of two workers
     # to compare their CPU under the same load in the same run
     worker_env: dict[int, dict[str, str]] = field(default_factory=dict)
+    calls_client: Any = field(default=None, init=False, repr=False)
 
     def start_worker(self, index: int) -> None:
         common = self.extra_env
@@ -123,14 +124,14 @@ class BenchStack(Stack):
 
     def redis_calls(self) -> dict[str, int]:
         """Commands Redis has run so far, by name (INFO commandstats), for whoever uses it: chatd
-        and the peers that publish through it."""
+        and the peers that publish through it. One connection for every call, so that only the
+        INFO commands themselves add to the counts."""
         import redis
 
-        client = redis.Redis(host="127.0.0.1", port=self.redis_port, password=self.redis_password)
-        try:
-            stats = client.info("commandstats")
-        finally:
-            client.close()
+        if self.calls_client is None:
+            port, password = self.redis_port, self.redis_password
+            self.calls_client = redis.Redis(host="127.0.0.1", port=port, password=password)
+        stats = self.calls_client.info("commandstats")
         return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
 
     def postmaster_pid(self) -> int:
