@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from playwright.async_api import Page
+from playwright.async_api import Page, expect
 
 from tests.browser.conftest import PersonFactory, shot
 from tests.helpers import Api
@@ -64,7 +64,8 @@ async def test_keyboard_only_on_a_phone_in_dark_mode(
 
     await tab_to(a, "#back")
     await a.keyboard.press("Enter")
-    assert await a.locator("#sidebar").is_visible()
+    # Back goes back in the browser's history: the list shows on its popstate, a task later.
+    await expect(a.locator("#sidebar")).to_be_visible(timeout=30_000)
     # Every control has a name a screen reader can say.
     unnamed = await a.evaluate(
         """() => [...document.querySelectorAll('input, textarea, button')].filter(el => {

@@ -23,6 +23,10 @@ async def test_edit_last_message_with_arrow_up_and_delete_with_confirmation(
     await alice.send(a, "see you at 10")
     await alice.send(a, "typo here: teh")
     await b.locator("#messages .body", has_text="typo here: teh").wait_for()
+    # ↑ takes the last own message the app holds as stored: its own event (not only its ack,
+    # which may come first, protocol.md §4.3), which gives its row the menu.
+    mine = a.locator("#messages li.mine", has_text="typo here: teh")
+    await mine.get_by_role("button", name="Message actions").wait_for()
 
     # ↑ in the empty box takes the last own message; Enter saves the edit.
     box = a.locator("#composer-input")

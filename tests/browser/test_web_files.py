@@ -3,6 +3,7 @@ HTML page, SVG or GIF/HTML polyglot never runs as a page on chatd's origin."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 from pathlib import Path
@@ -103,16 +104,20 @@ async def test_uploaded_pages_never_run(people: PersonFactory, nginx: Api, stack
     }
     person = await people(user=owner, extra_http_headers={"Authorization": f"Bearer {owner.token}"})
     ran: list[str] = []
+    probed = asyncio.Event()
 
     async def caught(route: Route) -> None:
         ran.append(route.request.url)
+        probed.set()
         await route.fulfill(status=204)
 
     await person.context.route(f"{probe}*", caught)
     page = await person.new_page()
-    # The probe works: the same page, loaded as a page, runs.
+    # The probe works: the same page, loaded as a page, runs. (The script's fetch reaches the
+    # route by another path than the title's poll: wait for the route itself.)
     await page.set_content(html.decode())
     await page.wait_for_function("() => document.title === 'pwned'")
+    await asyncio.wait_for(probed.wait(), 30)
     assert len(ran) == 1, ran
     ran.clear()
 

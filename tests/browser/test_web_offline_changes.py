@@ -20,6 +20,13 @@ def row(page: Page, seq: int, marks: str = "", has_text: str | None = None) -> L
     return page.locator(f"#messages li.message[data-seq='{seq}']{marks}", has_text=has_text)
 
 
+async def stored(page: Page, seq: int) -> None:
+    """My message at `seq` as the app holds it once stored: its own event is in (its ack, which
+    gives the row its seq, may come first, protocol.md §4.3), and with it the row's menu. Only
+    then can it be edited or deleted, and not while offline if the event had not come yet."""
+    await row(page, seq).get_by_role("button", name="Message actions").wait_for()
+
+
 async def edit(person: Person, page: Page, seq: int, before: str, after: str) -> None:
     """Edit the message at `seq` from its menu."""
     await row(page, seq).get_by_role("button", name="Message actions").click()
@@ -49,7 +56,8 @@ async def test_edits_and_deletes_made_offline_are_stored_on_reconnect(
     await alice.send(a, "meet at teh station")
     await alice.send(a, "wrong chat, sorry")
     await row(b, 2).wait_for()
-    await row(a, 2).wait_for()
+    await stored(a, 1)
+    await stored(a, 2)
 
     await alice.context.set_offline(True)
     try:
@@ -111,7 +119,7 @@ async def test_an_offline_edit_refused_on_reconnect_is_shown(
     a = await alice.open_app()
     await alice.open_conversation(a, cid)
     await alice.send(a, "first version")
-    await row(a, 1).wait_for()
+    await stored(a, 1)
 
     await alice.context.set_offline(True)
     try:

@@ -62,6 +62,9 @@ async def test_pending_sends_outlive_their_tab(
     # (once the server is back) sends it.
     first = await alice.open_app()
     await alice.open_conversation(first, cid)
+    # Its history (empty) is loaded before the workers go: the focus moves to the message box
+    # then; a history request refused meanwhile would be a failure of its own.
+    await first.locator("#composer-input:focus").wait_for()
     await stop_workers(stack)
     try:
         await type_while_down(alice, first, stack, "typed, then the tab closed")
@@ -76,6 +79,8 @@ async def test_pending_sends_outlive_their_tab(
     # Two tabs: the one that is still open takes over what the closed one had pending.
     other = await alice.open_app()
     await alice.open_conversation(other, cid)
+    # Its history is on screen before the workers go (what it shows is compared below).
+    await other.locator("#messages .body", has_text="typed, then the tab closed").wait_for()
     await stop_workers(stack)
     try:
         await type_while_down(alice, again, stack, "left to the other tab")
