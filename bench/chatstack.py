@@ -89,6 +89,7 @@ STACK_DEVIATIONS = [
     ),
 ]
 ROLES = Path(__file__).resolve().parent.parent / "ansible" / "roles"
+CALLS_CLIENTS: dict[int, Any] = {}  # Redis port -> the connection that counts its commands
 
 
 @dataclass
@@ -96,7 +97,6 @@ class BenchStack(Stack):
     # settings for one worker only (0-based index), e.g. CHATD_METRICS=off on one of two workers
     # to compare their CPU under the same load in the same run
     worker_env: dict[int, dict[str, str]] = field(default_factory=dict)
-    calls_client: Any = field(default=None, init=False, repr=False)
 
     def start_worker(self, index: int) -> None:
         common = self.extra_env
@@ -124,14 +124,19 @@ class BenchStack(Stack):
 
     def redis_calls(self) -> dict[str, int]:
         """Commands Redis has run so far, by name (INFO commandstats), for whoever uses it: chatd
-        and the peers that publish through it. One connection for every call, so that only the
-        INFO commands themselves add to the counts."""
+        and the peers that publish through it. One kept connection per Redis (not on the stack,
+        which is pickled to other processes), so that only the INFO commands add to the counts."""
         import redis
 
-        if self.calls_client is None:
+        client = CALLS_CLIENTS.get(self.redis_port)
+        if client is None:
             port, password = self.redis_port, self.redis_password
-            self.calls_client = redis.Redis(host="127.0.0.1", port=port, password=password)
-        stats = self.calls_client.info("commandstats")
+            client = CALLS_CLIENTS[port] = redis.Redis(host="127.0.0.1", port=port, password=password)
+        try:
+            stats = client.info("commandstats")
+        except Exception:
+            CALLS_CLIENTS.pop(self.redis_port, None)
+            raise
         return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
 
     def postmaster_pid(self) -> int:

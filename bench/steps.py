@@ -97,7 +97,6 @@ def _redis_calls(ctx: Ctx) -> dict[str, int] | None:
         return ctx.stack.redis_calls()
     except Exception as exc:
         log(f"counting Redis commands failed: {type(exc).__name__}: {exc}")
-        ctx.stack.calls_client = None
         return None
 
 
