@@ -89,6 +89,7 @@ STACK_DEVIATIONS = [
     ),
 ]
 ROLES = Path(__file__).resolve().parent.parent / "ansible" / "roles"
+CALLS_CLIENTS: dict[int, Any] = {}  # Redis port -> the connection that counts its commands
 
 
 @dataclass
@@ -120,6 +121,23 @@ class BenchStack(Stack):
             client.config_set(key, value)
         finally:
             client.close()
+
+    def redis_calls(self) -> dict[str, int]:
+        """Commands Redis has run so far, by name (INFO commandstats), for whoever uses it: chatd
+        and the peers that publish through it. One kept connection per Redis (not on the stack,
+        which is pickled to other processes), so that only the INFO commands add to the counts."""
+        import redis
+
+        client = CALLS_CLIENTS.get(self.redis_port)
+        if client is None:
+            port, password = self.redis_port, self.redis_password
+            client = CALLS_CLIENTS[port] = redis.Redis(host="127.0.0.1", port=port, password=password)
+        try:
+            stats = client.info("commandstats")
+        except Exception:
+            CALLS_CLIENTS.pop(self.redis_port, None)
+            raise
+        return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
 
     def postmaster_pid(self) -> int:
         return int((self.root / "pg" / "postmaster.pid").read_text().split()[0])

@@ -23,6 +23,7 @@ from bench.procstat import loadavg
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 DOCS = HERE.parent / "docs" / "benchmarks.md"
+SCALING_DOC = HERE.parent / "docs" / "scaling.md"
 
 # name -> (module under bench/, whether it measures the chatd stack)
 SCENARIOS: dict[str, tuple[str, bool]] = {
@@ -182,6 +183,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scaling(args: argparse.Namespace) -> int:
+    from bench import scaling
+
+    scaling.write(json.loads(Path(args.results).read_text()), SCALING_DOC)
+    log(f"wrote {SCALING_DOC}")
+    return 0
+
+
 def cmd_profile(args: argparse.Namespace) -> int:
     from bench.profile import cmd_profile as run_profile
 
@@ -230,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     rep = sub.add_parser("report", help="rewrite docs/benchmarks.md from a results file")
     rep.add_argument("results", nargs="?", default=str(RESULTS / "full.json"))
     rep.set_defaults(func=cmd_report)
+    scale = sub.add_parser("scaling", help="rewrite docs/scaling.md's measured block from a results file")
+    scale.add_argument("results", nargs="?", default=str(RESULTS / "full.json"))
+    scale.set_defaults(func=cmd_scaling)
     prof = sub.add_parser("profile", help="py-spy every chatd worker under a steady mixed load")
     prof.add_argument("--seconds", type=float, default=20)
     prof.add_argument("--rate", type=float, default=400, help="1:1 sends/s")

@@ -29,6 +29,7 @@ def run_step(
 ) -> dict[str, Any]:
     total_sends = sum(len(s) for s in sends) or 1
     meter = CpuMeter(roots if roots is not None else ctx.roots(fleet))
+    calls_before = _redis_calls(ctx)
     meter.start()
     t0 = time.monotonic() + 0.3
     per_agent = [
@@ -37,6 +38,8 @@ def run_step(
     ]
     replies = fleet.all("step", per_agent, step=step, t0=t0, duration=duration, drain=drain, pad=pad)
     cpu = meter.stop()
+    calls_after = _redis_calls(ctx)
+    calls = _delta(calls_before, calls_after) if calls_before and calls_after else {}
     errors = [r["error"] for r in replies if "error" in r]
     if errors:
         raise RuntimeError(f"load generator failed: {errors[0]}")
@@ -68,6 +71,9 @@ def run_step(
         "cpu_s": cpu,
         "cpu_system_s": meter.system_s,
         "cpu_s_per_1000_deliveries": per_thousand(cpu, delivered),
+        # every Redis command in the step (the two INFO calls that measure it excluded)
+        "redis_calls": calls,
+        "redis_calls_per_send": round(sum(calls.values()) / acked, 2) if acked and calls else None,
         "loadavg_before": meter.load_before,
         "loadavg_after": meter.load_after,
         "error_samples": [e for r in replies for e in r["error_samples"]][:3],
@@ -80,6 +86,24 @@ def run_step(
         f" errors {result['errors']} load {meter.load_after.split()[0]}"
     )
     return result
+
+
+def _redis_calls(ctx: Ctx) -> dict[str, int] | None:
+    """The stack's Redis command counts, or None if there is no stack or Redis did not answer
+    (a scenario may be restarting it): the step then records no counts."""
+    if ctx.stack is None:
+        return None
+    try:
+        return ctx.stack.redis_calls()
+    except Exception as exc:
+        log(f"counting Redis commands failed: {type(exc).__name__}: {exc}")
+        return None
+
+
+def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    out = {name: n - before.get(name, 0) for name, n in after.items()}
+    out["info"] = out.get("info", 0) - 1  # the INFO that took `before`
+    return {name: n for name, n in sorted(out.items(), key=lambda kv: -kv[1]) if n > 0}
 
 
 def settle(ctx: Ctx, roots: dict[str, int], limit_s: float = 90.0) -> float:
