@@ -38,6 +38,34 @@ async def test_read_in_direct_conversation(people: PersonFactory, nginx: Api, ar
     await shot(a, artifacts, "3-direct-read")
 
 
+async def test_read_shown_is_the_peers_own(people: PersonFactory, nginx: Api) -> None:
+    """My message shows "Read" when the peer read it, not when I read a later one of theirs: the
+    counts of the peer's own messages in a history page count my reads, not theirs."""
+    alice, bob = await people("alice"), await people("bob")
+    assert alice.user and bob.user
+    cid = await nginx.direct(alice.user, bob.user)
+    await nginx.direct(bob.user, alice.user)  # Bob opened it too: his reads would be shown (§4.9)
+    phone = await Ws.connect(nginx.base_url, alice.user.token)
+    peer = await Ws.connect(nginx.base_url, bob.user.token)
+    assert (await phone.send(cid, "are we still on for friday"))["seq"] == 1
+    assert (await peer.send(cid, "sent before reading yours"))["seq"] == 2  # Bob never read seq 1
+    assert (await phone.read(cid, 2))["type"] == "read_state"  # Alice read his, on her phone
+    a = await alice.open_app()
+    await alice.open_conversation(a, cid)
+    row = a.locator("#messages li.mine", has_text="are we still on for friday")
+    # The row comes with the history page, its state from that page's counts.
+    await row.wait_for()
+    assert await row.get_attribute("data-state") == "saved"
+    assert await row.locator(".status").inner_text() == "Saved"
+    assert await row.get_attribute("data-delivered") == "0"
+    # Bob reads it: now it says so, live.
+    assert (await peer.read(cid, 1))["type"] == "read_state"
+    await row.and_(a.locator("[data-state='read']")).wait_for()
+    assert await row.locator(".status").inner_text() == "Read"
+    await phone.close()
+    await peer.close()
+
+
 async def test_group_counts_second_tab_and_reload(people: PersonFactory, nginx: Api, artifacts: Path) -> None:
     alice, bob, carol = await people("alice"), await people("bob"), await people("carol")
     assert alice.user and bob.user and carol.user

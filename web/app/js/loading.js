@@ -78,12 +78,15 @@ export async function loadHistory(conv, before) {
   if (texts.length) {
     const lo = Math.max(texts[0].seq, texts[texts.length - 1].seq - 199);
     const receipts = await api.receipts(conv.id, lo, texts[texts.length - 1].seq);
+    // The peer's pointers show in the counts of my messages; those of theirs count me.
+    const mine = new Set(texts.filter((m) => m.sender_id === store.me.user_id).map((m) => m.seq));
     for (const c of receipts.counts) {
       if (!conv.receipts.has(c.seq) || before === undefined) {
         conv.receipts.set(c.seq, { read_by: c.read_by, delivered_to: c.delivered_to ?? 0, of: c.of });
       }
-      if (conv.kind === "direct" && c.read_by > 0) conv.peerRead = Math.max(conv.peerRead, c.seq);
-      if (conv.kind === "direct" && c.delivered_to > 0) conv.peerDelivered = Math.max(conv.peerDelivered, c.seq);
+      if (conv.kind !== "direct" || !mine.has(c.seq)) continue;
+      if (c.read_by > 0) conv.peerRead = Math.max(conv.peerRead, c.seq);
+      if (c.delivered_to > 0) conv.peerDelivered = Math.max(conv.peerDelivered, c.seq);
     }
   }
 }
