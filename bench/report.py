@@ -108,7 +108,7 @@ def _deviations(results: dict[str, Any]) -> list[str]:
     return [*out, ""]
 
 
-def _cpu(step: dict[str, Any], key: str = "cpu_s_per_1000_deliveries") -> dict[str, float]:
+def cpu_by_group(step: dict[str, Any], key: str = "cpu_s_per_1000_deliveries") -> dict[str, float]:
     per = step.get(key, {})
     out = dict.fromkeys(CPU_GROUPS, 0.0)
     for name, value in per.items():
@@ -128,7 +128,7 @@ def _step_table(steps: list[dict[str, Any]], rate_label: str) -> list[str]:
         "|---|---|---|---|---|---|---|---|" + ("---|" if batches else ""),
     ]
     for st in steps:
-        a, d, c = st["ack_ms"], st["deliver_ms"], _cpu(st)
+        a, d, c = st["ack_ms"], st["deliver_ms"], cpu_by_group(st)
         lines.append(
             f"| {_fmt(round(st['offered_rate'], 1))} | {_fmt(st['ack_rate'])}"
             f" | {_fmt(st['deliveries_per_s'])}"
@@ -366,7 +366,7 @@ def _presence(pr: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for st in pr["reads"]:
-        c = _cpu(st, "cpu_s_per_1000_ops")
+        c = cpu_by_group(st, "cpu_s_per_1000_ops")
         out.append(
             f"| {_fmt(st['offered_rate'])} | {_fmt(st['ack_rate'])} | {_pcts(st['read_ack_ms'])}"
             f" | {_pcts(st['receipt_ms'])} | {st['receipts_missing']} | {st['errors']}"
@@ -393,7 +393,7 @@ def _presence(pr: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for st in pr["churn"]:
-        c = _cpu(st, "cpu_s_per_1000_ops")
+        c = cpu_by_group(st, "cpu_s_per_1000_ops")
         off, seen = st["offline_ms"], [st[f"{k}_ms"]["n"] for k in ("online", "away", "offline")]
         out.append(
             f"| {_fmt(st['offered_rate'])} | {st['connected']}/{st['churners']}"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.headline import DURABLE_P99_MS, FANOUT_P99_MS, GROUPS, durable_max, fanout_max, get, runs
+from bench.report import cpu_by_group
 
 COMPONENTS = ("workers", "nginx", "postgres", "redis")
 HEADROOM = 0.5  # plan each component at half its measured capacity: p99 grows fast past that
@@ -26,20 +27,10 @@ SCALES = (1, 10, 100, 1000)
 Cost = dict[str, float]
 
 
-def _group(name: str) -> str | None:
-    if name.startswith("worker-"):
-        return "workers"
-    return name if name in COMPONENTS else None
-
-
 def _per_unit(step: dict[str, Any], units: float) -> Cost:
     """CPU milliseconds per unit (a send, a delivery) in each component, from one step."""
-    out = dict.fromkeys(COMPONENTS, 0.0)
-    for name, seconds in step.get("cpu_s", {}).items():
-        group = _group(name)
-        if group is not None and units > 0:
-            out[group] += 1000.0 * seconds / units
-    return out
+    seconds = cpu_by_group(step, "cpu_s")
+    return {c: 1000.0 * seconds[c] / units if units > 0 else 0.0 for c in COMPONENTS}
 
 
 def _headline_step(steps: list[dict[str, Any]], rate: float) -> dict[str, Any] | None:
