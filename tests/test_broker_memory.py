@@ -18,6 +18,7 @@ from chatd.storage import Stores
 from chatd.storage.records import Event as Stored
 from chatd.storage.records import Kind
 from chatd.subscriber import Event, Subscriber
+from chatd.tasks import Background
 
 WAIT_S = 5.0
 CID = 7
@@ -209,8 +210,9 @@ async def workers(
     """Two workers' hubs on one bus; the first one's broker too."""
     bus = MemoryBus()
     first = MemoryBroker(bus)
+    tasks = Background()
     hubs = [
-        Hub(broker, cast(Stores, stores), gap_fill_delay=3600, on_resync=on_resync)
+        Hub(broker, cast(Stores, stores), tasks.spawn, gap_fill_delay=3600, on_resync=on_resync)
         for broker in (first, MemoryBroker(bus))
     ]
     for hub in hubs:
@@ -220,6 +222,7 @@ async def workers(
     finally:
         for hub in hubs:
             await hub.stop(0)
+        await tasks.stop()
 
 
 async def test_a_hub_gets_another_hubs_publishes_in_seq_order() -> None:

@@ -6,17 +6,18 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any, cast
 
-from chatd.topics import Topic
+from chatd.storage import Stores
+from chatd.topics import Topic, TopicShared
 
 
 class Hub:
-    """What a Topic asks of its hub, minus the stores: a gap fill that comes due is recorded."""
-
-    gap_fill_delay = 3600.0
+    """What a Topic shares with its process, minus the stores: a gap fill that comes due is
+    recorded, not run."""
 
     def __init__(self) -> None:
         self.topics: dict[int, Topic] = {}
         self.fills = 0
+        self.shared = TopicShared(cast(Stores, None), self.spawn, 3600.0, 100, self.topics)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self.fills += 1
@@ -34,7 +35,7 @@ class Conn:
 
 def topic(last_seq: int | None) -> tuple[Topic, Conn, Hub]:
     hub, conn = Hub(), Conn()
-    t = Topic(cast(Any, hub), 7)
+    t = Topic(hub.shared, 7)
     hub.topics[7] = t
     t.conns.add(cast(Any, conn))
     if last_seq is not None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from chatd.fanout import Hub
 from chatd.readstate import MARK_FN, MOVED, UNCHANGED, ReadState, gone_key, meta_key, room_key, user_key
 from chatd.receipts import Receipts
+from chatd.tasks import Spawn
 
 log = logging.getLogger("chatd.receipts")
 BATCH_S = 0.02
@@ -51,10 +52,13 @@ class Confirmation:
 
 
 class Confirmations:
-    def __init__(self, receipts: Receipts, delivered: ReadState, hub: Hub, timeout_s: float | None) -> None:
+    def __init__(
+        self, receipts: Receipts, delivered: ReadState, hub: Hub, timeout_s: float | None, spawn: Spawn
+    ) -> None:
         self._receipts = receipts
         self._delivered = delivered
         self._hub = hub
+        self._spawn = spawn
         self._timeout_s = timeout_s
         self._script = delivered.redis.register_script(_MARK_MANY)
         self._batch: dict[Key, Confirmation] = {}
@@ -78,7 +82,7 @@ class Confirmations:
         batch, done = self._batch, self._done
         self._batch, self._done = {}, None
         assert done is not None
-        self._hub.spawn(self._run(batch, done))
+        self._spawn(self._run(batch, done))
 
     async def _run(self, batch: dict[Key, Confirmation], done: asyncio.Future[Failures]) -> None:
         failures: Failures = {}

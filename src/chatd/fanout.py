@@ -42,7 +42,8 @@ from chatd.connection import Event, dumps
 from chatd.notices import Notice
 from chatd.storage import Stores
 from chatd.subscriber import Subscriber
-from chatd.topics import Topic
+from chatd.tasks import Spawn
+from chatd.topics import Topic, TopicShared
 
 log = logging.getLogger("chatd.fanout")
 
@@ -68,6 +69,7 @@ class Hub:
         self,
         broker: Broker,
         stores: Stores,
+        spawn: Spawn,
         gap_fill_delay: float,
         on_resync: Callable[[list[Subscriber]], Awaitable[None]] | None = None,
         presence_max_group_size: int = 100,
@@ -77,30 +79,23 @@ class Hub:
         self.on_resync = on_resync
         self.broker = broker
         self.stores = stores
-        self.gap_fill_delay = gap_fill_delay
-        # A membership change in a conversation this small (before or after) can change whose
-        # presence its members follow (Topic tells its subscribers).
-        self.presence_max_group_size = presence_max_group_size
+        # Its tasks (unsubscribes, the resync) belong to the runtime, which cancels them at stop.
+        self._spawn = spawn
         self.topics: dict[int, Topic] = {}
+        # A membership change in a conversation of up to presence_max_group_size members (before
+        # or after) can change whose presence its members follow (Topic tells its subscribers).
+        self._shared = TopicShared(stores, spawn, gap_fill_delay, presence_max_group_size, self.topics)
         self.users: dict[int, set[Subscriber]] = {}
         self.followers: dict[int, set[Subscriber]] = {}  # user -> sessions following their presence
         self.connections: set[Subscriber] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        await self.broker.start(self._handle, lambda: self.spawn(self.resync()))
+        await self.broker.start(self._handle, lambda: self._spawn(self.resync()))
         await self.broker.subscribe([USERS_CHANNEL])
 
     async def stop(self, grace_s: float = 1.0) -> None:
         await self.broker.stop(grace_s)
-        for task in list(self._tasks):
-            task.cancel()
-
-    def spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # -- the two publish APIs (always after COMMIT) ---------------------------------------
     async def sequenced(self, channels: Sequence[str], payload: dict[str, Any]) -> None:
@@ -170,13 +165,13 @@ class Hub:
             conns.discard(conn)
             if not conns:
                 del self.users[conn.user_id]
-                self.spawn(self._unsubscribe(user_channel(conn.user_id)))
+                self._spawn(self._unsubscribe(user_channel(conn.user_id)))
 
     async def attach(self, conn: Subscriber, cids: list[int]) -> None:
         """Deliver live events of `cids` to `conn`; returns once every topic has a baseline."""
         new = [cid for cid in cids if cid not in self.topics]
         for cid in new:
-            self.topics[cid] = Topic(self, cid)
+            self.topics[cid] = Topic(self._shared, cid)
         for cid in cids:
             self.topics[cid].conns.add(conn)
         if new:
@@ -211,7 +206,7 @@ class Hub:
             topic.conns.discard(conn)
             if not topic.conns and topic.ready.done():
                 del self.topics[cid]
-                self.spawn(self._unsubscribe(conversation_channel(cid)))
+                self._spawn(self._unsubscribe(conversation_channel(cid)))
 
     async def follow(self, conn: Subscriber, uids: Iterable[int]) -> None:
         """Deliver the presence changes of `uids` to `conn`; returns once they are subscribed
@@ -236,7 +231,7 @@ class Hub:
             watchers.discard(conn)
             if not watchers:
                 del self.followers[uid]
-                self.spawn(self._unsubscribe(presence_channel(uid)))
+                self._spawn(self._unsubscribe(presence_channel(uid)))
 
     async def _unsubscribe(self, channel: str) -> None:
         # Re-check: a new connection may have needed the channel again in the meantime.

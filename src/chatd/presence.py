@@ -35,6 +35,7 @@ from chatd.config import Settings
 from chatd.connection import Connection
 from chatd.fanout import Hub, conversation_channel, presence_channel
 from chatd.storage import Stores
+from chatd.tasks import Spawn
 
 log = logging.getLogger("chatd.presence")
 EXPIRIES = "chatd:pexp"
@@ -168,10 +169,13 @@ def _text(value: bytes | str | None) -> str | None:
 
 
 class Presence:
-    def __init__(self, redis: aioredis.Redis, stores: Stores, hub: Hub, settings: Settings) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, stores: Stores, hub: Hub, settings: Settings, spawn: Spawn
+    ) -> None:
         self._redis = redis
         self._stores = stores
         self._hub = hub
+        self._spawn = spawn
         self._settings = settings
         self._apply = redis.register_script(_APPLY)
         self._published = redis.register_script(_PUBLISHED)
@@ -250,7 +254,7 @@ class Presence:
         """Published: the transition leaves the pending set. If not, the sweeper re-publishes
         it after REPUBLISH_AFTER_MS (a worker that dies before this point is covered too)."""
         if not sent.cancelled() and sent.result():
-            self._hub.spawn(self._mark_published(uid, version))
+            self._spawn(self._mark_published(uid, version))
 
     async def _mark_published(self, uid: int, version: int) -> None:
         try:

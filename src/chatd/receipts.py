@@ -18,6 +18,7 @@ from chatd.fanout import Hub
 from chatd.readstate import DELIVERED, ReadState, Removed
 from chatd.storage import Stores
 from chatd.storage.receipts import Target
+from chatd.tasks import Spawn
 
 log = logging.getLogger("chatd.receipts")
 COUNTS_MAX = 200
@@ -26,12 +27,19 @@ KINDS_CACHE = 100_000
 
 class Receipts:
     def __init__(
-        self, stores: Stores, state: ReadState, hub: Hub, settings: Settings, delivered: ReadState
+        self,
+        stores: Stores,
+        state: ReadState,
+        hub: Hub,
+        settings: Settings,
+        delivered: ReadState,
+        spawn: Spawn,
     ) -> None:
         self._stores = stores
         self._state = state
         self._delivered = delivered
         self._hub = hub
+        self._spawn = spawn
         self._settings = settings
         self._kinds: dict[int, str] = {}  # conversation kinds never change: a safe cache
 
@@ -111,7 +119,7 @@ class Receipts:
                 event = {"type": "read", "conversation_id": cid, "user_id": uid, "seq": seq}
                 self._hub.publish_state(event, key=("read", cid, uid))
             elif await self._state.widen(cid, previous + 1, seq, self._settings.receipt_push_interval_ms):
-                self._hub.spawn(self._push_counts_later(cid))
+                self._spawn(self._push_counts_later(cid))
         return seq
 
     def _move_delivered(
@@ -165,7 +173,7 @@ class Receipts:
             return
         lo, hi = min(previous for _, previous, _ in marks) + 1, max(seq for _, _, seq in marks)
         if await self._state.widen(cid, lo, hi, self._settings.receipt_push_interval_ms):
-            self._hub.spawn(self._push_counts_later(cid))
+            self._spawn(self._push_counts_later(cid))
 
     async def _kind(self, cid: int) -> str:
         kind = self._kinds.get(cid)

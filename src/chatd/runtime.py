@@ -44,6 +44,7 @@ from chatd.security import Passwords
 from chatd.storage import Stores, create_pool
 from chatd.storage.search import index_ready as search_index_ready
 from chatd.subscriber import Subscriber
+from chatd.tasks import Background
 from chatd.webpush import VapidKey
 
 log = logging.getLogger("chatd")
@@ -77,9 +78,13 @@ class Runtime:
         self.redis = redis
         # Fan-out over Redis pub/sub: the command pool publishes, `subscriber` receives.
         self.broker = RedisBroker(redis, subscriber, settings.redis_send_timeout_s)
+        # The worker's background tasks, whoever starts them; cancelled last at shutdown.
+        self.tasks = Background()
+        spawn = self.tasks.spawn
         self.hub = Hub(
             self.broker,
             stores,
+            spawn,
             settings.gap_fill_delay_s,
             on_resync=self._recheck_tokens,
             presence_max_group_size=settings.presence_max_group_size,
@@ -108,9 +113,11 @@ class Runtime:
         delivered = ReadState(redis, settings.redis_send_timeout_s, DELIVERED)
         lookups = RateLimiter(redis, "lookup", settings.user_lookup_rate_limit, 60)
         groups = RateLimiter(redis, "group", settings.group_rate_limit, 3600)
-        self.receipts = Receipts(stores, read_state, self.hub, settings, delivered)
-        self.confirms = Confirmations(self.receipts, delivered, self.hub, settings.redis_send_timeout_s)
-        self.presence = Presence(redis, stores, self.hub, settings)
+        self.receipts = Receipts(stores, read_state, self.hub, settings, delivered, spawn)
+        self.confirms = Confirmations(
+            self.receipts, delivered, self.hub, settings.redis_send_timeout_s, spawn
+        )
+        self.presence = Presence(redis, stores, self.hub, settings, spawn)
         self.search = Search(stores)
         taking_part = TakingPart(stores, self.receipts, self.presence)
         self.conversations = Conversations(
@@ -242,6 +249,7 @@ async def close_runtime(runtime: Runtime) -> None:
     await runtime.presence.stop()
     await runtime.flusher.stop()  # writes every pointer still only in Redis
     await runtime.hub.stop()
+    await runtime.tasks.stop()
     await runtime.broker.subscriber.aclose()
     await runtime.redis.aclose()
     await runtime.stores.pool.close()

@@ -10,33 +10,35 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Protocol
+from dataclasses import dataclass
 
 from chatd import frames, metrics
 from chatd.connection import Event, dumps
 from chatd.storage import Stores
 from chatd.storage.records import MEMBERSHIP, Kind
 from chatd.subscriber import Subscriber
+from chatd.tasks import Spawn
 
 log = logging.getLogger("chatd.fanout")
 
 
-class TopicOwner(Protocol):
-    """What a topic needs from the hub that owns it (fanout.Hub), seen from below."""
+@dataclass(frozen=True)
+class TopicShared:
+    """What every topic of a process shares: where a gap is read from, who runs the fill, and
+    the registry of live topics (a topic detached meanwhile does not fill)."""
 
-    gap_fill_delay: float
-    presence_max_group_size: int
-    topics: dict[int, Topic]
     stores: Stores
-
-    def spawn(self, coro: Any) -> None: ...
+    spawn: Spawn
+    gap_fill_delay: float
+    presence_max_group_size: int  # membership changes up to this size change who follows whom
+    live: dict[int, Topic]
 
 
 class Topic:
     """This process's ordered view of one conversation's event stream."""
 
-    def __init__(self, hub: TopicOwner, cid: int) -> None:
-        self.hub = hub
+    def __init__(self, shared: TopicShared, cid: int) -> None:
+        self.shared = shared
         self.cid = cid
         self.conns: set[Subscriber] = set()
         self.next_seq: int | None = None  # None until the baseline is read
@@ -80,7 +82,7 @@ class Topic:
             before = self.member_count
             change = len(event.get("user_ids") or ())
             self.member_count += change if event["kind"] == Kind.MEMBERS_ADDED else -change
-            if min(before, self.member_count) <= self.hub.presence_max_group_size:
+            if min(before, self.member_count) <= self.shared.presence_max_group_size:
                 for conn in conns:  # a removed member's too: it may follow fewer users now
                     conn.members_changed(self.cid)
 
@@ -92,15 +94,15 @@ class Topic:
     def _arm_gap_fill(self) -> None:
         if self._gap_timer is None and not self._filling:
             loop = asyncio.get_running_loop()
-            self._gap_timer = loop.call_later(self.hub.gap_fill_delay, self._start_fill)
+            self._gap_timer = loop.call_later(self.shared.gap_fill_delay, self._start_fill)
 
     def _start_fill(self) -> None:
         self._gap_timer = None
-        if self.hub.topics.get(self.cid) is not self:  # detached meanwhile
+        if self.shared.live.get(self.cid) is not self:  # detached meanwhile
             return
         upto = max(self.ahead, default=0) - 1
         if self.ahead or (self.next_seq is not None and self._fill_to >= self.next_seq):
-            self.hub.spawn(self.fill(upto))
+            self.shared.spawn(self.fill(upto))
 
     async def fill(self, upto: int) -> None:
         """Read events next_seq..upto from Postgres (a lost or late publish).
@@ -118,7 +120,7 @@ class Topic:
                 first, last = self.next_seq, self._fill_to
                 metrics.GAP_FILLS.inc()
                 try:
-                    stored = await self.hub.stores.messages.range(self.cid, first, last)
+                    stored = await self.shared.stores.messages.range(self.cid, first, last)
                 except Exception:
                     metrics.ERRORS.labels("gap_fill").inc()
                     log.warning("gap fill failed; retrying", extra={"conversation_id": self.cid})

@@ -85,7 +85,7 @@ class Following:
         if self._room <= 0:
             return False
         self.users.add(uid)
-        self._session.runtime.hub.spawn(self._subscribe([uid]))
+        self._session.runtime.tasks.spawn(self._subscribe([uid]))
         return True
 
     def refresh(self) -> None:

@@ -148,7 +148,7 @@ class Session:
         op = payload.get("op")
         if op == "conversation_added":
             if self.state is State.LIVE:
-                self.runtime.hub.spawn(self._follow(payload["conversation"], payload["since"]))
+                self.runtime.tasks.spawn(self._follow(payload["conversation"], payload["since"]))
             elif self.state is State.SYNCING:  # `ready` is not out yet: follow it afterwards, in order
                 self._deferred.append((payload["conversation"], payload["since"]))
         elif op == "read_state" and payload.get("origin") != self.id:
@@ -369,7 +369,7 @@ class Session:
         window, the last status asked for is applied when the window ends (§4.9)."""
         if self._presence is None:
             limit = self.runtime.settings.presence_frame_rate_limit
-            self._presence = PresenceFrames(limit, self._set_idle, self.runtime.hub.spawn)
+            self._presence = PresenceFrames(limit, self._set_idle, self.runtime.tasks.spawn)
         await self._presence.take(idle)
 
     async def _set_idle(self, idle: bool) -> None:
