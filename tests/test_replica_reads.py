@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -21,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chatd.devstack import Stack
 from chatd.processes import free_port
+from chatd.storage.replica import Replica
 from tests.helpers import Api, User, Ws
 from tests.standby import run_standby
 
@@ -251,3 +253,14 @@ async def test_without_the_replica_everything_works_from_the_primary(
     reads = worker.reads()
     assert reads["replica"] == 0 and reads["primary"] >= 3 and reads["error"] >= 3
     await a.close()
+
+
+def test_the_lag_is_the_age_of_the_newest_primary_position_the_replica_replayed() -> None:
+    """WAL positions of the primary noted with this process's clock: no clocks compared."""
+    replica = Replica(cast(asyncpg.Pool, None), "postgresql://replica/chatd", 5)
+    now = time.monotonic()
+    assert replica.lag(now - 20, 100, 50) == float("inf")  # behind all it knows: since when?
+    assert replica.lag(now - 10, 200, 200) == 0  # replayed all the primary had
+    assert replica.lag(now - 8, 300, 250) == pytest.approx(10, abs=1)  # past 200, noted 10 s ago
+    assert replica.lag(now - 1, 400, 350) == pytest.approx(8, abs=1)  # past 300, noted 8 s ago
+    assert replica.lag(now, 500, None) == 0  # not in recovery: nothing to replay
