@@ -10,15 +10,30 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from chatd.devstack import Stack
 from chatd.processes import free_port, pg_bin
 
 
+@dataclass
+class Standby:
+    port: int
+    _pg_ctl: list[str]
+
+    def stop(self) -> None:
+        subprocess.run(
+            [*self._pg_ctl, "-m", "immediate", "stop"], check=False, capture_output=True, timeout=60
+        )
+
+    def start(self) -> None:
+        subprocess.run([*self._pg_ctl, "start"], check=True, capture_output=True, timeout=120)
+
+
 @contextlib.contextmanager
-def run_standby(stack: Stack) -> Iterator[int]:
-    """Start a standby of the session's Postgres on a port of 127.0.0.1; yields the port."""
+def run_standby(stack: Stack) -> Iterator[Standby]:
+    """Start a standby of the session's Postgres on a port of 127.0.0.1."""
     root = Path(tempfile.mkdtemp(prefix="chatd-standby-"))
     data, port = root / "data", free_port()
     as_postgres: list[str] = []
@@ -33,10 +48,12 @@ def run_standby(stack: Stack) -> Iterator[int]:
         env=env, check=True, capture_output=True, timeout=120,
     )  # fmt: skip
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c hot_standby=on"
-    start = [pg_bin("pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-o", options, "-w"]
-    subprocess.run([*as_postgres, *start, "start"], check=True, capture_output=True, timeout=120)
+    standby = Standby(
+        port, [*as_postgres, pg_bin("pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-o", options, "-w"]
+    )
+    standby.start()
     try:
-        yield port
+        yield standby
     finally:
-        subprocess.run([*as_postgres, *start, "-m", "immediate", "stop"], check=False, timeout=60)
+        standby.stop()
         shutil.rmtree(root, ignore_errors=True)

@@ -61,8 +61,8 @@ async def closer() -> AsyncIterator[tuple[int, list[int]]]:
 @pytest.fixture
 def standby(stack: Stack) -> Iterator[int]:
     """A hot standby of the session's Postgres (pg_basebackup, streaming); yields its port."""
-    with run_standby(stack) as port:
-        yield port
+    with run_standby(stack) as standby:
+        yield standby.port
 
 
 async def test_a_host_list_url_takes_the_password_credential(

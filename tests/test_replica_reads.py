@@ -29,8 +29,8 @@ from tests.standby import run_standby
 
 @pytest.fixture(scope="module")
 def standby_port(stack: Stack) -> Iterator[int]:
-    with run_standby(stack) as port:
-        yield port
+    with run_standby(stack) as standby:
+        yield standby.port
 
 
 def replica_url(stack: Stack, port: int) -> str:
@@ -233,6 +233,40 @@ async def test_past_the_lag_bound_the_primary_answers(
     await caught_up(db, standby)
     await until_replica(worker, bob, quiet)
     await a.close()
+
+
+async def test_a_replica_that_stops_is_passed_over_until_it_is_back(
+    stack: Stack, db: asyncpg.Connection, w1: Api, replica_worker: Callable[..., Worker]
+) -> None:
+    """The replica stops under a worker that reads from it (its pooled connections die): the
+    primary answers, and the replica again once it is back."""
+    with run_standby(stack) as own:
+        worker = replica_worker(replica_url(stack, own.port), 60)
+        alice, bob = await w1.user(), await w1.user()
+        cid = await w1.direct(alice, bob)
+        a = await Ws.connect(w1.base_url, alice.token)
+        assert (await a.send(cid, "m1"))["type"] == "ack"
+        standby = await asyncpg.connect(replica_url(stack, own.port))
+        await caught_up(db, standby)
+        await standby.close()
+        await until_replica(worker, bob, cid)
+
+        own.stop()
+        assert (await a.send(cid, "m2"))["type"] == "ack"
+        before = worker.reads()
+        b, seqs = await reconnect(worker.api, bob, {cid: 0})
+        assert seqs == [1, 2] and unread(b, cid) == 2
+        await b.close()
+        assert [m["seq"] for m in await worker.api.history(bob, cid)] == [1, 2]
+        after = worker.reads()
+        assert after["error"] - before["error"] >= 3 and after["replica"] == before["replica"]
+
+        own.start()
+        standby = await asyncpg.connect(replica_url(stack, own.port))
+        await caught_up(db, standby)
+        await standby.close()
+        await until_replica(worker, bob, cid)
+        await a.close()
 
 
 async def test_without_the_replica_everything_works_from_the_primary(
