@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -20,6 +21,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from chatd.config import ConfigError, Settings
 from chatd.devstack import Stack
 from chatd.processes import free_port
 from chatd.storage.replica import Replica
@@ -298,3 +300,17 @@ def test_the_lag_is_the_age_of_the_newest_primary_position_the_replica_replayed(
     assert replica.lag(now - 8, 300, 250) == pytest.approx(10, abs=1)  # past 200, noted 10 s ago
     assert replica.lag(now - 1, 400, 350) == pytest.approx(8, abs=1)  # past 300, noted 8 s ago
     assert replica.lag(now, 500, None) == 0  # not in recovery: nothing to replay
+
+
+def test_the_replica_url_takes_the_database_credential(tmp_path: Path) -> None:
+    """The replica is the primary's copy: the same role, so the same credential; unset, off."""
+    (tmp_path / "database-password").write_text("p@ss/word")
+    base = {"CHATD_DATABASE_URL": "postgresql://chatd@db1/chatd", "CREDENTIALS_DIRECTORY": str(tmp_path)}
+    assert Settings.from_env(base).database_replica_url == ""
+    url = "postgresql://chatd@db2:5432,db3/chatd?target_session_attrs=standby"
+    settings = Settings.from_env({**base, "CHATD_DATABASE_REPLICA_URL": url})
+    assert settings.database_replica_url == (
+        "postgresql://chatd:p%40ss%2Fword@db2:5432,db3/chatd?target_session_attrs=standby"
+    )
+    with pytest.raises(ConfigError, match="CHATD_DATABASE_REPLICA_URL"):
+        Settings.from_env({**base, "CHATD_DATABASE_REPLICA_URL": "redis://db2/0"})
