@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pwd
-import shutil
 import socket
-import subprocess
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,7 +17,7 @@ import pytest
 from chatd import storage
 from chatd.config import ConfigError, Settings, database_hosts
 from chatd.devstack import Stack
-from chatd.processes import free_port, pg_bin
+from tests.standby import run_standby
 
 
 def host_list_url(stack: Stack, *ports: int, attrs: str = "read-write") -> str:
@@ -65,27 +61,8 @@ async def closer() -> AsyncIterator[tuple[int, list[int]]]:
 @pytest.fixture
 def standby(stack: Stack) -> Iterator[int]:
     """A hot standby of the session's Postgres (pg_basebackup, streaming); yields its port."""
-    root = Path(tempfile.mkdtemp(prefix="chatd-standby-"))
-    data, port = root / "data", free_port()
-    as_postgres: list[str] = []
-    if os.geteuid() == 0:
-        owner = pwd.getpwnam("postgres")
-        os.chown(root, owner.pw_uid, owner.pw_gid)
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-    env = {**os.environ, "PGPASSWORD": stack.db_password}
-    subprocess.run(
-        [*as_postgres, pg_bin("pg_basebackup"), "-h", "127.0.0.1", "-p", str(stack.pg_port),
-         "-U", "chatd", "-D", str(data), "-R", "-X", "stream", "-c", "fast"],
-        env=env, check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c hot_standby=on"
-    start = [pg_bin("pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-o", options, "-w"]
-    subprocess.run([*as_postgres, *start, "start"], check=True, capture_output=True, timeout=120)
-    try:
-        yield port
-    finally:
-        subprocess.run([*as_postgres, *start, "-m", "immediate", "stop"], check=False, timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
+    with run_standby(stack) as standby:
+        yield standby.port
 
 
 async def test_a_host_list_url_takes_the_password_credential(

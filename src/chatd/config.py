@@ -73,6 +73,11 @@ def _database_url(name: str, raw: str) -> str:
     return url
 
 
+def _replica_url(name: str, raw: str) -> str:
+    """Empty (no replica), or a postgresql URL like CHATD_DATABASE_URL's."""
+    return _database_url(name, raw) if raw else ""
+
+
 def _cache_dir(name: str, raw: str) -> str:
     if raw and not raw.startswith("/"):
         raise ConfigError(f"{name}: expected an absolute path or nothing, got {raw!r}")
@@ -155,7 +160,11 @@ def _log_level(name: str, raw: str) -> str:
 
 # systemd credentials (LoadCredential=NAME:...; read from $CREDENTIALS_DIRECTORY/NAME): the
 # password each URL setting gets when its URL carries none. Local runs put it in the URL instead.
-CREDENTIALS = {"database_url": "database-password", "redis_url": "redis-password"}
+CREDENTIALS = {
+    "database_url": "database-password",
+    "database_replica_url": "database-password",  # the same role on the replica
+    "redis_url": "redis-password",
+}
 # The VAPID key (Web Push) as a credential: its file is used as CHATD_PUSH_VAPID_KEY_FILE.
 VAPID_CREDENTIAL = "vapid-private-key"
 DEFAULT_PUSH_SERVICES = (
@@ -213,6 +222,9 @@ class Settings:
     allowed_origins: tuple[str, ...] = _setting("", _origins)
     # Who may register (docs/protocol.md "POST /v1/register"): the safe default needs an invite.
     registration: str = _setting("invite", lambda n, v: _choice(n, v, ("invite", "open", "closed")))
+    # Reads that may go to a streaming replica (storage/replica.py); empty: all to the primary.
+    database_replica_url: str = _setting("", _replica_url)
+    database_replica_max_lag_s: float = _setting("5", lambda n, v: _float(n, v, 0, 3600))
     db_pool_min: int = _setting("2", lambda n, v: _int(n, v, 1, 200))
     db_pool_max: int = _setting("20", lambda n, v: _int(n, v, 1, 500))
     redis_pool_max: int = _setting("100", lambda n, v: _int(n, v, 2, 10_000))
@@ -286,7 +298,7 @@ class Settings:
             values[item.name] = parse(name, raw)
             credential = CREDENTIALS.get(item.name)
             secret = _credential(env, credential) if credential else None
-            if credential and secret is not None:
+            if credential and secret is not None and values[item.name]:
                 values[item.name] = _with_password(name, values[item.name], credential, secret)
         directory = env.get("CREDENTIALS_DIRECTORY", "")
         if directory and _credential(env, VAPID_CREDENTIAL) is not None:

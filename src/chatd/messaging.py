@@ -228,13 +228,21 @@ class Messaging:
     async def history(
         self, user_id: int, conversation_id: int, *, after: int | None, before: int | None, limit: int
     ) -> list[dict[str, Any]]:
-        await self._stores.conversations.require_member(conversation_id, user_id)
+        head = None
+        if self._stores.replica.enabled:  # the page may come from the replica: up to this seq
+            head = await self._stores.conversations.member_head(conversation_id, user_id)
+        else:
+            await self._stores.conversations.require_member(conversation_id, user_id)
         page = await self._stores.messages.page(
-            conversation_id, after=after, before=before, limit=min(limit, HISTORY_MAX)
+            conversation_id, after=after, before=before, limit=min(limit, HISTORY_MAX), head=head
         )
         return [frames.message(event) for event in page]
 
-    async def catch_up_page(self, conversation_id: int, after: int, limit: int) -> list[dict[str, Any]]:
-        """Events after `after`, ascending, for a session that already checked membership."""
-        page = await self._stores.messages.page(conversation_id, after=after, limit=limit)
+    async def catch_up_page(
+        self, conversation_id: int, after: int, limit: int, head: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Events after `after`, ascending, for a session that already checked membership.
+        `head`: the conversation's last seq the session knows committed (the replica may
+        answer if it has replayed that far)."""
+        page = await self._stores.messages.page(conversation_id, after=after, limit=limit, head=head)
         return [frames.message(event) for event in page]

@@ -123,6 +123,17 @@ POOL_WAIT = Histogram(
     buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0),
 )
 REDIS_WAIT = POOL_WAIT.labels("redis")
+# Reads a replica may take (history, catch-up, unread counts; storage/replica.py), with
+# CHATD_DATABASE_REPLICA_URL set: who answered, and why the primary did when it did.
+REPLICA_READS = Counter(
+    "chatd_replica_reads_total", "Reads the replica may take, by the server that answered", ["server"]
+)
+REPLICA_FALLBACKS = Counter(
+    "chatd_replica_fallbacks_total",
+    "Of those, answered by the primary, by reason (behind: a seq not replayed yet; lag: past"
+    " CHATD_DATABASE_REPLICA_MAX_LAG_S; error: the replica failed)",
+    ["reason"],
+)
 ERROR_REPLIES = Counter("chatd_error_replies_total", "Error replies sent to clients, by error code", ["code"])
 ERRORS = Counter("chatd_errors_total", "Failures of background work and unexpected errors, by kind", ["kind"])
 LOOP_LAG = Gauge("chatd_event_loop_lag_seconds", "Largest event-loop lag seen in the last sampling period")
@@ -171,6 +182,13 @@ def disable() -> None:
     noop = _Noop()
     for name in _ALL:
         globals()[name] = noop
+
+
+def replica_read(server: str, reason: str) -> None:
+    """One read the replica may take: `server` answered it; `reason` why not the replica."""
+    REPLICA_READS.labels(server).inc()
+    if reason:
+        REPLICA_FALLBACKS.labels(reason).inc()
 
 
 def error_reply(exc: ChatdError) -> None:

@@ -249,9 +249,12 @@ class Receipts:
         unread = await self.unread(uid, mine)
         return {cid: (mine[cid], unread.get(cid, 0)) for cid in cids}
 
-    async def unread(self, uid: int, pointers: dict[int, int]) -> dict[int, int]:
-        """Unread text messages per conversation after these pointers (counted up to 1000)."""
-        return await self._stores.receipts.unread(uid, pointers)
+    async def unread(
+        self, uid: int, pointers: dict[int, int], heads: dict[int, int] | None = None
+    ) -> dict[int, int]:
+        """Unread text messages per conversation after these pointers (counted up to 1000).
+        `heads`: each conversation's last seq known committed (the replica may count then)."""
+        return await self._stores.receipts.unread(uid, pointers, heads)
 
     async def read_state(self, uid: int) -> list[dict[str, int]]:
         """Every conversation's pointer and unread count, as `ready` gives them (§4.1)."""

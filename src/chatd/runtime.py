@@ -41,7 +41,7 @@ from chatd.redis_broker import RedisBroker
 from chatd.sampler import Sampler, TimedRedisPool
 from chatd.search import Search
 from chatd.security import Passwords
-from chatd.storage import Stores, create_pool
+from chatd.storage import Replica, Stores, create_pool
 from chatd.storage.search import index_ready as search_index_ready
 from chatd.subscriber import Subscriber
 from chatd.tasks import Background
@@ -228,7 +228,14 @@ async def open_runtime(settings: Settings) -> Runtime:
             settings.redis_url, max_connections=1, retry=SUBSCRIBER_RETRY, **options
         )
         subscriber = aioredis.Redis.from_pool(subscriber_pool)
-        runtime = Runtime(settings, Stores(pool, settings.search_language), redis, subscriber)
+        replica = Replica(
+            pool,
+            settings.database_replica_url,
+            settings.database_replica_max_lag_s,
+            lambda url: create_pool(url, 1, settings.db_pool_max),  # made on the first read
+        )
+        replica.observe = metrics.replica_read
+        runtime = Runtime(settings, Stores(pool, settings.search_language, replica), redis, subscriber)
         await runtime.hub.start()
         await runtime.conncap.start()
         runtime.flusher.start()
@@ -252,5 +259,6 @@ async def close_runtime(runtime: Runtime) -> None:
     await runtime.tasks.stop()
     await runtime.broker.subscriber.aclose()
     await runtime.redis.aclose()
+    await runtime.stores.replica.close()
     await runtime.stores.pool.close()
     runtime.passwords.close()

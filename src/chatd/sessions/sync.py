@@ -46,13 +46,17 @@ async def sync(session: Session, since: dict[int, int]) -> None:
     ahead = [cid for cid in cids if since.get(cid, 0) > last.get(cid, 0)]
     if ahead:  # the client has more than this worker dispatched yet, or claims to: ask Postgres
         last.update(await rt.conversations.last_seqs(ahead))
+    # The seq each conversation is known committed up to: what catch-up and the unread counts
+    # must cover (a replica that has not replayed that far is not read, storage/replica.py).
+    heads = {conv["id"]: max(conv["last_seq"], last.get(conv["id"], 0)) for conv in convs}
     pointers = await rt.receipts.pointers(conn.user_id)
     presence = await session.following.start()
     # At most READY_PAGE conversations a frame, whatever their number (protocol.md §4.1): a
     # client's frame limit bounds what it can take, and strangers can add anyone to groups.
     for start in range(0, max(len(convs), 1), READY_PAGE):
         page = convs[start : start + READY_PAGE]
-        unread = await rt.receipts.unread(conn.user_id, {c["id"]: pointers.get(c["id"], 0) for c in page})
+        mine = {c["id"]: pointers.get(c["id"], 0) for c in page}
+        unread = await rt.receipts.unread(conn.user_id, mine, heads)
         for conv in page:
             conv["last_seq"] = last.get(conv["id"], conv["last_seq"])
             conv["last_read_seq"], conv["unread"] = pointers.get(conv["id"], 0), unread.get(conv["id"], 0)
@@ -75,7 +79,7 @@ async def sync(session: Session, since: dict[int, int]) -> None:
         await conn.drained()  # paced like catch-up
     for cid in cids:
         if cid in since:
-            await catch_up(session, cid)
+            await catch_up(session, cid, heads[cid])
     for cid in sorted(set(since) - set(cids)):
         error = ChatdError(Code.NOT_MEMBER, "not a member of this conversation", conversation_id=cid)
         conn.send(frames.error(error))
@@ -84,10 +88,12 @@ async def sync(session: Session, since: dict[int, int]) -> None:
     streams.release_early()
 
 
-async def catch_up(session: Session, cid: int) -> None:
+async def catch_up(session: Session, cid: int, head: int | None) -> None:
+    """Send what was missed after the cursor: at least up to `head`, a seq known committed
+    (None: not known, read from the primary)."""
     streams = session.streams
     while cid in streams.cursor:
-        page = await session.runtime.messaging.catch_up_page(cid, streams.cursor[cid], CATCH_UP_PAGE)
+        page = await session.runtime.messaging.catch_up_page(cid, streams.cursor[cid], CATCH_UP_PAGE, head)
         metrics.DELIVERED_CATCH_UP.inc(len(page))
         for event in page:
             if not streams.push(cid, event["seq"], dumps(event), event):
@@ -107,5 +113,5 @@ async def follow(session: Session, conv: dict[str, Any], after: int) -> None:
     session.conn.send({"type": "conversation_added", "conversation": conv})
     session.streams.begin(cid, after)
     await session.runtime.hub.attach(session, [cid])
-    await catch_up(session, cid)
+    await catch_up(session, cid, conv.get("last_seq"))
     await session.following.joined(cid, conv["member_count"])

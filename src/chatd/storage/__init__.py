@@ -20,6 +20,7 @@ from chatd.storage.notices import NoticeStore
 from chatd.storage.notify import NotifyStore
 from chatd.storage.presence import PresenceStore
 from chatd.storage.receipts import DeliveryStore, ReceiptStore
+from chatd.storage.replica import Replica
 from chatd.storage.search import SearchStore
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "NotifyStore",
     "PresenceStore",
     "ReceiptStore",
+    "Replica",
     "SearchStore",
     "Stores",
     "connect",
@@ -45,14 +47,16 @@ Pool = asyncpg.Pool
 
 
 class Stores:
-    def __init__(self, pool: Pool, search_language: str = "english") -> None:
+    def __init__(self, pool: Pool, search_language: str = "english", replica: Replica | None = None) -> None:
         self.pool = pool
+        # Reads that may go to a streaming replica (storage/replica.py); none: all to `pool`.
+        self.replica = replica or Replica(pool)
         self.accounts = AccountStore(pool)
         self.admin = AdminStore(pool)
         self.conversations = ConversationStore(pool)
-        self.messages = MessageStore(pool)
+        self.messages = MessageStore(pool, self.replica)
         self.amends = AmendStore(pool)
-        self.receipts = ReceiptStore(pool)
+        self.receipts = ReceiptStore(pool, self.replica)
         self.delivery = DeliveryStore(pool)
         self.presence = PresenceStore(pool)
         self.notices = NoticeStore(pool)

@@ -229,6 +229,18 @@ class ConversationStore:
         if found is None:
             raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
 
+    async def member_head(self, conversation_id: int, user_id: int) -> int:
+        """The conversation's last seq, if `user_id` is a member (else `not_member`)."""
+        head: int | None = await self._pool.fetchval(
+            "SELECT c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id"
+            " WHERE m.conversation_id = $1 AND m.user_id = $2",
+            conversation_id,
+            user_id,
+        )
+        if head is None:
+            raise ChatdError(Code.NOT_MEMBER, "not a member of this conversation")
+        return head
+
     async def of_user(self, user_id: int) -> list[dict[str, Any]]:
         rows = await self._pool.fetch(
             f"SELECT {CONVERSATION_COLUMNS} FROM members m"

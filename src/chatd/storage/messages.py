@@ -10,6 +10,7 @@ import asyncpg
 from chatd.errors import ChatdError, Code
 from chatd.storage import files
 from chatd.storage.records import EVENT_COLUMNS, TIMELINE, Append, Event
+from chatd.storage.replica import Reader, Replica
 
 # Group commit: many sends (any conversations) in one statement; seqs in the order of the
 # input. It takes the conversation row locks (in id order, so concurrent batches cannot
@@ -31,8 +32,9 @@ Stored = tuple[Event, bool]  # the event, and whether it was stored before (a re
 
 
 class MessageStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, replica: Replica | None = None) -> None:
         self._pool = pool
+        self._replica = replica or Replica(pool)
 
     async def append_many(self, items: Sequence[Append]) -> list[Stored | BaseException]:
         """Store many messages in one statement (one COMMIT); results in the order of `items`.
@@ -123,26 +125,38 @@ class MessageStore:
         after: int | None = None,
         before: int | None = None,
         limit: int,
+        head: int | None = None,
     ) -> list[Event]:
-        """Events by seq: ascending after `after`, or the `limit` latest before `before`."""
-        if after is not None:
-            rows = await self._pool.fetch(
+        """Events by seq: ascending after `after`, or the `limit` latest before `before`.
+
+        `head`: a seq of the conversation known to be committed (its last, as the caller
+        knows it); given, the page may be read from the replica if it has replayed up to it
+        (or up to `before`, if that is lower), storage/replica.py."""
+        need = None
+        if head is not None:
+            need = {conversation_id: head if before is None else min(head, before - 1)}
+
+        async def read(db: Reader) -> list[Event]:
+            if after is not None:
+                rows = await db.fetch(
+                    f"{TIMELINE} WHERE m.conversation_id = $1"
+                    " AND m.seq > $2 AND ($3::bigint IS NULL OR m.seq < $3) ORDER BY m.seq LIMIT $4",
+                    conversation_id,
+                    after,
+                    before,
+                    limit,
+                )
+                return [Event.from_row(row) for row in rows]
+            rows = await db.fetch(
                 f"{TIMELINE} WHERE m.conversation_id = $1"
-                " AND m.seq > $2 AND ($3::bigint IS NULL OR m.seq < $3) ORDER BY m.seq LIMIT $4",
+                " AND ($2::bigint IS NULL OR m.seq < $2) ORDER BY m.seq DESC LIMIT $3",
                 conversation_id,
-                after,
                 before,
                 limit,
             )
-            return [Event.from_row(row) for row in rows]
-        rows = await self._pool.fetch(
-            f"{TIMELINE} WHERE m.conversation_id = $1"
-            " AND ($2::bigint IS NULL OR m.seq < $2) ORDER BY m.seq DESC LIMIT $3",
-            conversation_id,
-            before,
-            limit,
-        )
-        return [Event.from_row(row) for row in reversed(rows)]
+            return [Event.from_row(row) for row in reversed(rows)]
+
+        return await self._replica.read(need, read)
 
     async def range(self, conversation_id: int, first: int, last: int) -> list[Event]:
         """Events with first <= seq <= last, ascending (gap fill)."""

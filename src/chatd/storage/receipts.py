@@ -5,6 +5,7 @@ from typing import NamedTuple
 import asyncpg
 
 from chatd.storage.records import READABLE
+from chatd.storage.replica import Reader, Replica
 
 UNREAD_CAP = 1000
 _READABLE = [str(kind) for kind in READABLE]
@@ -25,8 +26,9 @@ class _PointerStore:
     _table = "read_pointers"
     _column = "last_read_seq"
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, replica: Replica | None = None) -> None:
         self._pool = pool
+        self._replica = replica or Replica(pool)
 
     async def user_state(self, uid: int) -> tuple[bool, list[tuple[int, int]], list[int]]:
         """What Redis keeps of a user: the sharing setting, their pointers, and the
@@ -101,24 +103,34 @@ class ReceiptStore(_PointerStore):
         )
         return [(row["seq"], row["sender_id"]) for row in rows]
 
-    async def unread(self, uid: int, pointers: dict[int, int]) -> dict[int, int]:
+    async def unread(
+        self, uid: int, pointers: dict[int, int], heads: dict[int, int] | None = None
+    ) -> dict[int, int]:
         """Messages (records.READABLE) from others after each pointer (and after joining), up to
-        UNREAD_CAP."""
+        UNREAD_CAP. `heads`: each conversation's last seq as the caller knows it committed;
+        given, the counts may come from the replica if it has replayed that far
+        (storage/replica.py)."""
         if not pointers:
             return {}
-        rows = await self._pool.fetch(
-            "SELECT p.cid, (SELECT count(*) FROM (SELECT 1 FROM messages m"
-            "   WHERE m.conversation_id = p.cid AND m.kind = ANY($5::text[])"
-            "   AND m.seq > GREATEST(p.seq, (SELECT joined_seq FROM members"
-            "                                WHERE conversation_id = p.cid AND user_id = $3))"
-            "   AND m.sender_id IS DISTINCT FROM $3 LIMIT $4) AS x) AS unread"
-            " FROM unnest($1::bigint[], $2::bigint[]) AS p(cid, seq)",
-            list(pointers),
-            list(pointers.values()),
-            uid,
-            UNREAD_CAP,
-            _READABLE,
-        )
+
+        async def read(db: Reader) -> list[asyncpg.Record]:
+            rows: list[asyncpg.Record] = await db.fetch(
+                "SELECT p.cid, (SELECT count(*) FROM (SELECT 1 FROM messages m"
+                "   WHERE m.conversation_id = p.cid AND m.kind = ANY($5::text[])"
+                "   AND m.seq > GREATEST(p.seq, (SELECT joined_seq FROM members"
+                "                                WHERE conversation_id = p.cid AND user_id = $3))"
+                "   AND m.sender_id IS DISTINCT FROM $3 LIMIT $4) AS x) AS unread"
+                " FROM unnest($1::bigint[], $2::bigint[]) AS p(cid, seq)",
+                list(pointers),
+                list(pointers.values()),
+                uid,
+                UNREAD_CAP,
+                _READABLE,
+            )
+            return rows
+
+        need = None if heads is None else {cid: heads.get(cid, 0) for cid in pointers}
+        rows = await self._replica.read(need, read)
         return {row["cid"]: row["unread"] for row in rows}
 
     async def kind(self, cid: int) -> str:
