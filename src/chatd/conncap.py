@@ -22,7 +22,8 @@ import asyncio
 
 import redis.asyncio as aioredis
 
-EPOCH = "chatd:pepoch"
+from chatd import keyspace
+
 REBUILD_MARGIN_S = 0.5  # beyond two sweep periods: a sweep's own round trips, a busy loop
 
 # KEYS: conns, grace, epoch; ARGV: conn, cap, ttl_ms, rebuild_ms
@@ -84,7 +85,11 @@ class ConnectionCap:
 
         Right after Redis lost its data this waits (at most two sweep periods and a half
         second) until every worker has counted its connections again."""
-        keys = [f"chatd:pc:{user_id}", f"chatd:pgrace:{user_id}", EPOCH]
+        keys = [
+            keyspace.presence("pc", user_id),
+            keyspace.presence("pgrace", user_id),
+            keyspace.presence("pepoch"),
+        ]
         args: list[str | int] = [conn_id, self._cap, self._ttl_ms, self._rebuild_ms]
         while True:
             async with asyncio.timeout(self._timeout_s):
@@ -95,9 +100,9 @@ class ConnectionCap:
 
     async def start(self) -> None:
         """A worker starts: a Redis without the epoch is taken as new (nothing to wait for)."""
-        await self._set_epoch(keys=[EPOCH], args=[0])
+        await self._set_epoch(keys=[keyspace.presence("pepoch")], args=[0])
 
     async def data_lost(self) -> None:
         """A running worker's sweep found its marker gone: admissions wait for the rebuild."""
         async with asyncio.timeout(self._timeout_s):
-            await self._set_epoch(keys=[EPOCH], args=[self._rebuild_ms])
+            await self._set_epoch(keys=[keyspace.presence("pepoch")], args=[self._rebuild_ms])

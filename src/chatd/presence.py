@@ -30,15 +30,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from chatd import metrics, tasks
+from chatd import keyspace, metrics, tasks
 from chatd.config import Settings
 from chatd.connection import Connection
 from chatd.fanout import Hub, conversation_channel, presence_channel
 from chatd.storage import Stores
 
 log = logging.getLogger("chatd.presence")
-EXPIRIES = "chatd:pexp"
-PENDING = "chatd:ppending"
 STATES = ("online", "away", "offline")
 REPUBLISH_AFTER_MS = 3000
 MARKER_TTL_S = 60
@@ -154,12 +152,12 @@ return out
 
 def _keys(uid: int) -> list[str]:
     return [
-        f"chatd:pc:{uid}",
-        f"chatd:pidle:{uid}",
-        f"chatd:pgrace:{uid}",
-        f"chatd:ps:{uid}",
-        EXPIRIES,
-        PENDING,
+        keyspace.presence("pc", uid),
+        keyspace.presence("pidle", uid),
+        keyspace.presence("pgrace", uid),
+        keyspace.presence("ps", uid),
+        keyspace.presence("pexp"),
+        keyspace.presence("ppending"),
     ]
 
 
@@ -178,7 +176,7 @@ class Presence:
         self._statuses = redis.register_script(_STATUSES)
         self._attention = redis.register_script(_ATTENTION)
         self._tasks: list[asyncio.Task[None]] = []
-        self._marker = f"chatd:pmark:{secrets.token_hex(8)}"
+        self._marker = keyspace.presence("pmark", secrets.token_hex(8))
         self._marked = False
         # Told when this worker re-registers after a loss it saw (the connection cap waits).
         self.on_data_lost: Callable[[], Awaitable[None]] | None = None
@@ -254,18 +252,20 @@ class Presence:
 
     async def _mark_published(self, uid: int, version: int) -> None:
         try:
-            await self._published(keys=[PENDING, f"chatd:ps:{uid}"], args=[uid, version])
+            await self._published(
+                keys=[keyspace.presence("ppending"), keyspace.presence("ps", uid)], args=[uid, version]
+            )
         except Exception:
             log.info("presence publish not recorded; the sweeper re-publishes it", extra={"user_id": uid})
 
     async def connected_users(self) -> int:
         """Users with a live (or grace-period) connection on any worker: online or away."""
-        return int(await self._redis.zcard(EXPIRIES))
+        return int(await self._redis.zcard(keyspace.presence("pexp")))
 
     async def statuses(self, uids: list[int]) -> dict[int, tuple[str, int]]:
         if not uids:
             return {}
-        flat = await self._statuses(keys=[f"chatd:ps:{uid}" for uid in uids])
+        flat = await self._statuses(keys=[keyspace.presence("ps", uid) for uid in uids])
         return {
             uid: (_text(flat[2 * i]) or "offline", int(flat[2 * i + 1] or 0)) for i, uid in enumerate(uids)
         }
@@ -349,7 +349,7 @@ class Presence:
         async with self._redis.pipeline(transaction=False) as pipe:
             for conn in conns:
                 args = self._args(conn.user_id, "refresh", conn.id, self._ttl_ms)
-                await self._apply(keys=_keys(conn.user_id), args=args, client=pipe)
+                await keyspace.queue_script(pipe, self._apply, _keys(conn.user_id), args)
             results = await pipe.execute()
         for conn, result in zip(conns, results, strict=True):
             await self._after(conn.user_id, result)  # e.g. Redis lost its data: back online
@@ -378,12 +378,12 @@ class Presence:
             self._marked = True
             await self.heartbeat()
         now_ms = int(time.time() * 1000)
-        due = await self._redis.zrangebyscore(EXPIRIES, "-inf", now_ms, start=0, num=500)
+        due = await self._redis.zrangebyscore(keyspace.presence("pexp"), "-inf", now_ms, start=0, num=500)
         for raw in due:
             await self.change(int(_text(raw) or 0), "sweep")  # type: ignore[arg-type]
         metrics.SWEEPER_REMOVALS.inc(len(due))
         stale = await self._redis.zrangebyscore(
-            PENDING, "-inf", now_ms - REPUBLISH_AFTER_MS, start=0, num=100
+            keyspace.presence("ppending"), "-inf", now_ms - REPUBLISH_AFTER_MS, start=0, num=100
         )
         for raw in stale:
             uid = int(_text(raw) or 0)  # type: ignore[arg-type]
