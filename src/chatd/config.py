@@ -207,6 +207,8 @@ class Settings:
     redis_url: str = _setting(
         "redis://127.0.0.1:6379/0", lambda n, v: _url(n, v, ("redis", "rediss", "unix"))
     )
+    # CHATD_REDIS_URL is then one node of a Redis Cluster (the others are discovered); off: one Redis
+    redis_cluster: bool = _setting("off", _switch)
     log_level: str = _setting("info", _log_level)
     metrics: bool = _setting("on", _switch)
     forwarded_allow_ips: str = _setting("127.0.0.1,::1", lambda n, v: v)
