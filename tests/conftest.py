@@ -20,6 +20,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from chatd.devcluster import free_ports
 from chatd.devstack import Stack
 from chatd.processes import free_port
 from tests.helpers import Api
@@ -64,9 +65,36 @@ TEST_ENV = {
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
+def redis_stack() -> Iterator[Stack]:
+    yield from _stack()
+
+
+@pytest.fixture(scope="session")
+def stack(redis_stack: Stack) -> Stack:
+    """The session's stack (one Redis); a module may override it with per_redis."""
+    return redis_stack
+
+
+@pytest.fixture(scope="session")
+def cluster_stack() -> Iterator[Stack]:
+    """A second stack whose workers use a local Redis Cluster (3 primaries, 3 replicas)."""
+    yield from _stack(free_ports(6))
+
+
+def per_redis(request: pytest.FixtureRequest) -> Stack:
+    """For a module's own `stack` fixture, parametrized with REDIS_MODES: the same tests run
+    against one Redis and against a Redis Cluster."""
+    found: Stack = request.getfixturevalue("cluster_stack" if request.param == "cluster" else "redis_stack")
+    return found
+
+
+REDIS_MODES = ["redis", "cluster"]
+
+
+def _stack(redis_cluster_ports: list[int] | None = None) -> Iterator[Stack]:
     root = Path(tempfile.mkdtemp(prefix="chatd-test-"))
     stack = Stack(root=root, workers=2, tcp_workers=True, extra_env=TEST_ENV)
+    stack.redis_cluster_ports = redis_cluster_ports or []
     try:
         stack.up()
         yield stack
@@ -152,6 +180,8 @@ def private_redis(stack: Stack) -> Iterator[str]:
     """A Redis server of its own: for tests that count Redis commands, and for any worker that
     must not share the session's Redis state. Never a second DB number on the session's Redis:
     pub/sub ignores the DB, so its workers would still share every channel."""
+    if stack.redis_cluster_ports:
+        pytest.skip("counts the commands of one Redis: runs against the single-Redis stack only")
     port = free_port()
     directory = Path(tempfile.mkdtemp(prefix="chatd-redis-"))
     proc = subprocess.Popen(

@@ -12,10 +12,20 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from tests.conftest import Worker
+import pytest
+
+from chatd.devstack import Stack
+from tests.conftest import REDIS_MODES, Worker, per_redis
 from tests.helpers import Api, Frame, User, Ws, ws_url
 
 TTL, SWEEP, GRACE = 3.0, 0.5, 2.0
+
+
+@pytest.fixture(scope="module", params=REDIS_MODES)
+def stack(request: pytest.FixtureRequest) -> Stack:
+    """These tests run against one Redis and against a Redis Cluster (conftest.per_redis)."""
+    return per_redis(request)
+
 
 # A client in a process of its own: authenticates, says so, then only answers pings (the
 # library does that in a background thread) until it is stopped.
