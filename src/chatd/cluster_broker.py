@@ -81,10 +81,6 @@ class ClusterBroker:
         self._on_resync: OnResync = _ignore_resync
         self._outbox = Outbox(redis, publish_timeout_s, sharded=True)  # type: ignore[arg-type]
         self._ephemeral = Ephemeral(redis, publish_timeout_s, sharded=True)  # type: ignore[arg-type]
-        # Tests switch the repair off to show what it is for (tests/test_cluster_failover.py).
-        self.repair = True
-        self.repairs = 0
-        self.last_repair_s = 0.0  # how long the last repair took, from the break to the resync
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self, on_message: OnMessage, on_resync: OnResync) -> None:
@@ -248,16 +244,13 @@ class ClusterBroker:
     async def _keep(self) -> None:
         while True:
             await self._broken.wait()
-            if not self.repair:
-                await asyncio.Event().wait()  # stays broken (tests only)
             began = time.monotonic()
             self._broken.clear()
             await self._repair()
-            self.repairs += 1
-            self.last_repair_s = time.monotonic() - began
             if not self._broken.is_set():
                 self._up.set()
-            log.info("redis cluster subscriber repaired", extra={"seconds": round(self.last_repair_s, 3)})
+            seconds = round(time.monotonic() - began, 3)
+            log.info("redis cluster subscriber repaired", extra={"seconds": seconds})
             self._on_resync()
 
     async def _repair(self) -> None:
