@@ -300,6 +300,8 @@ class Settings:
             raise ConfigError("CHATD_PRESENCE_HEARTBEAT_S: must be shorter than CHATD_PRESENCE_TTL_S")
         if values["db_pool_min"] > values["db_pool_max"]:
             raise ConfigError("CHATD_DB_POOL_MIN: must not exceed CHATD_DB_POOL_MAX")
+        if values["redis_cluster"] and not values["redis_url"].startswith("redis://"):
+            raise ConfigError("CHATD_REDIS_URL: with CHATD_REDIS_CLUSTER=on, a redis:// URL (no TLS yet)")
         return cls(**values)
 
 
