@@ -70,25 +70,27 @@ def redis_stack() -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="session")
-def stack(redis_stack: Stack) -> Stack:
-    """The session's stack (one Redis); a module may override it with per_redis."""
-    return redis_stack
-
-
-@pytest.fixture(scope="session")
 def cluster_stack() -> Iterator[Stack]:
     """A second stack whose workers use a local Redis Cluster (3 primaries, 3 replicas)."""
     yield from _stack(free_ports(6))
 
 
-def per_redis(request: pytest.FixtureRequest) -> Stack:
-    """For a module's own `stack` fixture, parametrized with REDIS_MODES: the same tests run
-    against one Redis and against a Redis Cluster."""
-    found: Stack = request.getfixturevalue("cluster_stack" if request.param == "cluster" else "redis_stack")
+@pytest.fixture(scope="session")
+def stack(request: pytest.FixtureRequest) -> Stack:
+    """The session's stack on one Redis; in a module marked `both_redis`, each test runs once
+    on it and once on the Redis Cluster stack (pytest_generate_tests)."""
+    mode = getattr(request, "param", "redis")
+    found: Stack = request.getfixturevalue(f"{mode}_stack")
     return found
 
 
-REDIS_MODES = ["redis", "cluster"]
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_redis: run against one Redis and a Redis Cluster")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("both_redis") and "stack" in metafunc.fixturenames:
+        metafunc.parametrize("stack", ["redis", "cluster"], indirect=True)
 
 
 def _stack(redis_cluster_ports: list[int] | None = None) -> Iterator[Stack]:
@@ -181,7 +183,7 @@ def private_redis(stack: Stack) -> Iterator[str]:
     must not share the session's Redis state. Never a second DB number on the session's Redis:
     pub/sub ignores the DB, so its workers would still share every channel."""
     if stack.redis_cluster_ports:
-        pytest.skip("counts the commands of one Redis: runs against the single-Redis stack only")
+        pytest.skip("uses a single Redis of its own: runs with the single-Redis stack only")
     port = free_port()
     directory = Path(tempfile.mkdtemp(prefix="chatd-redis-"))
     proc = subprocess.Popen(

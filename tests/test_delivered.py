@@ -15,15 +15,11 @@ import pytest
 import redis.asyncio as aioredis
 import websockets
 
-from chatd.devstack import Stack
-from tests.conftest import REDIS_MODES, Worker, per_redis
+from tests.conftest import Worker
 from tests.helpers import QUIET_REDIS_WORKER, Api, User, Ws, redis_calls, ws_url
 
-
-@pytest.fixture(scope="module", params=REDIS_MODES)
-def stack(request: pytest.FixtureRequest) -> Stack:
-    """These tests run against one Redis and against a Redis Cluster (conftest.per_redis)."""
-    return per_redis(request)
+# Each test runs against one Redis and against a Redis Cluster (conftest.py).
+pytestmark = pytest.mark.both_redis
 
 
 async def received(ws: Ws, cid: int, seq: int) -> None:

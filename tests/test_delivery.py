@@ -9,14 +9,10 @@ import asyncpg
 import pytest
 
 from chatd.devstack import Stack
-from tests.conftest import REDIS_MODES, per_redis
 from tests.helpers import Api, Ws, ack_for, wait_until_blocked
 
-
-@pytest.fixture(scope="module", params=REDIS_MODES)
-def stack(request: pytest.FixtureRequest) -> Stack:
-    """These tests run against one Redis and against a Redis Cluster (conftest.per_redis)."""
-    return per_redis(request)
+# Each test runs against one Redis and against a Redis Cluster (conftest.py).
+pytestmark = pytest.mark.both_redis
 
 
 async def test_direct_message_reaches_recipient_on_other_worker(w1: Api, w2: Api) -> None:

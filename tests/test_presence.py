@@ -14,17 +14,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from chatd.devstack import Stack
-from tests.conftest import REDIS_MODES, Worker, per_redis
+from tests.conftest import Worker
 from tests.helpers import Api, Frame, User, Ws, ws_url
 
 TTL, SWEEP, GRACE = 3.0, 0.5, 2.0
 
 
-@pytest.fixture(scope="module", params=REDIS_MODES)
-def stack(request: pytest.FixtureRequest) -> Stack:
-    """These tests run against one Redis and against a Redis Cluster (conftest.per_redis)."""
-    return per_redis(request)
+# Each test runs against one Redis and against a Redis Cluster (conftest.py).
+pytestmark = pytest.mark.both_redis
 
 
 # A client in a process of its own: authenticates, says so, then only answers pings (the

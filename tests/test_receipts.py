@@ -11,15 +11,12 @@ import asyncpg
 import pytest
 
 from chatd.devstack import Stack
-from tests.conftest import REDIS_MODES, Worker, per_redis
+from tests.conftest import Worker
 from tests.helpers import Api, Ws
 from tests.test_receipts_flush import flush_after
 
-
-@pytest.fixture(scope="module", params=REDIS_MODES)
-def stack(request: pytest.FixtureRequest) -> Stack:
-    """These tests run against one Redis and against a Redis Cluster (conftest.per_redis)."""
-    return per_redis(request)
+# Each test runs against one Redis and against a Redis Cluster (conftest.py).
+pytestmark = pytest.mark.both_redis
 
 
 async def send_n(ws: Ws, cid: int, n: int) -> None:

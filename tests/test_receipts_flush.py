@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 import asyncpg
+import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
@@ -20,6 +21,9 @@ from chatd.storage import Stores, create_pool
 from tests.conftest import Worker
 from tests.helpers import QUIET_REDIS_WORKER, REDIS_WORK, Api, User, Ws, redis_calls
 from tests.test_large_group import bulk_users
+
+# Each test runs against one Redis and against a Redis Cluster (conftest.py).
+pytestmark = pytest.mark.both_redis
 
 HANG_S = 60  # a guard against a hang, far above the flush lock's TTL (30 s)
 
