@@ -99,5 +99,8 @@ async def test_primary_fails_mid_conversation(
         f"\n{how}: new primary after {took_over:.2f} s, every member caught up after {caught_up:.2f} s;"
         f" {len(acked)} messages acked, {len(during)} before the takeover"
     )
+    for api in (a, b):  # the workers are ready again (nginx sends them new connections)
+        assert (await api.call("GET", "/readyz")).status_code == 200
+        await api.http.aclose()
     for ws in [sending, *members]:
         await ws.close()

@@ -261,14 +261,9 @@ class ClusterBroker:
                 async with self._lock, asyncio.timeout(REPAIR_TIMEOUT_S):
                     await self._close_shards()
                     await self.cluster.nodes_manager.initialize()  # the slot map, fresh
-                    channels, self._channels = list(self._channels), set()
-                    try:
-                        for channel in channels:
-                            self._channels.add(channel)
-                            shard = await self._shard_for(channel)
-                            await shard.pubsub.ssubscribe(channel)
-                    finally:
-                        self._channels.update(channels)
+                    for channel in list(self._channels):
+                        shard = await self._shard_for(channel)
+                        await shard.pubsub.ssubscribe(channel)
                     await self._confirm(list(self._shards.values()))
                 return
             except Exception as exc:
