@@ -36,7 +36,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from chatd.broker import Message, OnMessage, OnResync
+from chatd.broker import Message, OnMessage, OnResync, ignore_message, ignore_resync
 from chatd.ephemeral import Ephemeral
 from chatd.outbox import CONTROL_CHANNEL, RESYNC, Outbox
 
@@ -46,14 +46,6 @@ REPAIR_BACKOFF_MAX_S = 1.0
 REPAIR_TIMEOUT_S = 5.0
 SUBSCRIBER_WAIT_S = 10.0  # a caller's subscribe: for a repair to end, and the subscribe confirmed
 CONNECT_TIMEOUT_S = 1.0
-
-
-def _ignore_message(channel: str, data: bytes) -> None:
-    pass
-
-
-def _ignore_resync() -> None:
-    pass
 
 
 @dataclass
@@ -77,8 +69,8 @@ class ClusterBroker:
         self._lock = asyncio.Lock()
         self._pongs: dict[bytes, asyncio.Future[None]] = {}
         self._keeper: asyncio.Task[None] | None = None
-        self._on_message: OnMessage = _ignore_message
-        self._on_resync: OnResync = _ignore_resync
+        self._on_message: OnMessage = ignore_message
+        self._on_resync: OnResync = ignore_resync
         self._outbox = Outbox(redis, publish_timeout_s, sharded=True)  # type: ignore[arg-type]
         self._ephemeral = Ephemeral(redis, publish_timeout_s, sharded=True)  # type: ignore[arg-type]
 
