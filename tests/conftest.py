@@ -20,6 +20,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from chatd.devcluster import free_ports
 from chatd.devstack import Stack
 from chatd.processes import free_port
 from tests.helpers import Api
@@ -64,9 +65,38 @@ TEST_ENV = {
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
+def redis_stack() -> Iterator[Stack]:
+    yield from _stack()
+
+
+@pytest.fixture(scope="session")
+def cluster_stack() -> Iterator[Stack]:
+    """A second stack whose workers use a local Redis Cluster (3 primaries, 3 replicas)."""
+    yield from _stack(free_ports(6))
+
+
+@pytest.fixture(scope="session")
+def stack(request: pytest.FixtureRequest) -> Stack:
+    """The session's stack on one Redis; in a module marked `both_redis`, each test runs once
+    on it and once on the Redis Cluster stack (pytest_generate_tests)."""
+    mode = getattr(request, "param", "redis")
+    found: Stack = request.getfixturevalue(f"{mode}_stack")
+    return found
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_redis: run against one Redis and a Redis Cluster")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("both_redis") and "stack" in metafunc.fixturenames:
+        metafunc.parametrize("stack", ["redis", "cluster"], indirect=True)
+
+
+def _stack(redis_cluster_ports: list[int] | None = None) -> Iterator[Stack]:
     root = Path(tempfile.mkdtemp(prefix="chatd-test-"))
     stack = Stack(root=root, workers=2, tcp_workers=True, extra_env=TEST_ENV)
+    stack.redis_cluster_ports = redis_cluster_ports or []
     try:
         stack.up()
         yield stack
@@ -152,6 +182,8 @@ def private_redis(stack: Stack) -> Iterator[str]:
     """A Redis server of its own: for tests that count Redis commands, and for any worker that
     must not share the session's Redis state. Never a second DB number on the session's Redis:
     pub/sub ignores the DB, so its workers would still share every channel."""
+    if stack.redis_cluster_ports:
+        pytest.skip("uses a single Redis of its own: runs with the single-Redis stack only")
     port = free_port()
     directory = Path(tempfile.mkdtemp(prefix="chatd-redis-"))
     proc = subprocess.Popen(

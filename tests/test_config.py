@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from chatd.config import Settings, documented_defaults
+import pytest
+
+from chatd.config import ConfigError, Settings, documented_defaults
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -39,3 +41,11 @@ def test_readme_configuration_table_lists_every_setting_with_its_default() -> No
 def test_defaults_parse_into_settings() -> None:
     settings = Settings.from_env({"CHATD_DATABASE_URL": "postgresql://chatd@localhost/chatd"})
     assert settings.send_queue_frames == 2000 and settings.metrics is True
+
+
+def test_redis_cluster_takes_one_plain_node_url() -> None:
+    env = {"CHATD_DATABASE_URL": "postgresql://chatd@localhost/chatd", "CHATD_REDIS_CLUSTER": "on"}
+    node = Settings.from_env({**env, "CHATD_REDIS_URL": "redis://:secret@10.0.0.5:7000/0"})
+    assert node.redis_cluster is True
+    with pytest.raises(ConfigError, match="CHATD_REDIS_URL"):
+        Settings.from_env({**env, "CHATD_REDIS_URL": "rediss://10.0.0.5:7000/0"})

@@ -11,11 +11,15 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+import pytest
 import redis.asyncio as aioredis
 import websockets
 
 from tests.conftest import Worker
 from tests.helpers import QUIET_REDIS_WORKER, Api, User, Ws, redis_calls, ws_url
+
+# Each test runs against one Redis and against a Redis Cluster (conftest.py).
+pytestmark = pytest.mark.both_redis
 
 
 async def received(ws: Ws, cid: int, seq: int) -> None:

@@ -6,9 +6,13 @@ import asyncio
 import uuid
 
 import asyncpg
+import pytest
 
 from chatd.devstack import Stack
 from tests.helpers import Api, Ws, ack_for, wait_until_blocked
+
+# Each test runs against one Redis and against a Redis Cluster (conftest.py).
+pytestmark = pytest.mark.both_redis
 
 
 async def test_direct_message_reaches_recipient_on_other_worker(w1: Api, w2: Api) -> None:

@@ -30,19 +30,33 @@ TRANSPORTS = {
 ABOVE_TRANSPORTS = {"chatd.app", "chatd.server", "chatd.cli", "chatd.admin_cli", "chatd.__main__"}
 HUB = {"chatd.fanout", "chatd.topics", "chatd.notices"}
 # The seam under the hub: the interface, and the brokers behind it (Redis pub/sub with its two
-# publish queues, and the in-memory one for tests). The hub sees only the interface.
+# publish queues, a Redis Cluster's sharded pub/sub over the same queues, and the in-memory one
+# for tests). The hub sees only the interface.
 BROKER_SEAM = "chatd.broker"
-BROKERS = {"chatd.redis_broker", "chatd.outbox", "chatd.ephemeral", "chatd.memory_broker"}
-# Who picks the broker: the runtime wires the Redis one; the in-memory one is for tests only.
-BROKER_WIRING = {"chatd.redis_broker": {"chatd.runtime"}, "chatd.memory_broker": set()}
+BROKERS = {
+    "chatd.redis_broker",
+    "chatd.cluster_broker",
+    "chatd.outbox",
+    "chatd.ephemeral",
+    "chatd.memory_broker",
+}
+# Who picks the broker: the runtime wires a Redis one (by CHATD_REDIS_CLUSTER); the in-memory
+# one is for tests only.
+BROKER_WIRING = {
+    "chatd.redis_broker": {"chatd.runtime"},
+    "chatd.cluster_broker": {"chatd.runtime"},
+    "chatd.memory_broker": set(),
+}
 # What a broker may use: the plain helpers (no hub, no service, no storage).
 BROKER_MAY_IMPORT = {"chatd.metrics", "chatd.logs", "chatd.tasks"}
-# The modules that may import redis: the Redis broker (fan-out), the runtime that makes the
-# clients, and the modules that keep their own Redis keys, scripts or pool metrics until those
-# get one home (issue 25), or tell a Redis error apart (storage.is_unavailable, `chatd serve`).
+# The modules that may import redis: the Redis brokers (fan-out), the runtime that makes the
+# clients, the key names' home (keyspace), the modules that keep their own Redis scripts or pool
+# metrics, or tell a Redis error apart (storage.is_unavailable, `chatd serve`).
 # Never the hub, the sessions or the transports.
 REDIS_USERS = {
     "chatd.redis_broker",
+    "chatd.cluster_broker",
+    "chatd.keyspace",
     "chatd.outbox",
     "chatd.ephemeral",
     "chatd.runtime",
@@ -76,7 +90,7 @@ SERVICES = {
 }
 # The local-run tools and the terminal client ship inside the package, their dependencies in
 # extras (`devstack`, `client`); they are not layers of the daemon and not checked.
-TOOLS = ("chatd.client", "chatd.devstack", "chatd.devnginx", "chatd.processes")
+TOOLS = ("chatd.client", "chatd.devstack", "chatd.devcluster", "chatd.devnginx", "chatd.processes")
 # What storage may use from outside itself.
 STORAGE_MAY_IMPORT = {"chatd.errors", "chatd.config"}
 # SQL outside storage/: none (the migration runner's SQL is in storage/schema.py). The local-run

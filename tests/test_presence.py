@@ -12,10 +12,17 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import pytest
+
 from tests.conftest import Worker
 from tests.helpers import Api, Frame, User, Ws, ws_url
 
 TTL, SWEEP, GRACE = 3.0, 0.5, 2.0
+
+
+# Each test runs against one Redis and against a Redis Cluster (conftest.py).
+pytestmark = pytest.mark.both_redis
+
 
 # A client in a process of its own: authenticates, says so, then only answers pings (the
 # library does that in a background thread) until it is stopped.

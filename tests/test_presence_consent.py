@@ -6,8 +6,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
+import pytest
+
 from tests.conftest import Worker
 from tests.helpers import Api, Frame, User, Ws, ack_for
+
+# Each test runs against one Redis and against a Redis Cluster (conftest.py).
+pytestmark = pytest.mark.both_redis
 
 
 def about(uid: int) -> Callable[[Frame], bool]:

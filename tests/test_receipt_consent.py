@@ -5,7 +5,12 @@ Reading is not taking part: the web app marks what is on screen read by itself."
 
 from __future__ import annotations
 
+import pytest
+
 from tests.helpers import Api, Frame, Ws
+
+# Each test runs against one Redis and against a Redis Cluster (conftest.py).
+pytestmark = pytest.mark.both_redis
 
 
 async def test_a_stranger_sees_no_read_or_typing_until_they_take_part(w1: Api, w2: Api) -> None:

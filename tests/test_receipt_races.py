@@ -10,7 +10,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from tests.helpers import Api, Frame, User, Ws
+
+# Each test runs against one Redis and against a Redis Cluster (conftest.py).
+pytestmark = pytest.mark.both_redis
 
 TRIALS = 40
 MESSAGES = 12

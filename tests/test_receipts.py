@@ -8,11 +8,15 @@ import time
 from collections.abc import Callable
 
 import asyncpg
+import pytest
 
 from chatd.devstack import Stack
 from tests.conftest import Worker
 from tests.helpers import Api, Ws
 from tests.test_receipts_flush import flush_after
+
+# Each test runs against one Redis and against a Redis Cluster (conftest.py).
+pytestmark = pytest.mark.both_redis
 
 
 async def send_n(ws: Ws, cid: int, n: int) -> None:
@@ -217,7 +221,7 @@ async def test_readded_member_starts_fresh_and_unread_counts_from_joining(
     await send_n(o, cid, 3)
     m = await Ws.connect(w1.base_url, member.token)
     await m.read(cid, 3)
-    await flush_after(stack.redis_url, time.time())  # in Postgres (flushed every 1 s in the test stack)
+    await flush_after(stack, time.time())  # in Postgres (flushed every 1 s in the test stack)
     assert await db.fetchval("SELECT count(*) FROM read_pointers WHERE conversation_id = $1", cid) == 1
     await m.close()
     removed = await w1.call("DELETE", f"/v1/conversations/{cid}/members/{member.id}", owner.token)

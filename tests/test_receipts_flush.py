@@ -8,16 +8,22 @@ import time
 from collections.abc import Callable
 
 import asyncpg
+import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
+from chatd import keyspace
 from chatd.devstack import Stack
-from chatd.readstate import FLUSHED_BEFORE, ReadState
+from chatd.readstate import ReadState
 from chatd.receipts import Flusher
 from chatd.security import hash_token, new_token
 from chatd.storage import Stores, create_pool
 from tests.conftest import Worker
 from tests.helpers import QUIET_REDIS_WORKER, REDIS_WORK, Api, User, Ws, redis_calls
 from tests.test_large_group import bulk_users
+
+# Each test runs against one Redis and against a Redis Cluster (conftest.py).
+pytestmark = pytest.mark.both_redis
 
 HANG_S = 60  # a guard against a hang, far above the flush lock's TTL (30 s)
 
@@ -40,14 +46,15 @@ async def wait_pointer(db: asyncpg.Connection, cid: int, uid: int, seq: int) -> 
             await asyncio.sleep(0.05)
 
 
-async def flush_after(redis_url: str, since: float) -> None:
+async def flush_after(stack: Stack, since: float) -> None:
     """Barrier: a flush that began after `since` (time.time()) has ended, so every pointer
     changed before `since` is in Postgres (chatd:rflushed-before, readstate.py)."""
-    redis = aioredis.Redis.from_url(redis_url)
+    cluster = bool(stack.redis_cluster_ports)
+    redis = (RedisCluster if cluster else aioredis.Redis).from_url(stack.redis_url)
     try:
         async with asyncio.timeout(HANG_S):
             while True:
-                if float(await redis.get(FLUSHED_BEFORE) or 0) > since:
+                if float(await redis.get(keyspace.pointers("rflushed-before", cluster)) or 0) > since:
                     return
                 await asyncio.sleep(0.05)
     finally:
@@ -84,11 +91,11 @@ async def test_a_flush_writes_every_pointer_marked_before_it_began(
     b = await Ws.connect(w1.base_url, bob.token)
     c = await Ws.connect(w1.base_url, carol.token)
     await b.read(cid, 4)
-    await flush_after(stack.redis_url, time.time())  # the next flush (every 1 s in the test stack)
+    await flush_after(stack, time.time())  # the next flush (every 1 s in the test stack)
     assert await pointer(db, cid, bob.id) == 4
     await b.read(cid, 2)  # older: Postgres never moves back either
     await c.read(cid, 1)
-    await flush_after(stack.redis_url, time.time())
+    await flush_after(stack, time.time())
     assert await pointer(db, cid, carol.id) == 1
     assert await pointer(db, cid, bob.id) == 4
     for ws in (a, b, c):

@@ -28,6 +28,14 @@ OnMessage = Callable[[str, bytes], None]
 OnResync = Callable[[], None]
 
 
+def ignore_message(channel: str, data: bytes) -> None:
+    """A broker's `on_message` before start."""
+
+
+def ignore_resync() -> None:
+    """A broker's `on_resync` before start."""
+
+
 class Broker(Protocol):
     async def start(self, on_message: OnMessage, on_resync: OnResync) -> None: ...
 

@@ -216,6 +216,8 @@ class Settings:
     redis_url: str = _setting(
         "redis://127.0.0.1:6379/0", lambda n, v: _url(n, v, ("redis", "rediss", "unix"))
     )
+    # CHATD_REDIS_URL is then one node of a Redis Cluster (the others are discovered); off: one Redis
+    redis_cluster: bool = _setting("off", _switch)
     log_level: str = _setting("info", _log_level)
     metrics: bool = _setting("on", _switch)
     forwarded_allow_ips: str = _setting("127.0.0.1,::1", lambda n, v: v)
@@ -310,6 +312,8 @@ class Settings:
             raise ConfigError("CHATD_PRESENCE_HEARTBEAT_S: must be shorter than CHATD_PRESENCE_TTL_S")
         if values["db_pool_min"] > values["db_pool_max"]:
             raise ConfigError("CHATD_DB_POOL_MIN: must not exceed CHATD_DB_POOL_MAX")
+        if values["redis_cluster"] and not values["redis_url"].startswith("redis://"):
+            raise ConfigError("CHATD_REDIS_URL: with CHATD_REDIS_CLUSTER=on, a redis:// URL (no TLS yet)")
         return cls(**values)
 
 

@@ -15,6 +15,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from chatd import keyspace
 from chatd.fanout import Hub
 from chatd.readstate import MARK_FN, MOVED, UNCHANGED, ReadState, gone_key, meta_key, room_key, user_key
 from chatd.receipts import Receipts
@@ -100,7 +101,7 @@ class Confirmations:
     async def _apply(self, batch: dict[Key, Confirmation]) -> Failures:
         keys: list[str] = []
         args: list[int] = []
-        dirty = self._delivered.keys.dirty
+        dirty = keyspace.pointers(self._delivered.keys.dirty)
         for c in batch.values():
             keys += [room_key(c.cid, self._delivered.keys), user_key(c.uid, self._delivered.keys)]
             keys += [dirty, gone_key(c.cid), meta_key(c.uid)]

@@ -7,8 +7,9 @@ concurrent connects on any number of workers cannot overshoot.
 
 If Redis loses its data (a restart without persistence, a new Redis host, FLUSHALL), the set is
 empty while the sockets are still open: each worker re-registers its own at its next presence
-sweep. ``chatd:pepoch`` (Redis time, ms) says from when the set is complete again, and
-admissions wait until then rather than count an incomplete set. The key goes with the data:
+sweep. ``chatd:pepoch`` (Redis time, ms; one per user shard on a cluster, keyspace.py) says
+from when the set is complete again, and admissions wait until then rather than count an
+incomplete set. The key goes with the data:
 
 - a worker that starts sets it to now if it is missing (a new Redis: nothing to re-register);
 - an admission that finds it missing, or a running worker's sweep that found its own marker
@@ -22,7 +23,8 @@ import asyncio
 
 import redis.asyncio as aioredis
 
-EPOCH = "chatd:pepoch"
+from chatd import keyspace
+
 REBUILD_MARGIN_S = 0.5  # beyond two sweep periods: a sweep's own round trips, a busy loop
 
 # KEYS: conns, grace, epoch; ARGV: conn, cap, ttl_ms, rebuild_ms
@@ -70,6 +72,7 @@ class ConnectionCap:
         sweep_s: float,
         timeout_s: float | None = None,
     ) -> None:
+        self._redis = redis
         self._admit = redis.register_script(_ADMIT)
         self._set_epoch = redis.register_script(_SET_EPOCH)
         self._cap = cap
@@ -84,7 +87,11 @@ class ConnectionCap:
 
         Right after Redis lost its data this waits (at most two sweep periods and a half
         second) until every worker has counted its connections again."""
-        keys = [f"chatd:pc:{user_id}", f"chatd:pgrace:{user_id}", EPOCH]
+        keys = [
+            keyspace.presence("pc", user_id),
+            keyspace.presence("pgrace", user_id),
+            keyspace.presence_shared("pepoch", keyspace.user_shard(user_id)),
+        ]
         args: list[str | int] = [conn_id, self._cap, self._ttl_ms, self._rebuild_ms]
         while True:
             async with asyncio.timeout(self._timeout_s):
@@ -95,9 +102,22 @@ class ConnectionCap:
 
     async def start(self) -> None:
         """A worker starts: a Redis without the epoch is taken as new (nothing to wait for)."""
-        await self._set_epoch(keys=[EPOCH], args=[0])
+        await self._set_epochs(0)
 
     async def data_lost(self) -> None:
         """A running worker's sweep found its marker gone: admissions wait for the rebuild."""
         async with asyncio.timeout(self._timeout_s):
-            await self._set_epoch(keys=[EPOCH], args=[self._rebuild_ms])
+            await self._set_epochs(self._rebuild_ms)
+
+    async def _set_epochs(self, rebuild_ms: int) -> None:
+        """The epoch of every user shard (one on one Redis): each shard keeps its own."""
+        shards = keyspace.user_shards()
+        if len(shards) == 1:
+            await self._set_epoch(keys=[keyspace.presence_shared("pepoch", shards[0])], args=[rebuild_ms])
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for shard in shards:
+                await keyspace.queue_script(
+                    pipe, self._set_epoch, [keyspace.presence_shared("pepoch", shard)], [rebuild_ms]
+                )
+            await pipe.execute()

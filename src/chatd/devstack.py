@@ -12,6 +12,7 @@ import json
 import os
 import pwd
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from chatd import devcluster
 from chatd.devnginx import web_root as web_root  # re-exported for `chatd dev` and bench/
 from chatd.devnginx import write_config
 from chatd.processes import StackError as StackError  # raised to `chatd dev`
@@ -50,6 +52,7 @@ class Stack:
     nginx_ws_conn_per_addr: int = 65535  # nginx's maximum
     pg_port: int = 0
     redis_port: int = 0
+    redis_cluster_ports: list[int] = field(default_factory=list)  # a Redis Cluster (devcluster.py)
     http_port: int = 0
     worker_ports: list[int] = field(default_factory=list)
     metrics_ports: list[int] = field(default_factory=list)  # each worker's /metrics on loopback
@@ -68,6 +71,8 @@ class Stack:
 
     @property
     def redis_url(self) -> str:
+        if self.redis_cluster_ports:
+            return self.cluster().seed_url
         return f"redis://:{self.redis_password}@127.0.0.1:{self.redis_port}/0"
 
     def worker_bind(self, index: int) -> str:
@@ -99,6 +104,7 @@ class Stack:
             "CHATD_REDIS_URL": self.redis_url,
             "CHATD_PUSH_VAPID_KEY_FILE": str(self.vapid_key_file),
             "CHATD_FILES_CACHE_DIR": str(self.files_cache_dir),
+            "CHATD_REDIS_CLUSTER": "on" if self.redis_cluster_ports else "off",
             **self.extra_env,
         }
 
@@ -141,6 +147,8 @@ class Stack:
             return (self.root / "pg" / "postmaster.pid").exists() and subprocess.run(
                 self._as_postgres(status), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
             ).returncode == 0
+        if name == "redis" and self.redis_cluster_ports:
+            return all(self.running(f"redis-{port}") for port in self.redis_cluster_ports)
         pid = self.pids.get(name)
         if not pid or not _alive(pid):
             return False
@@ -148,7 +156,7 @@ class Stack:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             return False
-        return (b"chatd" if name.startswith("worker-") else name.encode()) in cmdline
+        return (b"chatd" if name.startswith("worker-") else name.split("-")[0].encode()) in cmdline
 
     def status(self) -> dict[str, bool]:
         return {name: self.running(name) for name in self.process_names()}
@@ -197,9 +205,9 @@ class Stack:
         if "nginx" in self.pids:
             self._signal("nginx", signal.SIGQUIT)
             self._wait_gone("nginx", 10)
-        if "redis" in self.pids:
-            self._signal("redis", signal.SIGTERM)
-            self._wait_gone("redis", 10)
+        for name in [name for name in self.pids if name.split("-")[0] == "redis"]:
+            self._signal(name, signal.SIGTERM)
+            self._wait_gone(name, 10)
         self.stop_postgres()
         self.save()
 
@@ -271,7 +279,23 @@ class Stack:
         self.start_postgres()
 
     # -- redis ---------------------------------------------------------------------------
+    def cluster(self) -> devcluster.Cluster:
+        nodes = {
+            port: self.pids[f"redis-{port}"]
+            for port in self.redis_cluster_ports
+            if f"redis-{port}" in self.pids
+        }
+        return devcluster.Cluster(self.root / "redis", self.redis_cluster_ports, self.redis_password, nodes)
+
     def start_redis(self) -> None:
+        if self.redis_cluster_ports:
+            for port in self.redis_cluster_ports:  # a fresh (empty) cluster
+                shutil.rmtree(self.root / "redis" / str(port), ignore_errors=True)
+            cluster = devcluster.start_cluster(
+                self.root / "redis", self.redis_cluster_ports, self.redis_password
+            )
+            self.pids.update({f"redis-{port}": pid for port, pid in cluster.nodes.items()})
+            return
         conf = self.root / "redis" / "redis.conf"
         conf.write_text(
             f"bind 127.0.0.1\nport {self.redis_port}\ndir {self.root / 'redis'}\n"

@@ -43,8 +43,11 @@ class _Pending:
 
 
 class Ephemeral:
-    def __init__(self, redis: aioredis.Redis, timeout_s: float, max_pending: int = MAX_PENDING) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, timeout_s: float, max_pending: int = MAX_PENDING, sharded: bool = False
+    ) -> None:
         self._redis = redis
+        self._sharded = sharded  # SPUBLISH (a Redis Cluster's sharded pub/sub, cluster_broker.py)
         self._timeout_s = timeout_s
         self._max_pending = max_pending
         self._pending: dict[Hashable, _Pending] = {}
@@ -106,9 +109,10 @@ class Ephemeral:
         try:
             async with asyncio.timeout(self._timeout_s):
                 async with self._redis.pipeline(transaction=False) as pipe:
+                    send = pipe.spublish if self._sharded else pipe.publish
                     for item in batch:
                         for channel, payload in item.messages:
-                            pipe.publish(channel, payload)
+                            send(channel, payload)
                     await pipe.execute()
         except Exception as exc:
             metrics.EPHEMERAL_DROPPED.inc(sum(len(item.messages) for item in batch))

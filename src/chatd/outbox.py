@@ -41,8 +41,11 @@ Entry = tuple[str, str, "asyncio.Future[bool] | None"]
 
 
 class Outbox:
-    def __init__(self, redis: aioredis.Redis, timeout_s: float, max_pending: int = MAX_PENDING) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, timeout_s: float, max_pending: int = MAX_PENDING, sharded: bool = False
+    ) -> None:
         self._redis = redis
+        self._sharded = sharded  # SPUBLISH (a Redis Cluster's sharded pub/sub, cluster_broker.py)
         self._timeout_s = timeout_s
         self._max_pending = max_pending
         self._queue: deque[Entry] = deque()
@@ -103,10 +106,11 @@ class Outbox:
             try:
                 async with asyncio.timeout(self._timeout_s):
                     async with self._redis.pipeline(transaction=False) as pipe:
+                        send = pipe.spublish if self._sharded else pipe.publish
                         for channel, payload, _ in batch:
-                            pipe.publish(channel, payload)
+                            send(channel, payload)
                         if self._dropped:
-                            pipe.publish(CONTROL_CHANNEL, RESYNC)
+                            send(CONTROL_CHANNEL, RESYNC)
                         await pipe.execute()
             except Exception as exc:
                 metrics.PUBLISH_FAILURES.inc()

@@ -30,7 +30,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from chatd import metrics, tasks
+from chatd import keyspace, metrics, tasks
 from chatd.config import Settings
 from chatd.connection import Connection
 from chatd.fanout import Hub, conversation_channel, presence_channel
@@ -38,8 +38,6 @@ from chatd.storage import Stores
 from chatd.tasks import Spawn
 
 log = logging.getLogger("chatd.presence")
-EXPIRIES = "chatd:pexp"
-PENDING = "chatd:ppending"
 STATES = ("online", "away", "offline")
 REPUBLISH_AFTER_MS = 3000
 MARKER_TTL_S = 60
@@ -154,14 +152,21 @@ return out
 
 
 def _keys(uid: int) -> list[str]:
+    shard = keyspace.user_shard(uid)  # "" on one Redis (keyspace.py)
     return [
-        f"chatd:pc:{uid}",
-        f"chatd:pidle:{uid}",
-        f"chatd:pgrace:{uid}",
-        f"chatd:ps:{uid}",
-        EXPIRIES,
-        PENDING,
+        keyspace.presence("pc", uid),
+        keyspace.presence("pidle", uid),
+        keyspace.presence("pgrace", uid),
+        keyspace.presence("ps", uid),
+        keyspace.presence_shared("pexp", shard),
+        keyspace.presence_shared("ppending", shard),
     ]
+
+
+async def _per_shard(redis: Any, script: Any, groups: list[list[int]], kinds: list[str]) -> list[Any]:
+    """`script` once per group of users of one shard, on the keys `kinds` of each user."""
+    keys = [[keyspace.presence(kind, uid) for uid in group for kind in kinds] for group in groups]
+    return await keyspace.script_per_group(redis, script, keys)
 
 
 def _text(value: bytes | str | None) -> str | None:
@@ -182,7 +187,7 @@ class Presence:
         self._statuses = redis.register_script(_STATUSES)
         self._attention = redis.register_script(_ATTENTION)
         self._tasks: list[asyncio.Task[None]] = []
-        self._marker = f"chatd:pmark:{secrets.token_hex(8)}"
+        self._marker = keyspace.worker_marker(secrets.token_hex(8))
         self._marked = False
         # Told when this worker re-registers after a loss it saw (the connection cap waits).
         self.on_data_lost: Callable[[], Awaitable[None]] | None = None
@@ -258,35 +263,45 @@ class Presence:
 
     async def _mark_published(self, uid: int, version: int) -> None:
         try:
-            await self._published(keys=[PENDING, f"chatd:ps:{uid}"], args=[uid, version])
+            pending = keyspace.presence_shared("ppending", keyspace.user_shard(uid))
+            await self._published(keys=[pending, keyspace.presence("ps", uid)], args=[uid, version])
         except Exception:
             log.info("presence publish not recorded; the sweeper re-publishes it", extra={"user_id": uid})
 
     async def connected_users(self) -> int:
         """Users with a live (or grace-period) connection on any worker: online or away."""
-        return int(await self._redis.zcard(EXPIRIES))
+        shards = keyspace.user_shards()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for shard in shards:
+                pipe.zcard(keyspace.presence_shared("pexp", shard))
+            return sum(int(count) for count in await pipe.execute())
 
     async def statuses(self, uids: list[int]) -> dict[int, tuple[str, int]]:
         if not uids:
             return {}
-        flat = await self._statuses(keys=[f"chatd:ps:{uid}" for uid in uids])
-        return {
-            uid: (_text(flat[2 * i]) or "offline", int(flat[2 * i + 1] or 0)) for i, uid in enumerate(uids)
-        }
+        groups = keyspace.by_user_shard(uids)
+        replies = await _per_shard(self._redis, self._statuses, groups, ["ps"])
+        found = {}
+        for group, flat in zip(groups, replies, strict=True):
+            for i, uid in enumerate(group):
+                found[uid] = (_text(flat[2 * i]) or "offline", int(flat[2 * i + 1] or 0))
+        return found
 
     async def unattended(self, uids: list[int], away_for_s: float) -> set[int]:
         """Those of `uids` no device is looking at: no live connection, or all of them idle
         (away) for at least `away_for_s` (Web Push goes to them, pushes.py)."""
         if not uids:
             return set()
-        keys = [key for uid in uids for key in _keys(uid)[:4]]
-        flat = [int(v) for v in await self._attention(keys=keys)]
-        now = flat[-1]
+        groups = keyspace.by_user_shard(uids)
+        replies = await _per_shard(self._redis, self._attention, groups, ["pc", "pidle", "pgrace", "ps"])
         found = set()
-        for i, uid in enumerate(uids):
-            active, idle, since = flat[3 * i : 3 * i + 3]
-            if active == 0 and (idle == 0 or now - since >= away_for_s * 1000):
-                found.add(uid)
+        for group, reply in zip(groups, replies, strict=True):
+            flat = [int(v) for v in reply]
+            now = flat[-1]
+            for i, uid in enumerate(group):
+                active, idle, since = flat[3 * i : 3 * i + 3]
+                if active == 0 and (idle == 0 or now - since >= away_for_s * 1000):
+                    found.add(uid)
         return found
 
     async def view(self, users: dict[int, datetime | None]) -> list[dict[str, Any]]:
@@ -353,7 +368,7 @@ class Presence:
         async with self._redis.pipeline(transaction=False) as pipe:
             for conn in conns:
                 args = self._args(conn.user_id, "refresh", conn.id, self._ttl_ms)
-                await self._apply(keys=_keys(conn.user_id), args=args, client=pipe)
+                await keyspace.queue_script(pipe, self._apply, _keys(conn.user_id), args)
             results = await pipe.execute()
         for conn, result in zip(conns, results, strict=True):
             await self._after(conn.user_id, result)  # e.g. Redis lost its data: back online
@@ -382,14 +397,20 @@ class Presence:
             self._marked = True
             await self.heartbeat()
         now_ms = int(time.time() * 1000)
-        due = await self._redis.zrangebyscore(EXPIRIES, "-inf", now_ms, start=0, num=500)
+        due = await self._due("pexp", now_ms, 500)
         for raw in due:
-            await self.change(int(_text(raw) or 0), "sweep")  # type: ignore[arg-type]
+            await self.change(int(_text(raw) or 0), "sweep")
         metrics.SWEEPER_REMOVALS.inc(len(due))
-        stale = await self._redis.zrangebyscore(
-            PENDING, "-inf", now_ms - REPUBLISH_AFTER_MS, start=0, num=100
-        )
+        stale = await self._due("ppending", now_ms - REPUBLISH_AFTER_MS, 100)
         for raw in stale:
-            uid = int(_text(raw) or 0)  # type: ignore[arg-type]
+            uid = int(_text(raw) or 0)
             state, version = (await self.statuses([uid]))[uid]
             await self._announce(uid, state, version)
+
+    async def _due(self, kind: str, until_ms: int, most: int) -> list[Any]:
+        """Users scored up to `until_ms` in every shard's `kind` set (at most `most` a shard)."""
+        shards = keyspace.user_shards()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for shard in shards:
+                pipe.zrangebyscore(keyspace.presence_shared(kind, shard), "-inf", until_ms, start=0, num=most)
+            return [user for found in await pipe.execute() for user in found]

@@ -37,7 +37,7 @@ import httpx
 import orjson
 import redis.asyncio as aioredis
 
-from chatd import metrics, tasks, webpush
+from chatd import keyspace, metrics, tasks, webpush
 from chatd.config import Settings
 from chatd.presence import Presence
 from chatd.storage import Stores, is_unavailable
@@ -78,7 +78,7 @@ return out
 
 
 def mark_key(uid: int, cid: int) -> str:
-    return f"chatd:pushed:{uid}:{cid}"
+    return keyspace.push_claim(uid, cid)
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ import time
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from chatd import keyspace
 from chatd.batching import Batcher
 from chatd.errors import ChatdError, Code
 
@@ -43,7 +44,7 @@ class RateLimiter:
         window = now_ms // self._window_ms
         try:
             async with asyncio.timeout(self._timeout_s):
-                count = await self._hits.submit(f"chatd:rl:{self._prefix}:{key}:{window}")
+                count = await self._hits.submit(keyspace.rate(self._prefix, key, window))
         except (redis.exceptions.RedisError, TimeoutError) as exc:
             self._skip_until = time.monotonic() + SKIP_AFTER_FAILURE_S
             log.warning("rate limiter unavailable; allowing", extra={"key": self._prefix, "error": repr(exc)})
@@ -56,7 +57,7 @@ class RateLimiter:
         now_ms = int(time.time() * 1000)
         window = now_ms // self._window_ms
         try:
-            count = await self._redis.get(f"chatd:rl:{self._prefix}:{key}:{window}")
+            count = await self._redis.get(keyspace.rate(self._prefix, key, window))
         except redis.exceptions.RedisError:
             log.warning("rate limiter unavailable; allowing", extra={"key": self._prefix})
             return
@@ -68,7 +69,7 @@ class RateLimiter:
         limit (fail open). `check` then refuses the key until the window ends."""
         now_ms = int(time.time() * 1000)
         window = now_ms // self._window_ms
-        name = f"chatd:rl:{self._prefix}:{key}:{window}"
+        name = keyspace.rate(self._prefix, key, window)
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.incrby(name, amount)

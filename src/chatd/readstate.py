@@ -40,10 +40,8 @@ from typing import NamedTuple
 
 import redis.asyncio as aioredis
 
-DIRTY = "chatd:rdirty"
-FLUSHING = "chatd:rflushing"
-FLUSH_LOCK = "chatd:rflush-lock"
-FLUSHED_BEFORE = "chatd:rflushed-before"
+from chatd import keyspace
+
 SENTINEL = "0"
 GONE_TTL_S = 86_400  # far longer than any mark is in flight
 
@@ -57,24 +55,33 @@ class Keys(NamedTuple):
     flushing: str
 
 
-READ = Keys("chatd:rr:", "chatd:lr:", DIRTY, FLUSHING)
-DELIVERED = Keys("chatd:dr:", "chatd:ld:", "chatd:ddirty", "chatd:dflushing")
+# The two instances' key names, without the cluster's hash tag (keyspace.pointers adds it).
+READ = Keys("rr:", "lr:", "rdirty", "rflushing")
+DELIVERED = Keys("dr:", "ld:", "ddirty", "dflushing")
+
+
+def flush_lock_key() -> str:
+    return keyspace.pointers("rflush-lock")
+
+
+def flushed_before_key() -> str:
+    return keyspace.pointers("rflushed-before")
 
 
 def room_key(cid: int, keys: Keys = READ) -> str:
-    return f"{keys.room}{cid}"
+    return keyspace.pointers(f"{keys.room}{cid}")
 
 
 def user_key(uid: int, keys: Keys = READ) -> str:
-    return f"{keys.user}{uid}"
+    return keyspace.pointers(f"{keys.user}{uid}")
 
 
 def meta_key(uid: int) -> str:
-    return f"chatd:lm:{uid}"
+    return keyspace.pointers(f"lm:{uid}")
 
 
 def gone_key(cid: int) -> str:
-    return f"chatd:rgone:{cid}"
+    return keyspace.pointers(f"rgone:{cid}")
 
 
 # A mark, as a Lua function (one script makes many in confirms.py): room, user, dirty, gone,
@@ -105,16 +112,16 @@ end
 """
 _MARK = MARK_FN + "return mark(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], unpack(ARGV))"
 
-# KEYS: room, gone; ARGV: seq1, uid1, joined1, seq2, ... from Postgres (members who share and
-# took part). GT: never lowers a newer live mark. Postgres may be older than Redis: a member
-# removed since (a tombstone newer than the membership read) or who stopped sharing since (the
-# user's `share` in chatd:lm, when loaded) is left out.
+# KEYS: room, gone; ARGV: the users' meta key prefix, then seq1, uid1, joined1, seq2, ... from
+# Postgres (members who share and took part). GT: never lowers a newer live mark. Postgres may
+# be older than Redis: a member removed since (a tombstone newer than the membership read) or
+# who stopped sharing since (the user's `share` in chatd:lm, when loaded) is left out.
 _LOAD_ROOM = """
 redis.call('ZADD', KEYS[1], 'GT', -1, '0')
-for i = 1, #ARGV, 3 do
+for i = 2, #ARGV, 3 do
   local uid = ARGV[i + 1]
   local removed = tonumber(redis.call('HGET', KEYS[2], uid) or '0') > tonumber(ARGV[i + 2])
-  local private = redis.call('HGET', 'chatd:lm:' .. uid, 'share') == '0'
+  local private = redis.call('HGET', ARGV[1] .. uid, 'share') == '0'
   if not removed and not private then redis.call('ZADD', KEYS[1], 'GT', ARGV[i], uid) end
 end
 return 1
@@ -252,7 +259,7 @@ class ReadState:
                     keys=[
                         room_key(cid, self.keys),
                         user_key(uid, self.keys),
-                        self.keys.dirty,
+                        keyspace.pointers(self.keys.dirty),
                         gone_key(cid),
                         meta_key(uid),
                     ],
@@ -276,7 +283,7 @@ class ReadState:
 
     async def load_room(self, cid: int, pointers: Iterable[tuple[int, int, int]]) -> None:
         """(user, seq, joined_seq) of the members who share and took part, from Postgres."""
-        args: list[int] = []
+        args: list[int | str] = [keyspace.pointers("lm:")]
         for uid, seq, joined in pointers:
             args += [seq, uid, joined]
         await self._load_room(keys=[room_key(cid, self.keys), gone_key(cid)], args=args)
@@ -333,7 +340,8 @@ class ReadState:
         one step; False when the user's state must be loaded first. A room not loaded stays so:
         it is rebuilt from Postgres, sentinel and all, on use."""
         status = await self._set_shared(
-            keys=[user_key(uid, self.keys), meta_key(uid)], args=[uid, int(shared), self.keys.room]
+            keys=[user_key(uid, self.keys), meta_key(uid)],
+            args=[uid, int(shared), keyspace.pointers(self.keys.room)],
         )
         return int(status) == 0
 
@@ -347,30 +355,32 @@ class ReadState:
         """Record that seqs lo..hi changed; True if the caller must publish after the window."""
         async with asyncio.timeout(self._timeout_s):
             opened = await self._widen(
-                keys=[f"chatd:rrange:{cid}", f"chatd:rwindow:{cid}"], args=[lo, hi, window_ms]
+                keys=[keyspace.pointers(f"rrange:{cid}"), keyspace.pointers(f"rwindow:{cid}")],
+                args=[lo, hi, window_ms],
             )
         return bool(opened)
 
     async def take_range(self, cid: int) -> tuple[int, int] | None:
-        lo, hi = await self._take_range(keys=[f"chatd:rrange:{cid}"])
+        lo, hi = await self._take_range(keys=[keyspace.pointers(f"rrange:{cid}")])
         return None if lo is None else (int(lo), int(hi))
 
     # -- flushing ------------------------------------------------------------------------
     async def acquire_flush_lock(self, ttl_ms: int) -> str | None:
         token = secrets.token_hex(8)
-        ok = await self.redis.set(FLUSH_LOCK, token, nx=True, px=ttl_ms)
+        ok = await self.redis.set(flush_lock_key(), token, nx=True, px=ttl_ms)
         return token if ok else None
 
     async def release_flush_lock(self, token: str) -> None:
-        await self._release(keys=[FLUSH_LOCK], args=[token])
+        await self._release(keys=[flush_lock_key()], args=[token])
 
     async def take_dirty(self) -> list[tuple[int, int, int]] | None:
         """(cid, uid, seq) to write, None if nothing is dirty. A crashed flusher's batch first."""
-        if not await self.redis.exists(self.keys.flushing):
-            if not await self.redis.exists(self.keys.dirty):
+        dirty, flushing = keyspace.pointers(self.keys.dirty), keyspace.pointers(self.keys.flushing)
+        if not await self.redis.exists(flushing):
+            if not await self.redis.exists(dirty):
                 return None
-            await self.redis.rename(self.keys.dirty, self.keys.flushing)
-        pairs = [_text(p).split(":") for p in await self.redis.smembers(self.keys.flushing)]
+            await self.redis.rename(dirty, flushing)
+        pairs = [_text(p).split(":") for p in await self.redis.smembers(flushing)]
         async with self.redis.pipeline(transaction=False) as pipe:
             for cid, uid in pairs:
                 pipe.hget(user_key(int(uid), self.keys), cid)
@@ -378,17 +388,17 @@ class ReadState:
         return [(int(c), int(u), int(s)) for (c, u), s in zip(pairs, seqs, strict=True) if s is not None]
 
     async def flushed(self) -> None:
-        await self.redis.delete(self.keys.flushing)
+        await self.redis.delete(keyspace.pointers(self.keys.flushing))
 
     async def mark_flushed_before(self, at: float) -> None:
-        await self.redis.set(FLUSHED_BEFORE, repr(at))
+        await self.redis.set(flushed_before_key(), repr(at))
 
     async def backlog(self) -> tuple[int, float]:
         """Pointers not yet in Postgres, and an upper bound on the oldest one's age (seconds)."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.scard(DIRTY)
-            pipe.scard(FLUSHING)
-            pipe.set(FLUSHED_BEFORE, repr(time.time()), nx=True, get=True)  # first time: from now
+            pipe.scard(keyspace.pointers(READ.dirty))
+            pipe.scard(keyspace.pointers(READ.flushing))
+            pipe.set(flushed_before_key(), repr(time.time()), nx=True, get=True)  # first time: from now
             dirty, flushing, before = await pipe.execute()
         pending = int(dirty) + int(flushing)
         if not pending or before is None:

@@ -22,7 +22,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from chatd.broker import Message, OnMessage, OnResync
+from chatd.broker import Message, OnMessage, OnResync, ignore_message, ignore_resync
 from chatd.ephemeral import Ephemeral
 from chatd.outbox import CONTROL_CHANNEL, RESYNC, Outbox
 
@@ -33,14 +33,6 @@ RECONNECT_TIMEOUT_S = 5.0
 SUBSCRIBER_WAIT_S = 10.0  # a caller's subscribe: for the subscriber to be back, and confirmed
 
 
-def _ignore_message(channel: str, data: bytes) -> None:
-    pass
-
-
-def _ignore_resync() -> None:
-    pass
-
-
 class RedisBroker:
     def __init__(self, redis: aioredis.Redis, subscriber: aioredis.Redis, publish_timeout_s: float) -> None:
         self.subscriber = subscriber
@@ -49,8 +41,8 @@ class RedisBroker:
         self._lock = asyncio.Lock()
         self._pongs: dict[bytes, asyncio.Future[None]] = {}
         self._reader: asyncio.Task[None] | None = None
-        self._on_message: OnMessage = _ignore_message
-        self._on_resync: OnResync = _ignore_resync
+        self._on_message: OnMessage = ignore_message
+        self._on_resync: OnResync = ignore_resync
         # One queue, one pipeline at a time: this worker's publishes go out in commit order.
         self._outbox = Outbox(redis, publish_timeout_s)
         self._ephemeral = Ephemeral(redis, publish_timeout_s)

@@ -16,14 +16,16 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
-from chatd import metrics, migrations, notices
+from chatd import keyspace, metrics, migrations, notices
 from chatd.accounts import Accounts, Limiters
 from chatd.admin import Admin
 from chatd.amends import Amends
 from chatd.attachments import Attachments
+from chatd.cluster_broker import ClusterBroker
 from chatd.config import Settings
 from chatd.confirms import Confirmations
 from chatd.conncap import ConnectionCap
@@ -71,13 +73,18 @@ class Runtime:
     """Everything one worker process holds: pools, the hub, the services."""
 
     def __init__(
-        self, settings: Settings, stores: Stores, redis: aioredis.Redis, subscriber: aioredis.Redis
+        self, settings: Settings, stores: Stores, redis: aioredis.Redis, subscriber: aioredis.Redis | None
     ) -> None:
         self.settings = settings
         self.stores = stores
         self.redis = redis
-        # Fan-out over Redis pub/sub: the command pool publishes, `subscriber` receives.
-        self.broker = RedisBroker(redis, subscriber, settings.redis_send_timeout_s)
+        # Fan-out over Redis pub/sub: the command pool publishes, `subscriber` receives; on a
+        # Redis Cluster (no `subscriber`), sharded pub/sub with a connection per primary.
+        self.broker: RedisBroker | ClusterBroker
+        if subscriber is None:
+            self.broker = ClusterBroker(redis, settings.redis_send_timeout_s)  # type: ignore[arg-type]
+        else:
+            self.broker = RedisBroker(redis, subscriber, settings.redis_send_timeout_s)
         # The worker's background tasks, whoever starts them; cancelled last at shutdown.
         self.tasks = Background()
         spawn = self.tasks.spawn
@@ -215,19 +222,8 @@ async def open_runtime(settings: Settings) -> Runtime:
             raise SchemaOutdated(
                 f"database schema is behind: missing {', '.join(missing)}; run `chatd migrate`"
             )
-        # Past `redis_pool_max` connections a command waits for a free one (up to 10 s)
-        # instead of failing: a burst then queues rather than answering `unavailable`.
-        pool_class = TimedRedisPool if metrics.ENABLED else aioredis.BlockingConnectionPool
-        options: dict[str, Any] = {"timeout": 10, "health_check_interval": 30, "socket_keepalive": True}
-        redis_pool = pool_class.from_url(
-            settings.redis_url, max_connections=settings.redis_pool_max, retry=REDIS_RETRY, **options
-        )
-        redis = aioredis.Redis.from_pool(redis_pool)  # closing the client closes the pool
-        # The subscriber's one connection, in a pool of its own (a different retry policy).
-        subscriber_pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=1, retry=SUBSCRIBER_RETRY, **options
-        )
-        subscriber = aioredis.Redis.from_pool(subscriber_pool)
+        keyspace.use_cluster(settings.redis_cluster)
+        redis, subscriber = _redis_clients(settings)
         replica = Replica(
             pool,
             settings.database_replica_url,
@@ -249,6 +245,29 @@ async def open_runtime(settings: Settings) -> Runtime:
     return runtime
 
 
+def _redis_clients(settings: Settings) -> tuple[aioredis.Redis, aioredis.Redis | None]:
+    """The command client, and the subscriber's (None on a cluster: the broker makes its own)."""
+    options: dict[str, Any] = {"health_check_interval": 30, "socket_keepalive": True}
+    if settings.redis_cluster:
+        # One client for the whole cluster: it follows MOVED and failovers, a pool per node.
+        cluster = RedisCluster.from_url(
+            settings.redis_url, max_connections=settings.redis_pool_max, retry=REDIS_RETRY, **options
+        )
+        return cluster, None  # type: ignore[return-value]  # the commands chatd uses are common
+    # Past `redis_pool_max` connections a command waits for a free one (up to 10 s)
+    # instead of failing: a burst then queues rather than answering `unavailable`.
+    pool_class = TimedRedisPool if metrics.ENABLED else aioredis.BlockingConnectionPool
+    redis_pool = pool_class.from_url(
+        settings.redis_url, max_connections=settings.redis_pool_max, retry=REDIS_RETRY, timeout=10, **options
+    )
+    redis = aioredis.Redis.from_pool(redis_pool)  # closing the client closes the pool
+    # The subscriber's one connection, in a pool of its own (a different retry policy).
+    subscriber_pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=1, retry=SUBSCRIBER_RETRY, timeout=10, **options
+    )
+    return redis, aioredis.Redis.from_pool(subscriber_pool)
+
+
 async def close_runtime(runtime: Runtime) -> None:
     await runtime.pushes.stop()
     await runtime.attachments.stop()
@@ -257,7 +276,8 @@ async def close_runtime(runtime: Runtime) -> None:
     await runtime.flusher.stop()  # writes every pointer still only in Redis
     await runtime.hub.stop()
     await runtime.tasks.stop()
-    await runtime.broker.subscriber.aclose()
+    if isinstance(runtime.broker, RedisBroker):
+        await runtime.broker.subscriber.aclose()
     await runtime.redis.aclose()
     await runtime.stores.replica.close()
     await runtime.stores.pool.close()

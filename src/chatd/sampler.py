@@ -80,7 +80,7 @@ class Sampler:
         size, idle = pool.get_size(), pool.get_idle_size()
         metrics.POOL_CONNECTIONS.labels("postgres", "in_use").set(size - idle)
         metrics.POOL_CONNECTIONS.labels("postgres", "idle").set(idle)
-        redis_pool = self._redis.connection_pool
+        redis_pool = getattr(self._redis, "connection_pool", None)  # none on a cluster client
         metrics.POOL_CONNECTIONS.labels("redis", "in_use").set(
             len(getattr(redis_pool, "_in_use_connections", ()))
         )

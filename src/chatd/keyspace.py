@@ -1,0 +1,119 @@
+"""Every Redis key name chatd uses, in one place, and the hash tags that make them work on a
+Redis Cluster (CHATD_REDIS_CLUSTER).
+
+On a single Redis the names are the historical ones (``chatd:pc:<uid>``, ``chatd:rdirty``...),
+so nothing changes for a running deployment. On a cluster, every key that one Lua script or
+RENAME touches together must hash to one slot, so each family of keys carries a hash tag:
+
+- ``{u:<uid % 256>}``  presence and the connection cap (presence.py, conncap.py), sharded by
+           user: one script applies a change to a user's entries *and* their shard's expiry and
+           pending sets, so each shard has its own (the sweeper reads every shard's); a query
+           about many users runs one script per shard;
+- ``{r}``  read and delivery pointers (readstate.py, confirms.py, receipts.py): a mark moves the
+           user's hash, the conversation's sorted set and the dirty set at once, a sharing
+           change walks all the user's conversations, the flusher RENAMEs the dirty set;
+- ``{pu:<cid>}``  Web Push claims (pushes.py): one script claims a conversation's recipients.
+
+Rate-limit counters are single keys and stay untagged (they spread over the whole cluster), and
+so do pub/sub channels: sharded pub/sub (cluster_broker.py) places each channel by its own
+name, so conversations' fan-out spreads over every primary, and so do the user shards. The
+pointers ({r}) live on one primary; docs/scaling.md.
+
+The mode is set once per process, before any key is built (runtime.open_runtime).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_cluster = False
+
+
+def use_cluster(on: bool) -> None:
+    global _cluster
+    _cluster = on
+
+
+def cluster() -> bool:
+    return _cluster
+
+
+def _tag(family: str, on: bool | None = None) -> str:
+    """The family's hash tag in cluster mode (`on`: that mode rather than this process's)."""
+    return f"{{{family}}}" if (_cluster if on is None else on) else ""
+
+
+# -- presence and the connection cap: sharded by user ---------------------------------------
+USER_SHARDS = 256  # on a cluster: hash tags {u:0} .. {u:255}, spread over every primary
+
+
+def user_shard(uid: int) -> str:
+    """The hash tag of the user's presence shard on a cluster; "" on one Redis (one shard)."""
+    return f"{{u:{uid % USER_SHARDS}}}" if _cluster else ""
+
+
+def user_shards() -> list[str]:
+    return [f"{{u:{n}}}" for n in range(USER_SHARDS)] if _cluster else [""]
+
+
+def presence(kind: str, uid: int) -> str:
+    """A user's presence key: ``pc`` connections, ``pidle``, ``pgrace``, ``ps`` state."""
+    return f"chatd:{user_shard(uid)}{kind}:{uid}"
+
+
+def presence_shared(kind: str, shard: str) -> str:
+    """A shard's own ``pexp`` (users' expiries), ``ppending`` (unpublished transitions) and
+    ``pepoch`` (the connection cap's rebuild epoch): one script touches them with a user's keys."""
+    return f"chatd:{shard}{kind}"
+
+
+def by_user_shard(uids: list[int]) -> list[list[int]]:
+    """`uids` grouped by shard (one group on one Redis): a script takes one group's keys."""
+    groups: dict[str, list[int]] = {}
+    for uid in uids:
+        groups.setdefault(user_shard(uid), []).append(uid)
+    return list(groups.values())
+
+
+def worker_marker(token: str) -> str:
+    return f"chatd:pmark:{token}"
+
+
+# -- read and delivery pointers (family r) --------------------------------------------------
+def pointers(name: str, on: bool | None = None) -> str:
+    """A read-state key or key prefix (``rr:``, ``lr:``, ``lm:``, ``rdirty``...)."""
+    return f"chatd:{_tag('r', on)}{name}"
+
+
+# -- Web Push claims ------------------------------------------------------------------------
+def push_claim(uid: int, cid: int) -> str:
+    """Tagged by conversation on a cluster: one claim script covers one conversation's users."""
+    if _cluster:
+        return f"chatd:pushed:{{pu:{cid}}}:{uid}"
+    return f"chatd:pushed:{uid}:{cid}"
+
+
+# -- rate limits ----------------------------------------------------------------------------
+def rate(prefix: str, key: str | int, window: int) -> str:
+    return f"chatd:rl:{prefix}:{key}:{window}"
+
+
+async def queue_script(pipe: Any, script: Any, keys: list[Any], args: list[Any]) -> None:
+    """Queue a registered script on a pipeline. A cluster pipeline cannot load a script it
+    does not find (NOSCRIPT fails the batch), so it sends the script's text (EVAL) instead."""
+    from redis.asyncio.client import Pipeline
+
+    if isinstance(pipe, Pipeline):
+        await script(keys=keys, args=args, client=pipe)
+    else:
+        pipe.eval(script.script, len(keys), *keys, *args)
+
+
+async def script_per_group(redis: Any, script: Any, key_groups: list[list[str]]) -> list[Any]:
+    """`script` once per group of keys (each group in one slot), in one round trip."""
+    if len(key_groups) == 1:  # one Redis: one call, as ever
+        return [await script(keys=key_groups[0])]
+    async with redis.pipeline(transaction=False) as pipe:
+        for keys in key_groups:
+            await queue_script(pipe, script, keys, [])
+        return list(await pipe.execute())
