@@ -92,11 +92,43 @@ ROLES = Path(__file__).resolve().parent.parent / "ansible" / "roles"
 CALLS_CLIENTS: dict[int, Any] = {}  # Redis port -> the connection that counts its commands
 
 
+CLUSTER_NODES = 6  # `--redis-cluster`: 3 primaries and a replica each (chatd.devcluster)
+
+
 @dataclass
 class BenchStack(Stack):
     # settings for one worker only (0-based index), e.g. CHATD_METRICS=off on one of two workers
     # to compare their CPU under the same load in the same run
     worker_env: dict[int, dict[str, str]] = field(default_factory=dict)
+    # `--redis-cluster`: chatd's workers use a local Redis Cluster (chatd.devcluster) instead of
+    # the stack's Redis (which still runs, for the peers): its directory, ports, password, pids
+    redis_cluster: dict[str, Any] = field(default_factory=dict)
+
+    def cluster(self) -> Any:
+        from chatd.devcluster import Cluster
+
+        c = self.redis_cluster
+        nodes = {int(port): pid for port, pid in c["nodes"].items()}
+        return Cluster(Path(c["directory"]), c["ports"], c["password"], nodes)
+
+    def start_cluster(self) -> None:
+        from chatd.devcluster import free_ports, start_cluster
+
+        cluster = start_cluster(self.root / "redis-cluster", free_ports(CLUSTER_NODES))
+        self.redis_cluster = {
+            "directory": str(cluster.directory),
+            "ports": cluster.ports,
+            "password": cluster.password,
+            "nodes": cluster.nodes,
+            "primaries": CLUSTER_NODES // 2,
+            "replicas": CLUSTER_NODES // 2,
+        }
+        self.extra_env = {**self.extra_env, "CHATD_REDIS_CLUSTER": "on", "CHATD_REDIS_URL": cluster.seed_url}
+
+    def down(self) -> None:
+        super().down()
+        if self.redis_cluster:
+            self.cluster().stop()
 
     def start_worker(self, index: int) -> None:
         common = self.extra_env
@@ -126,18 +158,16 @@ class BenchStack(Stack):
         """Commands Redis has run so far, by name (INFO commandstats), for whoever uses it: chatd
         and the peers that publish through it. One kept connection per Redis (not on the stack,
         which is pickled to other processes), so that only the INFO commands add to the counts."""
-        import redis
-
-        client = CALLS_CLIENTS.get(self.redis_port)
-        if client is None:
-            port, password = self.redis_port, self.redis_password
-            client = CALLS_CLIENTS[port] = redis.Redis(host="127.0.0.1", port=port, password=password)
-        try:
-            stats = client.info("commandstats")
-        except Exception:
-            CALLS_CLIENTS.pop(self.redis_port, None)
-            raise
-        return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+        if not self.redis_cluster:
+            return _calls(self.redis_port, self.redis_password)
+        # on a cluster: the commands every primary ran (the first half of the ports start as
+        # primaries; the bench fails none over)
+        c = self.redis_cluster
+        total: dict[str, int] = {}
+        for port in c["ports"][: c["primaries"]]:
+            for name, calls in _calls(port, c["password"]).items():
+                total[name] = total.get(name, 0) + calls
+        return total
 
     def postmaster_pid(self) -> int:
         return int((self.root / "pg" / "postmaster.pid").read_text().split()[0])
@@ -147,7 +177,10 @@ class BenchStack(Stack):
         roots = {name: pid for name, pid in self.pids.items() if name.startswith("worker-")}
         roots["nginx"] = self.pids["nginx"]
         roots["postgres"] = self.postmaster_pid()
-        roots["redis"] = self.pids["redis"]
+        if self.redis_cluster:  # each node apart; report.cpu_by_group adds up "redis-*"
+            roots.update({f"redis-{port}": pid for port, pid in self.redis_cluster["nodes"].items()})
+        else:
+            roots["redis"] = self.pids["redis"]
         return roots
 
     def worker_pids(self) -> list[int]:
@@ -158,11 +191,26 @@ class BenchStack(Stack):
         return [pid for pid in tree(master) if pid != master]
 
 
+def _calls(port: int, password: str) -> dict[str, int]:
+    import redis
+
+    client = CALLS_CLIENTS.get(port)
+    if client is None:
+        client = CALLS_CLIENTS[port] = redis.Redis(host="127.0.0.1", port=port, password=password)
+    try:
+        stats = client.info("commandstats")
+    except Exception:
+        CALLS_CLIENTS.pop(port, None)
+        raise
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
 def start(
     root: Path,
     workers: int,
     extra_env: dict[str, str] | None = None,
     worker_env: dict[int, dict[str, str]] | None = None,
+    redis_cluster: bool = False,
 ) -> BenchStack:
     env = {**BENCH_ENV, **(extra_env or {})}
     stack = BenchStack(
@@ -174,6 +222,9 @@ def start(
         nginx_reuseport=True,
     )
     try:
+        if redis_cluster:
+            root.mkdir(parents=True, exist_ok=True)
+            stack.start_cluster()
         stack.up()
     except BaseException:
         stack.down()

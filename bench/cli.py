@@ -94,7 +94,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         if any(SCENARIOS[n][1] for n in names):
             log(f"starting chatd stack ({args.workers} workers) in {work}")
             off = {n - 1: {"CHATD_METRICS": "off"} for n in args.metrics_off}
-            ctx.stack = chatstack.start(work / "stack", args.workers, worker_env=off)
+            ctx.stack = chatstack.start(
+                work / "stack", args.workers, worker_env=off, redis_cluster=args.redis_cluster
+            )
+            if args.redis_cluster:
+                results["config"]["redis_cluster"] = {
+                    k: ctx.stack.redis_cluster[k] for k in ("primaries", "replicas")
+                }
         every: list[dict[str, Any]] = []
         for rep in range(args.repeat):
             every.append({})
@@ -186,7 +192,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_scaling(args: argparse.Namespace) -> int:
     from bench import scaling
 
-    scaling.write(json.loads(Path(args.results).read_text()), SCALING_DOC)
+    if args.cluster:
+        single, cluster = (json.loads(Path(f).read_text()) for f in args.cluster)
+        scaling.write_cluster(single, cluster, SCALING_DOC)
+    else:
+        scaling.write(json.loads(Path(args.results).read_text()), SCALING_DOC)
     log(f"wrote {SCALING_DOC}")
     return 0
 
@@ -235,12 +245,23 @@ def main(argv: list[str] | None = None) -> int:
         help="run worker N (1-based) with CHATD_METRICS=off: compare its CPU (worker-N) with the others'",
     )
     run.add_argument("--merge", metavar="NAME", help="put these scenarios' results into results/NAME.json")
+    run.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="chatd on a local Redis Cluster (3 primaries, 3 replicas), not one Redis (docs/scaling.md)",
+    )
     run.set_defaults(func=cmd_run)
     rep = sub.add_parser("report", help="rewrite docs/benchmarks.md from a results file")
     rep.add_argument("results", nargs="?", default=str(RESULTS / "full.json"))
     rep.set_defaults(func=cmd_report)
     scale = sub.add_parser("scaling", help="rewrite docs/scaling.md's measured block from a results file")
     scale.add_argument("results", nargs="?", default=str(RESULTS / "full.json"))
+    scale.add_argument(
+        "--cluster",
+        nargs=2,
+        metavar=("ONE_REDIS.json", "CLUSTER.json"),
+        help="instead: rewrite the Redis Cluster comparison from a run on one Redis and one on a cluster",
+    )
     scale.set_defaults(func=cmd_scaling)
     prof = sub.add_parser("profile", help="py-spy every chatd worker under a steady mixed load")
     prof.add_argument("--seconds", type=float, default=20)
