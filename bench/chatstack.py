@@ -100,35 +100,6 @@ class BenchStack(Stack):
     # settings for one worker only (0-based index), e.g. CHATD_METRICS=off on one of two workers
     # to compare their CPU under the same load in the same run
     worker_env: dict[int, dict[str, str]] = field(default_factory=dict)
-    # `--redis-cluster`: chatd's workers use a local Redis Cluster (chatd.devcluster) instead of
-    # the stack's Redis (which still runs, for the peers): its directory, ports, password, pids
-    redis_cluster: dict[str, Any] = field(default_factory=dict)
-
-    def cluster(self) -> Any:
-        from chatd.devcluster import Cluster
-
-        c = self.redis_cluster
-        nodes = {int(port): pid for port, pid in c["nodes"].items()}
-        return Cluster(Path(c["directory"]), c["ports"], c["password"], nodes)
-
-    def start_cluster(self) -> None:
-        from chatd.devcluster import free_ports, start_cluster
-
-        cluster = start_cluster(self.root / "redis-cluster", free_ports(CLUSTER_NODES))
-        self.redis_cluster = {
-            "directory": str(cluster.directory),
-            "ports": cluster.ports,
-            "password": cluster.password,
-            "nodes": cluster.nodes,
-            "primaries": CLUSTER_NODES // 2,
-            "replicas": CLUSTER_NODES // 2,
-        }
-        self.extra_env = {**self.extra_env, "CHATD_REDIS_CLUSTER": "on", "CHATD_REDIS_URL": cluster.seed_url}
-
-    def down(self) -> None:
-        super().down()
-        if self.redis_cluster:
-            self.cluster().stop()
 
     def start_worker(self, index: int) -> None:
         common = self.extra_env
@@ -139,16 +110,17 @@ class BenchStack(Stack):
             self.extra_env = common
 
     def start_redis(self) -> None:
-        """The local stack's Redis with production's persistence (ansible/roles/redis: AOF,
-        fsync every second) instead of none."""
+        """The local stack's Redis (or each cluster node) with production's persistence
+        (ansible/roles/redis: AOF, fsync every second) instead of none."""
         super().start_redis()
-        self.save_redis_config("appendonly", "yes")
-        self.save_redis_config("appendfsync", "everysec")
+        for port in self.redis_cluster_ports or [self.redis_port]:
+            self.save_redis_config(port, "appendonly", "yes")
+            self.save_redis_config(port, "appendfsync", "everysec")
 
-    def save_redis_config(self, key: str, value: str) -> None:
+    def save_redis_config(self, port: int, key: str, value: str) -> None:
         import redis
 
-        client = redis.Redis(host="127.0.0.1", port=self.redis_port, password=self.redis_password)
+        client = redis.Redis(host="127.0.0.1", port=port, password=self.redis_password)
         try:
             client.config_set(key, value)
         finally:
@@ -158,14 +130,13 @@ class BenchStack(Stack):
         """Commands Redis has run so far, by name (INFO commandstats), for whoever uses it: chatd
         and the peers that publish through it. One kept connection per Redis (not on the stack,
         which is pickled to other processes), so that only the INFO commands add to the counts."""
-        if not self.redis_cluster:
+        if not self.redis_cluster_ports:
             return _calls(self.redis_port, self.redis_password)
         # on a cluster: the commands every primary ran (the first half of the ports start as
         # primaries; the bench fails none over)
-        c = self.redis_cluster
         total: dict[str, int] = {}
-        for port in c["ports"][: c["primaries"]]:
-            for name, calls in _calls(port, c["password"]).items():
+        for port in self.redis_cluster_ports[: CLUSTER_NODES // 2]:
+            for name, calls in _calls(port, self.redis_password).items():
                 total[name] = total.get(name, 0) + calls
         return total
 
@@ -177,10 +148,8 @@ class BenchStack(Stack):
         roots = {name: pid for name, pid in self.pids.items() if name.startswith("worker-")}
         roots["nginx"] = self.pids["nginx"]
         roots["postgres"] = self.postmaster_pid()
-        if self.redis_cluster:  # each node apart; report.cpu_by_group adds up "redis-*"
-            roots.update({f"redis-{port}": pid for port, pid in self.redis_cluster["nodes"].items()})
-        else:
-            roots["redis"] = self.pids["redis"]
+        # each cluster node apart ("redis-<port>"): report.cpu_by_group adds up "redis-*"
+        roots.update({name: pid for name, pid in self.pids.items() if name.split("-")[0] == "redis"})
         return roots
 
     def worker_pids(self) -> list[int]:
@@ -223,8 +192,9 @@ def start(
     )
     try:
         if redis_cluster:
-            root.mkdir(parents=True, exist_ok=True)
-            stack.start_cluster()
+            from chatd.devcluster import free_ports
+
+            stack.redis_cluster_ports = free_ports(CLUSTER_NODES)
         stack.up()
     except BaseException:
         stack.down()
