@@ -1,0 +1,50 @@
+"""On a Redis Cluster the read and delivery pointers spread over the primaries by conversation
+(keyspace.conv_shard), as presence does by user: no one primary holds every conversation's
+pointers, nor all of one user's (readstate.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatd.devstack import Stack
+from tests.helpers import Api, Ws
+
+pytestmark = pytest.mark.parametrize("stack", ["cluster"], indirect=True)
+
+
+def holders(stack: Stack, pattern: str) -> set[int]:
+    """The primaries holding a key that matches `pattern` (each node scanned on its own)."""
+    cluster = stack.cluster()
+    any_port = next(iter(cluster.nodes))
+    primaries = [
+        int(parts[1].split(":")[1].split("@")[0])
+        for parts in (line.split() for line in cluster.cli(any_port, "cluster", "nodes").splitlines())
+        if "master" in parts[2] and "fail" not in parts[2]
+    ]
+    return {port for port in primaries if cluster.cli(port, "--scan", "--pattern", pattern).strip()}
+
+
+async def test_pointers_of_different_conversations_sit_on_different_primaries(stack: Stack, w1: Api) -> None:
+    alice = await w1.user()
+    others = [await w1.user() for _ in range(8)]
+    cids = [await w1.direct(alice, other) for other in others]
+    a = await Ws.connect(w1.base_url, alice.token)
+    for cid in cids:
+        ack = await a.send(cid, "hello")
+        assert ack["type"] == "ack", ack
+    for other, cid in zip(others, cids, strict=True):
+        b = await Ws.connect(w1.base_url, other.token)
+        reply = await b.read(cid, 1)
+        assert reply["type"] == "read_state", reply
+        await b.close()
+    for cid in cids:
+        await a.send(cid, "again")
+        reply = await a.read(cid, 2)
+        assert reply["type"] == "read_state", reply
+    await a.close()
+    rooms = set().union(*(holders(stack, f"chatd:*rr:{cid}") for cid in cids))
+    mine = holders(stack, f"chatd:*lr:{alice.id}")
+    delivered = holders(stack, f"chatd:*ld:{alice.id}")
+    assert len(rooms) >= 2, rooms  # 8 conversations: all on one primary by chance 1 time in 2187
+    assert len(mine) >= 2, mine  # alice's read pointers: split by conversation shard
+    assert len(delivered) >= 2, delivered  # and her delivery pointers (a read delivers too)
