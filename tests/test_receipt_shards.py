@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from chatd import keyspace
 from chatd.devstack import Stack
+from chatd.readstate import DELIVERED, dirty_key, flushed_before_key, gone_key, meta_key, room_key, user_key
 from tests.helpers import Api, Ws
-
-pytestmark = pytest.mark.parametrize("stack", ["cluster"], indirect=True)
 
 
 def holders(stack: Stack, pattern: str) -> set[int]:
@@ -24,6 +24,7 @@ def holders(stack: Stack, pattern: str) -> set[int]:
     return {port for port in primaries if cluster.cli(port, "--scan", "--pattern", pattern).strip()}
 
 
+@pytest.mark.parametrize("stack", ["cluster"], indirect=True)
 async def test_pointers_of_different_conversations_sit_on_different_primaries(stack: Stack, w1: Api) -> None:
     alice = await w1.user()
     others = [await w1.user() for _ in range(8)]
@@ -48,3 +49,45 @@ async def test_pointers_of_different_conversations_sit_on_different_primaries(st
     assert len(rooms) >= 2, rooms  # 8 conversations: all on one primary by chance 1 time in 2187
     assert len(mine) >= 2, mine  # alice's read pointers: split by conversation shard
     assert len(delivered) >= 2, delivered  # and her delivery pointers (a read delivers too)
+
+
+@pytest.mark.parametrize("cluster", [False, True])
+def test_key_names_one_redis_as_ever_a_cluster_by_conversation_shard(cluster: bool) -> None:
+    """On one Redis a running deployment keeps its keys across the upgrade: the same names."""
+    before = keyspace.cluster()
+    keyspace.use_cluster(cluster)
+    try:
+        names = [
+            room_key(300),
+            user_key(7, 300),
+            meta_key(7, 300),
+            gone_key(300),
+            dirty_key(300),
+            dirty_key(300, DELIVERED),
+            user_key(7, 300, DELIVERED),
+            flushed_before_key(),
+        ]
+    finally:
+        keyspace.use_cluster(before)
+    if not cluster:
+        assert names == [
+            "chatd:rr:300",
+            "chatd:lr:7",
+            "chatd:lm:7",
+            "chatd:rgone:300",
+            "chatd:rdirty",
+            "chatd:ddirty",
+            "chatd:ld:7",
+            "chatd:rflushed-before",
+        ]
+    else:  # 300 % 256 == 44: every key of a mark in conversation 300 is in shard {c:44}
+        assert names[:-1] == [
+            "chatd:{c:44}rr:300",
+            "chatd:{c:44}lr:7",
+            "chatd:{c:44}lm:7",
+            "chatd:{c:44}rgone:300",
+            "chatd:{c:44}rdirty",
+            "chatd:{c:44}ddirty",
+            "chatd:{c:44}ld:7",
+        ]
+        assert names[-1] == "chatd:{r}rflushed-before"
