@@ -4,12 +4,16 @@ pointers, nor all of one user's (readstate.py)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from redis.asyncio.cluster import RedisCluster
 
 from chatd import keyspace
 from chatd.devstack import Stack
 from chatd.readstate import DELIVERED, dirty_key, flushed_before_key, gone_key, meta_key, room_key, user_key
 from tests.helpers import Api, Ws
+from tests.test_receipts_flush import flush_after
 
 
 def holders(stack: Stack, pattern: str) -> set[int]:
@@ -49,6 +53,50 @@ async def test_pointers_of_different_conversations_sit_on_different_primaries(st
     assert len(rooms) >= 2, rooms  # 8 conversations: all on one primary by chance 1 time in 2187
     assert len(mine) >= 2, mine  # alice's read pointers: split by conversation shard
     assert len(delivered) >= 2, delivered  # and her delivery pointers (a read delivers too)
+
+
+@pytest.mark.parametrize("stack", ["cluster"], indirect=True)
+async def test_a_sharing_change_reaches_every_shard_even_one_whose_state_was_lost(
+    stack: Stack, w1: Api
+) -> None:
+    """One script per shard: a shard whose copy of the user's pointers is gone (a failover that
+    lost writes) is loaded from Postgres and changed like the others (readstate.set_shared)."""
+    alice, bob = await w1.user(), await w1.user()
+    groups = [await w1.group(alice, [bob]) for _ in range(6)]
+    a = await Ws.connect(w1.base_url, alice.token)
+    b = await Ws.connect(w1.base_url, bob.token)
+    seqs = {}
+    for cid in groups:
+        assert (await b.send(cid, "here"))["type"] == "ack"  # takes part (§4.9)
+        ack = await a.send(cid, "hello")
+        seqs[cid] = ack["seq"]
+        await b.wait_seq(cid, ack["seq"])
+        assert (await b.read(cid, ack["seq"]))["type"] == "read_state"
+    await flush_after(stack, time.time())
+
+    async def read_by() -> list[int]:
+        found = []
+        for cid in groups:
+            params = {"from": seqs[cid], "to": seqs[cid]}
+            reply = await w1.call("GET", f"/v1/conversations/{cid}/receipts", alice.token, params=params)
+            found.append(reply.json()["counts"][0]["read_by"])
+        return found
+
+    assert await read_by() == [1] * 6
+    redis = RedisCluster.from_url(stack.redis_url)
+    try:
+        for cid in groups[:3]:  # bob's state in these shards is lost; the rooms are not
+            shard = keyspace.conv_shard(cid, on=True)
+            assert await redis.delete(f"chatd:{shard}lr:{bob.id}", f"chatd:{shard}lm:{bob.id}") == 2
+    finally:
+        await redis.aclose()
+    reply = await w1.call("PUT", "/v1/me/settings", bob.token, {"share_read_state": False})
+    assert reply.status_code == 200
+    assert await read_by() == [0] * 6
+    reply = await w1.call("PUT", "/v1/me/settings", bob.token, {"share_read_state": True})
+    assert await read_by() == [1] * 6
+    await a.close()
+    await b.close()
 
 
 @pytest.mark.parametrize("cluster", [False, True])
