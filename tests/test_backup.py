@@ -3,6 +3,7 @@ session's real Postgres and Redis (ansible/roles/backup/files/usr/local/lib/chat
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import uuid
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import asyncpg
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from chatd.devstack import Stack
 from tests.conftest import Worker
@@ -144,6 +146,43 @@ def test_backups_are_verified_written_whole_and_pruned(stack: Stack, tmp_path: P
     assert (tmp_path / new).stat().st_mode & 0o777 == 0o600
     listing = subprocess.run(["pg_restore", "--list", str(tmp_path / new)], capture_output=True, text=True)
     assert listing.returncode == 0 and "TABLE DATA public messages" in listing.stdout
+
+
+async def test_backup_on_a_cluster_waits_for_every_shards_pointers(
+    cluster_stack: Stack, tmp_path: Path
+) -> None:
+    """On a Redis Cluster the dirty sets are one per conversation shard ({c:N}, keyspace.py):
+    the backup waits for a pointer waiting in any of them, not only in one name."""
+    stack = cluster_stack
+    redis = RedisCluster.from_url(stack.redis_url)
+    seed = stack.redis_cluster_ports[0]
+    env = script_env(stack, tmp_path, 0, BACKUP_REDIS_CLUSTER="on", BACKUP_FLUSH_TIMEOUT_S="2")
+    env["BACKUP_REDIS_URL"] = f"redis://127.0.0.1:{seed}/0"
+    lock, dirty = "chatd:{r}rflush-lock", "chatd:{c:7}rdirty"
+    try:
+        for _ in range(1200):  # taken from the workers: none flushes meanwhile
+            if await redis.set(lock, "test", nx=True, px=60_000):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the flush lock was never free")
+        await redis.sadd(dirty, "999999:1")  # shard 7: a pointer no flush has written
+        held = run("chatd-backup", env)
+        assert held.returncode == 0, held.stderr
+        assert "not confirmed flushed" in held.stderr, held.stderr
+        await redis.delete(dirty)
+        await redis.delete(lock)
+        (tmp_path / "then").mkdir()  # a dump of the same second is refused by name
+        done = run(
+            "chatd-backup", {**env, "BACKUP_FLUSH_TIMEOUT_S": "30", "BACKUP_DIR": str(tmp_path / "then")}
+        )
+        assert done.returncode == 0, done.stderr
+        assert "read pointers are in Postgres" in done.stderr, done.stderr
+    finally:
+        await redis.delete(dirty)
+        if await redis.get(lock) == b"test":
+            await redis.delete(lock)
+        await redis.aclose()
 
 
 async def test_restore_replaces_the_database_and_only_chatds_redis_keys(stack: Stack, tmp_path: Path) -> None:

@@ -81,6 +81,7 @@ SERVICES = {
     "chatd.confirms",
     "chatd.presence",
     "chatd.readstate",
+    "chatd.readstate_lua",
     "chatd.conncap",
     "chatd.ratelimit",
     "chatd.notify",

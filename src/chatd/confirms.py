@@ -17,7 +17,17 @@ from dataclasses import dataclass
 
 from chatd import keyspace
 from chatd.fanout import Hub
-from chatd.readstate import MARK_FN, MOVED, UNCHANGED, ReadState, gone_key, meta_key, room_key, user_key
+from chatd.readstate import (
+    MARK_FN,
+    MOVED,
+    UNCHANGED,
+    ReadState,
+    dirty_key,
+    gone_key,
+    meta_key,
+    room_key,
+    user_key,
+)
 from chatd.receipts import Receipts
 from chatd.tasks import Spawn
 
@@ -26,6 +36,7 @@ BATCH_S = 0.02
 
 # KEYS: room, user, dirty, gone, meta of each confirmation; ARGV: uid, cid, seq, evidence of
 # each -> status, previous, visible of each (readstate.MARK_FN; taking part not known: -4).
+# On a cluster, one call per conversation shard of the batch (its keys in one slot).
 _MARK_MANY = (
     MARK_FN
     + """
@@ -99,19 +110,28 @@ class Confirmations:
                 done.set_result(failures)
 
     async def _apply(self, batch: dict[Key, Confirmation]) -> Failures:
-        keys: list[str] = []
-        args: list[int] = []
-        dirty = keyspace.pointers(self._delivered.keys.dirty)
+        groups: dict[str, list[Confirmation]] = {}
         for c in batch.values():
-            keys += [room_key(c.cid, self._delivered.keys), user_key(c.uid, self._delivered.keys)]
-            keys += [dirty, gone_key(c.cid), meta_key(c.uid)]
-            args += [c.uid, c.cid, c.seq, c.evidence]
+            groups.setdefault(keyspace.conv_shard(c.cid), []).append(c)
+        calls: list[tuple[list[str], list[int]]] = []
+        for group in groups.values():
+            keys: list[str] = []
+            args: list[int] = []
+            for c in group:
+                keys += [room_key(c.cid, self._delivered.keys), user_key(c.uid, c.cid, self._delivered.keys)]
+                keys += [dirty_key(c.cid, self._delivered.keys), gone_key(c.cid), meta_key(c.uid, c.cid)]
+                args += [c.uid, c.cid, c.seq, c.evidence]
+            calls.append((keys, args))
         async with asyncio.timeout(self._timeout_s):
-            flat = await self._script(keys=keys, args=args)
+            replies = await keyspace.script_calls(self._delivered.redis, self._script, calls)
+        results: dict[int, list[int]] = {}  # id of a confirmation -> status, previous, visible
+        for group, flat in zip(groups.values(), replies, strict=True):
+            for index, c in enumerate(group):
+                results[id(c)] = [int(v) for v in flat[3 * index : 3 * index + 3]]
         moved: dict[int, list[tuple[int, int, int]]] = {}  # cid -> (uid, previous, seq) shown to others
         alone: list[tuple[Key, Confirmation]] = []
-        for index, (key, c) in enumerate(batch.items()):
-            status, previous, visible = (int(v) for v in flat[3 * index : 3 * index + 3])
+        for key, c in batch.items():
+            status, previous, visible = results[id(c)]
             if status == MOVED and visible:
                 moved.setdefault(c.cid, []).append((c.uid, previous, c.seq))
             elif status not in (MOVED, UNCHANGED):  # rare (a user's first): as a lone `received`

@@ -9,15 +9,19 @@ RENAME touches together must hash to one slot, so each family of keys carries a 
            user: one script applies a change to a user's entries *and* their shard's expiry and
            pending sets, so each shard has its own (the sweeper reads every shard's); a query
            about many users runs one script per shard;
-- ``{r}``  read and delivery pointers (readstate.py, confirms.py, receipts.py): a mark moves the
-           user's hash, the conversation's sorted set and the dirty set at once, a sharing
-           change walks all the user's conversations, the flusher RENAMEs the dirty set;
+- ``{c:<cid % 256>}``  read and delivery pointers (readstate.py, confirms.py, receipts.py),
+           sharded by conversation: a mark moves the user's pointer, the conversation's sorted
+           set and a dirty set at once, so the user's hashes (``lr:``/``ld:``/``lm:``) are
+           split per conversation shard (one of each per shard the user has state in), and each
+           shard has its own dirty and flushing sets (the flusher takes every shard's); a
+           sharing change runs one script per shard, in one pipeline;
+- ``{r}``  the flush lock and ``rflushed-before``: single keys;
 - ``{pu:<cid>}``  Web Push claims (pushes.py): one script claims a conversation's recipients.
 
 Rate-limit counters are single keys and stay untagged (they spread over the whole cluster), and
 so do pub/sub channels: sharded pub/sub (cluster_broker.py) places each channel by its own
-name, so conversations' fan-out spreads over every primary, and so do the user shards. The
-pointers ({r}) live on one primary; docs/scaling.md.
+name, so conversations' fan-out spreads over every primary, and so do the user shards and the
+conversation shards; docs/scaling.md.
 
 The mode is set once per process, before any key is built (runtime.open_runtime).
 """
@@ -79,9 +83,27 @@ def worker_marker(token: str) -> str:
     return f"chatd:pmark:{token}"
 
 
-# -- read and delivery pointers (family r) --------------------------------------------------
+# -- read and delivery pointers: sharded by conversation ------------------------------------
+CONV_SHARDS = 256  # on a cluster: hash tags {c:0} .. {c:255}
+
+
+def conv_shard(cid: int, on: bool | None = None) -> str:
+    """The hash tag of the conversation's pointer shard on a cluster; "" on one Redis."""
+    return f"{{c:{cid % CONV_SHARDS}}}" if (_cluster if on is None else on) else ""
+
+
+def conv_shards(on: bool | None = None) -> list[str]:
+    return [f"{{c:{n}}}" for n in range(CONV_SHARDS)] if (_cluster if on is None else on) else [""]
+
+
+def shard_pointers(shard: str, name: str) -> str:
+    """A read-state key or key prefix of one conversation shard (``rr:<cid>``, ``lr:<uid>``,
+    ``lm:<uid>``, ``rdirty``...): ``chatd:<name>`` on one Redis, as ever."""
+    return f"chatd:{shard}{name}"
+
+
 def pointers(name: str, on: bool | None = None) -> str:
-    """A read-state key or key prefix (``rr:``, ``lr:``, ``lm:``, ``rdirty``...)."""
+    """The pointers' single keys (``rflush-lock``, ``rflushed-before``)."""
     return f"chatd:{_tag('r', on)}{name}"
 
 
@@ -107,6 +129,16 @@ async def queue_script(pipe: Any, script: Any, keys: list[Any], args: list[Any])
         await script(keys=keys, args=args, client=pipe)
     else:
         pipe.eval(script.script, len(keys), *keys, *args)
+
+
+async def script_calls(redis: Any, script: Any, calls: list[tuple[list[Any], list[Any]]]) -> list[Any]:
+    """`script` once per (keys, args), each call's keys in one slot, in one round trip."""
+    if len(calls) == 1:  # one Redis: one call, as ever
+        return [await script(keys=calls[0][0], args=calls[0][1])]
+    async with redis.pipeline(transaction=False) as pipe:
+        for keys, args in calls:
+            await queue_script(pipe, script, keys, args)
+        return list(await pipe.execute())
 
 
 async def script_per_group(redis: Any, script: Any, key_groups: list[list[str]]) -> list[Any]:

@@ -1,5 +1,6 @@
 """Read pointers' hot state in Redis. Every operation here is O(log members) or better, except
-a sharing change, which goes over the user's own conversations once.
+a sharing change, which goes over the user's own conversations once (once per shard on a
+cluster, below).
 
 ``chatd:rr:<cid>``  sorted set: user id -> last_read_seq of the members others may see read:
                     those who share read state and took part in the conversation (§4.9); the
@@ -28,6 +29,21 @@ and the group push window with the read pointers.
 Both the sorted set and the hash carry a sentinel (member ``0`` scored -1, field ``_``) so a key
 lost to a Redis restart or FLUSHALL is told apart from "nobody has read anything": it is then
 rebuilt from Postgres on demand.
+
+On a Redis Cluster every key a mark touches carries its conversation's shard tag
+(keyspace.conv_shard, ``{c:<cid % 256>}``), so the pointers spread over every primary: the
+room ``chatd:{c:N}rr:<cid>``, the tombstones, the group push window, the shard's own dirty and
+flushing sets (``chatd:{c:N}rdirty``), and the user's hashes *of that shard*
+(``chatd:{c:N}lr:<uid>``, ``chatd:{c:N}lm:<uid>``: the pointers and `p:` flags of the user's
+conversations in shard N, the sentinel and a copy of `share`). Each shard's user hashes are
+loaded on their own, when a mark or a query needs them. What is lost against one Redis: a
+sharing change is one script per shard (in one pipeline), no longer one step for all the
+user's conversations: a mark in another shard may, for a moment, still follow the old setting
+while some shard already has the new one. Each shard is still atomic (a mark there is before
+the change and moved by it, or after it and follows it), and the change is acknowledged only
+once every shard has it, as before; a pointer shown a moment longer, in a conversation the
+change had not reached yet, is what a mark just before the change does too. On one Redis there
+is one shard, "", and every name (and step) is as it was.
 """
 
 from __future__ import annotations
@@ -40,22 +56,23 @@ from typing import NamedTuple
 
 import redis.asyncio as aioredis
 
-from chatd import keyspace
+from chatd import keyspace, readstate_lua
 
 SENTINEL = "0"
 GONE_TTL_S = 86_400  # far longer than any mark is in flight
 
 MOVED, UNCHANGED, LOAD_ROOM, LOAD_USER, REMOVED, ASK_TOOK_PART = 1, 0, -1, -2, -3, -4
+MARK_FN = readstate_lua.MARK_FN
 
 
 class Keys(NamedTuple):
     room: str  # prefix of the sorted set per conversation
-    user: str  # prefix of the hash per user
+    user: str  # prefix of the hash per user (per user and conversation shard on a cluster)
     dirty: str
     flushing: str
 
 
-# The two instances' key names, without the cluster's hash tag (keyspace.pointers adds it).
+# The two instances' key names, without the cluster's hash tag (keyspace.shard_pointers adds it).
 READ = Keys("rr:", "lr:", "rdirty", "rflushing")
 DELIVERED = Keys("dr:", "ld:", "ddirty", "dflushing")
 
@@ -68,151 +85,35 @@ def flushed_before_key() -> str:
     return keyspace.pointers("rflushed-before")
 
 
+def _in(cid: int, name: str) -> str:
+    return keyspace.shard_pointers(keyspace.conv_shard(cid), name)
+
+
 def room_key(cid: int, keys: Keys = READ) -> str:
-    return keyspace.pointers(f"{keys.room}{cid}")
+    return _in(cid, f"{keys.room}{cid}")
 
 
-def user_key(uid: int, keys: Keys = READ) -> str:
-    return keyspace.pointers(f"{keys.user}{uid}")
+def user_key(uid: int, cid: int, keys: Keys = READ) -> str:
+    """The user's pointer hash holding cid (of cid's shard on a cluster)."""
+    return _in(cid, f"{keys.user}{uid}")
 
 
-def meta_key(uid: int) -> str:
-    return keyspace.pointers(f"lm:{uid}")
+def meta_key(uid: int, cid: int) -> str:
+    return _in(cid, f"lm:{uid}")
 
 
 def gone_key(cid: int) -> str:
-    return keyspace.pointers(f"rgone:{cid}")
+    return _in(cid, f"rgone:{cid}")
 
 
-# A mark, as a Lua function (one script makes many in confirms.py): room, user, dirty, gone,
-# meta; uid, cid, seq, evidence, took_part ('1', '0', '' unknown) -> {status, previous, visible}
-MARK_FN = """
-local function mark(room, user, dirty, gone, meta, uid, cid, seq_arg, evidence, known)
-  if redis.call('EXISTS', user) == 0 then return {-2, 0, 0} end
-  local share = redis.call('HGET', meta, 'share')
-  if not share then return {-2, 0, 0} end
-  if tonumber(redis.call('HGET', gone, uid) or '0') > tonumber(evidence) then return {-3, 0, 0} end
-  local old = tonumber(redis.call('HGET', user, cid) or '0')
-  local seq = tonumber(seq_arg)
-  if seq <= old then return {0, old, 0} end
-  local took = redis.call('HGET', meta, 'p:' .. cid)
-  local visible = 0
-  if share == '1' then
-    if took == '1' or known == '1' then visible = 1
-    elseif took ~= '0' and known == '' then return {-4, old, 0} end
-  end
-  if visible == 1 and redis.call('EXISTS', room) == 0 then return {-1, 0, 0} end
-  if known == '1' then redis.call('HSET', meta, 'p:' .. cid, '1')
-  elseif known == '0' then redis.call('HSETNX', meta, 'p:' .. cid, '0') end
-  redis.call('HSET', user, cid, seq)
-  if visible == 1 then redis.call('ZADD', room, 'GT', seq, uid) end
-  redis.call('SADD', dirty, cid .. ':' .. uid)
-  return {1, old, visible}
-end
-"""
-_MARK = MARK_FN + "return mark(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], unpack(ARGV))"
+def dirty_key(cid: int, keys: Keys = READ) -> str:
+    return _in(cid, keys.dirty)
 
-# KEYS: room, gone; ARGV: the users' meta key prefix, then seq1, uid1, joined1, seq2, ... from
-# Postgres (members who share and took part). GT: never lowers a newer live mark. Postgres may
-# be older than Redis: a member removed since (a tombstone newer than the membership read) or
-# who stopped sharing since (the user's `share` in chatd:lm, when loaded) is left out.
-_LOAD_ROOM = """
-redis.call('ZADD', KEYS[1], 'GT', -1, '0')
-for i = 2, #ARGV, 3 do
-  local uid = ARGV[i + 1]
-  local removed = tonumber(redis.call('HGET', KEYS[2], uid) or '0') > tonumber(ARGV[i + 2])
-  local private = redis.call('HGET', ARGV[1] .. uid, 'share') == '0'
-  if not removed and not private then redis.call('ZADD', KEYS[1], 'GT', ARGV[i], uid) end
-end
-return 1
-"""
-
-# KEYS: user, meta; ARGV: share (1/0), n, cid1, seq1, ..., cidn, seqn, then the cids the user
-# took part in. Keeps the larger of the stored and the loaded pointer; a `share` already there
-# is newer than Postgres's (a change writes Postgres first) and is kept.
-_LOAD_USER = """
-local n = tonumber(ARGV[2])
-for i = 3, 2 + 2 * n, 2 do
-  local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '-1')
-  if tonumber(ARGV[i + 1]) > cur then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-end
-for i = 3 + 2 * n, #ARGV do redis.call('HSET', KEYS[2], 'p:' .. ARGV[i], '1') end
-redis.call('HSETNX', KEYS[2], 'share', ARGV[1])
-redis.call('HSET', KEYS[1], '_', '1')
-return 1
-"""
-
-# KEYS: user, meta; ARGV: uid, share (1/0), the rooms' key prefix -> 0, or -2 when the user's
-# state must be loaded first. The flag and every room the user's pointers are in, at once (the
-# module docstring).
-_SET_SHARED = """
-if redis.call('EXISTS', KEYS[1]) == 0 or not redis.call('HGET', KEYS[2], 'share') then return -2 end
-redis.call('HSET', KEYS[2], 'share', ARGV[2])
-local fields = redis.call('HGETALL', KEYS[1])
-for i = 1, #fields, 2 do
-  local cid = fields[i]
-  if string.match(cid, '^%d+$') then
-    local room = ARGV[3] .. cid
-    if ARGV[2] == '0' then
-      redis.call('ZREM', room, ARGV[1])
-    elseif redis.call('HGET', KEYS[2], 'p:' .. cid) == '1' and redis.call('EXISTS', room) == 1 then
-      redis.call('ZADD', room, 'GT', fields[i + 1], ARGV[1])
-    end
-  end
-end
-return 0
-"""
-
-# KEYS: room, gone, then each removed user's hash and meta; ARGV: cid, seq of the removal, the
-# tombstones' lifetime (s), then the users' ids (in the order of their keys)
-_FORGET = """
-for i = 4, #ARGV do
-  redis.call('ZREM', KEYS[1], ARGV[i])
-  redis.call('HDEL', KEYS[2 * i - 5], ARGV[1])
-  redis.call('HDEL', KEYS[2 * i - 4], 'p:' .. ARGV[1])
-  if tonumber(ARGV[2]) > tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0') then
-    redis.call('HSET', KEYS[2], ARGV[i], ARGV[2])
-  end
-end
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-return 1
-"""
-
-# KEYS: user, meta, room; ARGV: uid, cid. The user took part in cid: their pointer there may
-# show. Nothing to do while the user's state is not loaded (Postgres has the flag).
-_TOOK_PART = """
-if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
-redis.call('HSET', KEYS[2], 'p:' .. ARGV[2], '1')
-local seq = redis.call('HGET', KEYS[1], ARGV[2])
-if seq and redis.call('HGET', KEYS[2], 'share') == '1' and redis.call('EXISTS', KEYS[3]) == 1 then
-  redis.call('ZADD', KEYS[3], 'GT', seq, ARGV[1])
-end
-return 1
-"""
-
-# KEYS: range hash, window key; ARGV: lo, hi, window_ms -> 1 when this caller opened the window
-_WIDEN = """
-local lo = tonumber(redis.call('HGET', KEYS[1], 'lo') or ARGV[1])
-local hi = tonumber(redis.call('HGET', KEYS[1], 'hi') or ARGV[2])
-redis.call('HSET', KEYS[1], 'lo', math.min(lo, tonumber(ARGV[1])), 'hi', math.max(hi, tonumber(ARGV[2])))
-if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) then return 1 end
-return 0
-"""
-
-_TAKE_RANGE = """
-local r = redis.call('HMGET', KEYS[1], 'lo', 'hi')
-redis.call('DEL', KEYS[1])
-return r
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 Loader = Callable[[], Awaitable[Iterable[tuple[int, int]]]]
 RoomLoader = Callable[[], Awaitable[Iterable[tuple[int, int, int]]]]
-UserLoader = Callable[[], Awaitable[tuple[bool, list[tuple[int, int]], list[int]]]]
+UserState = tuple[bool, list[tuple[int, int]], list[int]]
+UserLoader = Callable[[], Awaitable[UserState]]
 
 
 class Removed(Exception):
@@ -226,15 +127,19 @@ class ReadState:
         # Bounds each Redis call of a read mark (a hung Redis answers `unavailable`, it does
         # not hold up the connection's later frames); the Postgres loads are not bounded.
         self._timeout_s = timeout_s
-        self._mark = redis.register_script(_MARK)
-        self._load_room = redis.register_script(_LOAD_ROOM)
-        self._load_user = redis.register_script(_LOAD_USER)
-        self._widen = redis.register_script(_WIDEN)
-        self._take_range = redis.register_script(_TAKE_RANGE)
-        self._release = redis.register_script(_RELEASE)
-        self._set_shared = redis.register_script(_SET_SHARED)
-        self._forget = redis.register_script(_FORGET)
-        self._took_part = redis.register_script(_TOOK_PART)
+        self._mark = redis.register_script(readstate_lua.MARK)
+        self._load_room = redis.register_script(readstate_lua.LOAD_ROOM)
+        self._load_user = redis.register_script(readstate_lua.LOAD_USER)
+        self._widen = redis.register_script(readstate_lua.WIDEN)
+        self._take_range = redis.register_script(readstate_lua.TAKE_RANGE)
+        self._release = redis.register_script(readstate_lua.RELEASE)
+        self._set_shared = redis.register_script(readstate_lua.SET_SHARED)
+        self._forget = redis.register_script(readstate_lua.FORGET)
+        self._took_part = redis.register_script(readstate_lua.TOOK_PART)
+        self._taken: list[str] = []  # the flushing sets take_dirty read
+
+    def _user(self, shard: str, uid: int) -> str:
+        return keyspace.shard_pointers(shard, f"{self.keys.user}{uid}")
 
     async def mark(
         self,
@@ -258,10 +163,10 @@ class ReadState:
                 status, previous, visible = await self._mark(
                     keys=[
                         room_key(cid, self.keys),
-                        user_key(uid, self.keys),
-                        keyspace.pointers(self.keys.dirty),
+                        user_key(uid, cid, self.keys),
+                        dirty_key(cid, self.keys),
                         gone_key(cid),
-                        meta_key(uid),
+                        meta_key(uid, cid),
                     ],
                     args=[uid, cid, seq, evidence, known],
                 )
@@ -276,39 +181,65 @@ class ReadState:
             elif status == LOAD_USER:
                 loaded = await load_user()
                 async with asyncio.timeout(self._timeout_s):
-                    await self.load_user(uid, *loaded)
+                    await self.load_user(uid, *loaded, cids=[cid])
             else:
                 return status == MOVED, int(previous), bool(visible)
         raise RuntimeError("read state could not be loaded")
 
     async def load_room(self, cid: int, pointers: Iterable[tuple[int, int, int]]) -> None:
         """(user, seq, joined_seq) of the members who share and took part, from Postgres."""
-        args: list[int | str] = [keyspace.pointers("lm:")]
+        args: list[int | str] = [_in(cid, "lm:")]
         for uid, seq, joined in pointers:
             args += [seq, uid, joined]
         await self._load_room(keys=[room_key(cid, self.keys), gone_key(cid)], args=args)
 
     async def load_user(
-        self, uid: int, share: bool, pointers: Iterable[tuple[int, int]], took_part: Iterable[int]
+        self,
+        uid: int,
+        share: bool,
+        pointers: Iterable[tuple[int, int]],
+        took_part: Iterable[int],
+        cids: Iterable[int] = (),
+        shards: Iterable[str] | None = None,
     ) -> None:
-        flat: list[int] = []
+        """The user's state from Postgres, into every shard it has a pointer or flag in, the
+        shards of `cids` (a shard is loaded even when the user has nothing there yet), or
+        only `shards` when given. One Redis: the one shard, as ever."""
+        flat: dict[str, list[int]] = {}
+        took: dict[str, list[int]] = {}
         for cid, seq in pointers:
-            flat += [cid, seq]
-        args = [int(share), len(flat) // 2, *flat, *took_part]
-        await self._load_user(keys=[user_key(uid, self.keys), meta_key(uid)], args=args)
+            flat.setdefault(keyspace.conv_shard(cid), []).extend([cid, seq])
+        for cid in took_part:
+            took.setdefault(keyspace.conv_shard(cid), []).append(cid)
+        wanted = set(shards) if shards is not None else {*flat, *took, *map(keyspace.conv_shard, cids)}
+        if not keyspace.cluster():
+            wanted = {""}
+        calls: list[tuple[list[str], list[int]]] = []
+        for shard in sorted(wanted):
+            pairs = flat.get(shard, [])
+            args = [int(share), len(pairs) // 2, *pairs, *took.get(shard, [])]
+            calls.append(([self._user(shard, uid), keyspace.shard_pointers(shard, f"lm:{uid}")], args))
+        if calls:
+            await keyspace.script_calls(self.redis, self._load_user, calls)
 
     async def room_loaded(self, cid: int) -> bool:
         return bool(await self.redis.exists(room_key(cid, self.keys)))
 
-    async def user_pointers(self, uid: int) -> dict[int, int] | None:
-        """The user's pointers, or None when they must be loaded from Postgres first."""
+    async def user_pointers(self, uid: int, cids: Iterable[int] = ()) -> dict[int, int] | None:
+        """The user's pointers (on a cluster: those in the shards of `cids`, the user's
+        conversations), or None when they must be loaded from Postgres first."""
+        shards = sorted({keyspace.conv_shard(cid) for cid in cids}) if keyspace.cluster() else [""]
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(user_key(uid, self.keys))
-            pipe.exists(meta_key(uid))
-            raw, meta = await pipe.execute()
-        if not raw or not meta:
-            return None
-        return {int(k): int(v) for k, v in raw.items() if _text(k).isdigit()}
+            for shard in shards:
+                pipe.hgetall(self._user(shard, uid))
+                pipe.exists(keyspace.shard_pointers(shard, f"lm:{uid}"))
+            replies = await pipe.execute() if shards else []
+        found: dict[int, int] = {}
+        for raw, meta in zip(replies[::2], replies[1::2], strict=True):
+            if not raw or not meta:
+                return None
+            found.update({int(k): int(v) for k, v in raw.items() if _text(k).isdigit()})
+        return found
 
     async def counts(self, cid: int, messages: list[tuple[int, int | None]]) -> list[int]:
         """Readers of each (seq, sender) message: pointers >= seq, the sender not counted."""
@@ -331,23 +262,35 @@ class ReadState:
     async def forget(self, cid: int, uids: list[int], removed_at: int) -> None:
         """Members removed by the event at seq `removed_at`: they no longer count, their own
         pointer for it goes, and marks of their membership still in flight are refused."""
-        users = (k for uid in uids for k in (user_key(uid, self.keys), meta_key(uid)))
+        users = (k for uid in uids for k in (user_key(uid, cid, self.keys), meta_key(uid, cid)))
         keys = [room_key(cid, self.keys), gone_key(cid), *users]
         await self._forget(keys=keys, args=[cid, removed_at, GONE_TTL_S, *uids])
 
-    async def set_shared(self, uid: int, shared: bool) -> bool:
-        """Set the user's sharing and move their pointers out of (or back into) the rooms, in
-        one step; False when the user's state must be loaded first. A room not loaded stays so:
-        it is rebuilt from Postgres, sentinel and all, on use."""
-        status = await self._set_shared(
-            keys=[user_key(uid, self.keys), meta_key(uid)],
-            args=[uid, int(shared), keyspace.pointers(self.keys.room)],
-        )
-        return int(status) == 0
+    async def set_shared(self, uid: int, shared: bool, load: UserLoader) -> None:
+        """Set the user's sharing and move their pointers out of (or back into) the rooms, one
+        step per shard (every shard on a cluster, in one pipeline; the module docstring says
+        what that gives up); a shard whose state must be loaded first is loaded (`load`: the
+        user's state in Postgres, read after the change was written there) and done again.
+        A room not loaded stays so: it is rebuilt from Postgres, sentinel and all, on use."""
+        state = await load() if keyspace.cluster() else None
+        has = None if state is None else {keyspace.conv_shard(c) for c in [c for c, _ in state[1]] + state[2]}
+        shards = keyspace.conv_shards()
+        for _ in range(5):
+            calls: list[tuple[list[str], list[int | str]]] = []
+            for shard in shards:
+                keys = [self._user(shard, uid), keyspace.shard_pointers(shard, f"lm:{uid}")]
+                room = keyspace.shard_pointers(shard, self.keys.room)
+                calls.append((keys, [uid, int(shared), room, int(has is None or shard in has), GONE_TTL_S]))
+            replies = await keyspace.script_calls(self.redis, self._set_shared, calls)
+            shards = [shard for shard, status in zip(shards, replies, strict=True) if int(status) != 0]
+            if not shards:
+                return
+            await self.load_user(uid, *(state or await load()), shards=shards)
+        raise RuntimeError("read state could not be loaded")
 
     async def took_part(self, uid: int, cid: int) -> None:
         """The user took part in cid (§4.9): their pointer there may show from now on."""
-        keys = [user_key(uid, self.keys), meta_key(uid), room_key(cid, self.keys)]
+        keys = [user_key(uid, cid, self.keys), meta_key(uid, cid), room_key(cid, self.keys)]
         await self._took_part(keys=keys, args=[uid, cid])
 
     # -- coalescing group pushes ---------------------------------------------------------
@@ -355,13 +298,13 @@ class ReadState:
         """Record that seqs lo..hi changed; True if the caller must publish after the window."""
         async with asyncio.timeout(self._timeout_s):
             opened = await self._widen(
-                keys=[keyspace.pointers(f"rrange:{cid}"), keyspace.pointers(f"rwindow:{cid}")],
+                keys=[_in(cid, f"rrange:{cid}"), _in(cid, f"rwindow:{cid}")],
                 args=[lo, hi, window_ms],
             )
         return bool(opened)
 
     async def take_range(self, cid: int) -> tuple[int, int] | None:
-        lo, hi = await self._take_range(keys=[keyspace.pointers(f"rrange:{cid}")])
+        lo, hi = await self._take_range(keys=[_in(cid, f"rrange:{cid}")])
         return None if lo is None else (int(lo), int(hi))
 
     # -- flushing ------------------------------------------------------------------------
@@ -374,33 +317,63 @@ class ReadState:
         await self._release(keys=[flush_lock_key()], args=[token])
 
     async def take_dirty(self) -> list[tuple[int, int, int]] | None:
-        """(cid, uid, seq) to write, None if nothing is dirty. A crashed flusher's batch first."""
-        dirty, flushing = keyspace.pointers(self.keys.dirty), keyspace.pointers(self.keys.flushing)
-        if not await self.redis.exists(flushing):
-            if not await self.redis.exists(dirty):
-                return None
-            await self.redis.rename(dirty, flushing)
-        pairs = [_text(p).split(":") for p in await self.redis.smembers(flushing)]
+        """(cid, uid, seq) to write, None if nothing is dirty: of every shard, its crashed
+        flusher's batch (the flushing set) if there is one, else its dirty set, renamed."""
+        shards = keyspace.conv_shards()
+        names = [
+            (keyspace.shard_pointers(s, self.keys.dirty), keyspace.shard_pointers(s, self.keys.flushing))
+            for s in shards
+        ]
         async with self.redis.pipeline(transaction=False) as pipe:
-            for cid, uid in pairs:
-                pipe.hget(user_key(int(uid), self.keys), cid)
+            for dirty, flushing in names:
+                pipe.exists(flushing)
+                pipe.exists(dirty)
+            found = await pipe.execute()
+        taken: list[tuple[str, str]] = []
+        for index, (shard, (dirty, flushing)) in enumerate(zip(shards, names, strict=True)):
+            if found[2 * index]:
+                taken.append((shard, flushing))
+            elif found[2 * index + 1]:
+                await self.redis.rename(dirty, flushing)
+                taken.append((shard, flushing))
+        self._taken = [flushing for _, flushing in taken]
+        if not taken:
+            return None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for _, flushing in taken:
+                pipe.smembers(flushing)
+            members = await pipe.execute()
+        pairs = [
+            (shard, *_text(p).split(":"))
+            for (shard, _), batch in zip(taken, members, strict=True)
+            for p in batch
+        ]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard, cid, uid in pairs:
+                pipe.hget(self._user(shard, int(uid)), cid)
             seqs = await pipe.execute()
-        return [(int(c), int(u), int(s)) for (c, u), s in zip(pairs, seqs, strict=True) if s is not None]
+        return [(int(c), int(u), int(s)) for (_, c, u), s in zip(pairs, seqs, strict=True) if s is not None]
 
     async def flushed(self) -> None:
-        await self.redis.delete(keyspace.pointers(self.keys.flushing))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for flushing in self._taken:
+                pipe.delete(flushing)
+            await pipe.execute()
+        self._taken = []
 
     async def mark_flushed_before(self, at: float) -> None:
         await self.redis.set(flushed_before_key(), repr(at))
 
     async def backlog(self) -> tuple[int, float]:
-        """Pointers not yet in Postgres, and an upper bound on the oldest one's age (seconds)."""
+        """Pointers not yet in Postgres (every shard's), and an upper bound on the oldest one's
+        age (seconds)."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.scard(keyspace.pointers(READ.dirty))
-            pipe.scard(keyspace.pointers(READ.flushing))
+            for shard in keyspace.conv_shards():
+                pipe.scard(keyspace.shard_pointers(shard, READ.dirty))
+                pipe.scard(keyspace.shard_pointers(shard, READ.flushing))
             pipe.set(flushed_before_key(), repr(time.time()), nx=True, get=True)  # first time: from now
-            dirty, flushing, before = await pipe.execute()
-        pending = int(dirty) + int(flushing)
+            *sizes, before = await pipe.execute()
+        pending = sum(int(n) for n in sizes)
         if not pending or before is None:
             return pending, 0.0
         return pending, max(0.0, time.time() - float(_text(before)))

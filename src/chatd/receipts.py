@@ -46,11 +46,12 @@ class Receipts:
     async def _load_room(self, cid: int) -> list[tuple[int, int, int]]:
         return await self._stores.receipts.room_pointers(cid)
 
-    async def pointers(self, uid: int) -> dict[int, int]:
-        found = await self._state.user_pointers(uid)
+    async def pointers(self, uid: int, cids: list[int]) -> dict[int, int]:
+        """The user's read pointers in `cids` (their conversations) and maybe others."""
+        found = await self._state.user_pointers(uid, cids)
         if found is None:
-            await self._state.load_user(uid, *await self._stores.receipts.user_state(uid))
-            found = await self._state.user_pointers(uid) or {}
+            await self._state.load_user(uid, *await self._stores.receipts.user_state(uid), cids=cids)
+            found = await self._state.user_pointers(uid, cids) or {}
         return found
 
     async def _target(self, cid: int, uid: int, seq: int) -> Target:
@@ -244,7 +245,7 @@ class Receipts:
 
     async def sync(self, uid: int, cids: list[int]) -> dict[int, tuple[int, int]]:
         """(last_read_seq, unread) per conversation, as `ready` gives them."""
-        pointers = await self.pointers(uid)
+        pointers = await self.pointers(uid, cids)
         mine = {cid: pointers.get(cid, 0) for cid in cids}
         unread = await self.unread(uid, mine)
         return {cid: (mine[cid], unread.get(cid, 0)) for cid in cids}
@@ -265,13 +266,12 @@ class Receipts:
         ]
 
     async def set_share(self, uid: int, share: bool) -> None:
-        """Postgres first, then Redis in one step (readstate.py): a mark on any connection is
-        either before it and moved by it, or after it and follows it (§4.8 "at once")."""
+        """Postgres first, then Redis in one step (per conversation shard on a cluster,
+        readstate.py): a mark on any connection is either before it and moved by it, or after
+        it and follows it (§4.8 "at once")."""
         await self._stores.receipts.set_share(uid, share)
-        while not await self._state.set_shared(uid, share):
-            await self.pointers(uid)  # loads the user's state from Postgres
-        while not await self._delivered.set_shared(uid, share):
-            await self._delivered.load_user(uid, *await self._stores.delivery.user_state(uid))
+        await self._state.set_shared(uid, share, lambda: self._stores.receipts.user_state(uid))
+        await self._delivered.set_shared(uid, share, lambda: self._stores.delivery.user_state(uid))
         await self._hub.publish_to_users([uid], notices.settings(share))
 
     async def forget(self, cid: int, uids: list[int], removed_at: int) -> None:

@@ -49,7 +49,7 @@ async def sync(session: Session, since: dict[int, int]) -> None:
     # The seq each conversation is known committed up to: what catch-up and the unread counts
     # must cover (a replica that has not replayed that far is not read, storage/replica.py).
     heads = {conv["id"]: max(conv["last_seq"], last.get(conv["id"], 0)) for conv in convs}
-    pointers = await rt.receipts.pointers(conn.user_id)
+    pointers = await rt.receipts.pointers(conn.user_id, [conv["id"] for conv in convs])
     presence = await session.following.start()
     # At most READY_PAGE conversations a frame, whatever their number (protocol.md §4.1): a
     # client's frame limit bounds what it can take, and strangers can add anyone to groups.
