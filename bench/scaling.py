@@ -14,7 +14,16 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.headline import DURABLE_P99_MS, FANOUT_P99_MS, GROUPS, durable_max, fanout_max, get, runs
+from bench.headline import (
+    DURABLE_P99_MS,
+    FANOUT_P99_MS,
+    FANOUT_STOP_P99_MS,
+    GROUPS,
+    durable_max,
+    fanout_max,
+    get,
+    runs,
+)
 from bench.report import cpu_by_group
 
 COMPONENTS = ("workers", "nginx", "postgres", "redis")
@@ -271,6 +280,12 @@ def cluster_section(single: dict[str, Any], cluster: dict[str, Any]) -> list[str
             f"deliveries/s in groups of {g} at p99 <= {FANOUT_P99_MS:g} ms",
             a.get("msgs", 0) * n or None,
             b.get("msgs", 0) * n or None,
+        )
+    for g in GROUPS:
+        row(
+            f"deliveries/s in groups of {g} at saturation (p99 <= {FANOUT_STOP_P99_MS / 1000:g} s)",
+            get(single, "headlines", f"fanout/{g}", "saturation_median"),
+            get(cluster, "headlines", f"fanout/{g}", "saturation_median"),
         )
     for component in ("redis", "workers"):
         row(
