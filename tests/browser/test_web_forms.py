@@ -5,10 +5,12 @@ members panel, a pending message in the list, and a connection refused for being
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
 import asyncpg
+from playwright.async_api import Route, expect
 
 from tests.browser.conftest import PersonFactory, shot
 from tests.helpers import Api, Ws, unique_name
@@ -143,3 +145,35 @@ async def test_one_connection_too_many_says_so(people: PersonFactory, nginx: Api
     assert await page.locator("#link-reason").is_hidden()
     for ws in held:
         await ws.close()
+
+
+async def test_a_slow_history_does_not_take_the_focus_back(people: PersonFactory, nginx: Api) -> None:
+    """Opening a conversation focuses the composer once its history is in; if the user has
+    gone on meanwhile (the members panel, typing a username), the focus stays where they are:
+    an Enter meant for the panel once went to the composer under load (CI)."""
+    alice, bob = await people("alice"), await people("bob")
+    assert alice.user and bob.user
+    team = await nginx.group(alice.user, [bob.user], "team")
+    ws = await Ws.connect(nginx.base_url, bob.user.token)
+    try:
+        assert (await ws.send(team, "hello team"))["type"] == "ack"
+    finally:
+        await ws.close()
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(route: Route) -> None:
+        held.set()
+        await release.wait()
+        await route.continue_()
+
+    await alice.context.route(f"**/v1/conversations/{team}/messages*", hold)
+    a = await alice.open_app()
+    await a.locator(f"{alice.conversation(a, team)} button").click()
+    await asyncio.wait_for(held.wait(), 30)
+    await a.locator("#members-toggle").click()
+    add = a.get_by_label("Add a member (username)")
+    await add.fill("carol")
+    release.set()
+    # The history is rendered in the same task that focused the composer: a barrier.
+    await a.locator("#messages li", has_text="hello team").wait_for()
+    await expect(add).to_be_focused()

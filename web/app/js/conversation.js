@@ -37,12 +37,15 @@ export async function openThread(cid, fromHistory = false) {
   renderTyping(store, conv);
   refreshList();
   $("#messages").replaceChildren();
+  const focused = document.activeElement;
   await loadHistory(conv);
   if (store.openId !== cid) return;
   renderMessages(store, conv, threadActions);
   const scroller = $("#scroller");
   scroller.scrollTop = scroller.scrollHeight;
-  $("#composer-input").focus();
+  // To the composer, unless the user has put the focus somewhere else while the history loaded
+  // (the members panel, say): typing there must not end up in a message.
+  if (document.activeElement === focused || document.activeElement === document.body) $("#composer-input").focus();
   markRead();
 }
 
