@@ -36,6 +36,7 @@ BROKER_SEAM = "chatd.broker"
 BROKERS = {
     "chatd.redis_broker",
     "chatd.cluster_broker",
+    "chatd.publishing",
     "chatd.outbox",
     "chatd.ephemeral",
     "chatd.memory_broker",
@@ -56,6 +57,7 @@ BROKER_MAY_IMPORT = {"chatd.metrics", "chatd.logs", "chatd.tasks"}
 REDIS_USERS = {
     "chatd.redis_broker",
     "chatd.cluster_broker",
+    "chatd.publishing",
     "chatd.keyspace",
     "chatd.outbox",
     "chatd.ephemeral",

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,9 +36,9 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from chatd.broker import Message, OnMessage, OnResync, ignore_message, ignore_resync
-from chatd.ephemeral import Ephemeral
-from chatd.outbox import CONTROL_CHANNEL, RESYNC, Outbox
+from chatd.broker import OnMessage, OnResync, ignore_message, ignore_resync
+from chatd.outbox import CONTROL_CHANNEL, RESYNC
+from chatd.publishing import Publishing
 
 log = logging.getLogger("chatd.fanout")
 
@@ -59,8 +59,9 @@ class _Shard:
     channels: set[str] = field(default_factory=set)
 
 
-class ClusterBroker:
+class ClusterBroker(Publishing):
     def __init__(self, redis: RedisCluster, publish_timeout_s: float) -> None:
+        super().__init__(redis, publish_timeout_s, sharded=True)  # type: ignore[arg-type]
         self.cluster = redis
         self._channels: set[str] = set()  # every channel to be subscribed, wherever it lives
         self._shards: dict[str, _Shard] = {}  # primary's name -> its subscriber connection
@@ -71,8 +72,6 @@ class ClusterBroker:
         self._keeper: asyncio.Task[None] | None = None
         self._on_message: OnMessage = ignore_message
         self._on_resync: OnResync = ignore_resync
-        self._outbox = Outbox(redis, publish_timeout_s, sharded=True)  # type: ignore[arg-type]
-        self._ephemeral = Ephemeral(redis, publish_timeout_s, sharded=True)  # type: ignore[arg-type]
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self, on_message: OnMessage, on_resync: OnResync) -> None:
@@ -82,30 +81,15 @@ class ClusterBroker:
             await self._subscribe([CONTROL_CHANNEL])
         self._up.set()
         self._keeper = asyncio.create_task(self._keep())
-        self._outbox.start()
-        self._ephemeral.start()
+        self._start_publishing()
 
     async def stop(self, grace_s: float) -> None:
-        await self._outbox.stop(grace_s)
-        await self._ephemeral.stop(grace_s)
+        await self._stop_publishing(grace_s)
         if self._keeper is not None:
             self._keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._keeper
         await self._close_shards()
-
-    # -- publishing ----------------------------------------------------------------------
-    async def publish_sequenced(self, messages: Sequence[Message]) -> bool:
-        return await self._outbox.publish(list(messages))
-
-    def publish_ephemeral(
-        self, messages: Sequence[Message], key: Hashable | None = None
-    ) -> asyncio.Future[bool]:
-        return self._ephemeral.publish(messages, key)
-
-    @property
-    def pending(self) -> int:
-        return self._outbox.pending
 
     # -- subscriptions -------------------------------------------------------------------
     async def subscribe(self, channels: Sequence[str]) -> None:

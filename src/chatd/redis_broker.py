@@ -16,15 +16,15 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from chatd.broker import Message, OnMessage, OnResync, ignore_message, ignore_resync
-from chatd.ephemeral import Ephemeral
-from chatd.outbox import CONTROL_CHANNEL, RESYNC, Outbox
+from chatd.broker import OnMessage, OnResync, ignore_message, ignore_resync
+from chatd.outbox import CONTROL_CHANNEL, RESYNC
+from chatd.publishing import Publishing
 
 log = logging.getLogger("chatd.fanout")  # the name operators know (docs/operations.md)
 
@@ -33,8 +33,9 @@ RECONNECT_TIMEOUT_S = 5.0
 SUBSCRIBER_WAIT_S = 10.0  # a caller's subscribe: for the subscriber to be back, and confirmed
 
 
-class RedisBroker:
+class RedisBroker(Publishing):
     def __init__(self, redis: aioredis.Redis, subscriber: aioredis.Redis, publish_timeout_s: float) -> None:
+        super().__init__(redis, publish_timeout_s)
         self.subscriber = subscriber
         self._pubsub = subscriber.pubsub()
         self._up = asyncio.Event()
@@ -43,9 +44,6 @@ class RedisBroker:
         self._reader: asyncio.Task[None] | None = None
         self._on_message: OnMessage = ignore_message
         self._on_resync: OnResync = ignore_resync
-        # One queue, one pipeline at a time: this worker's publishes go out in commit order.
-        self._outbox = Outbox(redis, publish_timeout_s)
-        self._ephemeral = Ephemeral(redis, publish_timeout_s)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self, on_message: OnMessage, on_resync: OnResync) -> None:
@@ -54,30 +52,15 @@ class RedisBroker:
         self._up.set()
         self._reader = asyncio.create_task(self._read_loop())
         await self._confirm()
-        self._outbox.start()
-        self._ephemeral.start()
+        self._start_publishing()
 
     async def stop(self, grace_s: float) -> None:
-        await self._outbox.stop(grace_s)
-        await self._ephemeral.stop(grace_s)
+        await self._stop_publishing(grace_s)
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
         await self._pubsub.aclose()  # type: ignore[no-untyped-call]
-
-    # -- publishing ----------------------------------------------------------------------
-    async def publish_sequenced(self, messages: Sequence[Message]) -> bool:
-        return await self._outbox.publish(list(messages))
-
-    def publish_ephemeral(
-        self, messages: Sequence[Message], key: Hashable | None = None
-    ) -> asyncio.Future[bool]:
-        return self._ephemeral.publish(messages, key)
-
-    @property
-    def pending(self) -> int:
-        return self._outbox.pending
 
     # -- subscriptions -------------------------------------------------------------------
     async def subscribe(self, channels: Sequence[str]) -> None:
