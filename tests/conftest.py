@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
-import httpx
 import pytest
 import redis.asyncio as aioredis
 
 from chatd.devcluster import free_ports
 from chatd.devstack import Stack
 from chatd.processes import free_port
-from tests.helpers import Api
+from tests.helpers import Api, wait_for_ready
 
 TEST_ENV = {
     # argon2id still, with a cheap cost so hundreds of test logins stay fast
@@ -160,14 +157,7 @@ def spawn_worker(stack: Stack) -> Iterator[Callable[..., Worker]]:
         worker = Worker(proc, port, log)
         started.append(worker)
         if wait_ready:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                assert proc.poll() is None, log.read_text()
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"{worker.url}/readyz", timeout=1).status_code == 200:
-                        return worker
-                time.sleep(0.05)
-            raise TimeoutError(log.read_text())
+            wait_for_ready(proc, worker.url, log)
         return worker
 
     yield spawn

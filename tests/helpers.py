@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -17,6 +22,23 @@ from websockets.asyncio.client import ClientConnection
 
 Frame = dict[str, Any]
 _names = itertools.count(1)
+
+
+def serve_argv(port: int, metrics_port: int) -> list[str]:
+    """`chatd serve` on a loopback port, its metrics on another."""
+    return [sys.executable, "-m", "chatd", "serve", "--port", str(port), "--metrics-port", str(metrics_port)]
+
+
+def wait_for_ready(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 30) -> None:
+    """Until the worker at `url` answers /readyz 200; its log if it dies or never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(log.read_text())
 
 
 def unique_name(prefix: str = "u") -> str:

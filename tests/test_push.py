@@ -4,11 +4,9 @@ subscription's own key; mute, do-not-disturb, the interval, 410, logout, and a h
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ from py_vapid import Vapid02
 from chatd.devstack import Stack
 from chatd.processes import free_port
 from chatd.pushes import _CLAIM, mark_key
-from tests.helpers import Api, User, Ws, ack_for
+from tests.helpers import Api, User, Ws, ack_for, serve_argv, wait_for_ready
 from tests.pushserver import PushServer, Subscription, unattended
 from tests.test_metrics import scrape, total
 
@@ -326,29 +324,13 @@ def hung_worker(stack: Stack) -> Iterator[tuple[str, str]]:
     log = stack.root / "logs" / f"hung-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "chatd",
-                "serve",
-                "--port",
-                str(port),
-                "--metrics-port",
-                str(metrics_port),
-            ],
+            serve_argv(port, metrics_port),
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, log.read_text()
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.05)
+    wait_for_ready(proc, url, log)
     yield url, f"http://127.0.0.1:{metrics_port}/metrics"
     proc.kill()
     proc.wait(10)

@@ -6,9 +6,7 @@ client's catch-up stays gapless while the standby's replay is paused."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -25,7 +23,7 @@ from chatd.config import ConfigError, Settings
 from chatd.devstack import Stack
 from chatd.processes import free_port
 from chatd.storage.replica import Replica
-from tests.helpers import Api, User, Ws
+from tests.helpers import Api, User, Ws, serve_argv, wait_for_ready
 from tests.standby import run_standby
 
 
@@ -76,28 +74,13 @@ async def replica_worker(stack: Stack) -> AsyncIterator[Callable[..., Worker]]:
             "CHATD_DATABASE_REPLICA_URL": url,
             "CHATD_DATABASE_REPLICA_MAX_LAG_S": str(max_lag_s),
         }
-        argv = [
-            sys.executable,
-            "-m",
-            "chatd",
-            "serve",
-            "--port",
-            str(port),
-            "--metrics-port",
-            str(metrics_port),
-        ]
         with log.open("wb") as out:
-            proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                serve_argv(port, metrics_port), env=env, stdout=out, stderr=subprocess.STDOUT
+            )
         procs.append(proc)
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log.read_text()
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+        wait_for_ready(proc, base, log)
         apis.append(Api(base))
         return Worker(apis[-1], f"http://127.0.0.1:{metrics_port}/metrics")
 
