@@ -37,6 +37,7 @@ BROKERS = {
     "chatd.redis_broker",
     "chatd.cluster_broker",
     "chatd.publishing",
+    "chatd.subscribing",
     "chatd.outbox",
     "chatd.ephemeral",
     "chatd.memory_broker",

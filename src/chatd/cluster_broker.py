@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,9 +35,10 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from chatd.broker import OnMessage, OnResync, ignore_message, ignore_resync
-from chatd.outbox import CONTROL_CHANNEL, RESYNC
+from chatd.broker import OnMessage, OnResync
+from chatd.outbox import CONTROL_CHANNEL
 from chatd.publishing import Publishing
+from chatd.subscribing import Subscribing
 
 log = logging.getLogger("chatd.fanout")
 
@@ -59,19 +59,15 @@ class _Shard:
     channels: set[str] = field(default_factory=set)
 
 
-class ClusterBroker(Publishing):
+class ClusterBroker(Publishing, Subscribing):
     def __init__(self, redis: RedisCluster, publish_timeout_s: float) -> None:
-        super().__init__(redis, publish_timeout_s, sharded=True)  # type: ignore[arg-type]
+        Publishing.__init__(self, redis, publish_timeout_s, sharded=True)  # type: ignore[arg-type]
+        Subscribing.__init__(self)
         self.cluster = redis
         self._channels: set[str] = set()  # every channel to be subscribed, wherever it lives
         self._shards: dict[str, _Shard] = {}  # primary's name -> its subscriber connection
-        self._up = asyncio.Event()
         self._broken = asyncio.Event()
-        self._lock = asyncio.Lock()
-        self._pongs: dict[bytes, asyncio.Future[None]] = {}
         self._keeper: asyncio.Task[None] | None = None
-        self._on_message: OnMessage = ignore_message
-        self._on_resync: OnResync = ignore_resync
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self, on_message: OnMessage, on_resync: OnResync) -> None:
@@ -157,9 +153,7 @@ class ClusterBroker(Publishing):
         """PING each connection after its SSUBSCRIBEs; the PONGs say they are active."""
         waits = []
         for shard in shards:
-            token = secrets.token_hex(8).encode()
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._pongs[token] = future
+            token, future = self._expect_pong()
             waits.append((token, future))
             await shard.pubsub.ping(token)
         try:
@@ -188,23 +182,15 @@ class ClusterBroker(Publishing):
     def _handle(self, shard: _Shard, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "pong":
-            future = self._pongs.get(message["data"])
-            if future is not None and not future.done():
-                future.set_result(None)
+            self._ponged(message["data"])
             return
         if kind == "sunsubscribe":
             channel = message["channel"].decode()
             if channel in self._channels and channel in shard.channels:  # not ours: the slot moved
                 self._break(f"{shard.name} no longer serves {channel}")
             return
-        if kind != "smessage":
-            return
-        channel = message["channel"].decode()
-        if channel == CONTROL_CHANNEL:
-            if message["data"] == RESYNC:  # some worker dropped publishes it could not make
-                self._on_resync()
-            return
-        self._on_message(channel, message["data"])
+        if kind == "smessage":
+            self._received(message["channel"].decode(), message["data"])
 
     # -- repair --------------------------------------------------------------------------
     def _break(self, why: str) -> None:

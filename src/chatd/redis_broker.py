@@ -15,16 +15,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from chatd.broker import OnMessage, OnResync, ignore_message, ignore_resync
+from chatd.broker import OnMessage, OnResync
 from chatd.outbox import CONTROL_CHANNEL, RESYNC
 from chatd.publishing import Publishing
+from chatd.subscribing import Subscribing
 
 log = logging.getLogger("chatd.fanout")  # the name operators know (docs/operations.md)
 
@@ -33,17 +33,13 @@ RECONNECT_TIMEOUT_S = 5.0
 SUBSCRIBER_WAIT_S = 10.0  # a caller's subscribe: for the subscriber to be back, and confirmed
 
 
-class RedisBroker(Publishing):
+class RedisBroker(Publishing, Subscribing):
     def __init__(self, redis: aioredis.Redis, subscriber: aioredis.Redis, publish_timeout_s: float) -> None:
-        super().__init__(redis, publish_timeout_s)
+        Publishing.__init__(self, redis, publish_timeout_s)
+        Subscribing.__init__(self)
         self.subscriber = subscriber
         self._pubsub = subscriber.pubsub()
-        self._up = asyncio.Event()
-        self._lock = asyncio.Lock()
-        self._pongs: dict[bytes, asyncio.Future[None]] = {}
         self._reader: asyncio.Task[None] | None = None
-        self._on_message: OnMessage = ignore_message
-        self._on_resync: OnResync = ignore_resync
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self, on_message: OnMessage, on_resync: OnResync) -> None:
@@ -89,9 +85,7 @@ class RedisBroker(Publishing):
         """Returns once every SUBSCRIBE sent before it is active: a PING sent after them comes
         back as a PONG. After a reconnect (which subscribes every channel again) the reader
         sends the PING again."""
-        token = secrets.token_hex(8).encode()
-        future = asyncio.get_running_loop().create_future()
-        self._pongs[token] = future
+        token, future = self._expect_pong()
         try:
             async with asyncio.timeout(SUBSCRIBER_WAIT_S):
                 await self._command(lambda: self._pubsub.ping(token))
@@ -145,17 +139,9 @@ class RedisBroker(Publishing):
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "pong":
-            token = message["data"]
-            if token == RESYNC:
+            if message["data"] == RESYNC:
                 self._on_resync()
-            elif (future := self._pongs.get(token)) is not None and not future.done():
-                future.set_result(None)
-            return
-        if kind != "message":
-            return
-        channel = message["channel"].decode()
-        if channel == CONTROL_CHANNEL:
-            if message["data"] == RESYNC:  # some worker dropped publishes it could not make
-                self._on_resync()
-            return
-        self._on_message(channel, message["data"])
+            else:
+                self._ponged(message["data"])
+        elif kind == "message":
+            self._received(message["channel"].decode(), message["data"])
