@@ -85,6 +85,7 @@ SERVICES = {
     "chatd.presence",
     "chatd.readstate",
     "chatd.readstate_lua",
+    "chatd.presence_lua",
     "chatd.conncap",
     "chatd.ratelimit",
     "chatd.notify",
@@ -94,7 +95,14 @@ SERVICES = {
 }
 # The local-run tools and the terminal client ship inside the package, their dependencies in
 # extras (`devstack`, `client`); they are not layers of the daemon and not checked.
-TOOLS = ("chatd.client", "chatd.devstack", "chatd.devcluster", "chatd.devnginx", "chatd.processes")
+TOOLS = (
+    "chatd.client",
+    "chatd.devstack",
+    "chatd.devcluster",
+    "chatd.devnginx",
+    "chatd.devpostgres",
+    "chatd.processes",
+)
 # What storage may use from outside itself.
 STORAGE_MAY_IMPORT = {"chatd.errors", "chatd.config"}
 # SQL outside storage/: none (the migration runner's SQL is in storage/schema.py). The local-run
