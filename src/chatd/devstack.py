@@ -10,7 +10,6 @@ import contextlib
 import grp
 import json
 import os
-import pwd
 import secrets
 import shutil
 import signal
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from chatd import devcluster
+from chatd import devcluster, devpostgres
 from chatd.devnginx import web_root as web_root  # re-exported for `chatd dev` and bench/
 from chatd.devnginx import write_config
 from chatd.processes import StackError as StackError  # raised to `chatd dev`
@@ -145,7 +144,10 @@ class Stack:
         if name == "postgres":
             status = [_pg_bin("pg_ctl"), "-D", str(self.root / "pg"), "status"]
             return (self.root / "pg" / "postmaster.pid").exists() and subprocess.run(
-                self._as_postgres(status), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
+                devpostgres.as_postgres(status),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=False,
             ).returncode == 0
         if name == "redis" and self.redis_cluster_ports:
             return all(self.running(f"redis-{port}") for port in self.redis_cluster_ports)
@@ -212,66 +214,15 @@ class Stack:
         self.save()
 
     # -- postgres ------------------------------------------------------------------------
-    def _as_postgres(self, argv: list[str]) -> list[str]:
-        if os.geteuid() != 0:
-            return argv
-        return ["runuser", "-u", "postgres", "--", *argv]
-
     def start_postgres(self, init: bool = False) -> None:
-        data = self.root / "pg"
-        owner = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
-        if init and not (data / "PG_VERSION").exists():
-            data.mkdir(exist_ok=True)
-            pwfile = self.root / "pg.pw"
-            pwfile.write_text(self.db_password + "\n")
-            if owner:
-                os.chown(data, owner.pw_uid, owner.pw_gid)
-                os.chown(pwfile, owner.pw_uid, owner.pw_gid)
-            _run(
-                self._as_postgres(
-                    [
-                        _pg_bin("initdb"),
-                        "-D",
-                        str(data),
-                        "-U",
-                        "chatd",
-                        "--auth=scram-sha-256",
-                        f"--pwfile={pwfile}",
-                        "-E",
-                        "UTF8",
-                        "--locale=C.UTF-8",
-                    ]
-                ),
-                "initdb",
-            )
-            pwfile.unlink()
-            with (data / "postgresql.conf").open("a") as conf:
-                conf.write(
-                    f"\nlisten_addresses = '127.0.0.1'\nport = {self.pg_port}\n"
-                    f"unix_socket_directories = '{data}'\nmax_connections = 300\n"
-                    "shared_buffers = 256MB\nfsync = on\nsynchronous_commit = on\n"
-                )
-        log = data / "server.log"
-        start = [_pg_bin("pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "start"]
-        _run(self._as_postgres(start), "pg_ctl start (PostgreSQL)", log=log)
         if init:
-            self._psql("SELECT 1 FROM pg_database WHERE datname = 'chatd'", create=True)
-
-    def _psql(self, sql: str, create: bool = False) -> None:
-        env = {**os.environ, "PGPASSWORD": self.db_password}
-        base = ["psql", "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "chatd", "-d", "postgres", "-tAc"]
-        out = _run([*base, sql], "psql", env=env)
-        if create and not out.strip():
-            _run([*base, "CREATE DATABASE chatd"], "psql CREATE DATABASE", env=env)
+            devpostgres.init(self.root / "pg", self.pg_port, self.db_password)
+        devpostgres.start(self.root / "pg")
+        if init:
+            devpostgres.create_database(self.pg_port, self.db_password)
 
     def stop_postgres(self, mode: str = "fast") -> None:
-        data = self.root / "pg"
-        if (data / "postmaster.pid").exists():
-            subprocess.run(
-                self._as_postgres([_pg_bin("pg_ctl"), "-D", str(data), "-m", mode, "-w", "stop"]),
-                check=False,
-                stdout=subprocess.DEVNULL,
-            )
+        devpostgres.stop(self.root / "pg", mode)
 
     def restart_postgres(self, mode: str = "immediate") -> None:
         """Stop (by default like a crash: no checkpoint) and start again."""
