@@ -31,7 +31,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -46,6 +47,28 @@ REPAIR_BACKOFF_MAX_S = 1.0
 REPAIR_TIMEOUT_S = 5.0
 SUBSCRIBER_WAIT_S = 10.0  # a caller's subscribe: for a repair to end, and the subscribe confirmed
 CONNECT_TIMEOUT_S = 1.0
+# The TLS options of the cluster client's node connections (rediss:// and its ssl_* query
+# options) that a subscriber connection takes too: the same CA, verification and client cert.
+TLS_OPTIONS = (
+    "ssl_keyfile",
+    "ssl_certfile",
+    "ssl_cert_reqs",
+    "ssl_include_verify_flags",
+    "ssl_exclude_verify_flags",
+    "ssl_ca_certs",
+    "ssl_ca_data",
+    "ssl_check_hostname",
+    "ssl_min_version",
+    "ssl_ciphers",
+)
+
+
+def _tls(node: ClusterNode) -> dict[str, Any]:
+    """A node's TLS settings as redis.asyncio.Redis takes them; {} when it is plain TCP."""
+    if not issubclass(node.connection_class, SSLConnection):
+        return {}
+    kwargs = node.connection_kwargs
+    return {"ssl": True, **{name: kwargs[name] for name in TLS_OPTIONS if name in kwargs}}
 
 
 @dataclass
@@ -141,6 +164,7 @@ class ClusterBroker(Publishing, Subscribing):
                 socket_connect_timeout=CONNECT_TIMEOUT_S,
                 socket_keepalive=True,
                 retry=Retry(NoBackoff(), 0, ()),  # never reconnected silently: a repair is
+                **_tls(node),
             )
             shard = _Shard(node.name, client, client.pubsub())
             await shard.pubsub.ping(b"hello")  # connects (a pubsub has no connection before)

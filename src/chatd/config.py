@@ -44,6 +44,38 @@ def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     return raw
 
 
+def redis_urls(value: str) -> list[str]:
+    """CHATD_REDIS_URL's node URLs: one, or (a Redis Cluster's seed nodes) a comma-separated list."""
+    return [item.strip() for item in value.split(",")]
+
+
+def _redis_url(name: str, raw: str) -> str:
+    """A redis://, rediss:// or unix:// URL; or several redis(s):// node URLs, comma-separated,
+    the same but for their host:port (scheme, user, password, database and options)."""
+    urls = redis_urls(raw)
+    if len(urls) == 1:
+        return _url(name, raw, ("redis", "rediss", "unix"))
+    first = urlsplit(urls[0])
+    for n, url in enumerate(urls, 1):
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise ConfigError(
+                f"{name}: node {n} of the list: expected a redis:// or rediss:// URL with a host"
+            )
+        try:
+            parts.port  # noqa: B018  (raises on a bad one)
+        except ValueError:
+            raise ConfigError(f"{name}: node {n} of the list: bad port") from None
+        same = ("scheme", "username", "password", "path", "query")
+        differs = [part for part in same if getattr(parts, part) != getattr(first, part)]
+        if differs:  # named, not shown: it may be the password
+            raise ConfigError(
+                f"{name}: node {n} of the list differs from node 1 in its {' and '.join(differs)};"
+                " every node URL must be the same but for its host:port"
+            )
+    return ",".join(urls)
+
+
 def database_hosts(url: str) -> list[tuple[str, int]]:
     """The hosts of a URL with a host list (``postgresql://u@h1:5432,h2:5432/db``), in order,
     with their ports (default 5432); [] for a URL with one host or a unix socket."""
@@ -213,10 +245,9 @@ class Settings:
     """One line per setting: its name (CHATD_ + upper case), type, default and parser."""
 
     database_url: str = _setting(None, _database_url)
-    redis_url: str = _setting(
-        "redis://127.0.0.1:6379/0", lambda n, v: _url(n, v, ("redis", "rediss", "unix"))
-    )
-    # CHATD_REDIS_URL is then one node of a Redis Cluster (the others are discovered); off: one Redis
+    # With CHATD_REDIS_CLUSTER=on: one or more (comma-separated) nodes of the cluster, tried in turn
+    redis_url: str = _setting("redis://127.0.0.1:6379/0", _redis_url)
+    # CHATD_REDIS_URL then names nodes of a Redis Cluster (the others are discovered); off: one Redis
     redis_cluster: bool = _setting("off", _switch)
     log_level: str = _setting("info", _log_level)
     metrics: bool = _setting("on", _switch)
@@ -301,7 +332,8 @@ class Settings:
             credential = CREDENTIALS.get(item.name)
             secret = _credential(env, credential) if credential else None
             if credential and secret is not None and values[item.name]:
-                values[item.name] = _with_password(name, values[item.name], credential, secret)
+                urls = redis_urls(values[item.name]) if item.name == "redis_url" else [values[item.name]]
+                values[item.name] = ",".join(_with_password(name, url, credential, secret) for url in urls)
         directory = env.get("CREDENTIALS_DIRECTORY", "")
         if directory and _credential(env, VAPID_CREDENTIAL) is not None:
             path = str(Path(directory) / VAPID_CREDENTIAL)
@@ -312,8 +344,13 @@ class Settings:
             raise ConfigError("CHATD_PRESENCE_HEARTBEAT_S: must be shorter than CHATD_PRESENCE_TTL_S")
         if values["db_pool_min"] > values["db_pool_max"]:
             raise ConfigError("CHATD_DB_POOL_MIN: must not exceed CHATD_DB_POOL_MAX")
-        if values["redis_cluster"] and not values["redis_url"].startswith("redis://"):
-            raise ConfigError("CHATD_REDIS_URL: with CHATD_REDIS_CLUSTER=on, a redis:// URL (no TLS yet)")
+        redis = redis_urls(values["redis_url"])
+        if values["redis_cluster"] and not redis[0].startswith(("redis://", "rediss://")):
+            raise ConfigError("CHATD_REDIS_URL: with CHATD_REDIS_CLUSTER=on, redis:// or rediss:// URLs")
+        if len(redis) > 1 and not values["redis_cluster"]:
+            raise ConfigError(
+                "CHATD_REDIS_URL: a list of nodes is for a Redis Cluster (CHATD_REDIS_CLUSTER=on); one URL"
+            )
         return cls(**values)
 
 

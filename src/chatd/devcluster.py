@@ -2,6 +2,7 @@
 
     cluster = start_cluster(directory, free_ports(6))   # the first 3 start as primaries
     cluster.seed_url                             # CHATD_REDIS_URL (with CHATD_REDIS_CLUSTER=on)
+    cluster.url(port)                            # one node's URL (a list of them: several seeds)
     cluster.primary_for(channel)                 # the port serving a key or channel now
     cluster.kill(port)                           # kill -9 a node (its replica takes over)
     cluster.failover(replica_port)               # a graceful handover (CLUSTER FAILOVER)
@@ -9,6 +10,11 @@
 
 Nodes time out after NODE_TIMEOUT_MS, so a dead primary's replica is promoted within about
 two seconds.
+
+With ``tls=make_certificates(directory)`` every node speaks TLS only (``port 0``, the port given
+is its ``tls-port``; the cluster bus and replication over TLS too) with a certificate for
+127.0.0.1 from a CA of its own, and the URLs are ``rediss://...?ssl_ca_certs=CA``: the
+production shape of docs/operations.md "Running on a Redis Cluster".
 """
 
 from __future__ import annotations
@@ -31,17 +37,33 @@ NODE_TIMEOUT_MS = 1000
 HOST = "127.0.0.1"
 
 
+@dataclass(frozen=True)
+class Tls:
+    """A CA, and a certificate and key for 127.0.0.1 it signed (every node uses the same)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
 @dataclass
 class Cluster:
     directory: Path
     ports: list[int]
     password: str
     nodes: dict[int, int] = field(default_factory=dict)  # port -> pid
+    tls: Tls | None = None
 
     @property
     def seed_url(self) -> str:
         live = [port for port, pid in self.nodes.items() if alive(pid)] or self.ports
-        return f"redis://:{self.password}@{HOST}:{live[0]}/0"
+        return self.url(live[0])
+
+    def url(self, port: int) -> str:
+        """A client's URL for the node on `port` (verifying its certificate, with TLS)."""
+        if self.tls is None:
+            return f"redis://:{self.password}@{HOST}:{port}/0"
+        return f"rediss://:{self.password}@{HOST}:{port}/0?ssl_ca_certs={self.tls.ca}"
 
     def client(self) -> RedisCluster:
         """A (synchronous) cluster client, for tests and tools."""
@@ -52,8 +74,15 @@ class Cluster:
         node_dir = self.directory / str(port)
         node_dir.mkdir(parents=True, exist_ok=True)
         conf = node_dir / "redis.conf"
+        listen = f"port {port}\n"
+        if self.tls is not None:  # TLS only: the port given is the TLS port, no plain one
+            listen = (
+                f"port 0\ntls-port {port}\ntls-cert-file {self.tls.cert}\n"
+                f"tls-key-file {self.tls.key}\ntls-ca-cert-file {self.tls.ca}\n"
+                "tls-auth-clients no\ntls-cluster yes\ntls-replication yes\n"
+            )
         conf.write_text(
-            f"bind {HOST}\nport {port}\ndir {node_dir}\nrequirepass {self.password}\n"
+            f"bind {HOST}\n{listen}dir {node_dir}\nrequirepass {self.password}\n"
             f'masterauth {self.password}\nsave ""\nappendonly no\nprotected-mode yes\n'
             f"cluster-enabled yes\ncluster-config-file nodes.conf\n"
             f"cluster-node-timeout {NODE_TIMEOUT_MS}\ncluster-replica-validity-factor 0\n"
@@ -93,6 +122,7 @@ class Cluster:
                 self.password,
                 "-p",
                 str(port),
+                *(["--tls", "--cacert", str(self.tls.ca)] if self.tls else []),
                 *args,
             ],
             f"redis-cli {' '.join(args)}",
@@ -166,9 +196,34 @@ def _free(port: int) -> bool:
     return True
 
 
-def start_cluster(directory: Path, ports: list[int], password: str) -> Cluster:
-    """Start len(ports) nodes (a multiple of 2: half primaries, a replica each) and join them."""
-    cluster = Cluster(directory, ports, password)
+def make_certificates(directory: Path) -> Tls:
+    """A CA (EC P-256, two days) and a node certificate for IP 127.0.0.1 it signed, in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tls = Tls(directory / "ca.crt", directory / "node.crt", directory / "node.key")
+    openssl = need("openssl", "openssl")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    ca_key, request, extensions = directory / "ca.key", directory / "node.csr", directory / "node.ext"
+    extensions.write_text(
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+    )
+    subject = ["-subj", "/CN=chatd test CA", "-days", "2"]
+    run([openssl, "req", "-x509", *ec, *subject, "-keyout", str(ca_key), "-out", str(tls.ca)], "openssl ca")
+    node = ["-subj", "/CN=127.0.0.1", "-keyout", str(tls.key), "-out", str(request)]
+    run([openssl, "req", *ec, *node], "openssl node request")
+    sign = ["-CA", str(tls.ca), "-CAkey", str(ca_key), "-CAcreateserial", "-days", "2"]
+    sign += ["-extfile", str(extensions), "-in", str(request), "-out", str(tls.cert)]
+    run([openssl, "x509", "-req", *sign], "openssl sign")
+    for key in (ca_key, tls.key):
+        key.chmod(0o600)
+    return tls
+
+
+def start_cluster(directory: Path, ports: list[int], password: str, tls: Tls | None = None) -> Cluster:
+    """Start len(ports) nodes (a multiple of 2: half primaries, a replica each) and join them;
+    with `tls` (make_certificates), TLS-only nodes."""
+    cluster = Cluster(directory, ports, password, tls=tls)
     try:
         for port in ports:
             cluster.start_node(port)

@@ -13,10 +13,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 import redis.exceptions
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
@@ -26,7 +27,7 @@ from chatd.admin import Admin
 from chatd.amends import Amends
 from chatd.attachments import Attachments
 from chatd.cluster_broker import ClusterBroker
-from chatd.config import Settings
+from chatd.config import Settings, redis_urls
 from chatd.confirms import Confirmations
 from chatd.conncap import ConnectionCap
 from chatd.connection import CLOSE_SERVICE_RESTART
@@ -249,9 +250,18 @@ def _redis_clients(settings: Settings) -> tuple[aioredis.Redis, aioredis.Redis |
     """The command client, and the subscriber's (None on a cluster: the broker makes its own)."""
     options: dict[str, Any] = {"health_check_interval": 30, "socket_keepalive": True}
     if settings.redis_cluster:
-        # One client for the whole cluster: it follows MOVED and failovers, a pool per node.
+        # One client for the whole cluster: it follows MOVED and failovers, a pool per node. Every
+        # node listed is a seed, asked in turn for the slot map until one answers; the options of
+        # the URLs (the same for each, config.py) apply to every node's connections: with
+        # rediss://, TLS verified against ssl_ca_certs (the broker's subscribers take them too).
+        first, *others = redis_urls(settings.redis_url)
+        seeds = [ClusterNode(urlsplit(url).hostname or "", urlsplit(url).port or 6379) for url in others]
         cluster = RedisCluster.from_url(
-            settings.redis_url, max_connections=settings.redis_pool_max, retry=REDIS_RETRY, **options
+            first,
+            startup_nodes=seeds,
+            max_connections=settings.redis_pool_max,
+            retry=REDIS_RETRY,
+            **options,
         )
         return cluster, None  # type: ignore[return-value]  # the commands chatd uses are common
     # Past `redis_pool_max` connections a command waits for a free one (up to 10 s)
