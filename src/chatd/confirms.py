@@ -110,32 +110,29 @@ class Confirmations:
                 done.set_result(failures)
 
     async def _apply(self, batch: dict[Key, Confirmation]) -> Failures:
-        groups: dict[str, list[Confirmation]] = {}
-        for c in batch.values():
-            groups.setdefault(keyspace.conv_shard(c.cid), []).append(c)
+        groups: dict[str, list[tuple[Key, Confirmation]]] = {}  # by conversation shard
+        for key, c in batch.items():
+            groups.setdefault(keyspace.conv_shard(c.cid), []).append((key, c))
         calls: list[tuple[list[str], list[int]]] = []
         for group in groups.values():
             keys: list[str] = []
             args: list[int] = []
-            for c in group:
+            for _, c in group:
                 keys += [room_key(c.cid, self._delivered.keys), user_key(c.uid, c.cid, self._delivered.keys)]
                 keys += [dirty_key(c.cid, self._delivered.keys), gone_key(c.cid), meta_key(c.uid, c.cid)]
                 args += [c.uid, c.cid, c.seq, c.evidence]
             calls.append((keys, args))
         async with asyncio.timeout(self._timeout_s):
             replies = await keyspace.script_calls(self._delivered.redis, self._script, calls)
-        results: dict[int, list[int]] = {}  # id of a confirmation -> status, previous, visible
-        for group, flat in zip(groups.values(), replies, strict=True):
-            for index, c in enumerate(group):
-                results[id(c)] = [int(v) for v in flat[3 * index : 3 * index + 3]]
         moved: dict[int, list[tuple[int, int, int]]] = {}  # cid -> (uid, previous, seq) shown to others
         alone: list[tuple[Key, Confirmation]] = []
-        for key, c in batch.items():
-            status, previous, visible = results[id(c)]
-            if status == MOVED and visible:
-                moved.setdefault(c.cid, []).append((c.uid, previous, c.seq))
-            elif status not in (MOVED, UNCHANGED):  # rare (a user's first): as a lone `received`
-                alone.append((key, c))
+        for group, flat in zip(groups.values(), replies, strict=True):
+            for index, (key, c) in enumerate(group):
+                status, previous, visible = (int(v) for v in flat[3 * index : 3 * index + 3])
+                if status == MOVED and visible:
+                    moved.setdefault(c.cid, []).append((c.uid, previous, c.seq))
+                elif status not in (MOVED, UNCHANGED):  # rare (a user's first): as a lone `received`
+                    alone.append((key, c))
         outcomes = await asyncio.gather(
             *(self._receipts.received(c.uid, c.cid, c.seq, c.evidence) for _, c in alone),
             *(self._receipts.delivered_moved(cid, marks) for cid, marks in moved.items()),

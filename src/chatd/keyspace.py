@@ -139,13 +139,3 @@ async def script_calls(redis: Any, script: Any, calls: list[tuple[list[Any], lis
         for keys, args in calls:
             await queue_script(pipe, script, keys, args)
         return list(await pipe.execute())
-
-
-async def script_per_group(redis: Any, script: Any, key_groups: list[list[str]]) -> list[Any]:
-    """`script` once per group of keys (each group in one slot), in one round trip."""
-    if len(key_groups) == 1:  # one Redis: one call, as ever
-        return [await script(keys=key_groups[0])]
-    async with redis.pipeline(transaction=False) as pipe:
-        for keys in key_groups:
-            await queue_script(pipe, script, keys, [])
-        return list(await pipe.execute())

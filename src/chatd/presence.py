@@ -58,7 +58,7 @@ def _keys(uid: int) -> list[str]:
 async def _per_shard(redis: Any, script: Any, groups: list[list[int]], kinds: list[str]) -> list[Any]:
     """`script` once per group of users of one shard, on the keys `kinds` of each user."""
     keys = [[keyspace.presence(kind, uid) for uid in group for kind in kinds] for group in groups]
-    return await keyspace.script_per_group(redis, script, keys)
+    return await keyspace.script_calls(redis, script, [(group, []) for group in keys])
 
 
 def _text(value: bytes | str | None) -> str | None:

@@ -141,6 +141,10 @@ class ReadState:
     def _user(self, shard: str, uid: int) -> str:
         return keyspace.shard_pointers(shard, f"{self.keys.user}{uid}")
 
+    @staticmethod
+    def _meta(shard: str, uid: int) -> str:
+        return keyspace.shard_pointers(shard, f"lm:{uid}")
+
     async def mark(
         self,
         uid: int,
@@ -218,7 +222,7 @@ class ReadState:
         for shard in sorted(wanted):
             pairs = flat.get(shard, [])
             args = [int(share), len(pairs) // 2, *pairs, *took.get(shard, [])]
-            calls.append(([self._user(shard, uid), keyspace.shard_pointers(shard, f"lm:{uid}")], args))
+            calls.append(([self._user(shard, uid), self._meta(shard, uid)], args))
         if calls:
             await keyspace.script_calls(self.redis, self._load_user, calls)
 
@@ -232,7 +236,7 @@ class ReadState:
         async with self.redis.pipeline(transaction=False) as pipe:
             for shard in shards:
                 pipe.hgetall(self._user(shard, uid))
-                pipe.exists(keyspace.shard_pointers(shard, f"lm:{uid}"))
+                pipe.exists(self._meta(shard, uid))
             replies = await pipe.execute() if shards else []
         found: dict[int, int] = {}
         for raw, meta in zip(replies[::2], replies[1::2], strict=True):
@@ -278,7 +282,7 @@ class ReadState:
         for _ in range(5):
             calls: list[tuple[list[str], list[int | str]]] = []
             for shard in shards:
-                keys = [self._user(shard, uid), keyspace.shard_pointers(shard, f"lm:{uid}")]
+                keys = [self._user(shard, uid), self._meta(shard, uid)]
                 room = keyspace.shard_pointers(shard, self.keys.room)
                 calls.append((keys, [uid, int(shared), room, int(has is None or shard in has), GONE_TTL_S]))
             replies = await keyspace.script_calls(self.redis, self._set_shared, calls)

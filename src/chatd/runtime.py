@@ -255,7 +255,7 @@ def _redis_clients(settings: Settings) -> tuple[aioredis.Redis, aioredis.Redis |
         # the URLs (the same for each, config.py) apply to every node's connections: with
         # rediss://, TLS verified against ssl_ca_certs (the broker's subscribers take them too).
         first, *others = redis_urls(settings.redis_url)
-        seeds = [ClusterNode(urlsplit(url).hostname or "", urlsplit(url).port or 6379) for url in others]
+        seeds = [ClusterNode(node.hostname or "", node.port or 6379) for node in map(urlsplit, others)]
         cluster = RedisCluster.from_url(
             first,
             startup_nodes=seeds,
